@@ -1,0 +1,88 @@
+"""Human-readable text about a loss: formula, gradients, parameters.
+
+Used for the generated docstrings, ``losscc show`` and the catalogue.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .ir import COTANGENT, ElementwiseIR
+from .spec import ClassTarget, Flag, Input, Param
+
+
+def latex(expr):
+    return sp.latex(expr, mul_symbol="dot" if False else None)
+
+
+def signature(loss):
+    """(name, default or None) for each argument, in the public order."""
+    args = [(i.name, None) for i in loss.inputs]
+    if loss.weights is not None:
+        args.append((loss.weights.name, "None"))
+    if loss.kind == "rowwise":
+        args.append(("axis", repr(loss.axis)))
+    for p in loss.params:
+        args.append((p.name, repr(p.default)))
+    args.append(("reduction", repr(loss.reduction)))
+    return args
+
+
+def argument_docs(loss):
+    lines = []
+    for item in loss.inputs:
+        kind = "array"
+        if isinstance(item, ClassTarget):
+            kind = "array of int" + (" or float probabilities" if item.probabilities else "")
+        lines.append(f"{item.name} ({kind}): {item.doc or 'An input.'}")
+    if loss.weights is not None:
+        lines.append(f"{loss.weights.name} (array, optional): {loss.weights.doc}")
+    if loss.kind == "rowwise":
+        lines.append(f"axis (int, optional): The axis the loss reduces along. Default: ``{loss.axis}``.")
+    for p in loss.params:
+        if isinstance(p, Flag):
+            lines.append(f"{p.name} (bool, optional): {p.doc} Default: ``{p.default}``.")
+        else:
+            kind = "int" if p.integer else "float"
+            lines.append(f"{p.name} ({kind}, optional): {p.doc} Must be in {p.range}. Default: ``{p.default}``.")
+    lines.append(
+        "reduction (str, optional): Specifies the reduction to apply to the output: "
+        f"``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'{loss.reduction}'``."
+    )
+    return lines
+
+
+def gradient_lines(loss, variant):
+    """LaTeX lines ``d loss / d input = ...`` (per unit cotangent)."""
+    ir = variant.ir
+    unit = {COTANGENT: 1}
+    if isinstance(ir, ElementwiseIR):
+        return [
+            rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}}} = {sp.latex(e.xreplace(unit))}"
+            for n, e in ir.gradients.items()
+        ]
+    lines = [rf"{sp.latex(s)} = {sp.latex(e.xreplace(unit))}" for s, e in ir.adjoints]
+    lines += [
+        rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}_j}} = {sp.latex(e.xreplace(unit))}"
+        for n, e in ir.element_gradients.items()
+    ]
+    lines += [
+        rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}}} = {sp.latex(e.xreplace(unit))}"
+        for n, e in ir.row_gradients.items()
+    ]
+    return lines
+
+
+def formula_lines(loss, variant):
+    ir = variant.ir
+    if isinstance(ir, ElementwiseIR):
+        return [rf"\ell = {sp.latex(ir.loss)}"]
+    lines = [rf"{sp.latex(r.symbol)} = \mathrm{{{r.kind}}}_j\left({sp.latex(r.argument)}\right)" for r in ir.forward_reductions]
+    return lines + [rf"\ell = {sp.latex(ir.loss)}"]
+
+
+def variant_title(variant):
+    return ", ".join(f"{k}={v}" for k, v in variant.flags.items())
+
+
+__all__ = ["signature", "argument_docs", "gradient_lines", "formula_lines", "variant_title", "Input", "Param"]

@@ -1,0 +1,73 @@
+"""The kernel IR: what derivation produces and every backend printer reads.
+
+A loss variant (one value per flag) is lowered to straight-line programs of
+SymPy expressions. Elementwise losses are one map forward and one map
+backward. Row-wise losses are phases: forward reductions, the row epilogue,
+backward reductions, row adjoints and the per-element gradient map. Backends
+print the same IR: MLX ops on whole arrays, Metal/CUDA one element or one
+row at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+# Symbols the generator introduces; spec names may not collide with these.
+COTANGENT = sp.Symbol("cotangent", real=True)
+ROW_LENGTH = sp.Symbol("row_length", positive=True, integer=True)
+RESERVED_NAMES = {"cotangent", "row_length", "loss", "output", "primals", "axis", "reduction", "mx", "math"}
+TEMP_PREFIX = "t"
+
+
+@dataclass
+class Reduction:
+    """``symbol = reduce_kind over the row of argument``.
+
+    ``weight`` (sum only) multiplies the argument elementwise; ``target`` is
+    the ClassTarget of a gather.
+    """
+
+    symbol: sp.Symbol
+    kind: str  # sum | mean | max | logsumexp | gather
+    argument: sp.Expr
+    target: sp.Symbol | None = None
+
+
+@dataclass
+class GradientAlias:
+    """grad of ``name`` equals ``sign`` times grad of ``source`` (no extra pass)."""
+
+    name: str
+    source: str
+    sign: int
+
+
+@dataclass
+class ElementwiseIR:
+    loss: sp.Expr
+    gradients: dict  # input name -> expression in inputs, params, COTANGENT
+    aliases: list = field(default_factory=list)
+
+
+@dataclass
+class RowwiseIR:
+    forward_reductions: list  # [Reduction] in dependency order
+    loss: sp.Expr  # the row epilogue, in reduction symbols, per-row inputs, params
+    backward_reductions: list  # [Reduction] computed in the backward pass
+    adjoints: list  # [(symbol, expression)]: d loss / d row variable, times COTANGENT
+    element_gradients: dict  # element-level input name -> expression
+    row_gradients: dict  # per-row input name -> expression
+
+
+@dataclass
+class Variant:
+    """One specialisation of a loss: a value for each flag."""
+
+    flags: dict  # flag name -> bool
+    ir: ElementwiseIR | RowwiseIR
+
+    @property
+    def suffix(self):
+        return "".join(f"_{name}" if value else f"_no_{name}" for name, value in self.flags.items())

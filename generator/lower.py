@@ -1,0 +1,72 @@
+"""Lowering: IR expressions to a scheduled, CSE'd list of statements.
+
+Every backend prints the same statements. A statement assigns a symbol
+either an expression or a row reduction of an expression; named symbols
+(spec terms, reductions, adjoints) keep their names, and common
+subexpressions become temporaries ``t0, t1, ...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .ir import TEMP_PREFIX, Reduction
+
+
+@dataclass
+class Statement:
+    symbol: sp.Symbol
+    expr: sp.Expr  # the value, or the argument of the reduction
+    reduction: Reduction | None = None  # set when the statement reduces along the row
+    output: str | None = None  # set for the program's named results
+
+    @property
+    def name(self):
+        return self.output or self.symbol.name
+
+
+def schedule(definitions, outputs, temps=None):
+    """Order ``definitions`` (symbol -> expr or Reduction) and ``outputs``.
+
+    ``outputs`` is a list of (name, expr). Common subexpressions across all of
+    them are shared. ``temps`` is the numbered symbol generator to draw from
+    (pass the same one to number temporaries across programs).
+    """
+    temps = temps if temps is not None else sp.numbered_symbols(TEMP_PREFIX, real=True)
+    names = list(definitions)
+    rhs = [d.argument if isinstance(d, Reduction) else d for d in definitions.values()]
+    rhs += [expr for _, expr in outputs]
+    replacements, reduced = sp.cse(rhs, symbols=temps, order="none")
+
+    pending = [Statement(s, e) for s, e in replacements]
+    for symbol, expr in zip(names, reduced):
+        definition = definitions[symbol]
+        pending.append(Statement(symbol, expr, definition if isinstance(definition, Reduction) else None))
+    for (name, _), expr in zip(outputs, reduced[len(names):]):
+        pending.append(Statement(sp.Symbol(name, real=True), expr, output=name))
+
+    defined = {s.symbol for s in pending}
+    ready, ordered = set(), []
+    while pending:
+        for index, statement in enumerate(pending):
+            needs = {s for s in statement.expr.free_symbols if s in defined}
+            if needs <= ready:
+                break
+        else:
+            raise RuntimeError("cyclic definitions: " + ", ".join(s.name for s in pending))
+        pending.pop(index)
+        ready.add(statement.symbol)
+        ordered.append(statement)
+    return _drop_unused(ordered)
+
+
+def _drop_unused(statements):
+    """Remove definitions no output depends on."""
+    needed, kept = set(), []
+    for statement in reversed(statements):
+        if statement.output or statement.symbol in needed:
+            kept.append(statement)
+            needed |= statement.expr.free_symbols
+    return list(reversed(kept))

@@ -1,0 +1,322 @@
+"""The spec vocabulary: what a user writes in ``specs/<loss>.py``.
+
+A spec declares the arrays a loss takes, its scalar parameters and flags, and
+its math as a SymPy expression, then builds one :class:`Loss`:
+
+* an **elementwise** loss gives ``elementwise=f(inputs, params)``;
+* a **row-wise** loss gives ``row=h(R_1, ..., R_m)`` where each ``R_k`` is a
+  row reduction along ``axis`` (:class:`RowSum`, :class:`RowMean`,
+  :class:`RowMax`, :class:`LogSumExp`, :class:`Gather`) of an expression of
+  the row's elements. Reductions may nest (a reduction's argument may use an
+  earlier reduction), and the epilogue ``h`` may use per-row inputs.
+
+Weights, the ``none|mean|sum`` reduction, class-index targets (and their
+probability form) are part of the vocabulary, not per-loss code.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .ir import RESERVED_NAMES, TEMP_PREFIX
+from .functions import Select, log_sigmoid, logcosh, maximum, minimum, relu, sigmoid, softplus
+
+__all__ = [
+    "Loss", "Input", "ClassTarget", "Weights", "Param", "Flag", "Term",
+    "RowSum", "RowMean", "RowMax", "LogSumExp", "Gather", "Select",
+    "sigmoid", "softplus", "log_sigmoid", "logcosh", "maximum", "minimum", "relu",
+    "SpecError",
+]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be compiled; the loader prefixes the spec file."""
+
+
+def _check_identifier(name, what):
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise SpecError(f"{what} name {name!r} is not a valid Python identifier")
+    if name.startswith("_"):
+        raise SpecError(f"{what} name {name!r} must not start with an underscore")
+
+
+def _check_text(text, what):
+    if not isinstance(text, str):
+        raise SpecError(f"{what} must be a string, got {type(text).__name__}")
+    return text
+
+
+class _Declared(sp.Symbol):
+    """A SymPy symbol that also carries its declaration.
+
+    Built uncached (``__xnew__``) so two specs declaring the same name in one
+    process never share metadata.
+    """
+
+    def __new__(cls, name, **assumptions):
+        _check_identifier(name, cls.__name__)
+        return sp.Symbol.__xnew__(cls, name, real=True, **assumptions)
+
+
+class Input(_Declared):
+    """A float array argument.
+
+    Element-level by default (one value per loss element, or per element of a
+    row for row-wise losses); ``per_row=True`` declares one value per row (the
+    shape of the loss before reduction).
+    """
+
+    def __new__(cls, name, *, differentiable=True, per_row=False, doc=""):
+        obj = super().__new__(cls, name)
+        obj.differentiable = bool(differentiable)
+        obj.per_row = bool(per_row)
+        obj.doc = _check_text(doc, f"doc of input {name!r}")
+        return obj
+
+
+class ClassTarget(_Declared):
+    """Integer class indices along the loss axis (one per row).
+
+    In formulas it stands for the one-hot row of its class: ``Gather(f(z), t)``
+    is ``f`` at the target class, and ``t`` alone is 1 at the target, 0
+    elsewhere. With ``probabilities=True`` the argument may also be a float
+    array of the logits' shape, and ``t`` is then that probability row.
+    ``ignore_index`` names an integer :class:`Param`: rows whose target equals
+    it contribute nothing, and ``mean`` divides by the rows kept.
+    """
+
+    def __new__(cls, name, *, probabilities=False, ignore_index=None, doc=""):
+        obj = super().__new__(cls, name)
+        obj.differentiable = False
+        obj.per_row = False
+        obj.probabilities = bool(probabilities)
+        obj.ignore_index = ignore_index
+        obj.doc = _check_text(doc, f"doc of input {name!r}")
+        return obj
+
+
+class Weights(_Declared):
+    """Optional per-loss-element weights (default ``None``), applied before the reduction."""
+
+    def __new__(cls, name="weights", *, doc="Optional weights for each target. Default: ``None``."):
+        obj = super().__new__(cls, name)
+        obj.differentiable = True
+        obj.per_row = True
+        obj.doc = _check_text(doc, f"doc of weights {name!r}")
+        return obj
+
+
+_RANGE = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])\s*$")
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+
+    @classmethod
+    def parse(cls, text, param):
+        match = _RANGE.match(text) if isinstance(text, str) else None
+        if not match:
+            raise SpecError(
+                f"range of parameter {param!r} must look like '(0, inf)' or '[0, 1)', got {text!r}"
+            )
+        lo_bracket, lo, hi, hi_bracket = match.groups()
+        try:
+            low, high = float(lo), float(hi)
+        except ValueError:
+            raise SpecError(f"range of parameter {param!r} has a bound that is not a number: {text!r}")
+        if low > high:
+            raise SpecError(f"range of parameter {param!r} is empty: {text!r}")
+        return cls(low, high, lo_bracket == "(", hi_bracket == ")")
+
+    def contains(self, value):
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self):
+        fmt = lambda v: "inf" if v == math.inf else "-inf" if v == -math.inf else repr(v)
+        return f"{'(' if self.low_open else '['}{fmt(self.low)}, {fmt(self.high)}{')' if self.high_open else ']'}"
+
+
+class Param(_Declared):
+    """A scalar argument with a default and a valid range such as ``'(0, inf)'``.
+
+    An integer default makes an integer parameter (floats are refused for it).
+    """
+
+    def __new__(cls, name, default, *, range="(-inf, inf)", doc=""):
+        obj = super().__new__(cls, name)
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise SpecError(f"parameter {name!r} needs a numeric default, got {default!r}")
+        obj.default = default
+        obj.integer = isinstance(default, int)
+        obj.range = Range.parse(range, name)
+        if not obj.range.contains(default):
+            raise SpecError(f"default {default!r} of parameter {name!r} is outside its range {obj.range}")
+        obj.doc = _check_text(doc, f"doc of parameter {name!r}")
+        return obj
+
+
+class Flag(_Declared):
+    """A boolean argument; formulas branch on it with ``Select(flag, a, b)``."""
+
+    def __new__(cls, name, default, *, doc=""):
+        obj = super().__new__(cls, name)
+        if not isinstance(default, bool):
+            raise SpecError(f"flag {name!r} needs a True/False default, got {default!r}")
+        obj.default = default
+        obj.doc = _check_text(doc, f"doc of flag {name!r}")
+        return obj
+
+
+class Term(_Declared):
+    """A named intermediate term: ``d = Term("diff", x - y)``.
+
+    Derivation sees through it; the generated code computes it once under
+    its name, so the output reads like the spec.
+    """
+
+    def __new__(cls, name, definition):
+        obj = super().__new__(cls, name)
+        obj.definition = sp.sympify(definition)
+        return obj
+
+
+class _RowReduction(sp.Function):
+    """A reduction of a per-element expression along the loss axis."""
+
+    kind = ""
+
+
+class RowSum(_RowReduction):
+    nargs = 1
+    kind = "sum"
+
+
+class RowMean(_RowReduction):
+    nargs = 1
+    kind = "mean"
+
+
+class RowMax(_RowReduction):
+    """Row maximum; the gradient goes to every element equal to the maximum."""
+
+    nargs = 1
+    kind = "max"
+
+
+class LogSumExp(_RowReduction):
+    """log(sum(exp(.))) along the row, evaluated with the maximum subtracted."""
+
+    nargs = 1
+    kind = "logsumexp"
+
+
+class Gather(_RowReduction):
+    """``Gather(f, t)``: ``f`` at the class ``t`` (a :class:`ClassTarget`).
+
+    With probability targets it is the expectation ``sum_j t_j f_j``.
+    """
+
+    nargs = 2
+    kind = "gather"
+
+
+ROW_REDUCTIONS = (RowSum, RowMean, RowMax, LogSumExp, Gather)
+
+
+@dataclass
+class Loss:
+    """One loss: its public signature and its math.
+
+    The generated function's signature is: array inputs in order, then
+    ``weights`` (if declared), ``axis`` (row-wise losses), the parameters and
+    flags in order, and ``reduction`` last.
+    """
+
+    name: str
+    inputs: list
+    params: list = field(default_factory=list)
+    reduction: str = "mean"
+    doc: str = ""
+    elementwise: object = None
+    row: object = None
+    axis: int | None = None
+    kinks: str = ""
+    weights: Weights | None = None
+    broadcast: bool = False  # broadcast element inputs together (else shapes must match)
+    source: str = ""  # the spec file, filled in by the loader
+
+    def __post_init__(self):
+        _check_identifier(self.name, "Loss")
+        _check_text(self.doc, "doc")
+        _check_text(self.kinks, "kinks")
+        if self.reduction not in REDUCTIONS:
+            raise SpecError(f"default reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if (self.elementwise is None) == (self.row is None):
+            raise SpecError("give exactly one of elementwise= (per-element loss) or row= (row-wise loss)")
+        if self.row is not None and not isinstance(self.axis, int):
+            raise SpecError("a row-wise loss needs an integer default axis= (the axis it reduces along)")
+        if self.elementwise is not None and self.axis is not None:
+            raise SpecError("axis= is only for row-wise losses")
+        for item in self.inputs:
+            if not isinstance(item, (Input, ClassTarget)):
+                raise SpecError(f"inputs must be Input or ClassTarget declarations, got {item!r}")
+        if not any(isinstance(i, Input) and not i.per_row for i in self.inputs):
+            raise SpecError("a loss needs at least one element-level float Input")
+        if self.weights is not None and not isinstance(self.weights, Weights):
+            raise SpecError(f"weights= must be a Weights declaration, got {self.weights!r}")
+        for item in self.params:
+            if not isinstance(item, (Param, Flag)):
+                raise SpecError(f"params must be Param or Flag declarations, got {item!r}")
+        if len(self.class_targets) > 1:
+            raise SpecError("a loss takes at most one ClassTarget")
+        for target in self.class_targets:
+            if target.ignore_index is not None and not (
+                isinstance(target.ignore_index, Param) and target.ignore_index.integer
+                and target.ignore_index in self.params
+            ):
+                raise SpecError(f"ignore_index of {target.name!r} must be an integer Param listed in params")
+        names = [d.name for d in self.declarations]
+        for name in names:
+            if names.count(name) > 1:
+                raise SpecError(f"name {name!r} is declared twice")
+            if name in RESERVED_NAMES or name in {"rt", "form", "variant", "kept", "dtype", "compute", self.name}:
+                raise SpecError(f"name {name!r} is reserved for the generated code")
+            if re.fullmatch(rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|.*_(index|onehot)", name):
+                raise SpecError(f"name {name!r} has a form the generated code uses for its own variables")
+        try:
+            self.formula = sp.sympify(self.elementwise if self.row is None else self.row)
+        except (sp.SympifyError, TypeError) as err:
+            raise SpecError(f"the formula is not a SymPy expression: {err}") from None
+
+    @property
+    def kind(self):
+        return "elementwise" if self.row is None else "rowwise"
+
+    @property
+    def class_targets(self):
+        return [i for i in self.inputs if isinstance(i, ClassTarget)]
+
+    @property
+    def flags(self):
+        return [p for p in self.params if isinstance(p, Flag)]
+
+    @property
+    def numeric_params(self):
+        return [p for p in self.params if isinstance(p, Param)]
+
+    @property
+    def declarations(self):
+        return list(self.inputs) + ([self.weights] if self.weights is not None else []) + list(self.params)
