@@ -46,15 +46,14 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     t4 = mx.power(t3, t1)
     t5 = (margin + t2 - t4 > 0)
     t6 = anchors - negatives
-    t7 = mx.abs(t6)
+    t7 = p - 1
     t9 = anchors - positives
-    t10 = mx.abs(t9)
     d_sum1 = cotangent*mx.where(t5, t1*t2/t0, 0)
-    t11 = p*d_sum1*mx.power(t10, p)*mx.sign(t9)/t10
+    t10 = p*d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
     d_sum0 = cotangent*mx.where(t5, -t1*t4/t3, 0)
-    t8 = p*d_sum0*mx.power(t7, p)*mx.sign(t6)/t7
-    grad_anchors = t11 + t8
-    grad_positives = -t11
+    t8 = p*d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
+    grad_anchors = t10 + t8
+    grad_positives = -t10
     grad_negatives = -t8
     return (grad_anchors, grad_positives, grad_negatives,)
 
@@ -119,9 +118,9 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
 
         d_{sum1} = \begin{cases} \frac{\left(eps + sum_{1}\right)^{\frac{1}{p}}}{p \left(eps + sum_{1}\right)} & \text{for}\: margin - \left(eps + sum_{0}\right)^{\frac{1}{p}} + \left(eps + sum_{1}\right)^{\frac{1}{p}} > 0 \\0 & \text{otherwise} \end{cases}
         d_{sum0} = \begin{cases} - \frac{\left(eps + sum_{0}\right)^{\frac{1}{p}}}{p \left(eps + sum_{0}\right)} & \text{for}\: margin - \left(eps + sum_{0}\right)^{\frac{1}{p}} + \left(eps + sum_{1}\right)^{\frac{1}{p}} > 0 \\0 & \text{otherwise} \end{cases}
-        \frac{\partial \ell}{\partial anchors_j} = \frac{p d_{sum0} \left|{anchors - negatives}\right|^{p} \operatorname{sign}{\left(anchors - negatives \right)}}{\left|{anchors - negatives}\right|} + \frac{p d_{sum1} \left|{anchors - positives}\right|^{p} \operatorname{sign}{\left(anchors - positives \right)}}{\left|{anchors - positives}\right|}
-        \frac{\partial \ell}{\partial positives_j} = - \frac{p d_{sum1} \left|{anchors - positives}\right|^{p} \operatorname{sign}{\left(anchors - positives \right)}}{\left|{anchors - positives}\right|}
-        \frac{\partial \ell}{\partial negatives_j} = - \frac{p d_{sum0} \left|{anchors - negatives}\right|^{p} \operatorname{sign}{\left(anchors - negatives \right)}}{\left|{anchors - negatives}\right|}
+        \frac{\partial \ell}{\partial anchors_j} = p d_{sum0} \left|{anchors - negatives}\right|^{p - 1} \operatorname{sign}{\left(anchors - negatives \right)} + p d_{sum1} \left|{anchors - positives}\right|^{p - 1} \operatorname{sign}{\left(anchors - positives \right)}
+        \frac{\partial \ell}{\partial positives_j} = - p d_{sum1} \left|{anchors - positives}\right|^{p - 1} \operatorname{sign}{\left(anchors - positives \right)}
+        \frac{\partial \ell}{\partial negatives_j} = - p d_{sum0} \left|{anchors - negatives}\right|^{p - 1} \operatorname{sign}{\left(anchors - negatives \right)}
 
     Kinks: at ||A - P||_p - ||A - N||_p + margin == 0 the gradient is 0; at a == b elementwise the gradient is 0.
 

@@ -135,7 +135,8 @@ def _clean(expr):
 
 
 def _d(expr, symbol):
-    return _clean(sp.diff(expr, symbol))
+    # powsimp turns d|u|^p = p |u|^p sign(u) / |u| into p |u|^(p-1) sign(u): no 0/0 at u = 0.
+    return sp.powsimp(_clean(sp.diff(expr, symbol)))
 
 
 def _is_zero(expr):

@@ -294,7 +294,9 @@ class Loss:
                 raise SpecError(f"name {name!r} is declared twice")
             if name in RESERVED_NAMES or name in {"rt", "form", "variant", "kept", "dtype", "compute", self.name}:
                 raise SpecError(f"name {name!r} is reserved for the generated code")
-            if re.fullmatch(rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|.*_(index|onehot)", name):
+            if re.fullmatch(rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*", name) or name in {
+                f"{t.name}_{suffix}" for t in self.class_targets for suffix in ("index", "onehot")
+            }:
                 raise SpecError(f"name {name!r} has a form the generated code uses for its own variables")
         try:
             self.formula = sp.sympify(self.elementwise if self.row is None else self.row)
