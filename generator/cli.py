@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from .derive import derive
 from .load import SpecFileError, load_spec, spec_paths
 from .render import ROOT, differences, render_package, write_package
 

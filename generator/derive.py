@@ -18,7 +18,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from . import functions as fn
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
-from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, Param, RowMean, RowSum, SpecError, Term
+from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, SpecError, Term
 
 # Functions a formula may use; every backend printer knows each of them.
 ALLOWED_FUNCTIONS = (
@@ -31,7 +31,7 @@ def derive(loss: Loss) -> list[Variant]:
     """Validate ``loss``'s formula and derive one IR per flag combination."""
     formula = _expand_terms(loss.formula)
     _validate(loss, formula)
-    terms = _collect_terms(loss.formula)
+    terms = collect_terms(loss.formula)
     variants = []
     for values in itertools.product((True, False), repeat=len(loss.flags)):
         flags = {flag.name: value for flag, value in zip(loss.flags, values)}
@@ -54,7 +54,7 @@ def _expand_terms(expr):
         expr = expr.xreplace({t: t.definition for t in terms})
 
 
-def _collect_terms(expr):
+def collect_terms(expr):
     """Every Term used, innermost first (so outer terms re-abstract last)."""
     found, stack = [], [expr]
     while stack:
@@ -324,6 +324,3 @@ def used_terms(expressions, terms):
             needed.add(term)
             stack.extend(s for s in term.definition.free_symbols if isinstance(s, Term))
     return [t for t in terms if t in needed]
-
-
-__all__ = ["derive", "used_terms", "ALLOWED_FUNCTIONS", "Param"]

@@ -8,11 +8,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .ir import COTANGENT, ElementwiseIR
-from .spec import ClassTarget, Flag, Input, Param
-
-
-def latex(expr):
-    return sp.latex(expr, mul_symbol="dot" if False else None)
+from .spec import ClassTarget, Flag
 
 
 def signature(loss):
@@ -83,6 +79,3 @@ def formula_lines(loss, variant):
 
 def variant_title(variant):
     return ", ".join(f"{k}={v}" for k, v in variant.flags.items())
-
-
-__all__ = ["signature", "argument_docs", "gradient_lines", "formula_lines", "variant_title", "Input", "Param"]

@@ -7,19 +7,12 @@ wiring) is fixed structure in the template.
 
 from __future__ import annotations
 
-import sympy as sp
 
-from .derive import used_terms
+from .derive import collect_terms, used_terms
 from .ir import COTANGENT, ElementwiseIR
 from .lower import schedule
 from .printers.mlx import print_program
 from .spec import ClassTarget, Input
-
-
-def _terms(loss):
-    from .derive import _collect_terms
-
-    return _collect_terms(loss.formula)
 
 
 def _definitions(expressions, terms):
@@ -35,7 +28,7 @@ def _names(loss, target_form):
 
 def elementwise_variant(loss, variant):
     ir: ElementwiseIR = variant.ir
-    terms = _terms(loss)
+    terms = collect_terms(loss.formula)
     arrays = set(loss.inputs)
     like = loss.inputs[0].name
     forward = schedule(_definitions([ir.loss], terms), [("loss", ir.loss)])
@@ -57,7 +50,7 @@ def elementwise_variant(loss, variant):
 
 def rowwise_variant(loss, variant, target_form):
     ir = variant.ir
-    terms = _terms(loss)
+    terms = collect_terms(loss.formula)
     names = _names(loss, target_form)
     arrays = set(loss.inputs)
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]

@@ -59,8 +59,3 @@ def load_spec(path, root=None):
         raise SpecFileError(shown, f"loss name {loss.name!r} must match the file name {path.stem!r}")
     loss.source = str(shown)
     return loss
-
-
-def load_specs(paths, root=None):
-    losses = [load_spec(p, root) for p in paths]
-    return losses

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .. import functions as fn
 from ..ir import COTANGENT, ROW_LENGTH
 
 _ARRAY_FUNCTIONS = {
