@@ -2,69 +2,137 @@
 # `make check` fails when this file differs from what the spec produces.
 """Argument checks and reductions shared by every generated loss."""
 
+import math
+import numbers
+
 import mlx.core as mx
 
 REDUCTIONS = ("none", "mean", "sum")
 _HALF = (mx.float16, mx.bfloat16)
 
 
+def _sentence(name):
+    """An argument's name at the start of a message, as MLX writes it ("Targets shape ...")."""
+    return name[:1].upper() + name[1:]
+
+
 def check_reduction(reduction):
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"Invalid reduction. Must be one of {REDUCTIONS}, got {reduction!r}.")
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        # MLX's own message, then what was given.
+        raise ValueError(f"Invalid reduction. Must be one of {REDUCTIONS}. Got {reduction!r}.")
+
+
+def _interval(low, high, low_open, high_open):
+    show = lambda v: "inf" if v == math.inf else "-inf" if v == -math.inf else repr(int(v)) if v.is_integer() else repr(v)
+    return f"{'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
 
 
 def check_param(name, value, low, high, low_open, high_open, integer):
-    """A scalar argument: its type and its range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}.")
-    if integer and isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{name} must be an integer, got {value!r}.")
+    """A scalar argument as a plain Python number, in its range.
+
+    Messages follow MLX's wording ("Label smoothing must be in [0, 1), got 1.5.").
+    """
+    said = name.replace("_", " ").capitalize()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{said} must be a{'n integer' if integer else ' number'}, got {value!r}.")
+    if integer:
+        if not float(value).is_integer():
+            raise ValueError(f"{said} must be an integer, got {value!r}.")
+        value = int(value)
+    else:
+        value = float(value)
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if not (above and below):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}.")
+        raise ValueError(f"{said} must be in {_interval(low, high, low_open, high_open)}, got {value}.")
+    return value
 
 
 def check_flag(name, value):
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}.")
+        raise ValueError(f"{_sentence(name)} must be True or False, got {value!r}.")
 
 
 def check_array(name, value, *, floating=False):
-    """An array argument (Python scalars and lists are converted like MLX does)."""
+    """An array argument (Python scalars and lists are converted as MLX does)."""
     if not isinstance(value, mx.array):
         try:
             value = mx.array(value)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{name} must be an array, got {type(value).__name__}: {error}") from None
+            raise ValueError(f"{_sentence(name)} must be an array, got {type(value).__name__}: {error}") from None
     if floating and not mx.issubdtype(value.dtype, mx.floating):
-        raise ValueError(f"{name} must have a floating-point dtype, got {value.dtype}.")
-    if not floating and not (mx.issubdtype(value.dtype, mx.number) or value.dtype == mx.bool_):
-        raise ValueError(f"{name} must have a numeric dtype, got {value.dtype}.")
+        raise ValueError(
+            f"{_sentence(name)} must have a floating-point dtype (float32, float16, bfloat16), got {value.dtype}."
+        )
+    if not (mx.issubdtype(value.dtype, mx.floating) or mx.issubdtype(value.dtype, mx.integer)
+            or value.dtype == mx.bool_):
+        raise ValueError(f"{_sentence(name)} must have a real dtype (floating-point, integer or bool), got {value.dtype}.")
     return value
 
 
-def check_indices(name, value):
+def check_indices(name, value, like_name, like, shape, probabilities=False):
+    """Integer class indices, one per row: ``like``'s shape without the axis."""
     value = check_array(name, value)
     if not mx.issubdtype(value.dtype, mx.integer):
-        raise ValueError(f"{name} must hold integer class indices, got dtype {value.dtype}.")
+        alternative = f", or floating-point probabilities of {like_name}'s shape {like.shape}" if probabilities else ""
+        raise ValueError(
+            f"{_sentence(name)} must be integer class indices of shape {shape}{alternative}; "
+            f"got dtype {value.dtype} with shape {value.shape}."
+        )
+    if value.shape != shape:
+        raise ValueError(f"{_sentence(name)} shape {value.shape} does not match {like_name} shape {like.shape}.")
     return value
 
 
-def check_same_shape(first_name, first, second_name, second):
-    if first.shape != second.shape:
-        raise ValueError(
-            f"{first_name.capitalize()} shape {first.shape} does not match {second_name} shape {second.shape}."
-        )
+def check_same_shapes(*named):
+    """Arrays whose shapes must be equal, as (name, array) pairs, first against the others.
+
+    The first mismatch is reported as MLX does ("Inputs shape (2,) does not
+    match targets shape (3,)."); with three or more arrays every shape follows.
+    """
+    (first_name, first), *others = named
+    for name, array in others:
+        if array.shape != first.shape:
+            message = f"{_sentence(first_name)} shape {first.shape} does not match {name} shape {array.shape}."
+            if len(named) > 2:
+                listed = [f"{n}.shape={a.shape}" for n, a in named]
+                message += (" The shapes of the arguments do not match. The provided shapes are "
+                            f"{', '.join(listed[:-1])}, and {listed[-1]}.")
+            raise ValueError(message)
 
 
-def check_axis(axis, ndim, name="axis"):
-    """The axis as a non-negative index into an array of ``ndim`` dimensions."""
+def broadcast(*named):
+    """Arrays broadcast together, as (name, array) pairs; MLX's message, then the names, if they cannot be."""
+    try:
+        return mx.broadcast_arrays(*(array for _, array in named))
+    except ValueError as error:
+        shapes = ", ".join(f"{name} shape {array.shape}" for name, array in named)
+        raise ValueError(f"{error} ({shapes})") from None
+
+
+def check_shape(name, value, shape):
+    """A per-row argument: one value per loss element."""
+    if value.shape != shape:
+        raise ValueError(f"{_sentence(name)} shape {value.shape} does not match the loss shape {shape}.")
+
+
+def check_weights(weights, shape):
+    weights = check_array("weights", weights)
+    if weights.shape != shape:
+        raise ValueError(f"Weights with shape {weights.shape} is not the same as output loss with shape {shape}.")
+    return weights
+
+
+def check_axis(axis, array_name, ndim):
+    """The axis as a non-negative index into ``array_name``, an array of ``ndim`` dimensions."""
     if isinstance(axis, bool) or not isinstance(axis, int):
-        raise ValueError(f"{name} must be an integer, got {axis!r}.")
+        raise ValueError(f"Axis must be an integer, got {axis!r}.")
+    if ndim == 0:
+        raise ValueError(f"{_sentence(array_name)} must have at least one dimension to reduce along axis {axis}, "
+                         "got a 0-d array.")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"{name} {axis} is out of range for an array with {ndim} dimensions.")
+        raise ValueError(f"Axis {axis} is out of range for {array_name} with {ndim} dimensions: "
+                         f"expected -{ndim} <= axis < {ndim}.")
     return axis % ndim
 
 

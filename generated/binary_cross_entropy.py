@@ -49,7 +49,7 @@ def _forward_no_with_logits(inputs, targets):
     targets = rt.upcast(targets, compute)
     t0 = mx.log(1 - inputs)
     t1 = mx.log(inputs)
-    loss = -targets*mx.where((t1 > -100), t1, -100) - (1 - targets)*mx.where((t0 > -100), t0, -100)
+    loss = -targets*mx.where((t1 > -100), t1, mx.where((t1 <= -100), -100, math.nan)) - (1 - targets)*mx.where((t0 > -100), t0, mx.where((t0 <= -100), -100, math.nan))
     return loss
 
 
@@ -158,12 +158,8 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
     rt.check_flag("with_logits", with_logits)
-    rt.check_same_shape("inputs", inputs, "targets", targets)
+    rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     if weights is not None:
-        weights = rt.check_array("weights", weights)
-        if weights.shape != inputs.shape:
-            raise ValueError(
-                f"Weights with shape {weights.shape} is not the same as output loss with shape {inputs.shape}."
-            )
+        weights = rt.check_weights(weights, inputs.shape)
     variant = ("_with_logits" if with_logits else "_no_with_logits")
     return _binary_cross_entropy(inputs, targets, weights, with_logits, reduction, variant)

@@ -26,7 +26,7 @@ def _forward_indices(x1, x2, eps, axis):
     sum1 = mx.sum(mx.square(x2), axis=axis, keepdims=True)
     t1 = mx.sqrt(sum1)
     sum2 = mx.sum(x1*x2, axis=axis, keepdims=True)
-    loss = sum2*mx.where((eps < t0*t1), 1/(t0*t1), eps ** (-1))
+    loss = sum2*mx.where((eps < t0*t1), 1/(t0*t1), mx.where((eps >= t0*t1), eps ** (-1), math.nan))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
 
@@ -129,9 +129,9 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
     x1 = rt.check_array("x1", x1, floating=True)
     x2 = rt.check_array("x2", x2, floating=False)
     rt.check_reduction(reduction)
-    rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
-    axis = rt.check_axis(axis, x1.ndim)
-    x1, x2 = mx.broadcast_arrays(x1, x2)
+    eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
+    x1, x2 = rt.broadcast(("x1", x1), ("x2", x2))
+    axis = rt.check_axis(axis, "x1", x1.ndim)
     form = "indices"
     variant = "_" + form
     return _cosine_similarity_loss(x1, x2, None, axis, eps, reduction, variant)[0]

@@ -24,7 +24,7 @@ def _forward_indices(logits, targets, label_smoothing, axis):
     gather0 = mx.take_along_axis(logits, targets_index, axis=axis)
     logsumexp0 = mx.logsumexp(logits, axis=axis, keepdims=True)
     mean0 = mx.mean(logits, axis=axis, keepdims=True)
-    loss = -label_smoothing*mean0 - gather0*(1 - label_smoothing) + logsumexp0
+    loss = mx.where(label_smoothing == 0, 0.0, -label_smoothing*mean0) - gather0*(1 - label_smoothing) + logsumexp0
     return (mx.squeeze(loss, axis), logsumexp0,)
 
 
@@ -37,10 +37,10 @@ def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsume
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
-    d_mean0 = -label_smoothing*cotangent
+    d_mean0 = mx.where(label_smoothing == 0, 0.0, -label_smoothing*cotangent)
     d_logsumexp0 = cotangent
     d_gather0 = cotangent*(label_smoothing - 1)
-    grad_logits = targets_onehot*d_gather0 + d_logsumexp0*mx.exp(logits - logsumexp0) + d_mean0/row_length
+    grad_logits = targets_onehot*d_gather0 + mx.where((mx.exp(logits - logsumexp0) == 0), 0.0, d_logsumexp0*mx.exp(logits - logsumexp0)) + d_mean0/row_length
     return (grad_logits,)
 
 
@@ -57,10 +57,10 @@ def _forward_probabilities(logits, targets, label_smoothing, axis):
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
-    gather0 = mx.sum(targets * logits, axis=axis, keepdims=True)
+    gather0 = mx.sum(mx.where(targets == 0, 0.0, targets * logits), axis=axis, keepdims=True)
     logsumexp0 = mx.logsumexp(logits, axis=axis, keepdims=True)
     mean0 = mx.mean(logits, axis=axis, keepdims=True)
-    loss = -label_smoothing*mean0 - gather0*(1 - label_smoothing) + logsumexp0
+    loss = mx.where(label_smoothing == 0, 0.0, -label_smoothing*mean0) - gather0*(1 - label_smoothing) + logsumexp0
     return (mx.squeeze(loss, axis), logsumexp0,)
 
 
@@ -72,10 +72,10 @@ def _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, l
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
-    d_mean0 = -label_smoothing*cotangent
+    d_mean0 = mx.where(label_smoothing == 0, 0.0, -label_smoothing*cotangent)
     d_logsumexp0 = cotangent
     d_gather0 = cotangent*(label_smoothing - 1)
-    grad_logits = targets*d_gather0 + d_logsumexp0*mx.exp(logits - logsumexp0) + d_mean0/row_length
+    grad_logits = targets*d_gather0 + mx.where((mx.exp(logits - logsumexp0) == 0), 0.0, d_logsumexp0*mx.exp(logits - logsumexp0)) + d_mean0/row_length
     return (grad_logits,)
 
 
@@ -160,22 +160,17 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     """
     logits = rt.check_array("logits", logits, floating=True)
     rt.check_reduction(reduction)
-    rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, True, False)
-    axis = rt.check_axis(axis, logits.ndim)
+    label_smoothing = rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, True, False)
+    axis = rt.check_axis(axis, "logits", logits.ndim)
     form = "indices"
+    targets = rt.check_array("targets", targets)
     if targets.ndim == logits.ndim:
         targets = rt.check_array("targets", targets, floating=True)
-        rt.check_same_shape("targets", targets, "logits", logits)
+        rt.check_same_shapes(("targets", targets), ("logits", logits))
         form = "probabilities"
     else:
-        targets = rt.check_indices("targets", targets)
-        if targets.shape != rt.drop_axis(logits.shape, axis):
-            raise ValueError(f"Targets shape {targets.shape} does not match logits shape {logits.shape}.")
+        targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
     if weights is not None:
-        weights = rt.check_array("weights", weights)
-        if weights.shape != rt.drop_axis(logits.shape, axis):
-            raise ValueError(
-                f"Weights with shape {weights.shape} is not the same as output loss with shape {rt.drop_axis(logits.shape, axis)}."
-            )
+        weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis))
     variant = "_" + form
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, reduction, variant)[0]

@@ -22,8 +22,8 @@ def _forward_full(inputs, targets, vars, eps):
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
     t0 = (vars > eps)
-    variance = mx.where(t0, vars, eps)
-    loss = mx.square(-inputs + targets)*mx.where(t0, mx.reciprocal(vars), eps ** (-1))/2 + mx.log(variance)/2 + math.log(2*math.pi)/2
+    variance = mx.where(t0, vars, mx.where((vars <= eps), eps, math.nan))
+    loss = mx.square(-inputs + targets)*mx.where(t0, mx.reciprocal(vars), mx.where((vars <= eps), eps ** (-1), math.nan))/2 + mx.log(variance)/2 + math.log(2*math.pi)/2
     return loss
 
 
@@ -56,8 +56,8 @@ def _forward_no_full(inputs, targets, vars, eps):
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
     t0 = (vars > eps)
-    variance = mx.where(t0, vars, eps)
-    loss = mx.square(-inputs + targets)*mx.where(t0, mx.reciprocal(vars), eps ** (-1))/2 + mx.log(variance)/2
+    variance = mx.where(t0, vars, mx.where((vars <= eps), eps, math.nan))
+    loss = mx.square(-inputs + targets)*mx.where(t0, mx.reciprocal(vars), mx.where((vars <= eps), eps ** (-1), math.nan))/2 + mx.log(variance)/2
     return loss
 
 
@@ -165,8 +165,7 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
     vars = rt.check_array("vars", vars, floating=False)
     rt.check_reduction(reduction)
     rt.check_flag("full", full)
-    rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
-    rt.check_same_shape("inputs", inputs, "targets", targets)
-    rt.check_same_shape("inputs", inputs, "vars", vars)
+    eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
+    rt.check_same_shapes(("inputs", inputs), ("targets", targets), ("vars", vars))
     variant = ("_full" if full else "_no_full")
     return _gaussian_nll_loss(inputs, targets, vars, None, full, eps, reduction, variant)

@@ -21,7 +21,7 @@ def _forward(inputs, targets):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = inputs*targets
-    loss = mx.where((t0 < 1), 1 - t0, 0)
+    loss = mx.where((t0 < 1), 1 - t0, mx.where((t0 >= 1), 0, math.nan))
     return loss
 
 
@@ -102,6 +102,6 @@ def hinge_loss(inputs, targets, reduction='none'):
     inputs = rt.check_array("inputs", inputs, floating=True)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    inputs, targets = mx.broadcast_arrays(inputs, targets)
+    inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     return _hinge_loss(inputs, targets, None, reduction, variant)

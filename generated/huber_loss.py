@@ -22,7 +22,7 @@ def _forward(inputs, targets, delta):
     targets = rt.upcast(targets, compute)
     error = inputs - targets
     t0 = mx.abs(error)
-    loss = mx.where((delta >= t0), mx.square(error)/2, delta*(-delta/2 + t0))
+    loss = mx.where((delta >= t0), mx.square(error)/2, mx.where((delta < t0), delta*(-delta/2 + t0), math.nan))
     return loss
 
 
@@ -105,7 +105,7 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     inputs = rt.check_array("inputs", inputs, floating=True)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
-    inputs, targets = mx.broadcast_arrays(inputs, targets)
+    delta = rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
+    inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     return _huber_loss(inputs, targets, None, delta, reduction, variant)

@@ -21,7 +21,7 @@ def _forward_indices(inputs, targets, axis):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    sum0 = mx.sum((-inputs + targets)*mx.exp(targets), axis=axis, keepdims=True)
+    sum0 = mx.sum(mx.where((mx.exp(targets) == 0), 0.0, (-inputs + targets)*mx.exp(targets)), axis=axis, keepdims=True)
     loss = sum0
     return (mx.squeeze(loss, axis),)
 
@@ -36,8 +36,8 @@ def _backward_indices(inputs, targets, axis, cotangent):
     cotangent = rt.row_cotangent(cotangent, axis)
     t0 = mx.exp(targets)
     d_sum0 = cotangent
-    grad_inputs = -d_sum0*t0
-    grad_targets = d_sum0*(t0*(-inputs + targets) + t0)
+    grad_inputs = mx.where((t0 == 0), 0.0, -d_sum0*t0)
+    grad_targets = d_sum0*(mx.where((t0 == 0), 0.0, t0*(-inputs + targets)) + t0)
     return (grad_inputs, grad_targets,)
 
 
@@ -110,8 +110,8 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
     inputs = rt.check_array("inputs", inputs, floating=True)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    axis = rt.check_axis(axis, inputs.ndim)
-    inputs, targets = mx.broadcast_arrays(inputs, targets)
+    inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
+    axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     variant = "_" + form
     return _kl_div_loss(inputs, targets, None, axis, reduction, variant)[0]

@@ -100,6 +100,6 @@ def l1_loss(predictions, targets, reduction='mean'):
     predictions = rt.check_array("predictions", predictions, floating=True)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    rt.check_same_shape("predictions", predictions, "targets", targets)
+    rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
     return _l1_loss(predictions, targets, None, reduction, variant)

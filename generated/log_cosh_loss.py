@@ -98,6 +98,6 @@ def log_cosh_loss(inputs, targets, reduction='none'):
     inputs = rt.check_array("inputs", inputs, floating=True)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    inputs, targets = mx.broadcast_arrays(inputs, targets)
+    inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     return _log_cosh_loss(inputs, targets, None, reduction, variant)

@@ -22,7 +22,7 @@ def _forward(inputs1, inputs2, targets, margin):
     inputs2 = rt.upcast(inputs2, compute)
     targets = rt.upcast(targets, compute)
     t0 = targets*(inputs1 - inputs2) - margin
-    loss = mx.where((t0 > 0), 0, -t0)
+    loss = mx.where((t0 > 0), 0, mx.where((t0 <= 0), -t0, math.nan))
     return loss
 
 
@@ -112,8 +112,7 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
     inputs2 = rt.check_array("inputs2", inputs2, floating=False)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
-    rt.check_same_shape("inputs1", inputs1, "inputs2", inputs2)
-    rt.check_same_shape("inputs1", inputs1, "targets", targets)
+    margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
+    rt.check_same_shapes(("inputs1", inputs1), ("inputs2", inputs2), ("targets", targets))
     variant = ""
     return _margin_ranking_loss(inputs1, inputs2, targets, None, margin, reduction, variant)

@@ -107,10 +107,8 @@ def nll_loss(inputs, targets, axis=-1, reduction='none'):
     """
     inputs = rt.check_array("inputs", inputs, floating=True)
     rt.check_reduction(reduction)
-    axis = rt.check_axis(axis, inputs.ndim)
+    axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
-    targets = rt.check_indices("targets", targets)
-    if targets.shape != rt.drop_axis(inputs.shape, axis):
-        raise ValueError(f"Targets shape {targets.shape} does not match inputs shape {inputs.shape}.")
+    targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
     return _nll_loss(inputs, targets, None, axis, reduction, variant)[0]

@@ -22,7 +22,7 @@ def _forward(predictions, targets, beta):
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
     distance = mx.abs(t0)
-    loss = mx.where((beta > distance), mx.square(t0)/(2*beta), -beta/2 + distance)
+    loss = mx.where((beta > distance), mx.square(t0)/(2*beta), mx.where((beta <= distance), -beta/2 + distance, math.nan))
     return loss
 
 
@@ -106,7 +106,7 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     predictions = rt.check_array("predictions", predictions, floating=True)
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
-    rt.check_param("beta", beta, 0.0, math.inf, False, True, False)
-    rt.check_same_shape("predictions", predictions, "targets", targets)
+    beta = rt.check_param("beta", beta, 0.0, math.inf, False, True, False)
+    rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
     return _smooth_l1_loss(predictions, targets, None, beta, reduction, variant)

@@ -26,7 +26,7 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     sum0 = mx.sum(mx.power(mx.abs(anchors - negatives), p), axis=axis, keepdims=True)
     sum1 = mx.sum(mx.power(mx.abs(anchors - positives), p), axis=axis, keepdims=True)
     t1 = margin - mx.power(eps + sum0, t0) + mx.power(eps + sum1, t0)
-    loss = mx.where((t1 > 0), t1, 0)
+    loss = mx.where((t1 > 0), t1, mx.where((t1 <= 0), 0, math.nan))
     return (mx.squeeze(loss, axis), sum0, sum1,)
 
 
@@ -141,11 +141,11 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     positives = rt.check_array("positives", positives, floating=False)
     negatives = rt.check_array("negatives", negatives, floating=False)
     rt.check_reduction(reduction)
-    rt.check_param("p", p, 1.0, math.inf, False, True, True)
-    rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
-    rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
-    axis = rt.check_axis(axis, anchors.ndim)
-    anchors, positives, negatives = mx.broadcast_arrays(anchors, positives, negatives)
+    p = rt.check_param("p", p, 1.0, math.inf, False, True, True)
+    margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
+    eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
+    anchors, positives, negatives = rt.broadcast(("anchors", anchors), ("positives", positives), ("negatives", negatives))
+    axis = rt.check_axis(axis, "anchors", anchors.ndim)
     form = "indices"
     variant = "_" + form
     return _triplet_loss(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant)[0]

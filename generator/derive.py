@@ -40,6 +40,7 @@ def derive(loss: Loss) -> list[Variant]:
             ir = _derive_elementwise(loss, resolved)
         else:
             ir = _derive_rowwise(loss, resolved)
+        _check_derived(ir)
         variants.append(Variant(flags, _abstract_terms(ir, terms)))
     return variants
 
@@ -47,11 +48,12 @@ def derive(loss: Loss) -> list[Variant]:
 # ---------------------------------------------------------------- validation
 
 def _expand_terms(expr):
-    while True:
+    for _ in range(1000):
         terms = [s for s in expr.free_symbols if isinstance(s, Term)]
         if not terms:
             return expr
         expr = expr.xreplace({t: t.definition for t in terms})
+    raise SpecError("named terms refer to each other in a cycle")
 
 
 def collect_terms(expr):
@@ -65,35 +67,85 @@ def collect_terms(expr):
     return list(reversed(found))
 
 
+_BOOLEANS = (sp.core.relational.Relational, sp.And, sp.Or, sp.Not, sp.logic.boolalg.BooleanAtom)
+_NON_DIFFERENTIABLE = (
+    sp.floor, sp.ceiling, sp.frac, sp.Mod, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min, sp.re, sp.im, sp.arg,
+)
+
+
+def _check_constructs(expr):
+    """Refuse anything the backends cannot print or differentiate (a whitelist).
+
+    Symbols pass here; that a formula's symbols are declared is checked by
+    ``_validate``.
+    """
+
+    def visit(node, condition):
+        if isinstance(node, sp.Symbol):
+            return
+        if isinstance(node, sp.Number):
+            if not (node.is_real and node.is_finite):
+                raise SpecError(f"the number {node} is not a finite real number")
+            return
+        if node in (sp.pi, sp.E):
+            return
+        if isinstance(node, _BOOLEANS):
+            if not condition:
+                raise SpecError(f"the comparison or logic {node} may only be a Piecewise condition")
+            for arg in node.args:
+                visit(arg, isinstance(node, (sp.And, sp.Or, sp.Not)))
+            return
+        if condition:
+            raise SpecError(f"{node} is not a condition (a comparison such as x > 0)")
+        if isinstance(node, sp.Piecewise):
+            if node.args[-1].cond != sp.true:
+                raise SpecError(f"Piecewise {node} needs a last branch (value, True) for the remaining cases")
+            for value, cond in node.args:
+                visit(value, False)
+                visit(cond, True)
+            return
+        if isinstance(node, _NON_DIFFERENTIABLE):
+            hint = {
+                "Max": "; use maximum(a, b) (MLX's tie convention: the gradient at a tie goes to b) or a Piecewise",
+                "Min": "; use minimum(a, b) (MLX's tie convention: the gradient at a tie goes to b) or a Piecewise",
+                "Heaviside": "; write the step as a Piecewise",
+            }.get(type(node).__name__, "")
+            raise SpecError(f"{type(node).__name__} has no gradient rule here{hint}")
+        if isinstance(node, sp.Function):
+            if not isinstance(node, ALLOWED_FUNCTIONS):
+                raise SpecError(
+                    f"function {type(node).__name__!r} is not supported (the backends print and differentiate only: "
+                    + ", ".join(sorted(f.__name__ for f in ALLOWED_FUNCTIONS)) + ")"
+                )
+        elif not isinstance(node, (sp.Add, sp.Mul, sp.Pow)):
+            raise SpecError(f"{type(node).__name__} ({node}) is not supported in a loss formula")
+        for arg in node.args:
+            visit(arg, False)
+
+    visit(expr, False)
+
+
 def _validate(loss, formula):
+    _check_constructs(formula)
     declared = set(loss.declarations)
     for symbol in formula.free_symbols:
         if symbol not in declared:
             raise SpecError(f"symbol {symbol.name!r} is used in the formula but not declared in inputs or params")
         if symbol is loss.weights:
             raise SpecError(f"weights {symbol.name!r} are applied by the generator; leave them out of the formula")
+    names = {d.name for d in loss.declarations}
+    for term in collect_terms(loss.formula):
+        if term.name in names:
+            raise SpecError(f"term name {term.name!r} is already used by another term or declaration")
+        names.add(term.name)
     for node in sp.preorder_traversal(formula):
-        if isinstance(node, (sp.Max, sp.Min)):
-            raise SpecError(
-                f"{type(node).__name__} has no defined gradient at ties; use maximum(a, b) / minimum(a, b) "
-                "(MLX's convention: the gradient at a tie goes to b) or a Piecewise"
-            )
-        if isinstance(node, (sp.Heaviside, sp.DiracDelta)):
-            raise SpecError(f"{type(node).__name__} is not supported: write the step as a Piecewise")
-        if isinstance(node, sp.Function) and not isinstance(node, ALLOWED_FUNCTIONS):
-            raise SpecError(
-                f"function {type(node).__name__!r} is not supported; use one of: "
-                + ", ".join(sorted(f.__name__ for f in ALLOWED_FUNCTIONS))
-            )
         if isinstance(node, fn.Select) and not isinstance(node.args[0], Flag):
             raise SpecError(f"Select's first argument must be a Flag, got {node.args[0]}")
         if isinstance(node, Gather) and not isinstance(node.args[1], ClassTarget):
             raise SpecError(f"Gather's second argument must be a ClassTarget, got {node.args[1]}")
+    outside = formula.replace(lambda e: isinstance(e, fn.Select), lambda e: e.args[1] + e.args[2])
     for flag in loss.flags:
-        outside = formula.replace(lambda e: isinstance(e, fn.Select), lambda e: e.args[1] + e.args[2])
-        if flag in outside.free_symbols and not any(
-            isinstance(n, fn.Select) and n.args[0] == flag for n in sp.preorder_traversal(formula)
-        ):
+        if flag in outside.free_symbols:
             raise SpecError(f"flag {flag.name!r} may only appear as Select({flag.name}, if_true, if_false)")
     reductions = [n for n in sp.preorder_traversal(formula) if isinstance(n, ROW_REDUCTIONS)]
     if loss.kind == "elementwise":
@@ -114,6 +166,20 @@ def _validate(loss, formula):
                 )
         if not reductions:
             raise SpecError("a row-wise loss needs at least one row reduction (RowSum, LogSumExp, Gather, ...)")
+
+
+def _check_derived(ir):
+    """The derived expressions hold only what the printers know (a safety net)."""
+    if isinstance(ir, ElementwiseIR):
+        expressions = [ir.loss, *ir.gradients.values()]
+    else:
+        expressions = [ir.loss, *(r.argument for r in ir.forward_reductions + ir.backward_reductions),
+                       *(e for _, e in ir.adjoints), *ir.element_gradients.values(), *ir.row_gradients.values()]
+    for expr in expressions:
+        try:
+            _check_constructs(expr)
+        except SpecError as error:
+            raise SpecError(f"the derived gradient cannot be printed: {error}") from None
 
 
 def _is_element_level(symbol):

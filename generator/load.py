@@ -15,7 +15,10 @@ from .spec import Loss, SpecError
 
 
 class SpecFileError(Exception):
+    """A problem with one spec file (or the spec folder): one line, naming it."""
+
     def __init__(self, path, message):
+        message = " ".join(str(message).splitlines())
         super().__init__(f"{path}: {message}")
         self.path = path
 
@@ -23,7 +26,12 @@ class SpecFileError(Exception):
 def spec_paths(spec_dir, names=None):
     """The spec files in ``spec_dir`` (sorted), or those named."""
     spec_dir = Path(spec_dir)
+    if not spec_dir.is_dir():
+        raise SpecFileError(spec_dir, "is not a folder of spec files")
     paths = sorted(p for p in spec_dir.glob("*.py") if not p.name.startswith("_"))
+    if not paths:
+        # An empty (or mistyped) folder would otherwise replace generated/ by an empty package.
+        raise SpecFileError(spec_dir, "holds no spec files (specs/<loss>.py)")
     if names:
         by_name = {p.stem: p for p in paths}
         missing = [n for n in names if n not in by_name]
@@ -33,29 +41,53 @@ def spec_paths(spec_dir, names=None):
     return paths
 
 
+def _line_in(path, error):
+    """'line N: ' for the deepest frame of ``error`` inside the spec file, if any."""
+    frames = traceback.extract_tb(error.__traceback__)
+    frame = next((f for f in reversed(frames) if f.filename == str(path)), None)
+    return f"line {frame.lineno}: " if frame else ""
+
+
 def load_spec(path, root=None):
     """Execute one spec file and return its validated :class:`Loss`."""
     path = Path(path)
     shown = path.relative_to(root) if root and path.is_relative_to(root) else path
+    if not str(shown).isprintable():
+        # The path is printed into the generated files' headers.
+        raise SpecFileError(ascii(str(shown)), "the spec's path holds unprintable characters")
     module_name = f"_losscc_spec_{path.stem}"
     try:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     except SpecError as error:
-        raise SpecFileError(shown, str(error)) from None
+        raise SpecFileError(shown, f"{_line_in(path, error)}{error}") from None
     except SyntaxError as error:
         raise SpecFileError(shown, f"line {error.lineno}: syntax error: {error.msg}") from None
+    except SystemExit:
+        raise SpecFileError(shown, "the spec called exit() while loading") from None
     except Exception as error:  # a user's spec may raise anything; report where
-        frame = next((f for f in reversed(traceback.extract_tb(error.__traceback__)) if f.filename == str(path)), None)
-        where = f"line {frame.lineno}: " if frame else ""
-        raise SpecFileError(shown, f"{where}{type(error).__name__}: {error}") from None
+        raise SpecFileError(shown, f"{_line_in(path, error)}{type(error).__name__}: {error}") from None
     finally:
         sys.modules.pop(module_name, None)
     loss = getattr(module, "spec", None)
     if not isinstance(loss, Loss):
         raise SpecFileError(shown, "must define `spec = Loss(...)`")
     if loss.name != path.stem:
-        raise SpecFileError(shown, f"loss name {loss.name!r} must match the file name {path.stem!r}")
+        raise SpecFileError(shown, f"loss name {loss.name!r} must match the file name {path.stem!r} "
+                                   "(the file name is the generated module's name)")
     loss.source = str(shown)
     return loss
+
+
+def load_specs(paths, root=None):
+    """Every spec of ``paths``, refusing two whose names clash."""
+    losses, seen = [], {}
+    for path in paths:
+        loss = load_spec(path, root)
+        # generated/<name>.py must be distinct on case-insensitive file systems too.
+        other = seen.setdefault(loss.name.lower(), loss)
+        if other is not loss:
+            raise SpecFileError(loss.source, f"loss name {loss.name!r} clashes with {other.name!r} from {other.source}")
+        losses.append(loss)
+    return losses

@@ -40,17 +40,49 @@ class SpecError(ValueError):
     """A spec that cannot be compiled; the loader prefixes the spec file."""
 
 
-def _check_identifier(name, what):
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-        raise SpecError(f"{what} name {name!r} is not a valid Python identifier")
+# Names the generated module uses for itself: a spec name equal to one would
+# shadow it (silently wrong code), so specs may not use them.
+GENERATED_NAMES = frozenset(RESERVED_NAMES | {
+    "rt", "form", "variant", "kept", "dtype", "compute", "forward", "backward", "residuals", "rows",
+    "weights",  # the Weights argument's own name, nothing else's
+    "abs",  # printed for |.| of parameters
+})
+# Forms of the generated code's own variables: temporaries, adjoints,
+# gradients, reduction results.
+GENERATED_NAME_FORMS = re.compile(
+    rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather)\d+"
+)
+
+
+def check_name(name, what):
+    """``name`` as a plain str that is safe to print as a Python (and C) identifier."""
+    if not isinstance(name, str) or not name.isascii() or not str.isidentifier(name) or keyword.iskeyword(name):
+        raise SpecError(f"{what} name {name!r} is not a valid Python identifier (ASCII letters, digits, _)")
+    name = str.__str__(name)  # a plain str, whatever subclass was given
     if name.startswith("_"):
         raise SpecError(f"{what} name {name!r} must not start with an underscore")
+    if name in GENERATED_NAMES:
+        raise SpecError(f"{what} name {name!r} is reserved for the generated code")
+    if GENERATED_NAME_FORMS.fullmatch(name):
+        raise SpecError(f"{what} name {name!r} has a form the generated code uses for its own variables")
+    return name
 
 
 def _check_text(text, what):
+    """Free text (docs) as a plain str; it is escaped wherever it is printed."""
     if not isinstance(text, str):
         raise SpecError(f"{what} must be a string, got {type(text).__name__}")
-    return text
+    return str.__str__(text)
+
+
+def _plain_number(value, what):
+    """An int or a finite float, as the exact built-in type (its repr is printed as code)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{what} must be a number, got {value!r}")
+    value = int.__int__(value) if isinstance(value, int) else float.__float__(value)
+    if not math.isfinite(value):
+        raise SpecError(f"{what} must be finite, got {value!r}")
+    return value
 
 
 class _Declared(sp.Symbol):
@@ -61,7 +93,7 @@ class _Declared(sp.Symbol):
     """
 
     def __new__(cls, name, **assumptions):
-        _check_identifier(name, cls.__name__)
+        name = check_name(name, cls.__name__)
         return sp.Symbol.__xnew__(cls, name, real=True, **assumptions)
 
 
@@ -106,7 +138,9 @@ class Weights(_Declared):
     """Optional per-loss-element weights (default ``None``), applied before the reduction."""
 
     def __new__(cls, name="weights", *, doc="Optional weights for each target. Default: ``None``."):
-        obj = super().__new__(cls, name)
+        if name != "weights":
+            raise SpecError(f"Weights must keep MLX's argument name 'weights', got {name!r}")
+        obj = sp.Symbol.__xnew__(cls, "weights", real=True)
         obj.differentiable = True
         obj.per_row = True
         obj.doc = _check_text(doc, f"doc of weights {name!r}")
@@ -134,6 +168,8 @@ class Range:
         try:
             low, high = float(lo), float(hi)
         except ValueError:
+            raise SpecError(f"range of parameter {param!r} has a bound that is not a number: {text!r}") from None
+        if math.isnan(low) or math.isnan(high):
             raise SpecError(f"range of parameter {param!r} has a bound that is not a number: {text!r}")
         if low > high:
             raise SpecError(f"range of parameter {param!r} is empty: {text!r}")
@@ -149,18 +185,21 @@ class Range:
         return f"{'(' if self.low_open else '['}{fmt(self.low)}, {fmt(self.high)}{')' if self.high_open else ']'}"
 
 
+_REQUIRED = object()  # marks a default the spec did not give
+
+
 class Param(_Declared):
     """A scalar argument with a default and a valid range such as ``'(0, inf)'``.
 
     An integer default makes an integer parameter (floats are refused for it).
     """
 
-    def __new__(cls, name, default, *, range="(-inf, inf)", doc=""):
+    def __new__(cls, name, default=_REQUIRED, *, range="(-inf, inf)", doc=""):
         obj = super().__new__(cls, name)
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            raise SpecError(f"parameter {name!r} needs a numeric default, got {default!r}")
-        obj.default = default
-        obj.integer = isinstance(default, int)
+        if default is _REQUIRED:
+            raise SpecError(f"parameter {name!r} has no default: write Param({name!r}, <default>, ...)")
+        obj.default = _plain_number(default, f"the default of parameter {name!r}")
+        obj.integer = isinstance(obj.default, int)
         obj.range = Range.parse(range, name)
         if not obj.range.contains(default):
             raise SpecError(f"default {default!r} of parameter {name!r} is outside its range {obj.range}")
@@ -171,8 +210,10 @@ class Param(_Declared):
 class Flag(_Declared):
     """A boolean argument; formulas branch on it with ``Select(flag, a, b)``."""
 
-    def __new__(cls, name, default, *, doc=""):
+    def __new__(cls, name, default=_REQUIRED, *, doc=""):
         obj = super().__new__(cls, name)
+        if default is _REQUIRED:
+            raise SpecError(f"flag {name!r} has no default: write Flag({name!r}, True) or Flag({name!r}, False)")
         if not isinstance(default, bool):
             raise SpecError(f"flag {name!r} needs a True/False default, got {default!r}")
         obj.default = default
@@ -189,7 +230,12 @@ class Term(_Declared):
 
     def __new__(cls, name, definition):
         obj = super().__new__(cls, name)
-        obj.definition = sp.sympify(definition)
+        if isinstance(definition, str):
+            raise SpecError(f"term {name!r} must be defined by a SymPy expression, not a string")
+        try:
+            obj.definition = sp.sympify(definition, strict=True)
+        except (sp.SympifyError, TypeError) as err:
+            raise SpecError(f"term {name!r} is not a SymPy expression: {err}") from None
         return obj
 
 
@@ -259,17 +305,28 @@ class Loss:
     source: str = ""  # the spec file, filled in by the loader
 
     def __post_init__(self):
-        _check_identifier(self.name, "Loss")
-        _check_text(self.doc, "doc")
-        _check_text(self.kinks, "kinks")
-        if self.reduction not in REDUCTIONS:
+        # Everything printed into the generated code is normalised to plain
+        # built-in values here (names, numbers, text), so a spec cannot smuggle
+        # code in through a str/int subclass or an odd repr.
+        self.name = check_name(self.name, "Loss")
+        self.doc = _check_text(self.doc, "doc")
+        self.kinks = _check_text(self.kinks, "kinks")
+        if not isinstance(self.reduction, str) or str.__str__(self.reduction) not in REDUCTIONS:
             raise SpecError(f"default reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        self.reduction = str.__str__(self.reduction)
+        self.broadcast = bool(self.broadcast)
         if (self.elementwise is None) == (self.row is None):
             raise SpecError("give exactly one of elementwise= (per-element loss) or row= (row-wise loss)")
-        if self.row is not None and not isinstance(self.axis, int):
+        if self.row is not None and (isinstance(self.axis, bool) or not isinstance(self.axis, int)):
             raise SpecError("a row-wise loss needs an integer default axis= (the axis it reduces along)")
         if self.elementwise is not None and self.axis is not None:
             raise SpecError("axis= is only for row-wise losses")
+        if self.axis is not None:
+            self.axis = int.__int__(self.axis)
+        for what in ("inputs", "params"):
+            if not isinstance(getattr(self, what), (list, tuple)):
+                raise SpecError(f"{what}= must be a list of declarations, got {getattr(self, what)!r}")
+            setattr(self, what, list(getattr(self, what)))
         for item in self.inputs:
             if not isinstance(item, (Input, ClassTarget)):
                 raise SpecError(f"inputs must be Input or ClassTarget declarations, got {item!r}")
@@ -289,19 +346,23 @@ class Loss:
             ):
                 raise SpecError(f"ignore_index of {target.name!r} must be an integer Param listed in params")
         names = [d.name for d in self.declarations]
+        derived = {f"{t.name}_{suffix}" for t in self.class_targets for suffix in ("index", "onehot")}
         for name in names:
             if names.count(name) > 1:
                 raise SpecError(f"name {name!r} is declared twice")
-            if name in RESERVED_NAMES or name in {"rt", "form", "variant", "kept", "dtype", "compute", self.name}:
-                raise SpecError(f"name {name!r} is reserved for the generated code")
-            if re.fullmatch(rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*", name) or name in {
-                f"{t.name}_{suffix}" for t in self.class_targets for suffix in ("index", "onehot")
-            }:
+            if name == self.name:
+                raise SpecError(f"name {name!r} is the loss's own name; give the argument another name")
+            if name in derived:
                 raise SpecError(f"name {name!r} has a form the generated code uses for its own variables")
+        formula = self.elementwise if self.row is None else self.row
+        if isinstance(formula, str):
+            raise SpecError("the formula must be a SymPy expression of the declarations, not a string")
         try:
-            self.formula = sp.sympify(self.elementwise if self.row is None else self.row)
+            self.formula = sp.sympify(formula, strict=True)
         except (sp.SympifyError, TypeError) as err:
             raise SpecError(f"the formula is not a SymPy expression: {err}") from None
+        if not isinstance(self.formula, sp.Expr):
+            raise SpecError(f"the formula must be a numeric SymPy expression, got {type(self.formula).__name__}")
 
     @property
     def kind(self):

@@ -12,6 +12,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from ..ir import COTANGENT, ROW_LENGTH
+from ..spec import Param
 
 _ARRAY_FUNCTIONS = {
     "exp": "mx.exp", "log": "mx.log", "Abs": "mx.abs", "sign": "mx.sign", "tanh": "mx.tanh",
@@ -29,10 +30,12 @@ _REDUCERS = {"sum": "mx.sum", "mean": "mx.mean", "max": "mx.max", "logsumexp": "
 class MLXPrinter(StrPrinter):
     """``names`` maps symbols to code; ``arrays`` are the symbols holding arrays."""
 
-    def __init__(self, names, arrays):
+    def __init__(self, names, arrays, known=None, nan_guard=True):
         super().__init__({"full_prec": False})
         self.names = names
         self.arrays = arrays
+        self.known = known or {}  # temporaries that are conditions or exponentials -> their value
+        self.nan_guard = nan_guard
 
     def is_scalar(self, expr):
         return not (expr.free_symbols & self.arrays)
@@ -115,8 +118,31 @@ class MLXPrinter(StrPrinter):
                 code = f"({self._print(value)} if {self._print(condition)} else {code})"
             return code
         code = self._print(last)
+        if self.nan_guard and not all(self.is_scalar(condition) for _, condition in branches):
+            # A comparison with NaN is false both ways: take the default branch only
+            # when its own condition holds, else give NaN (NaN in, NaN out).
+            negated = [sp.Not(condition.xreplace(self.known)) for _, condition in branches]
+            code = f"mx.where({self._print(sp.to_nnf(sp.And(*negated)))}, {code}, math.nan)"
         for value, condition in reversed(branches):
             code = f"mx.where({self._print(condition)}, {self._print(value)}, {code})"
+        return code
+
+    def _print_Mul(self, expr):
+        code = super()._print_Mul(expr)
+        if self.is_scalar(expr):
+            return code
+        # 0 * inf is not NaN when the 0 is exact: a parameter set to 0 removes its
+        # term (label_smoothing = 0 with a -inf logit), and exp(u) that underflows
+        # to 0 takes its product with it (0 log 0 = 0: a log-probability of -inf).
+        arrays = [f for f in expr.args if not self.is_scalar(f)]
+        exps = [f for f in arrays if isinstance(self.known.get(f, f), sp.exp)] if len(arrays) > 1 else []
+        if exps:
+            zero = " | ".join(f"({self._print(f)} == 0)" for f in exps)
+            code = f"mx.where({zero}, 0.0, {code})"
+        params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
+        if params:
+            zero = " or ".join(f"{self._print(f)} == 0" for f in params)
+            code = f"mx.where({zero}, 0.0, {code})"
         return code
 
     # functions
@@ -149,18 +175,22 @@ def _level(statements, element_symbols):
     return element
 
 
-def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None):
+def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None, nan_guard=True):
     """Lines of Python for ``statements``.
 
     ``targets`` maps a ClassTarget to ``"indices"`` or ``"probabilities"``:
     how gathers are printed. ``like`` is the array whose shape and dtype an
-    output that is a constant takes.
+    output that is a constant takes. ``nan_guard`` makes a branch whose
+    condition compares a NaN give NaN (for the loss: NaN in, NaN out); the
+    gradients leave it off and take the last branch, as MLX's autodiff of
+    maximum/where does.
     """
     arrays = set(arrays)
     element = _level(statements, element_symbols)
     lines = []
+    known = {}
     for statement in statements:
-        printer = MLXPrinter(names, arrays)
+        printer = MLXPrinter(names, arrays, known, nan_guard)
         if statement.reduction is not None:
             code = _print_reduction(printer, statement, element, targets or {}, names)
         elif printer.is_scalar(statement.expr) and statement.output:
@@ -169,6 +199,8 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
             code = printer.doprint(statement.expr)
         if not printer.is_scalar(statement.expr) or statement.reduction is not None:
             arrays.add(statement.symbol)
+        if statement.reduction is None and isinstance(statement.expr, (sp.logic.boolalg.Boolean, sp.exp)):
+            known[statement.symbol] = statement.expr.xreplace(known)
         lines.append(f"{statement.name} = {code}")
     return lines
 
@@ -180,7 +212,10 @@ def _print_reduction(printer, statement, element, targets, names):
         return f"{_REDUCERS[reduction.kind]}({argument}, axis=axis, keepdims=True)"
     target = reduction.target
     if targets[target] == "probabilities":
-        return f"mx.sum({names[target]} * {argument}, axis=axis, keepdims=True)"
+        # The expectation sums over the target's support: a probability of exactly 0
+        # contributes 0 even where the value is infinite (a -inf logit).
+        t = names[target]
+        return f"mx.sum(mx.where({t} == 0, 0.0, {t} * {argument}), axis=axis, keepdims=True)"
     if not (statement.expr.free_symbols & element):
         return argument  # a row-level value is the same at every class
     return f"mx.take_along_axis({argument}, {target.name}_index, axis=axis)"
