@@ -87,11 +87,23 @@ def _log_probabilities(*names):
     return lambda call: {n: call.arrays[n] <= 0 for n in names}
 
 
+def _log_softmax_rows(*names):
+    """Each row of these inputs (along the loss axis) into log-probabilities."""
+    def into(call):
+        for name in names:
+            z = call.arrays[name]
+            if z.size and z.ndim:
+                z = z - z.max(axis=call.axis, keepdims=True)
+                call.arrays[name] = z - np.log(np.exp(z).sum(axis=call.axis, keepdims=True))
+    return into
+
+
 DOMAINS = {
     "binary_cross_entropy": Domain(_bce_into, _bce_valid),
     "gaussian_nll_loss": Domain(_gaussian_into),
-    "kl_div_loss": Domain(valid=_log_probabilities("inputs", "targets"), log_probabilities=("inputs", "targets")),
-    "nll_loss": Domain(log_probabilities=("inputs",)),
+    "kl_div_loss": Domain(_log_softmax_rows("inputs", "targets"), _log_probabilities("inputs", "targets"),
+                          log_probabilities=("inputs", "targets")),
+    "nll_loss": Domain(_log_softmax_rows("inputs"), log_probabilities=("inputs",)),
     "cross_entropy": Domain(log_probabilities=("logits",)),  # -inf logits mask classes out
 }
 

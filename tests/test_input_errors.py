@@ -19,6 +19,7 @@ import pytest
 
 from generator.spec import Flag, Input
 from tests.arguments import LOSSES, MLX_LOSSES, element_inputs, make_call, ours, theirs
+from tests.helpers import build_package
 
 
 def _said(name):
@@ -231,3 +232,21 @@ def test_the_calls_the_scenarios_start_from_are_valid():
         call = make_call(loss, np.random.default_rng(0), (3, 4))
         out = call.run(ours(name), reduction="mean")
         assert np.isfinite(np.asarray(out)).all(), name
+
+
+PER_ROW_SPEC = """
+from generator.spec import Input, Loss, RowSum
+
+scores = Input("scores")
+scale = Input("scale", per_row=True)
+spec = Loss("scaled_row_sum", inputs=[scores, scale], axis=-1, reduction="none", row=scale * RowSum(scores))
+"""
+
+
+def test_a_per_row_input_of_the_wrong_shape_is_named(tmp_path):
+    """No loss in specs/ has a per-row input yet: this one does."""
+    function = build_package(tmp_path, {"scaled_row_sum": PER_ROW_SPEC}).scaled_row_sum
+    scores = mx.ones((3, 4))
+    np.testing.assert_allclose(np.asarray(function(scores, mx.array([1.0, 2.0, 3.0]))), [4.0, 8.0, 12.0])
+    with pytest.raises(ValueError, match=re.escape("Scale shape (4,) does not match the loss shape (3,).")):
+        function(scores, mx.ones((4,)))

@@ -168,3 +168,26 @@ def test_loss_properties(name, data):
     _check(loss, call, dtype, reduction)
     if dtype == mx.float32:
         _check_gradients(loss, call, reduction)
+
+
+BROADCASTING = [name for name, loss in LOSSES.items() if loss.broadcast]
+
+
+@pytest.mark.parametrize("name", BROADCASTING)
+def test_inputs_of_fewer_dimensions_broadcast_and_the_axis_counts_in_the_broadcast_shape(name):
+    """As MLX: the first input (4,) against (3, 4) others; axis -1 is the last axis of the broadcast shape."""
+    loss = LOSSES[name]
+    rng = np.random.default_rng(9)
+    axis = -1 if loss.kind == "rowwise" else None
+    call = into_domain(Call(loss, {i.name: rng.normal(size=(3, 4)) for i in loss.inputs},
+                            {p.name: p.default for p in loss.numeric_params}, {f.name: f.default for f in loss.flags},
+                            axis))
+    first = loss.inputs[0].name
+    arrays = call.mx_arrays()
+    arrays[first] = arrays[first][0]
+    value = ours(name)(**arrays, **call.kwargs(), reduction="none")
+    broadcast = call.with_arrays(**{first: np.broadcast_to(call.arrays[first][0], (3, 4))})
+    np.testing.assert_allclose(np.asarray(value), truth64(broadcast), rtol=1e-5, atol=1e-6)
+    if name in MLX_LOSSES:
+        np.testing.assert_allclose(np.asarray(value), np.asarray(theirs(name)(**arrays, **call.kwargs(),
+                                                                             reduction="none")), rtol=1e-5)

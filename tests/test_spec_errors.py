@@ -47,6 +47,8 @@ def _loss(formula="x - y", extra="", name="bad_loss"):
 CASES = [
     ("syntax-error", "bad_loss", PRELUDE + "x = (\n", "syntax error"),
     ("python-error", "bad_loss", PRELUDE + "1 / 0\n", "ZeroDivisionError"),
+    ("multi-line-error", "bad_loss", PRELUDE + "raise ValueError('first line\\nsecond line')\n",
+     "first line second line"),
     ("exit", "bad_loss", PRELUDE + "import sys\nsys.exit(3)\n", "exit()"),
     ("no-spec", "bad_loss", PRELUDE + "x = 1\n", "must define `spec = Loss(...)`"),
     ("spec-not-a-loss", "bad_loss", PRELUDE + "spec = 42\n", "must define `spec = Loss(...)`"),
@@ -233,6 +235,7 @@ def test_command_exits_non_zero_with_one_line_and_leaves_the_output_alone(tmp_pa
 
 # ------------------------------------------------------------ hostile but valid specs
 
+CONTROL_TEXT = "No quotes, only bytes Python source cannot hold: \x00 \r \x1b[31m \u2028 \ud800 and \\ end"
 HOSTILE_TEXT = (
     'Ends early? """ + __import__("os").system("echo pwned") + """\n'
     "Jinja: {{ 7 * 7 }} {% for i in range(3) %}{{ i }}{% endfor %} {# comment #}\n"
@@ -241,20 +244,21 @@ HOSTILE_TEXT = (
 )
 
 
-def test_hostile_text_is_carried_verbatim_and_inert(tmp_path):
+@pytest.mark.parametrize("text", [HOSTILE_TEXT, CONTROL_TEXT], ids=["quotes-and-jinja", "control-characters"])
+def test_hostile_text_is_carried_verbatim_and_inert(tmp_path, text):
     source = PRELUDE + textwrap.dedent(f'''
-        x = Input("x", doc={HOSTILE_TEXT!r})
+        x = Input("x", doc={text!r})
         y = Input("y", doc="Targets.")
-        d = Param("delta", 1.0, range="(0, inf)", doc={HOSTILE_TEXT!r})
-        spec = Loss("hostile_loss", inputs=[x, y], params=[d], doc={HOSTILE_TEXT!r}, kinks={HOSTILE_TEXT!r},
+        d = Param("delta", 1.0, range="(0, inf)", doc={text!r})
+        spec = Loss("hostile_loss", inputs=[x, y], params=[d], doc={text!r}, kinks={text!r},
                     elementwise=d * (x - y) ** 2)
     ''')
     package = build_package(tmp_path, {"hostile_loss": source})
     function = package.hostile_loss
     module = importlib.import_module(function.__module__)
-    for piece in HOSTILE_TEXT.split("\n"):
+    for piece in text.split("\n"):
         assert piece in function.__doc__, piece
-    assert HOSTILE_TEXT in module.__doc__
+    assert text in module.__doc__
     generated = Path(inspect.getsourcefile(module)).read_text(encoding="utf-8")
     tree = ast.parse(generated)
     # The text is only ever inside string literals: no code came out of it.
