@@ -12,8 +12,17 @@ _HALF = (mx.float16, mx.bfloat16)
 
 
 def _sentence(name):
-    """An argument's name at the start of a message, as MLX writes it ("Targets shape ...")."""
+    """An array argument's name at the start of a message, as MLX writes it ("Targets shape ...")."""
     return name[:1].upper() + name[1:]
+
+
+def _said(name):
+    """A scalar argument's name at the start of a message, as MLX writes it ("Label smoothing must ...")."""
+    return name.replace("_", " ").capitalize()
+
+
+def _dtype(dtype):
+    return str(dtype).rsplit(".", 1)[-1]
 
 
 def check_reduction(reduction):
@@ -32,7 +41,7 @@ def check_param(name, value, low, high, low_open, high_open, integer):
 
     Messages follow MLX's wording ("Label smoothing must be in [0, 1), got 1.5.").
     """
-    said = name.replace("_", " ").capitalize()
+    said = _said(name)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{said} must be a{'n integer' if integer else ' number'}, got {value!r}.")
     if integer:
@@ -50,7 +59,7 @@ def check_param(name, value, low, high, low_open, high_open, integer):
 
 def check_flag(name, value):
     if not isinstance(value, bool):
-        raise ValueError(f"{_sentence(name)} must be True or False, got {value!r}.")
+        raise ValueError(f"{_said(name)} must be True or False, got {value!r}.")
 
 
 def check_array(name, value, *, floating=False):
@@ -62,11 +71,13 @@ def check_array(name, value, *, floating=False):
             raise ValueError(f"{_sentence(name)} must be an array, got {type(value).__name__}: {error}") from None
     if floating and not mx.issubdtype(value.dtype, mx.floating):
         raise ValueError(
-            f"{_sentence(name)} must have a floating-point dtype (float32, float16, bfloat16), got {value.dtype}."
+            f"{_sentence(name)} must have a floating-point dtype (float32, float16, bfloat16), got {_dtype(value.dtype)}."
         )
     if not (mx.issubdtype(value.dtype, mx.floating) or mx.issubdtype(value.dtype, mx.integer)
             or value.dtype == mx.bool_):
-        raise ValueError(f"{_sentence(name)} must have a real dtype (floating-point, integer or bool), got {value.dtype}.")
+        raise ValueError(
+            f"{_sentence(name)} must have a real dtype (floating-point, integer or bool), got {_dtype(value.dtype)}."
+        )
     return value
 
 
@@ -74,10 +85,10 @@ def check_indices(name, value, like_name, like, shape, probabilities=False):
     """Integer class indices, one per row: ``like``'s shape without the axis."""
     value = check_array(name, value)
     if not mx.issubdtype(value.dtype, mx.integer):
-        alternative = f", or floating-point probabilities of {like_name}'s shape {like.shape}" if probabilities else ""
+        alternative = f", or floating-point probabilities of the shape of {like_name} {like.shape}" if probabilities else ""
         raise ValueError(
             f"{_sentence(name)} must be integer class indices of shape {shape}{alternative}; "
-            f"got dtype {value.dtype} with shape {value.shape}."
+            f"got dtype {_dtype(value.dtype)} with shape {value.shape}."
         )
     if value.shape != shape:
         raise ValueError(f"{_sentence(name)} shape {value.shape} does not match {like_name} shape {like.shape}.")

@@ -107,7 +107,7 @@ def _scenarios(loss):
         if isinstance(p, Flag):
             def flag(call, args, name=p.name):
                 args[name] = "yes"
-                return [_sentence(name), "True or False", "'yes'"]
+                return [f"{_said(name)} must be True or False, got 'yes'."]
 
             yield f"{p.name}-not-bool", flag
             continue
@@ -222,7 +222,7 @@ def test_probability_targets_of_the_wrong_dtype_name_both_forms():
     target = loss.class_targets[0].name
     args = {**call.mx_arrays(), **call.kwargs()}
     args[target] = mx.full((3,), 1.5)
-    with pytest.raises(ValueError, match="probabilities of .* shape \\(3, 4\\)"):
+    with pytest.raises(ValueError, match="or floating-point probabilities of the shape of .* \\(3, 4\\)"):
         ours(loss.name)(**args)
 
 
