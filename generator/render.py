@@ -173,19 +173,29 @@ def render_loss(env, loss):
     )
 
 
-def render_package(spec_dir, root=ROOT):
-    """Every file of the generated package, as {relative path: text}."""
+def render_package(spec_dir, root=ROOT, *, reuse=None, progress=None):
+    """Every file of the generated package, as {relative path: text}.
+
+    ``reuse`` maps loss names to module sources taken as they are instead of
+    rendering their specs (``losscc generate NAMES`` keeps the other losses);
+    ``progress(name)`` is called as each loss is done.
+    """
     env = _environment()
-    losses = []
+    reuse = reuse or {}
+    names, files = [], {}
     for path in spec_paths(spec_dir):
-        loss = load_spec(path, root)
-        try:
-            source = render_loss(env, loss)
-        except SpecError as error:
-            raise SpecFileError(loss.source, str(error)) from None
-        losses.append((loss, source))
-    names = [loss.name for loss, _ in losses]
-    files = {f"{loss.name}.py": source for loss, source in losses}
+        name = path.stem  # the loader checks that the loss is named after its file
+        if name in reuse:
+            files[f"{name}.py"] = reuse[name]
+        else:
+            loss = load_spec(path, root)
+            try:
+                files[f"{name}.py"] = render_loss(env, loss)
+            except SpecError as error:
+                raise SpecFileError(loss.source, str(error)) from None
+        names.append(name)
+        if progress is not None:
+            progress(name)
     files["_runtime.py"] = env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2"))
     files["__init__.py"] = env.get_template("mlx/__init__.py.j2").render(
         header=header("specs/"), names=names
