@@ -1,0 +1,166 @@
+"""Plots for the catalogue: a loss and its gradient along one input.
+
+The curves come from the generated MLX function and its gradient (``mx.grad``
+of the ``sum`` reduction), so a plot shows what users import, on inputs chosen
+from the spec alone:
+
+* **elementwise** losses vary their first differentiable input ``x``. Another
+  input ``y`` that the loss sees only through ``x - y`` is held at 0, so the
+  axis is the residual ``x - y``; any other input is held at 1 (a target
+  label, a variance...).
+* **row-wise** losses take rows of a few elements with fixed values and vary
+  the first element of the first differentiable input (a logit); class
+  targets point at that element.
+
+Parameters and flags keep their defaults.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from .spec import ClassTarget, Input, Select, Term
+
+GRID = np.linspace(-4.0, 4.0, 401)
+ROW_LENGTH = 5  # elements per row in row-wise examples
+
+
+@dataclass
+class Curve:
+    """Sampled loss and gradient, and the words to put on the axes."""
+
+    x: np.ndarray
+    loss: np.ndarray
+    gradient: np.ndarray
+    x_label: str  # what varies along the horizontal axis
+    wrt: str  # the input the gradient is taken with respect to
+    held: list  # "name = value" for everything held fixed
+
+
+def _expand(expr):
+    """The formula with every named Term replaced by its definition."""
+    while terms := [s for s in expr.free_symbols if isinstance(s, Term)]:
+        expr = expr.xreplace({t: t.definition for t in terms})
+    return expr
+
+
+def _default_formula(loss):
+    """The formula with flags at their defaults and terms expanded."""
+    defaults = {f.name: f.default for f in loss.flags}
+    formula = _expand(loss.formula)
+    return formula.replace(
+        lambda e: isinstance(e, Select), lambda e: e.args[1] if defaults[e.args[0].name] else e.args[2]
+    )
+
+
+def _is_residual(formula, x, y):
+    """Whether the loss depends on ``x`` and ``y`` only through ``x - y``."""
+    r = sp.Symbol("_residual", real=True)
+    return y not in formula.xreplace({x: r + y}).free_symbols
+
+
+def _varied_input(loss):
+    element = [i for i in loss.inputs if isinstance(i, Input) and not i.per_row]
+    return next((i for i in element if i.differentiable), element[0]), element
+
+
+def _parameter_notes(loss):
+    return [f"{p.name} = {p.default}" for p in loss.params]
+
+
+def elementwise_curve(loss, function):
+    """Loss and gradient of an elementwise loss along its first input."""
+    import mlx.core as mx
+
+    x, element = _varied_input(loss)
+    formula = _default_formula(loss)
+    fixed, partners = {}, []
+    for other in element:
+        if other is x:
+            continue
+        if _is_residual(formula, x, other):
+            fixed[other.name] = 0.0
+            partners.append(other.name)
+        else:
+            fixed[other.name] = 1.0
+    # With one residual partner the axis is the residual; with several, x itself.
+    residual = partners[0] if len(partners) == 1 else None
+    x_label = f"{x.name} - {residual}" if residual else x.name
+    held = [f"{name} = {value:g}" for name, value in fixed.items() if name != residual]
+    grid = mx.array(GRID, dtype=mx.float32)
+    constants = {name: mx.full(grid.shape, value) for name, value in fixed.items()}
+
+    def total(values):
+        return function(**{x.name: values}, **constants, reduction="sum")
+
+    losses = function(**{x.name: grid}, **constants, reduction="none")
+    gradient = mx.grad(total)(grid)
+    return Curve(GRID, np.array(losses), np.array(gradient), x_label, x.name, held + _parameter_notes(loss))
+
+
+def _fixed_row(seed):
+    """A reproducible row of small values, one decimal each."""
+    return np.round(np.random.default_rng(seed).normal(size=ROW_LENGTH), 1).astype(np.float32)
+
+
+def rowwise_curve(loss, function):
+    """Loss and gradient of a row-wise loss along the first element of its first input."""
+    import mlx.core as mx
+
+    x, element = _varied_input(loss)
+    rows = len(GRID)
+    arrays, held = {}, []
+    for seed, item in enumerate(element):
+        row = _fixed_row(seed)
+        if item is x:
+            held.append(f"{item.name}[1:] = {row[1:].tolist()}")
+            table = np.tile(row, (rows, 1))
+            table[:, 0] = GRID
+        else:
+            held.append(f"{item.name} = {row.tolist()}")
+            table = np.tile(row, (rows, 1))
+        arrays[item.name] = mx.array(table)
+    for item in loss.inputs:
+        if isinstance(item, ClassTarget):
+            arrays[item.name] = mx.zeros((rows,), dtype=mx.int32)
+            held.append(f"{item.name} = class 0")
+        elif item.per_row:
+            arrays[item.name] = mx.ones((rows,))
+            held.append(f"{item.name} = 1")
+    others = {name: value for name, value in arrays.items() if name != x.name}
+
+    def total(values):
+        return function(**{x.name: values}, **others, axis=-1, reduction="sum")
+
+    losses = function(**arrays, axis=-1, reduction="none")
+    gradient = mx.grad(total)(arrays[x.name])[:, 0]
+    return Curve(GRID, np.array(losses), np.array(gradient), f"{x.name}[0]", f"{x.name}[0]",
+                 held + _parameter_notes(loss))
+
+
+def curve(loss, function):
+    return elementwise_curve(loss, function) if loss.kind == "elementwise" else rowwise_curve(loss, function)
+
+
+def figure_png(name, curve):
+    """The PNG bytes of a two-panel figure: the loss above, its gradient below."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    figure = Figure(figsize=(5.5, 4.2), dpi=100, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    top.plot(curve.x, curve.loss, color="tab:blue")
+    top.set_ylabel("loss")
+    top.set_title(name)
+    bottom.plot(curve.x, curve.gradient, color="tab:orange")
+    bottom.set_ylabel(f"d loss / d {curve.wrt}")
+    bottom.set_xlabel(curve.x_label)
+    for axes in (top, bottom):
+        axes.grid(True, alpha=0.3)
+        axes.axhline(0.0, color="black", linewidth=0.5)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
