@@ -64,6 +64,13 @@ class _Declared(sp.Symbol):
         _check_identifier(name, cls.__name__)
         return sp.Symbol.__xnew__(cls, name, real=True, **assumptions)
 
+    def _hashable_content(self):
+        # SymPy caches expressions by equality: were two declarations of one name
+        # equal (a Term "error" defined differently in two specs), a formula could
+        # come back holding the other spec's symbol. The declaration is part of
+        # the identity.
+        return super()._hashable_content() + tuple(sorted(self.__dict__.items()))
+
 
 class Input(_Declared):
     """A float array argument.
