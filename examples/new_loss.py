@@ -15,6 +15,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import subprocess
 import sys
@@ -113,9 +114,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=10_000, help="Elements in the checks.")
     parser.add_argument("--steps", type=int, default=100, help="Gradient steps of the fit.")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        workdir = args.workdir or Path(scratch)
-        value_error, gradient_error = use(import_package(compile_spec(workdir)), args.size, args.steps)
+    folder = contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory()
+    with folder as workdir:
+        value_error, gradient_error = use(import_package(compile_spec(Path(workdir))), args.size, args.steps)
     if max(value_error, gradient_error) > TOLERANCE:
         print(f"the generated loss disagrees with the formula (tolerance {TOLERANCE:.0e})")
         return 1
