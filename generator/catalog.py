@@ -22,11 +22,11 @@ from pathlib import Path
 import sympy as sp
 
 from . import docs
-from .derive import derive
+from .derive import collect_terms, derive
 from .ir import COTANGENT, ElementwiseIR
 from .load import load_spec, spec_paths
 from .render import ROOT, render_package
-from .spec import ClassTarget, Term
+from .spec import ClassTarget
 
 MARKER = "<!-- Loss catalogue built by `losscc doc` (make docs). Do not edit: it is rebuilt from specs/. -->"
 
@@ -71,17 +71,6 @@ def call_signature(loss):
     return f"{loss.name}({args})"
 
 
-def terms(loss):
-    """The named terms the formula uses, innermost first."""
-    found, stack = [], [loss.formula]
-    while stack:
-        for symbol in sorted(stack.pop().free_symbols, key=lambda s: s.name):
-            if isinstance(symbol, Term) and symbol not in found:
-                found.append(symbol)
-                stack.append(symbol.definition)
-    return list(reversed(found))
-
-
 def mlx_twin(loss):
     """``mlx.nn.losses.<name>`` when MLX has a loss of the same name."""
     import mlx.nn.losses
@@ -93,7 +82,7 @@ def mlx_twin(loss):
 
 def latex_lines(loss, variant):
     """The formula (named terms first) and derived gradient of one variant, one LaTeX equation a line."""
-    definitions = [rf"{sp.latex(t)} = {sp.latex(t.definition)}" for t in terms(loss)]
+    definitions = [rf"{sp.latex(t)} = {sp.latex(t.definition)}" for t in collect_terms(loss.formula)]
     return definitions + docs.formula_lines(loss, variant), docs.gradient_lines(loss, variant)
 
 
@@ -104,7 +93,7 @@ def pretty_lines(loss, variant, width=100):
 
     unit = {COTANGENT: 1}
     ir = variant.ir
-    formula = [equation(t.name, t.definition) for t in terms(loss)]
+    formula = [equation(t.name, t.definition) for t in collect_terms(loss.formula)]
     if isinstance(ir, ElementwiseIR):
         formula.append(equation("loss", ir.loss))
         gradient = [equation(f"d loss/d {n}", e.xreplace(unit)) for n, e in ir.gradients.items()]

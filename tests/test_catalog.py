@@ -5,7 +5,6 @@ compared with NumPy formulas written here from the losses' definitions.
 """
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ import importlib
 import shutil
 import sys
 import uuid
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
