@@ -10,9 +10,11 @@ from the spec alone:
   label, a variance...).
 * **row-wise** losses take rows of a few elements with fixed values and vary
   the first element of the first differentiable input (a logit); class
-  targets point at that element.
+  targets point at that element. The rows are signed values, or probabilities
+  for a loss that is nowhere finite on signed rows (logs of its inputs).
 
-Parameters and flags keep their defaults.
+Parameters and flags keep their defaults. The axis spans [-4, 4], narrowed to
+where the loss is finite (such as (0, 1) for a probability).
 """
 
 from __future__ import annotations
@@ -74,6 +76,35 @@ def _parameter_notes(loss):
     return [f"{p.name} = {p.default}" for p in loss.params]
 
 
+def _longest_finite_run(values):
+    """(first, last) indices of the longest run of finite values, or None."""
+    best, start = None, None
+    for i, finite in enumerate(np.append(np.isfinite(values), False)):
+        if finite and start is None:
+            start = i
+        elif not finite and start is not None:
+            if best is None or i - start > best[1] - best[0] + 1:
+                best = (start, i - 1)
+            start = None
+    return best
+
+
+def _sample(evaluate):
+    """(x, loss, gradient) on GRID, or on the widest stretch of it where the loss is finite.
+
+    ``evaluate(x)`` returns the loss and gradient at the points ``x``; None when
+    the loss is finite at fewer than two of them.
+    """
+    loss, gradient = evaluate(GRID)
+    if np.isfinite(loss).all():
+        return GRID, loss, gradient
+    run = _longest_finite_run(loss)
+    if run is None or run[0] == run[1]:
+        return None
+    x = np.linspace(GRID[run[0]], GRID[run[1]], len(GRID))
+    return (x, *evaluate(x))
+
+
 def elementwise_curve(loss, function):
     """Loss and gradient of an elementwise loss along its first input."""
     import mlx.core as mx
@@ -93,20 +124,31 @@ def elementwise_curve(loss, function):
     residual = partners[0] if len(partners) == 1 else None
     x_label = f"{x.name} - {residual}" if residual else x.name
     held = [f"{name} = {value:g}" for name, value in fixed.items() if name != residual]
-    grid = mx.array(GRID, dtype=mx.float32)
-    constants = {name: mx.full(grid.shape, value) for name, value in fixed.items()}
 
-    def total(values):
-        return function(**{x.name: values}, **constants, reduction="sum")
+    def evaluate(points):
+        points = mx.array(points, dtype=mx.float32)
+        constants = {name: mx.full(points.shape, value) for name, value in fixed.items()}
+        losses = function(**{x.name: points}, **constants, reduction="none")
+        gradient = mx.grad(lambda v: function(**{x.name: v}, **constants, reduction="sum"))(points)
+        return np.array(losses), np.array(gradient)
 
-    losses = function(**{x.name: grid}, **constants, reduction="none")
-    gradient = mx.grad(total)(grid)
-    return Curve(GRID, np.array(losses), np.array(gradient), x_label, x.name, held + _parameter_notes(loss))
+    sampled = _sample(evaluate)
+    if sampled is None:
+        raise ValueError(f"{loss.name}: the loss is not finite on [-4, 4] with {', '.join(held) or 'defaults'}")
+    return Curve(*sampled, x_label, x.name, held + _parameter_notes(loss))
 
 
-def _fixed_row(seed):
-    """A reproducible row of small values, one decimal each."""
-    return np.round(np.random.default_rng(seed).normal(size=ROW_LENGTH), 1).astype(np.float32)
+def fixed_row(seed, style):
+    """A reproducible example row: signed values (one decimal) or probabilities (summing to 1)."""
+    values = np.random.default_rng(seed).normal(size=ROW_LENGTH)
+    if style == "probabilities":
+        values = np.exp(values) / np.exp(values).sum()
+        return np.round(values, 2).astype(np.float32)
+    return np.round(values, 1).astype(np.float32)
+
+
+def _listed(values):
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def rowwise_curve(loss, function):
@@ -114,34 +156,33 @@ def rowwise_curve(loss, function):
     import mlx.core as mx
 
     x, element = _varied_input(loss)
-    rows = len(GRID)
-    arrays, held = {}, []
-    for seed, item in enumerate(element):
-        row = _fixed_row(seed)
-        if item is x:
-            held.append(f"{item.name}[1:] = {row[1:].tolist()}")
-            table = np.tile(row, (rows, 1))
-            table[:, 0] = GRID
-        else:
-            held.append(f"{item.name} = {row.tolist()}")
-            table = np.tile(row, (rows, 1))
-        arrays[item.name] = mx.array(table)
-    for item in loss.inputs:
-        if isinstance(item, ClassTarget):
-            arrays[item.name] = mx.zeros((rows,), dtype=mx.int32)
-            held.append(f"{item.name} = class 0")
-        elif item.per_row:
-            arrays[item.name] = mx.ones((rows,))
-            held.append(f"{item.name} = 1")
-    others = {name: value for name, value in arrays.items() if name != x.name}
+    for style in ("signed", "probabilities"):
+        rows = {item.name: fixed_row(seed, style) for seed, item in enumerate(element)}
+        held = [f"{x.name}[1:] = {_listed(rows[x.name][1:])}"]
+        held += [f"{name} = {_listed(row)}" for name, row in rows.items() if name != x.name]
+        extra = {}
+        for item in loss.inputs:
+            if isinstance(item, ClassTarget):
+                extra[item.name] = lambda n: mx.zeros((n,), dtype=mx.int32)
+                held.append(f"{item.name} = class 0")
+            elif item.per_row:
+                extra[item.name] = lambda n: mx.ones((n,))
+                held.append(f"{item.name} = 1")
 
-    def total(values):
-        return function(**{x.name: values}, **others, axis=-1, reduction="sum")
+        def evaluate(points, rows=rows, extra=extra):
+            tables = {name: np.tile(row, (len(points), 1)) for name, row in rows.items()}
+            tables[x.name][:, 0] = points
+            others = {name: mx.array(t) for name, t in tables.items() if name != x.name}
+            others.update({name: make(len(points)) for name, make in extra.items()})
+            varied = mx.array(tables[x.name])
+            losses = function(**{x.name: varied}, **others, axis=-1, reduction="none")
+            gradient = mx.grad(lambda v: function(**{x.name: v}, **others, axis=-1, reduction="sum"))(varied)
+            return np.array(losses), np.array(gradient[:, 0])
 
-    losses = function(**arrays, axis=-1, reduction="none")
-    gradient = mx.grad(total)(arrays[x.name])[:, 0]
-    return Curve(GRID, np.array(losses), np.array(gradient), f"{x.name}[0]", f"{x.name}[0]",
-                 held + _parameter_notes(loss))
+        sampled = _sample(evaluate)
+        if sampled is not None:
+            return Curve(*sampled, f"{x.name}[0]", f"{x.name}[0]", held + _parameter_notes(loss))
+    raise ValueError(f"{loss.name}: the loss is not finite on [-4, 4] for signed or probability rows")
 
 
 def curve(loss, function):

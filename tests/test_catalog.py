@@ -14,6 +14,7 @@ from generator import catalog, plots
 from generator.catalog import imported_package
 from generator.load import load_spec, spec_paths
 from generator.render import ROOT, render_package
+from tests.helpers import build_package
 
 SPECS = ROOT / "specs"
 NAMES = [path.stem for path in spec_paths(SPECS)]
@@ -119,7 +120,7 @@ def test_margin_ranking_is_plotted_against_the_score_difference(package):
 def test_cross_entropy_is_plotted_against_the_target_logit(package):
     curve = curve_of("cross_entropy", package)
     assert curve.x_label == "logits[0]" and "targets = class 0" in curve.held
-    rows = np.tile(plots._fixed_row(0).astype(np.float64), (len(curve.x), 1))
+    rows = np.tile(plots.fixed_row(0, "signed").astype(np.float64), (len(curve.x), 1))
     rows[:, 0] = curve.x
     log_normaliser = np.log(np.exp(rows).sum(axis=1))
     np.testing.assert_allclose(curve.loss, log_normaliser - rows[:, 0], rtol=1e-5)
@@ -138,3 +139,40 @@ def test_every_curve_is_finite_and_its_gradient_is_the_slope(package, name):
     smooth = np.abs(np.diff(curve.gradient)) < 0.05 * (1 + np.abs(mean_gradient))
     assert smooth.mean() > 0.9
     np.testing.assert_allclose(secant[smooth], mean_gradient[smooth], rtol=1e-2, atol=1e-3)
+
+
+POISSON = """
+from sympy import log
+from generator.spec import Input, Loss
+inputs, targets = Input("inputs"), Input("targets")
+spec = Loss("rate_loss", inputs=[inputs, targets], elementwise=inputs - targets * log(inputs))
+"""
+
+KL_ON_PROBABILITIES = """
+from sympy import log
+from generator.spec import Input, Loss, RowSum
+inputs, targets = Input("inputs"), Input("targets", differentiable=False)
+spec = Loss("divergence_loss", inputs=[inputs, targets], axis=-1,
+            row=RowSum(targets * (log(targets) - inputs)))
+"""
+
+
+def test_an_elementwise_plot_narrows_to_where_the_loss_is_finite(tmp_path):
+    package = build_package(tmp_path, {"rate_loss": POISSON})
+    curve = plots.curve(load_spec(tmp_path / "specs" / "rate_loss.py"), package.rate_loss)
+    assert curve.x_label == "inputs" and "targets = 1" in curve.held
+    assert 0 < curve.x.min() < 0.05 and curve.x.max() == 4.0  # log(inputs): (0, 4]
+    np.testing.assert_allclose(curve.loss, curve.x - np.log(curve.x), rtol=1e-5)
+    np.testing.assert_allclose(curve.gradient, 1 - 1 / curve.x, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rowwise_plot_falls_back_to_probability_rows(tmp_path):
+    package = build_package(tmp_path, {"divergence_loss": KL_ON_PROBABILITIES})
+    curve = plots.curve(load_spec(tmp_path / "specs" / "divergence_loss.py"), package.divergence_loss)
+    targets = plots.fixed_row(1, "probabilities").astype(np.float64)
+    assert np.all(targets > 0) and abs(targets.sum() - 1) < 0.02
+    assert any(h.startswith("targets = [0.") for h in curve.held)
+    inputs = np.tile(plots.fixed_row(0, "probabilities").astype(np.float64), (len(curve.x), 1))
+    inputs[:, 0] = curve.x
+    np.testing.assert_allclose(curve.loss, (targets * (np.log(targets) - inputs)).sum(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(curve.gradient, -targets[0], rtol=1e-6)

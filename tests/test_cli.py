@@ -140,6 +140,16 @@ def test_generate_writes_a_package_that_matches_mlx(specs, package_dir):
     np.testing.assert_allclose(package.cross_entropy(x, labels), nn.losses.cross_entropy(x, labels), rtol=1e-5)
 
 
+def test_generate_shows_a_progress_bar_on_a_terminal_only(specs, package_dir):
+    terminal = CliRunner(env={"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}).invoke(
+        main, ["generate", "--specs", str(specs), "--out", str(package_dir)]
+    )
+    assert terminal.exit_code == 0
+    assert "2/2" in terminal.output and "generated 2 losses" in terminal.output
+    piped = run("generate", "--specs", specs, "--out", package_dir)
+    assert "\x1b" not in piped.output and len(piped.output.splitlines()) == 1
+
+
 def test_generate_again_changes_nothing(specs, package_dir):
     run("generate", "--specs", specs, "--out", package_dir)
     result = run("generate", "--specs", specs, "--out", package_dir)
