@@ -176,3 +176,23 @@ def test_a_rowwise_plot_falls_back_to_probability_rows(tmp_path):
     inputs[:, 0] = curve.x
     np.testing.assert_allclose(curve.loss, (targets * (np.log(targets) - inputs)).sum(axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(curve.gradient, -targets[0], rtol=1e-6)
+
+
+DICE = """
+from generator.spec import Input, Loss, RowSum
+inputs, targets = Input("inputs"), Input("targets")
+spec = Loss("overlap_loss", inputs=[inputs, targets], axis=-1,
+            row=1 - (2 * RowSum(inputs * targets) + 1) / (RowSum(inputs) + RowSum(targets) + 1))
+"""
+
+
+def test_a_rowwise_plot_with_a_pole_on_signed_rows_uses_probability_rows(tmp_path):
+    package = build_package(tmp_path, {"overlap_loss": DICE})
+    curve = plots.curve(load_spec(tmp_path / "specs" / "overlap_loss.py"), package.overlap_loss)
+    assert 0 < curve.x.min() and curve.x.max() < 1
+    inputs = np.tile(plots.fixed_row(0, "probabilities").astype(np.float64), (len(curve.x), 1))
+    inputs[:, 0] = curve.x
+    targets = plots.fixed_row(1, "probabilities").astype(np.float64)
+    overlap, total = (inputs * targets).sum(axis=1), inputs.sum(axis=1) + targets.sum() + 1
+    np.testing.assert_allclose(curve.loss, 1 - (2 * overlap + 1) / total, rtol=1e-5)
+    np.testing.assert_allclose(curve.gradient, -(2 * targets[0] * total - (2 * overlap + 1)) / total**2, rtol=1e-4)
