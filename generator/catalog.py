@@ -45,10 +45,11 @@ def backends(loss):
 
 
 def inputs_text(loss):
-    names = [f"{i.name} (class)" if isinstance(i, ClassTarget) else i.name for i in loss.inputs]
-    if loss.weights is not None:
-        names.append(f"[{loss.weights.name}]")
-    return ", ".join(names)
+    """The array arguments; [optional] ones (default None) in brackets."""
+    optional = {name for name, default in docs.signature(loss) if default == "None"}
+    arrays = list(loss.inputs) + ([loss.weights] if loss.weights is not None else [])
+    names = [f"{a.name} (class)" if isinstance(a, ClassTarget) else a.name for a in arrays]
+    return ", ".join(f"[{n}]" if a.name in optional else n for a, n in zip(arrays, names))
 
 
 def parameters_text(loss):
@@ -56,7 +57,11 @@ def parameters_text(loss):
 
 
 def summary(loss):
-    """One row of ``losscc list`` and of the catalogue index, column name -> text."""
+    """One row of ``losscc list`` and of the catalogue index, column name -> text.
+
+    A column added here shows in both (the place for a per-loss figure such as
+    the memory traffic of a kernel).
+    """
     return {
         "name": loss.name,
         "kind": loss.kind,

@@ -112,7 +112,8 @@ def new(name, rowwise, spec_dir):
     try:
         path = scaffold.write_spec(spec_dir, name, "rowwise" if rowwise else "elementwise")
     except FileExistsError:
-        raise click.ClickException(f"{_shown(spec_dir / f'{name}.py')} already exists; edit it or choose another name")
+        message = f"{_shown(spec_dir / f'{name}.py')} already exists; edit it or choose another name"
+        raise click.ClickException(message) from None
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {_shown(path)}: edit the formula, then `losscc generate {name}` and `losscc show {name}`")
@@ -222,7 +223,10 @@ def show(name, latex, spec_dir, out):
         state = f"missing: run `losscc generate {name}`"
     else:
         others = {n: "" for n in available if n != name}  # render this loss only
-        fresh = render_package(spec_dir, reuse=others)[f"{name}.py"] == module.read_text()
+        try:
+            fresh = render_package(spec_dir, reuse=others)[f"{name}.py"] == module.read_text()
+        except SpecFileError as error:
+            raise click.ClickException(str(error)) from None
         state = "up to date" if fresh else f"stale: run `losscc generate {name}`"
     click.echo(f"{_shown(module)}  ({state})")
     click.echo(f"{_shown(out / '_runtime.py')}  (shared by every loss)")
