@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from . import traffic
 from .derive import derive
 from .load import SpecFileError, load_spec, spec_paths
 from .render import ROOT, differences, render_package, write_package
@@ -40,7 +41,7 @@ def generate(spec_dir, out):
     except SpecFileError as error:
         _fail(error)
     write_package(files, out)
-    losses = len(files) - 2  # __init__.py and _runtime.py
+    losses = sum(1 for name in files if "/" not in name and not name.startswith("_"))
     click.echo(f"generated {losses} losses into {out} in {time.perf_counter() - start:.1f} s")
 
 
@@ -75,7 +76,7 @@ def list_losses(spec_dir):
     for loss in losses:
         params = ", ".join(f"{p.name}={p.default!r}" for p in loss.params)
         inputs = ", ".join(i.name for i in loss.inputs)
-        click.echo(f"{loss.name:28s} {loss.kind:11s} ({inputs}) {params}")
+        click.echo(f"{loss.name:28s} {loss.kind:11s} ({inputs}) {params}  [{traffic.summary(loss)}]")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import docs, emit_mlx
+from . import docs, emit_kernels, emit_mlx, traffic
 from .derive import derive
 from .load import SpecFileError, load_spec, spec_paths
 from .spec import ClassTarget, Flag, Input, SpecError
@@ -173,6 +173,37 @@ def render_loss(env, loss):
     )
 
 
+def render_kernels(env, loss):
+    """The source of ``generated/kernels/<loss>.py``: its Metal and CUDA kernels."""
+    built = emit_kernels.kernels(loss, derive(loss), TEMPLATES)
+    setting = "float32 arrays, reduction='mean'" + (
+        f", rows of {traffic.ROW_LENGTH}" if loss.kind == "rowwise" else ""
+    )
+    text = "\n".join([
+        f"{loss.name}: Metal and CUDA kernels, generated from {loss.source}.",
+        "",
+        "Lowered from the same scheduled statements as the MLX path and used on GPUs",
+        "(see generated/_gpu.py). Bytes each kernel moves per element against the minimum",
+        f"(each input read once, each output written once; {setting}):",
+        "",
+        *[f"    {figure}" for figure in traffic.figures_of(built)],
+    ])
+    ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
+    return env.get_template("mlx/kernels.py.j2").render(
+        header=header(loss.source),
+        docstring=docstring(text),
+        name=loss.name,
+        rowwise=loss.kind == "rowwise",
+        variants=built,
+        inputs=tuple(i.name for i in loss.inputs),
+        row_inputs=tuple(i.name for i in loss.inputs if isinstance(i, Input) and i.per_row),
+        differentiable=tuple(i.name for i in loss.inputs if i.differentiable),
+        weighted=loss.weights is not None,
+        target=repr(loss.class_targets[0].name) if loss.class_targets else None,
+        ignore=loss.numeric_params.index(ignore.ignore_index) if ignore else None,
+    )
+
+
 def render_package(spec_dir, root=ROOT):
     """Every file of the generated package, as {relative path: text}."""
     env = _environment()
@@ -181,11 +212,21 @@ def render_package(spec_dir, root=ROOT):
         loss = load_spec(path, root)
         try:
             source = render_loss(env, loss)
+            kernels_source = render_kernels(env, loss)
         except SpecError as error:
             raise SpecFileError(loss.source, str(error)) from None
-        losses.append((loss, source))
-    names = [loss.name for loss, _ in losses]
-    files = {f"{loss.name}.py": source for loss, source in losses}
+        losses.append((loss, source, kernels_source))
+    names = [loss.name for loss, _, _ in losses]
+    files = {f"{loss.name}.py": source for loss, source, _ in losses}
+    files.update({f"kernels/{loss.name}.py": source for loss, _, source in losses})
+    files["kernels/__init__.py"] = header("specs/") + '\n"""The Metal and CUDA kernels of each loss."""\n'
+    gpu_headers = emit_kernels.headers(TEMPLATES)
+    files["_gpu.py"] = env.get_template("mlx/_gpu.py.j2").render(
+        header=header("templates/mlx/_gpu.py.j2"),
+        metal_header=gpu_headers["metal"],
+        cuda_header=gpu_headers["cuda"],
+        element_threads=emit_kernels.ELEMENT_THREADS,
+    )
     files["_runtime.py"] = env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2"))
     files["__init__.py"] = env.get_template("mlx/__init__.py.j2").render(
         header=header("specs/"), names=names
