@@ -405,6 +405,8 @@ def _rowwise_kernel(loss, statements, dialect, form, direction, residuals):
             "ignore": target.ignore_index is not None,
         } if uses_target else None,
         "uses_row_length": uses_row_length,
+        "loops": final is not None or any(st["accumulators"] for st in stages),
+        "gathers_at_index": any(not g["row_level"] for st in stages for g in st["gathers"]),
         "slots": max([sum(len(a["slots"]) for a in st["accumulators"]) for st in stages], default=0),
     }
     return context, program.arguments(), outputs, traffic

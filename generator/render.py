@@ -186,7 +186,7 @@ def render_kernels(env, loss):
         "(see generated/_gpu.py). Bytes each kernel moves per element against the minimum",
         f"(each input read once, each output written once; {setting}):",
         "",
-        *[f"    {figure}" for figure in traffic.figures_of(built)],
+        *[f"    {figure}" for figure in traffic.figures_of(loss, built)],
     ])
     ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
     return env.get_template("mlx/kernels.py.j2").render(

@@ -29,25 +29,27 @@ class Figure:
     backward_passes: int
 
     def __str__(self):
-        name = self.variant.lstrip("_") or "default"
+        name = self.variant.lstrip("_") or "default"  # the variant key: flags, then the target form
         return (
             f"{name}: forward {self.forward:.2f} ({self.forward_passes} pass{'es' if self.forward_passes > 1 else ''}),"
             f" backward {self.backward:.2f} ({self.backward_passes} pass{'es' if self.backward_passes > 1 else ''})"
         )
 
 
-def figures_of(built, row_length=ROW_LENGTH):
-    """Figures for already built kernels (``emit_kernels.kernels``)."""
-    return [
-        Figure(v.suffix, v.forward.traffic.ratio(row_length), v.backward.traffic.ratio(row_length),
-               v.forward.traffic.passes, v.backward.traffic.passes)
-        for v in built
-    ]
+def figures_of(loss, built, row_length=ROW_LENGTH):
+    """Figures for already built kernels (``emit_kernels.kernels``) of ``loss``."""
+    found = []
+    for v in built:
+        # A row-wise loss without class targets has only the "_indices" form: leave it out of the name.
+        name = v.suffix[: -len("_indices")] if loss.kind == "rowwise" and not loss.class_targets else v.suffix
+        found.append(Figure(name, v.forward.traffic.ratio(row_length), v.backward.traffic.ratio(row_length),
+                            v.forward.traffic.passes, v.backward.traffic.passes))
+    return found
 
 
 def figures(loss, row_length=ROW_LENGTH):
     """One :class:`Figure` per variant of ``loss`` (a loaded spec)."""
-    return figures_of(kernels(loss, derive(loss), TEMPLATES), row_length)
+    return figures_of(loss, kernels(loss, derive(loss), TEMPLATES), row_length)
 
 
 def summary(loss):

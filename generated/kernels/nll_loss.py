@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_forward_79f6f7b0a744",
+        name="losscc_nll_loss_indices_forward_2bc182a9bfc0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -23,7 +23,6 @@ FORWARD = {
 // Writes the row's loss and the row reductions the backward kernel reuses.
 const uint group = threadgroup_position_in_grid.x;
 const uint tid = thread_index_in_threadgroup;
-const uint lanes = threads_per_threadgroup.x;
 const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
@@ -51,7 +50,6 @@ if (tid == 0) {
 // Writes the row's loss and the row reductions the backward kernel reuses.
 const uint group = blockIdx.x;
 const uint tid = threadIdx.x;
-const uint lanes = blockDim.x;
 const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
@@ -77,7 +75,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_e182a1f8426f",
+        name="losscc_nll_loss_indices_backward_ce098dc73ae0",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -93,7 +91,6 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float cotangent = cotangent_in[group];
 const float d_gather0 = -cotangent;
 
@@ -118,7 +115,6 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float cotangent = cotangent_in[group];
 const float d_gather0 = -cotangent;
 

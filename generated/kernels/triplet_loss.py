@@ -6,7 +6,7 @@ Lowered from the same scheduled statements as the MLX path and used on GPUs
 (see generated/_gpu.py). Bytes each kernel moves per element against the minimum
 (each input read once, each output written once; float32 arrays, reduction='mean', rows of 1024):
 
-    indices: forward 1.00 (1 pass), backward 1.00 (1 pass)
+    default: forward 1.00 (1 pass), backward 1.00 (1 pass)
 """
 
 from .. import _gpu

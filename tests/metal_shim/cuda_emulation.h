@@ -59,20 +59,13 @@ inline Index grid_dim() {
 inline void __syncthreads() { emu::wait(emu::Wait::group); }
 
 inline float __shfl_xor_sync(unsigned mask, float value, int lane_mask, int width = 32) {
-  if (mask != 0xffffffffu || width != 32) emu::fail("__shfl_xor_sync: only full warps are emulated");
-  return static_cast<float>(emu::simd_exchange(value, [lane_mask](const double* lanes, unsigned count, unsigned lane) {
-    unsigned other = lane ^ static_cast<unsigned>(lane_mask);
-    if (count != 32) emu::fail("__shfl_xor_sync on a partial warp");
-    return lanes[other];
-  }));
+  if (mask != 0xffffffffu || width != 32 || emu::simd_lanes() != 32) emu::fail("__shfl_xor_sync: only full warps are emulated");
+  return emu::simd(emu::SimdOp::shuffle_xor, value, static_cast<unsigned>(lane_mask));
 }
 
 inline float __shfl_down_sync(unsigned mask, float value, unsigned delta, int width = 32) {
-  if (mask != 0xffffffffu || width != 32) emu::fail("__shfl_down_sync: only full warps are emulated");
-  return static_cast<float>(emu::simd_exchange(value, [delta](const double* lanes, unsigned count, unsigned lane) {
-    unsigned other = lane + delta;
-    return other < count ? lanes[other] : lanes[lane];
-  }));
+  if (mask != 0xffffffffu || width != 32 || emu::simd_lanes() != 32) emu::fail("__shfl_down_sync: only full warps are emulated");
+  return emu::simd(emu::SimdOp::shuffle_down, value, delta);
 }
 
 inline float __int_as_float(int bits) {

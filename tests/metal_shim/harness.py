@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,7 +222,8 @@ _METAL_ATTRIBUTES = {
 }
 
 
-def _driver(backend, function, parameters):
+def _launch(backend, index, function, parameters):
+    """The driver code that runs kernel ``index`` (``function`` with ``parameters``)."""
     inputs = [p for p in parameters if p.kind == "input"]
     outputs = [p for p in parameters if p.kind == "output"]
     arguments, counts = [], {"input": 0, "output": 0}
@@ -238,12 +240,11 @@ def _driver(backend, function, parameters):
         counts[p.kind] += 1
     partial = "true" if backend == "metal" else "false"  # Metal dispatches exact grids, CUDA whole blocks
     return (
-        f'#include "{backend}_driver.h"\n#include "kernel.inc"\n\n'
-        "int main(int argc, char** argv) {\n"
-        f"  emu::Run run(argc, argv, {len(inputs)}, {len(outputs)});\n"
-        f"  emu::launch(run.grid, run.group, {partial}, run.descending, [&](const emu::ThreadInfo& t) {{\n"
-        f"    (void)t;\n    {function}({', '.join(arguments)});\n"
-        "  });\n  run.finish();\n  return 0;\n}\n"
+        f"  if (which == {index}) {{\n"
+        f"    emu::Run run(argc - 1, argv + 1, {len(inputs)}, {len(outputs)});\n"
+        f"    emu::launch(run.grid, run.group, {partial}, run.descending, [&](const emu::ThreadInfo& t) {{\n"
+        f"      (void)t;\n      kernel{index}::{function}({', '.join(arguments)});\n"
+        "    });\n    run.finish();\n    return 0;\n  }\n"
     )
 
 
@@ -254,7 +255,11 @@ def _precompiled(backend):
         staging = Path(tempfile.mkdtemp(dir=_workdir()))
         shutil.copytree(SHIM, staging / "shim", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
         prelude = staging / "shim" / f"{backend}_driver.h"
-        _compile([*CXX_FLAGS, "-x", "c++-header", str(prelude), "-o", f"{prelude}.gch"])
+        include = ["-I", str(staging / "shim")] + (
+            ["-I", str(staging / "shim" / "cuda_emulation")] if backend == "cuda" else []
+        )
+        _compile([*CXX_FLAGS, *include, "-x", "c++-header", str(prelude), "-o", f"{prelude}.gch"])
+        _compile([*CXX_FLAGS, "-c", str(staging / "shim" / "emulator.cpp"), "-o", str(staging / "shim" / "emulator.o")])
         os.rename(staging / "shim", folder)
     return folder
 
@@ -265,24 +270,60 @@ def _compile(command):
         raise KernelError(f"compilation failed: {' '.join(command)}\n{done.stderr[-6000:]}")
 
 
-_executables = {}
+_executables = {}  # (backend, text) -> (program, kernel index, parameters)
+
+
+def _build(backend, texts):
+    """One emulator program running any of ``texts`` (each kernel in its own namespace)."""
+    shim = _precompiled(backend)
+    folder = Path(tempfile.mkdtemp(dir=_workdir()))
+    parts = [f'#include "{backend}_driver.h"\n']
+    launches = []
+    signatures = []
+    for index, text in enumerate(texts):
+        (folder / f"kernel{index}.inc").write_text(text)
+        parts.append(f'namespace kernel{index} {{\n#include "kernel{index}.inc"\n}}\n')
+        function, parameters = (_metal_signature if backend == "metal" else _cuda_signature)(text)
+        launches.append(_launch(backend, index, function, parameters))
+        signatures.append(parameters)
+    parts.append("\nint main(int argc, char** argv) {\n  const int which = std::atoi(argv[1]);\n")
+    parts += launches
+    parts.append('  emu::fail("no such kernel");\n}\n')
+    (folder / "driver.cpp").write_text("".join(parts))
+    include = ["-I", str(shim)] + (["-I", str(shim / "cuda_emulation")] if backend == "cuda" else [])
+    _compile([*CXX_FLAGS, *include, "-I", str(folder), str(folder / "driver.cpp"), str(shim / "emulator.o"),
+              "-o", str(folder / "run")])
+    for index, (text, parameters) in enumerate(zip(texts, signatures)):
+        _executables[backend, text] = (folder / "run", index, parameters)
+
+
+def prefetch(backend, texts, jobs=2):
+    """Compile the programs for ``texts`` ahead of use: a few kernels per g++ run, ``jobs`` runs at once.
+
+    A group that fails to compile is left alone: its kernels compile one by one
+    when they run, so the error shows in the test that uses them.
+    """
+    missing = sorted({t for t in texts if (backend, t) not in _executables})
+    if not missing:
+        return
+    _precompiled(backend)
+    groups = [missing[k::jobs * 4] for k in range(min(len(missing), jobs * 4))]
+
+    def build(group):
+        try:
+            _build(backend, group)
+        except KernelError:
+            pass
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(build, groups))
 
 
 def executable(backend, text):
-    """The emulator program for kernel source ``text`` (compiled once per session)."""
-    digest = hashlib.sha256(f"{backend}\0{text}".encode()).hexdigest()[:20]
-    if digest in _executables:
-        return _executables[digest]
-    shim = _precompiled(backend)
-    folder = _workdir() / digest
-    folder.mkdir(exist_ok=True)
-    (folder / "kernel.inc").write_text(text)
-    function, parameters = (_metal_signature if backend == "metal" else _cuda_signature)(text)
-    (folder / "driver.cpp").write_text(_driver(backend, function, parameters))
-    include = ["-I", str(shim)] + (["-I", str(shim / "cuda_emulation")] if backend == "cuda" else [])
-    _compile([*CXX_FLAGS, *include, "-I", str(folder), str(folder / "driver.cpp"), "-o", str(folder / "run")])
-    _executables[digest] = (folder / "run", parameters)
-    return _executables[digest]
+    """The emulator program running kernel source ``text``, and the kernel's index and parameters."""
+    if (backend, text) not in _executables:
+        _build(backend, [text])
+    return _executables[backend, text]
 
 
 # ---------------------------------------------------------------- execution
@@ -306,7 +347,7 @@ def execute(backend, text, inputs, grid, threadgroup, output_shapes, output_dtyp
 
     The threads run in ascending, then descending order; the outputs must agree.
     """
-    program, parameters = executable(backend, text)
+    program, kernel_index, _ = executable(backend, text)
     results = []
     for descending in (False, True):
         with tempfile.TemporaryDirectory(dir=_workdir()) as run_dir:
@@ -316,7 +357,8 @@ def execute(backend, text, inputs, grid, threadgroup, output_shapes, output_dtyp
                 size = int(np.prod(shape)) * dtype.size
                 initial = b"\xff" * size if init_value is None else to_bytes(mx.full(shape, init_value, dtype))
                 Path(run_dir, f"out{index}.bin").write_bytes(initial)
-            command = [str(program), str(int(descending)), *map(str, grid), *map(str, threadgroup), run_dir]
+            command = [str(program), str(kernel_index), str(int(descending)), *map(str, grid),
+                       *map(str, threadgroup), run_dir]
             done = subprocess.run(command, capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 raise KernelError(f"kernel run failed ({done.returncode}): {done.stderr.strip()}")
@@ -331,11 +373,18 @@ def execute(backend, text, inputs, grid, threadgroup, output_shapes, output_dtyp
 class EmulatedKernels:
     """Stand-ins for ``mx.fast.metal_kernel`` and ``mx.fast.cuda_kernel`` that run the emulator.
 
-    ``launches`` records every kernel run: (backend, name, source text, grid, threadgroup).
+    ``launches`` records every kernel run: (backend, name, source text, grid, threadgroup). With
+    ``execute=False`` the kernels only record their source and return zeros.
     """
 
-    def __init__(self):
+    def __init__(self, execute=True):
         self.launches = []
+        self.execute = execute
+
+    def _run(self, backend, text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value):
+        if not self.execute:
+            return [mx.zeros(shape, dtype) for shape, dtype in zip(output_shapes, output_dtypes)]
+        return execute(backend, text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value)
 
     def metal_kernel(self, name, input_names, output_names, source, header="", ensure_row_contiguous=True,
                      atomic_outputs=False, compile_options=None):
@@ -345,7 +394,7 @@ class EmulatedKernels:
             text = metal_source(name, input_names, output_names, source, header, inputs, template, grid,
                                 threadgroup, output_shapes, output_dtypes, init_value, atomic_outputs)
             self.launches.append(("metal", name, text, grid, threadgroup))
-            return execute("metal", text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value)
+            return self._run("metal", text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value)
         return call
 
     def cuda_kernel(self, name, input_names, output_names, source, header="", ensure_row_contiguous=True,
@@ -355,12 +404,13 @@ class EmulatedKernels:
             inputs = [mx.array(a) if not isinstance(a, mx.array) else a for a in inputs]
             text = cuda_source(name, input_names, output_names, source, header, inputs, template, output_dtypes)
             self.launches.append(("cuda", name, text, grid, threadgroup))
-            return execute("cuda", text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value)
+            return self._run("cuda", text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value)
         return call
 
 
 def nvcc_compile(sources, arch="sm_90"):
-    """Compile CUDA kernel sources with nvcc in one translation unit (each in its own namespace)."""
+    """Compile CUDA kernel sources with nvcc to device code (a cubin, as NVRTC gives MLX), one
+    translation unit with each kernel in its own namespace; warnings are errors."""
     if NVCC is None:
         raise RuntimeError("nvcc is not installed")
     folder = Path(tempfile.mkdtemp(dir=_workdir()))
@@ -368,7 +418,7 @@ def nvcc_compile(sources, arch="sm_90"):
     for index, text in enumerate(sources):
         parts.append(f"namespace kernel{index} {{\n{text}\n}}  // namespace kernel{index}\n")
     (folder / "kernels.cu").write_text("".join(parts))
-    command = [NVCC, "-std=c++17", f"-arch={arch}", "-c", "-Werror", "all-warnings", "-I", str(SHIM / "nvcc"),
-               str(folder / "kernels.cu"), "-o", str(folder / "kernels.o")]
+    command = [NVCC, "-std=c++17", f"-arch={arch}", "--cubin", "-Werror", "all-warnings", "-I", str(SHIM / "nvcc"),
+               str(folder / "kernels.cu"), "-o", str(folder / "kernels.cubin")]
     _compile(command)
-    return folder / "kernels.o"
+    return folder / "kernels.cubin"

@@ -2,3 +2,5 @@
 #pragma once
 #include "metal_stdlib.h"
 #include "driver.hpp"
+
+#include <cstdlib>

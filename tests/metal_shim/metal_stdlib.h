@@ -87,43 +87,11 @@ enum class mem_flags { mem_none, mem_device, mem_threadgroup, mem_texture };
 inline void threadgroup_barrier(mem_flags) { emu::wait(emu::Wait::group); }
 inline void simdgroup_barrier(mem_flags) { emu::wait(emu::Wait::simd); }
 
-inline float simd_sum(float value) {
-  return static_cast<float>(emu::simd_exchange(value, [](const double* lanes, unsigned count, unsigned) {
-    float total = 0.0f;
-    for (unsigned i = 0; i < count; ++i) total += static_cast<float>(lanes[i]);
-    return static_cast<double>(total);
-  }));
-}
-
-inline float simd_max(float value) {
-  return static_cast<float>(emu::simd_exchange(value, [](const double* lanes, unsigned count, unsigned) {
-    float best = static_cast<float>(lanes[0]);
-    for (unsigned i = 1; i < count; ++i) best = std::fmax(best, static_cast<float>(lanes[i]));
-    return static_cast<double>(best);
-  }));
-}
-
-inline float simd_min(float value) {
-  return static_cast<float>(emu::simd_exchange(value, [](const double* lanes, unsigned count, unsigned) {
-    float best = static_cast<float>(lanes[0]);
-    for (unsigned i = 1; i < count; ++i) best = std::fmin(best, static_cast<float>(lanes[i]));
-    return static_cast<double>(best);
-  }));
-}
-
-inline float simd_shuffle_xor(float value, ushort mask) {
-  return static_cast<float>(emu::simd_exchange(value, [mask](const double* lanes, unsigned count, unsigned lane) {
-    unsigned other = lane ^ mask;
-    return other < count ? lanes[other] : lanes[lane];
-  }));
-}
-
-inline float simd_shuffle_down(float value, ushort delta) {
-  return static_cast<float>(emu::simd_exchange(value, [delta](const double* lanes, unsigned count, unsigned lane) {
-    unsigned other = lane + delta;
-    return other < count ? lanes[other] : lanes[lane];
-  }));
-}
+inline float simd_sum(float value) { return emu::simd(emu::SimdOp::sum, value); }
+inline float simd_max(float value) { return emu::simd(emu::SimdOp::max, value); }
+inline float simd_min(float value) { return emu::simd(emu::SimdOp::min, value); }
+inline float simd_shuffle_xor(float value, ushort mask) { return emu::simd(emu::SimdOp::shuffle_xor, value, mask); }
+inline float simd_shuffle_down(float value, ushort delta) { return emu::simd(emu::SimdOp::shuffle_down, value, delta); }
 
 }  // namespace metal
 
