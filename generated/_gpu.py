@@ -59,7 +59,7 @@ inline float losscc_expm1(float x) {
     return u == 1.0f ? x : u;
   }
   const float um1 = u - 1.0f;
-  return um1 == -1.0f ? -1.0f : um1 * x / metal::log(u);
+  return um1 == -1.0f ? -1.0f : um1 * (x / metal::log(u));
 }
 
 // erf: a series of positive terms below 2, a continued fraction for erfc above
@@ -239,8 +239,11 @@ def backend():
     return "mlx"
 
 
-def backend_for(arrays):
-    """The path for one call with ``arrays`` (``None`` entries are absent weights)."""
+def backend_for(arrays, axis=None):
+    """The path for one call with ``arrays`` (``None`` entries are absent weights).
+
+    ``axis``: the axis a row-wise loss reduces along (of the first array).
+    """
     name = backend()
     arrays = [a for a in arrays if a is not None]
     floating = {a.dtype for a in arrays if mx.issubdtype(a.dtype, mx.floating)}
@@ -248,17 +251,30 @@ def backend_for(arrays):
         return "mlx"
     if any(a.size == 0 or a.size >= _LIMIT for a in arrays):
         return "mlx"
+    if axis is not None and arrays[0].size // arrays[0].shape[axis] * ROW_THREADS[1] >= _LIMIT:
+        return "mlx"  # a threadgroup per row: the grid would pass 32-bit indexing
     return name
 
 
 class Kernel:
-    """One kernel: its arguments (name, runtime key) and its body in each language."""
+    """One kernel: its arguments (name, runtime key) and its body in each language.
 
-    def __init__(self, name, inputs, outputs, metal, cuda):
+    ``loops``: whether the threads of a row-wise kernel stride over the row;
+    one that only reads at the target class needs a single simdgroup per row.
+    """
+
+    def __init__(self, name, inputs, outputs, metal, cuda, loops=True):
         self.name = name
         self.inputs = inputs
         self.outputs = outputs
         self.sources = {"metal": metal, "cuda": cuda}
+        self.loops = loops
+
+    def row_threads(self, row_length):
+        """Threads per row: enough for one element each, within ROW_THREADS, as a power of two."""
+        if not self.loops:
+            return ROW_THREADS[0]
+        return min(ROW_THREADS[1], max(ROW_THREADS[0], 1 << (row_length - 1).bit_length()))
 
 
 def _build(backend, kernel):
@@ -397,9 +413,8 @@ class RowwiseLoss:
         row_length = first.shape[axis]
         inner = math.prod(first.shape[axis + 1:])
         rows = first.size // row_length
-        group = min(ROW_THREADS[1], max(ROW_THREADS[0], 1 << (row_length - 1).bit_length()))
         loss_shape = tuple(s for i, s in enumerate(first.shape) if i != axis)
-        return row_length, inner, rows, group, loss_shape
+        return row_length, inner, rows, loss_shape
 
     def _kept(self, arrays, params, variant):
         """Rows whose target is not the ignore_index (None when nothing is ignored)."""
@@ -418,12 +433,11 @@ class RowwiseLoss:
 
     def _forward(self, arrays, weights, axis, params, reduction, variant, backend):
         dtype = _kernel_dtype(list(arrays) + [weights])
-        row_length, inner, rows, group, loss_shape = self._geometry(arrays, axis)
-        if rows * group >= _LIMIT:
-            raise ValueError(f"{self.name}: {rows} rows are too many for one kernel launch.")
+        row_length, inner, rows, loss_shape = self._geometry(arrays, axis)
         values = self._values(arrays, params, variant, self._meta(row_length, inner, params))
         kernel = self.forward[variant]
         outputs = {key: ((rows,), mx.float32) for _, key in kernel.outputs}
+        group = kernel.row_threads(row_length)
         result = run(backend, kernel, values, dtype, rows * group, group, outputs)
         loss_rows = result["loss"]
         residuals = [result[key] for _, key in kernel.outputs if key.startswith("residual:")]
@@ -444,7 +458,7 @@ class RowwiseLoss:
     def _vjp(self, primals, cotangent, output):
         arrays, weights, axis, params, reduction, variant, backend = primals
         dtype = _kernel_dtype(list(arrays) + [weights])
-        row_length, inner, rows, group, loss_shape = self._geometry(arrays, axis)
+        row_length, inner, rows, loss_shape = self._geometry(arrays, axis)
         cotangent, loss_rows, residuals = cotangent[0].astype(mx.float32), output[1], output[2:]
         kept = self._kept(arrays, params, variant)
         if reduction == "none":
@@ -467,6 +481,7 @@ class RowwiseLoss:
         outputs = {
             key: ((rows,) if key[len("grad:"):] in self.row_inputs else (size,), dtype) for _, key in kernel.outputs
         }
+        group = kernel.row_threads(row_length)
         result = run(backend, kernel, values, dtype, rows * group, group, outputs)
         grads = [
             _gradient(result[f"grad:{n}"], a) if f"grad:{n}" in result else mx.zeros_like(a)

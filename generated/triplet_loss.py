@@ -151,7 +151,7 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     anchors, positives, negatives = mx.broadcast_arrays(anchors, positives, negatives)
     form = "indices"
     variant = "_" + form
-    backend = _gpu.backend_for([anchors, positives, negatives])
+    backend = _gpu.backend_for([anchors, positives, negatives], axis)
     if backend != "mlx":
         return _kernels.triplet_loss(backend, [anchors, positives, negatives], None, axis, (p, margin, eps,), reduction, variant)
     return _triplet_loss(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant)[0]

@@ -71,6 +71,7 @@ class Kernel:
     outputs: list  # [(argument name, runtime key)]
     sources: dict  # backend -> kernel body
     traffic: Traffic
+    loops: bool = True  # whether its threads loop over the row (else one simdgroup per row is enough)
 
 
 @dataclass
@@ -308,11 +309,11 @@ def _rowwise_kernel(loss, statements, dialect, form, direction, residuals):
     for symbol in residuals if direction == "backward" else []:
         name = c_name(symbol.name)
         program.use(f"{name}_in", f"residual:{symbol.name}")
-        prologue.append(f"const float {name} = {name}_in[group];")
+        prologue.append(f"const float {name} = static_cast<float>({name}_in[group]);")
         row_bytes += SCALAR_BYTES
     if direction == "backward":
         program.use("cotangent_in", "cotangent")
-        prologue.append("const float cotangent = cotangent_in[group];")
+        prologue.append("const float cotangent = static_cast<float>(cotangent_in[group]);")
         row_bytes += SCALAR_BYTES
     prologue += row_lines(0)
 
@@ -458,7 +459,8 @@ def kernels(loss, variants, templates):
                     "\0".join(header[b] + sources[b] for b in BACKENDS).encode()
                 ).hexdigest()[:12]
                 name = f"losscc_{loss.name}{suffix}_{direction}_{digest}"
-                built.append(Kernel(name, inputs, outputs, sources, traffic))
+                loops = loss.kind == "elementwise" or context["loops"]
+                built.append(Kernel(name, inputs, outputs, sources, traffic, loops))
             result.append(VariantKernels(suffix, built[0], built[1], per_backend["metal"][2]))
     return result
 

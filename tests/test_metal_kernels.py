@@ -11,8 +11,11 @@ references on random inputs of odd sizes. Kernels with planted bugs must fail.
 """
 
 import importlib
+import math
 
 import mlx.core as mx
+import mpmath
+import numpy as np
 import pytest
 
 import generated
@@ -186,6 +189,8 @@ def test_calls_the_kernels_are_not_built_for_run_mlx_ops(emulated, dtypes):
         generated.huber_loss(x, y)
     generated.huber_loss(mx.zeros((0, 3)), mx.zeros((0, 3)))
     assert emulated.launches == []
+    many_rows = mx.zeros((2**24, 2))  # 2**24 rows of 256 threads: past 32-bit thread indices
+    assert _gpu.backend_for([many_rows], axis=1) == "mlx" and _gpu.backend_for([many_rows]) == "metal"
 
 
 def test_kernel_objects_are_built_once(monkeypatch, emulated):
@@ -230,3 +235,97 @@ def test_the_traffic_figure_counts_extra_passes():
     assert figure.forward_passes == 2 and figure.forward == pytest.approx(2.0, abs=0.01)
     assert figure.backward_passes == 2 and figure.backward == pytest.approx(1.5, abs=0.01)
     assert str(figure).startswith("default: forward 2.00 (2 passes)")
+
+
+# ---------------------------------------------------------------- helpers and special values
+
+SPECIAL = [-math.inf, -100.0, -20.0, -8.5, -1.0, -0.3, -1e-3, -1e-8, -0.0, 0.0, 1e-8, 1e-3, 0.3, 1.0, 1.999,
+           2.0, 3.7, 7.9, 8.1, 20.0, 88.0, 100.0, math.inf, math.nan]
+HELPERS = {  # helper -> its float64 (mpmath) value, None where it is undefined
+    "losscc_erf": mpmath.erf,
+    "losscc_log1p": lambda x: mpmath.log1p(x) if x > -1 else (-mpmath.inf if x == -1 else None),
+    "losscc_expm1": mpmath.expm1,
+    "losscc_sigmoid": lambda x: 1 / (1 + mpmath.exp(-x)),
+    "losscc_softplus": lambda x: mpmath.log1p(mpmath.exp(x)) if x < 1e4 else x,
+    "losscc_logcosh": lambda x: mpmath.log(mpmath.cosh(x)) if abs(x) < 1e4 else abs(x) - mpmath.log(2),
+    "losscc_sign": lambda x: mpmath.sign(x),
+}
+
+
+def _expected(function, x):
+    if math.isnan(x):
+        return math.nan
+    if math.isinf(x) and function in ("losscc_erf", "losscc_sigmoid", "losscc_sign"):
+        return math.copysign(1.0, x) if function != "losscc_sigmoid" else float(x > 0)
+    if math.isinf(x):
+        limits = {"losscc_log1p": x, "losscc_expm1": -1.0 if x < 0 else x, "losscc_softplus": max(x, 0.0),
+                  "losscc_logcosh": math.inf}
+        return limits[function]
+    with mpmath.workdps(40):
+        value = HELPERS[function](mpmath.mpf(x))
+    return math.nan if value is None else float(value)
+
+
+@pytest.mark.parametrize("backend", ["metal", "cuda"])
+def test_header_functions_at_special_values(backend, emulated):
+    functions = list(HELPERS) if backend == "metal" else ["losscc_sigmoid", "losscc_softplus", "losscc_logcosh", "losscc_sign"]
+    size = 64  # whole simdgroups, so the CUDA grid needs no bounds check
+    x = mx.array(np.resize(np.array(SPECIAL, dtype=np.float32), size))
+    index = "thread_position_in_grid.x" if backend == "metal" else "blockIdx.x * blockDim.x + threadIdx.x"
+    body = f"const uint i = {index};\n" + "".join(f"{f}_out[i] = {f}(x[i]);\n" for f in functions)
+    make = getattr(emulated, f"{backend}_kernel")
+    kernel = make(name="helpers", input_names=["x"], output_names=[f"{f}_out" for f in functions], source=body,
+                  header=getattr(_gpu, f"{backend.upper()}_HEADER"))
+    results = kernel(inputs=[x], grid=(size, 1, 1), threadgroup=(32, 1, 1), output_shapes=[(size,)] * len(functions),
+                     output_dtypes=[mx.float32] * len(functions))
+    for function, result in zip(functions, results):
+        got = np.array(result)[: len(SPECIAL)].astype(np.float64)
+        with np.errstate(over="ignore"):  # what overflows float32 is expected as inf
+            expected = np.array([_expected(function, v) for v in SPECIAL]).astype(np.float32).astype(np.float64)
+        np.testing.assert_allclose(got, expected, rtol=3e-6, atol=1e-38, equal_nan=True, err_msg=function)
+
+
+@pytest.mark.parametrize("backend", ["metal", "cuda"])
+def test_c_pow_semantics(backend, emulated):
+    pairs = [(-2.0, 3.0), (-2.0, 2.0), (-2.0, 0.5), (0.0, 2.0), (2.0, -1.0), (-0.5, -3.0), (3.0, 0.0), (0.0, -1.0)]
+    x, y = (mx.array(np.resize(np.array(v, dtype=np.float32), 32)) for v in zip(*pairs))
+    function = "losscc_pow" if backend == "metal" else "powf"
+    index = "thread_position_in_grid.x" if backend == "metal" else "threadIdx.x"
+    kernel = getattr(emulated, f"{backend}_kernel")(
+        name="power", input_names=["x", "y"], output_names=["out"],
+        source=f"const uint i = {index};\nout[i] = {function}(x[i], y[i]);\n",
+        header=getattr(_gpu, f"{backend.upper()}_HEADER"))
+    got, = kernel(inputs=[x, y], grid=(32, 1, 1), threadgroup=(32, 1, 1), output_shapes=[(32,)],
+                  output_dtypes=[mx.float32])
+    expected = [math.pow(a, b) if not (a < 0 and b != int(b)) and not (a == 0 and b < 0) else
+                (math.inf if a == 0 else math.nan) for a, b in pairs]
+    np.testing.assert_allclose(np.array(got)[: len(pairs)], expected, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("backend", ["metal", "cuda"])
+def test_masked_logits(backend, emulated, vocabulary):
+    """-inf logits (masked classes) get probability 0 and no NaN in the loss or the gradient.
+
+    (generated.cross_entropy gives NaN there on every path: its label-smoothing term is 0 * mean(-inf).)
+    """
+    package = importlib.import_module(checks.VOCABULARY_PACKAGE)
+    importlib.import_module(f"{checks.VOCABULARY_PACKAGE}._gpu")._built.clear()
+    package.set_backend(backend)
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(4, 70)).astype(np.float32)
+    logits[:, ::3] = -np.inf
+    targets = np.array([1, 2, 4, 68])
+    try:
+        loss, grad = mx.value_and_grad(lambda z: package.softmax_nll(z, mx.array(targets), reduction="sum"))(
+            mx.array(logits))
+    finally:
+        package.set_backend(None)
+    finite = np.where(np.isinf(logits), -np.inf, logits.astype(np.float64))
+    top = finite.max(axis=1, keepdims=True)
+    lse = top + np.log(np.exp(finite - top).sum(axis=1, keepdims=True))
+    expected_loss = (lse[:, 0] - finite[np.arange(4), targets]).sum()
+    expected_grad = np.exp(finite - lse)
+    expected_grad[np.arange(4), targets] -= 1
+    assert len(emulated.launches) == 2
+    np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(np.array(grad), expected_grad, rtol=1e-5, atol=1e-7)

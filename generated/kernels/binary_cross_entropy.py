@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_76327a0fa253",
+        name="losscc_binary_cross_entropy_with_logits_forward_6408a4185cc9",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_forward_a654870334e7",
+        name="losscc_binary_cross_entropy_no_with_logits_forward_3950875b72bc",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -187,7 +187,7 @@ if (reduce) {
 
 BACKWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_e76b35851d56",
+        name="losscc_binary_cross_entropy_with_logits_backward_2592efac7af0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -248,7 +248,7 @@ if (i < n) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_backward_9f9873e82e0c",
+        name="losscc_binary_cross_entropy_no_with_logits_backward_1a3c967d02cf",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_forward_923ee9072b11",
+        name="losscc_cosine_similarity_loss_indices_forward_06fbff0ba454",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -145,7 +145,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_backward_78ea9d36e5ca",
+        name="losscc_cosine_similarity_loss_indices_backward_eaf3b34fb79e",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""
@@ -161,10 +161,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float eps = params[0];
-const float sum0 = sum0_in[group];
-const float sum1 = sum1_in[group];
-const float sum2 = sum2_in[group];
-const float cotangent = cotangent_in[group];
+const float sum0 = static_cast<float>(sum0_in[group]);
+const float sum1 = static_cast<float>(sum1_in[group]);
+const float sum2 = static_cast<float>(sum2_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float t0 = metal::sqrt(sum0);
 const float t1 = (1.0f / t0);
 const float t2 = metal::sqrt(sum1);
@@ -199,10 +199,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float eps = params[0];
-const float sum0 = sum0_in[group];
-const float sum1 = sum1_in[group];
-const float sum2 = sum2_in[group];
-const float cotangent = cotangent_in[group];
+const float sum0 = static_cast<float>(sum0_in[group]);
+const float sum1 = static_cast<float>(sum1_in[group]);
+const float sum2 = static_cast<float>(sum2_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float t0 = sqrtf(sum0);
 const float t1 = (1.0f / t0);
 const float t2 = sqrtf(sum1);

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_forward_c2619758c980",
+        name="losscc_cross_entropy_indices_forward_7d1aaad4638d",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -147,7 +147,7 @@ if (tid == 0) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_forward_4991dcab28d0",
+        name="losscc_cross_entropy_probabilities_forward_f89a7d326829",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -279,7 +279,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_4d31874a8e82",
+        name="losscc_cross_entropy_indices_backward_1bfcc4b408b7",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -297,8 +297,8 @@ const float row_length = static_cast<float>(row_length_count);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const float label_smoothing = params[0];
-const float logsumexp0 = logsumexp0_in[group];
-const float cotangent = cotangent_in[group];
+const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
 const float d_logsumexp0 = cotangent;
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
@@ -327,8 +327,8 @@ const float row_length = static_cast<float>(row_length_count);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const float label_smoothing = params[0];
-const float logsumexp0 = logsumexp0_in[group];
-const float cotangent = cotangent_in[group];
+const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
 const float d_logsumexp0 = cotangent;
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
@@ -344,7 +344,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_backward_65536062506a",
+        name="losscc_cross_entropy_probabilities_backward_36afbb55605b",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -361,8 +361,8 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
-const float logsumexp0 = logsumexp0_in[group];
-const float cotangent = cotangent_in[group];
+const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
 const float d_logsumexp0 = cotangent;
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
@@ -390,8 +390,8 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
-const float logsumexp0 = logsumexp0_in[group];
-const float cotangent = cotangent_in[group];
+const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
 const float d_logsumexp0 = cotangent;
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_forward_45f72b44e8d4",
+        name="losscc_gaussian_nll_loss_full_forward_1fe25c84a72b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_forward_d8096c5b83a1",
+        name="losscc_gaussian_nll_loss_no_full_forward_c07ac52c3b2c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -183,7 +183,7 @@ if (reduce) {
 
 BACKWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_backward_deb3cfcadc56",
+        name="losscc_gaussian_nll_loss_full_backward_f2d7b64afdb4",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -232,7 +232,7 @@ if (i < n) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_backward_de0cef41401c",
+        name="losscc_gaussian_nll_loss_no_full_backward_f92ea8e64235",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_huber_loss_forward_ab5f0fa50a68",
+        name="losscc_huber_loss_forward_994f3989aa85",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_huber_loss_backward_7518b9bbfc6c",
+        name="losscc_huber_loss_backward_f4970f88cccb",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_forward_2c36fcc1aafd",
+        name="losscc_kl_div_loss_indices_forward_dd67fff8e0a7",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -105,7 +105,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_backward_7718d5760f78",
+        name="losscc_kl_div_loss_indices_backward_0da92562491b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -120,7 +120,7 @@ const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
-const float cotangent = cotangent_in[group];
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_sum0 = cotangent;
 
 // the gradient of each element
@@ -147,7 +147,7 @@ const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
-const float cotangent = cotangent_in[group];
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_sum0 = cotangent;
 
 // the gradient of each element

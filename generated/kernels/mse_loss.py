@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_mse_loss_forward_c80ebde71632",
+        name="losscc_mse_loss_forward_bf130c633dfe",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -91,7 +91,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_mse_loss_backward_1288394a4115",
+        name="losscc_mse_loss_backward_86e66a74ed9e",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,9 +13,10 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_forward_2bc182a9bfc0",
+        name="losscc_nll_loss_indices_forward_d7c1b841072a",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
+        loops=False,
         metal=r"""
 // nll_loss_indices forward (specs/nll_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -75,7 +76,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_ce098dc73ae0",
+        name="losscc_nll_loss_indices_backward_d19fbc92d01b",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -91,7 +92,7 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const float cotangent = cotangent_in[group];
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather0 = -cotangent;
 
 // the gradient of each element
@@ -115,7 +116,7 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const float cotangent = cotangent_in[group];
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather0 = -cotangent;
 
 // the gradient of each element

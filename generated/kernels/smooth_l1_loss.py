@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_forward_13e501252606",
+        name="losscc_smooth_l1_loss_forward_f743ab7519d5",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_backward_64f12a897288",
+        name="losscc_smooth_l1_loss_backward_1ed3d972e58a",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

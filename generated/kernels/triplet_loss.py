@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_forward_e37ae61a59dd",
+        name="losscc_triplet_loss_indices_forward_e02a5b0a24f9",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
@@ -135,7 +135,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_backward_1a49a39b05e5",
+        name="losscc_triplet_loss_indices_backward_70b064d5ef89",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -153,9 +153,9 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float p = params[0];
 const float margin = params[1];
 const float eps = params[2];
-const float sum0 = sum0_in[group];
-const float sum1 = sum1_in[group];
-const float cotangent = cotangent_in[group];
+const float sum0 = static_cast<float>(sum0_in[group]);
+const float sum1 = static_cast<float>(sum1_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float t0 = eps + sum1;
 const float t1 = (1.0f / p);
 const float t2 = losscc_pow(t0, t1);
@@ -200,9 +200,9 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float p = params[0];
 const float margin = params[1];
 const float eps = params[2];
-const float sum0 = sum0_in[group];
-const float sum1 = sum1_in[group];
-const float cotangent = cotangent_in[group];
+const float sum0 = static_cast<float>(sum0_in[group]);
+const float sum1 = static_cast<float>(sum1_in[group]);
+const float cotangent = static_cast<float>(cotangent_in[group]);
 const float t0 = eps + sum1;
 const float t1 = (1.0f / p);
 const float t2 = powf(t0, t1);
