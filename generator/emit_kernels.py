@@ -31,13 +31,12 @@ import hashlib
 from dataclasses import dataclass, field
 
 import jinja2
-import sympy as sp
 
 from .derive import _collect_terms, used_terms
-from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR
+from .ir import ROW_LENGTH, ElementwiseIR
 from .lower import schedule
 from .printers.c import CUDA, METAL, CPrinter, c_name, declaration, is_condition
-from .spec import ClassTarget, Input, Param
+from .spec import ClassTarget, Input
 
 BACKENDS = {"metal": METAL, "cuda": CUDA}
 ELEMENT_THREADS = 256  # threads per threadgroup of the elementwise kernels
@@ -465,4 +464,4 @@ def kernels(loss, variants, templates):
     return result
 
 
-__all__ = ["kernels", "headers", "Kernel", "VariantKernels", "Traffic", "ELEMENT_THREADS", "Param"]
+__all__ = ["kernels", "headers", "Kernel", "VariantKernels", "Traffic", "ELEMENT_THREADS"]

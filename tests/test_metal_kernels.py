@@ -17,12 +17,16 @@ import mlx.core as mx
 import mpmath
 import numpy as np
 import pytest
+import sympy as sp
 
 import generated
 from generated import _gpu
-from generator import traffic
+from generator import functions, traffic
+from generator.derive import ALLOWED_FUNCTIONS
 from generator.load import load_spec, spec_paths
+from generator.printers import c as c_printer
 from generator.render import ROOT
+from generator.spec import ROW_REDUCTIONS
 from tests.metal_shim import checks, harness
 
 CASES = checks.cases()
@@ -193,6 +197,18 @@ def test_calls_the_kernels_are_not_built_for_run_mlx_ops(emulated, dtypes):
     assert _gpu.backend_for([many_rows], axis=1) == "mlx" and _gpu.backend_for([many_rows]) == "metal"
 
 
+def test_integer_inputs_are_read_as_floats(emulated):
+    _gpu.set_backend("metal")
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(9, 13)).astype(np.float32), rng.integers(-3, 4, size=(9, 13)).astype(np.int32)
+    loss, (grad_x, grad_y) = mx.value_and_grad(
+        lambda a, b: generated.mse_loss(a, b, reduction="mean"), argnums=(0, 1))(mx.array(x), mx.array(y))
+    assert len(emulated.launches) == 2
+    np.testing.assert_allclose(float(loss), np.mean((x.astype(np.float64) - y) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(np.array(grad_x), 2 * (x.astype(np.float64) - y) / x.size, rtol=1e-5)
+    assert grad_y.dtype == mx.int32 and not np.array(grad_y).any()
+
+
 def test_kernel_objects_are_built_once(monkeypatch, emulated):
     built = []
     monkeypatch.setattr(mx.fast, "metal_kernel", lambda **kw: built.append(kw["name"]) or emulated.metal_kernel(**kw))
@@ -204,6 +220,14 @@ def test_kernel_objects_are_built_once(monkeypatch, emulated):
 
 def _huber_of(x):
     return generated.huber_loss(x, mx.ones_like(x), reduction="sum")
+
+
+@pytest.mark.parametrize("dialect", [c_printer.METAL, c_printer.CUDA], ids=["metal", "cuda"])
+def test_the_printers_know_every_function_a_spec_may_use(dialect):
+    structural = (sp.Piecewise, functions.Select, *ROW_REDUCTIONS)  # printed as ?:, resolved, or reduced
+    for function in ALLOWED_FUNCTIONS:
+        if not issubclass(function, structural):
+            assert function.__name__ in dialect.functions, f"{dialect.name} cannot print {function.__name__}"
 
 
 def test_kernel_names_carry_a_hash_of_their_source():

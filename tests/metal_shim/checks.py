@@ -23,7 +23,7 @@ import pytest
 
 from generator.load import load_spec, spec_paths
 from generator.render import ROOT, render_package, write_package
-from generator.spec import ClassTarget, Flag, Input
+from generator.spec import ClassTarget, Input
 
 from . import harness
 from . import reference as ref
@@ -337,4 +337,4 @@ def settings(kind, dtype_name, has_weights):
     return found
 
 
-__all__ = ["Case", "Setting", "cases", "check", "settings", "Flag"]
+__all__ = ["Case", "Setting", "cases", "check", "settings", "sources", "prefetch", "install_vocabulary"]

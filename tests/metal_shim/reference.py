@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 
 from generator import functions as fn
-from generator.spec import ROW_REDUCTIONS, ClassTarget, Flag, Input, Param, Term
+from generator.spec import ROW_REDUCTIONS, ClassTarget, Input, Param, Term
 
 _NUMPY = [{
     "sigmoid": lambda u: np.exp(-np.logaddexp(0.0, -u)),
@@ -147,4 +147,4 @@ def finite_difference(reference, arrays, params, name, scale):
     return gradient, kinks
 
 
-__all__ = ["Reference", "formula", "finite_difference", "Flag"]
+__all__ = ["Reference", "formula", "finite_difference"]
