@@ -28,7 +28,7 @@ each kernel.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jinja2
 
@@ -75,10 +75,9 @@ class Kernel:
 
 @dataclass
 class VariantKernels:
-    suffix: str
+    suffix: str  # the variant's key in the generated module (flags, then the target form)
     forward: Kernel
     backward: Kernel
-    residuals: list = field(default_factory=list)
 
 
 def _environment(templates):
@@ -227,7 +226,6 @@ def _elementwise(loss, variant, dialect):
     return (
         ("elementwise_forward.j2", forward_context, f.arguments(), forward_outputs, forward_traffic),
         ("elementwise_backward.j2", backward_context, b.arguments(), outputs, backward_traffic),
-        [],
     )
 
 
@@ -419,7 +417,6 @@ def _rowwise(loss, variant, dialect, form):
     return (
         ("rowwise.j2", f_context, f_inputs, f_outputs, f_traffic),
         ("rowwise.j2", b_context, b_inputs, b_outputs, b_traffic),
-        [r.name for r in residuals],
     )
 
 
@@ -439,6 +436,7 @@ def kernels(loss, variants, templates):
     for variant in variants:
         for form in _variant_forms(loss):
             suffix = variant.suffix + (f"_{form}" if form else "")
+            shown = variant.suffix + (f"_{form}" if form and loss.class_targets else "")
             per_backend = {}
             for backend, dialect in BACKENDS.items():
                 if loss.kind == "elementwise":
@@ -450,7 +448,7 @@ def kernels(loss, variants, templates):
                 sources = {}
                 for backend in BACKENDS:
                     template, context, inputs, outputs, traffic = per_backend[backend][index]
-                    title = f"{loss.name}{suffix} {direction} ({loss.source})"
+                    title = f"{loss.name}{shown} {direction} ({loss.source})"
                     sources[backend] = env.get_template(f"gpu/{template}").render(
                         dialect=f"{backend}/dialect.j2", title=title, **context,
                     )
@@ -460,7 +458,7 @@ def kernels(loss, variants, templates):
                 name = f"losscc_{loss.name}{suffix}_{direction}_{digest}"
                 loops = loss.kind == "elementwise" or context["loops"]
                 built.append(Kernel(name, inputs, outputs, sources, traffic, loops))
-            result.append(VariantKernels(suffix, built[0], built[1], per_backend["metal"][2]))
+            result.append(VariantKernels(suffix, built[0], built[1]))
     return result
 
 

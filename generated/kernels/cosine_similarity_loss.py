@@ -13,11 +13,11 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_forward_06fbff0ba454",
+        name="losscc_cosine_similarity_loss_indices_forward_4fd008e0dc97",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
-// cosine_similarity_loss_indices forward (specs/cosine_similarity_loss.py)
+// cosine_similarity_loss forward (specs/cosine_similarity_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -79,7 +79,7 @@ if (tid == 0) {
 }
 """,
         cuda=r"""
-// cosine_similarity_loss_indices forward (specs/cosine_similarity_loss.py)
+// cosine_similarity_loss forward (specs/cosine_similarity_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -145,11 +145,11 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_backward_eaf3b34fb79e",
+        name="losscc_cosine_similarity_loss_indices_backward_b14d3aeddb52",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""
-// cosine_similarity_loss_indices backward (specs/cosine_similarity_loss.py)
+// cosine_similarity_loss backward (specs/cosine_similarity_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Given the row's cotangent, writes the gradients.
@@ -187,7 +187,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 }
 """,
         cuda=r"""
-// cosine_similarity_loss_indices backward (specs/cosine_similarity_loss.py)
+// cosine_similarity_loss backward (specs/cosine_similarity_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Given the row's cotangent, writes the gradients.

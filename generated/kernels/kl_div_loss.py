@@ -13,11 +13,11 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_forward_dd67fff8e0a7",
+        name="losscc_kl_div_loss_indices_forward_5b4ae6e101e5",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
-// kl_div_loss_indices forward (specs/kl_div_loss.py)
+// kl_div_loss forward (specs/kl_div_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -59,7 +59,7 @@ if (tid == 0) {
 }
 """,
         cuda=r"""
-// kl_div_loss_indices forward (specs/kl_div_loss.py)
+// kl_div_loss forward (specs/kl_div_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -105,11 +105,11 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_backward_0da92562491b",
+        name="losscc_kl_div_loss_indices_backward_73b9bc453c4d",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
-// kl_div_loss_indices backward (specs/kl_div_loss.py)
+// kl_div_loss backward (specs/kl_div_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Given the row's cotangent, writes the gradients.
@@ -136,7 +136,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 }
 """,
         cuda=r"""
-// kl_div_loss_indices backward (specs/kl_div_loss.py)
+// kl_div_loss backward (specs/kl_div_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Given the row's cotangent, writes the gradients.

@@ -13,11 +13,11 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_forward_e02a5b0a24f9",
+        name="losscc_triplet_loss_indices_forward_e57e552a1298",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
-// triplet_loss_indices forward (specs/triplet_loss.py)
+// triplet_loss forward (specs/triplet_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -74,7 +74,7 @@ if (tid == 0) {
 }
 """,
         cuda=r"""
-// triplet_loss_indices forward (specs/triplet_loss.py)
+// triplet_loss forward (specs/triplet_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -135,11 +135,11 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_backward_70b064d5ef89",
+        name="losscc_triplet_loss_indices_backward_430aba98131b",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
-// triplet_loss_indices backward (specs/triplet_loss.py)
+// triplet_loss backward (specs/triplet_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Given the row's cotangent, writes the gradients.
@@ -186,7 +186,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 }
 """,
         cuda=r"""
-// triplet_loss_indices backward (specs/triplet_loss.py)
+// triplet_loss backward (specs/triplet_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Given the row's cotangent, writes the gradients.

@@ -333,7 +333,7 @@ def settings(kind, dtype_name, has_weights):
     found = [Setting((3, 300), "none", axis=-1), Setting((3, 300), "mean", axis=-1, weighted=has_weights)]
     if dtype_name == "float32":
         found += [Setting((4, 37, 3), "sum", axis=1, weighted=has_weights), Setting((6, 5), "none", axis=-1),
-                  Setting((50,), "none", axis=0)]
+                  Setting((50,), "none", axis=0), Setting((2, 1100), "sum", axis=-1)]
     return found
 
 
