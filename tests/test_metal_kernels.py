@@ -353,3 +353,15 @@ def test_masked_logits(backend, emulated, vocabulary):
     assert len(emulated.launches) == 2
     np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-5)
     np.testing.assert_allclose(np.array(grad), expected_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_the_command_line_lists_the_traffic_figure():
+    from click.testing import CliRunner
+
+    from generator.cli import main
+
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == len(spec_paths(ROOT / "specs"))
+    assert all("traffic fwd 1.00 bwd 1.00" in line for line in lines)
