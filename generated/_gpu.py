@@ -245,9 +245,11 @@ def backend_for(arrays, axis=None):
     ``axis``: the axis a row-wise loss reduces along (of the first array).
     """
     name = backend()
+    if name == "mlx":
+        return name
     arrays = [a for a in arrays if a is not None]
     floating = {a.dtype for a in arrays if mx.issubdtype(a.dtype, mx.floating)}
-    if name == "mlx" or len(floating) != 1 or floating.pop() not in KERNEL_DTYPES:
+    if len(floating) != 1 or floating.pop() not in KERNEL_DTYPES:
         return "mlx"
     if any(a.size == 0 or a.size >= _LIMIT for a in arrays):
         return "mlx"
