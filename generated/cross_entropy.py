@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import cross_entropy as _kernels
 
 __all__ = ["cross_entropy"]
 
@@ -178,4 +180,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
                 f"Weights with shape {weights.shape} is not the same as output loss with shape {rt.drop_axis(logits.shape, axis)}."
             )
     variant = "_" + form
+    backend = _gpu.backend_for([logits, targets, weights], axis)
+    if backend != "mlx":
+        return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing,), reduction, variant)
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, reduction, variant)[0]

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import nll_loss as _kernels
 
 __all__ = ["nll_loss"]
 
@@ -113,4 +115,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none'):
     if targets.shape != rt.drop_axis(inputs.shape, axis):
         raise ValueError(f"Targets shape {targets.shape} does not match inputs shape {inputs.shape}.")
     variant = "_" + form
+    backend = _gpu.backend_for([inputs, targets], axis)
+    if backend != "mlx":
+        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (), reduction, variant)
     return _nll_loss(inputs, targets, None, axis, reduction, variant)[0]

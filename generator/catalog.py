@@ -21,11 +21,11 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import docs
+from . import docs, traffic
 from .derive import collect_terms, derive
 from .ir import COTANGENT, ElementwiseIR
 from .load import load_spec, spec_paths
-from .render import ROOT, render_package
+from .render import ROOT, render_package, write_package
 from .spec import ClassTarget
 
 MARKER = "<!-- Loss catalogue built by `losscc doc` (make docs). Do not edit: it is rebuilt from specs/. -->"
@@ -40,8 +40,8 @@ ROWWISE_NOTE = (
 # ---------------------------------------------------------------- summaries
 
 def backends(loss):
-    """The backends the generated code of ``loss`` runs on (every loss compiles to MLX ops)."""
-    return ["mlx"]
+    """The backends the generated code of ``loss`` runs on: MLX ops, and its Metal and CUDA kernels."""
+    return ["mlx", "metal", "cuda"]
 
 
 def inputs_text(loss):
@@ -68,6 +68,7 @@ def summary(loss):
         "inputs": inputs_text(loss),
         "parameters": parameters_text(loss),
         "backends": ", ".join(backends(loss)),
+        "traffic (GPU)": traffic.summary(loss),
     }
 
 
@@ -179,9 +180,7 @@ def imported_package(files):
     name = f"_losscc_catalogue_{uuid.uuid4().hex}"
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch, name)
-        folder.mkdir()
-        for relative, text in files.items():
-            Path(folder, relative).write_text(text)
+        write_package(files, folder)
         module_spec = importlib.util.spec_from_file_location(
             name, folder / "__init__.py", submodule_search_locations=[str(folder)]
         )

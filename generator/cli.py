@@ -24,7 +24,7 @@ from rich.text import Text
 from . import catalog, docs, scaffold
 from .derive import derive
 from .load import SpecFileError, load_spec, spec_paths
-from .render import ROOT, differences, render_package, write_package
+from .render import ROOT, differences, loss_files, render_package, write_package
 from .spec import SpecError
 
 SPECS = ROOT / "specs"
@@ -135,8 +135,10 @@ def generate(names, spec_dir, out):
     _known(names, available, spec_dir)
     reuse = {}
     if names:
-        modules = {name: out / f"{name}.py" for name in available if name not in names}
-        reuse = {name: path.read_text() for name, path in modules.items() if path.is_file()}
+        for name in available:
+            paths = [out / path for path in loss_files(name)]
+            if name not in names and all(path.is_file() for path in paths):
+                reuse[name] = {path: (out / path).read_text() for path in loss_files(name)}
     console = _console()
     try:
         with _progress(console, len(available), "generate") as step:
@@ -218,18 +220,19 @@ def show(name, latex, spec_dir, out):
     heading("\nKinks")
     click.echo(loss.kinks.strip() or "none: the loss is smooth where it is defined")
     heading("\nGenerated files")
-    module = out / f"{name}.py"
-    if not module.is_file():
-        state = f"missing: run `losscc generate {name}`"
-    else:
-        others = {n: "" for n in available if n != name}  # render this loss only
-        try:
-            fresh = render_package(spec_dir, reuse=others)[f"{name}.py"] == module.read_text()
-        except SpecFileError as error:
-            raise click.ClickException(str(error)) from None
-        state = "up to date" if fresh else f"stale: run `losscc generate {name}`"
-    click.echo(f"{_shown(module)}  ({state})")
-    click.echo(f"{_shown(out / '_runtime.py')}  (shared by every loss)")
+    others = {n: {} for n in available if n != name}  # render this loss only
+    try:
+        rendered = render_package(spec_dir, reuse=others)
+    except SpecFileError as error:
+        raise click.ClickException(str(error)) from None
+    for path in loss_files(name):
+        module = out / path
+        if not module.is_file():
+            state = f"missing: run `losscc generate {name}`"
+        else:
+            state = "up to date" if rendered[path] == module.read_text() else f"stale: run `losscc generate {name}`"
+        click.echo(f"{_shown(module)}  ({state})")
+    click.echo(f"{_shown(out / '_runtime.py')}, {_shown(out / '_gpu.py')}  (shared by every loss)")
 
 
 @main.command()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import docs, emit_mlx
+from . import docs, emit_kernels, emit_mlx, traffic
 from .derive import derive
 from .load import SpecFileError, load_spec, spec_paths
 from .spec import ClassTarget, Flag, Input, SpecError
@@ -150,9 +150,8 @@ def _variant_expr(loss):
     return " + ".join(parts) if parts else '""'
 
 
-def render_loss(env, loss):
+def render_loss(env, loss, variants):
     """The source of ``generated/<loss>.py``."""
-    variants = derive(loss)
     ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
     signature = ", ".join(n if d is None else f"{n}={d}" for n, d in docs.signature(loss))
     return env.get_template("mlx/loss.py.j2").render(
@@ -173,12 +172,48 @@ def render_loss(env, loss):
     )
 
 
+def render_kernels(env, loss, variants):
+    """The source of ``generated/kernels/<loss>.py``: its Metal and CUDA kernels."""
+    built = emit_kernels.kernels(loss, variants, TEMPLATES)
+    setting = "float32 arrays, reduction='mean'" + (
+        f", rows of {traffic.ROW_LENGTH}" if loss.kind == "rowwise" else ""
+    )
+    text = "\n".join([
+        f"{loss.name}: Metal and CUDA kernels, generated from {loss.source}.",
+        "",
+        "Lowered from the same scheduled statements as the MLX path and used on GPUs",
+        "(see generated/_gpu.py). Bytes each kernel moves per element against the minimum",
+        f"(each input read once, each output written once; {setting}):",
+        "",
+        *[f"    {figure}" for figure in traffic.figures_of(loss, built)],
+    ])
+    ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
+    return env.get_template("mlx/kernels.py.j2").render(
+        header=header(loss.source),
+        docstring=docstring(text),
+        name=loss.name,
+        rowwise=loss.kind == "rowwise",
+        variants=built,
+        inputs=tuple(i.name for i in loss.inputs),
+        row_inputs=tuple(i.name for i in loss.inputs if isinstance(i, Input) and i.per_row),
+        differentiable=tuple(i.name for i in loss.inputs if i.differentiable),
+        weighted=loss.weights is not None,
+        target=repr(loss.class_targets[0].name) if loss.class_targets else None,
+        ignore=loss.numeric_params.index(ignore.ignore_index) if ignore else None,
+    )
+
+
+def loss_files(name):
+    """The package files one loss owns."""
+    return (f"{name}.py", f"kernels/{name}.py")
+
+
 def render_package(spec_dir, root=ROOT, *, reuse=None, progress=None):
     """Every file of the generated package, as {relative path: text}.
 
-    ``reuse`` maps loss names to module sources taken as they are instead of
-    rendering their specs (``losscc generate NAMES`` keeps the other losses);
-    ``progress(name)`` is called as each loss is done.
+    ``reuse`` maps loss names to their files ({path: text}, see loss_files) taken
+    as they are instead of rendering their specs (``losscc generate NAMES``
+    keeps the other losses); ``progress(name)`` is called as each loss is done.
     """
     env = _environment()
     reuse = reuse or {}
@@ -186,16 +221,26 @@ def render_package(spec_dir, root=ROOT, *, reuse=None, progress=None):
     for path in spec_paths(spec_dir):
         name = path.stem  # the loader checks that the loss is named after its file
         if name in reuse:
-            files[f"{name}.py"] = reuse[name]
+            files.update(reuse[name])
         else:
             loss = load_spec(path, root)
             try:
-                files[f"{name}.py"] = render_loss(env, loss)
+                variants = derive(loss)
+                sources = (render_loss(env, loss, variants), render_kernels(env, loss, variants))
+                files.update(zip(loss_files(name), sources))
             except SpecError as error:
                 raise SpecFileError(loss.source, str(error)) from None
         names.append(name)
         if progress is not None:
             progress(name)
+    files["kernels/__init__.py"] = header("specs/") + '\n"""The Metal and CUDA kernels of each loss."""\n'
+    gpu_headers = emit_kernels.headers(TEMPLATES)
+    files["_gpu.py"] = env.get_template("mlx/_gpu.py.j2").render(
+        header=header("templates/mlx/_gpu.py.j2"),
+        metal_header=gpu_headers["metal"],
+        cuda_header=gpu_headers["cuda"],
+        element_threads=emit_kernels.ELEMENT_THREADS,
+    )
     files["_runtime.py"] = env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2"))
     files["__init__.py"] = env.get_template("mlx/__init__.py.j2").render(
         header=header("specs/"), names=names
