@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: generate check test list
+.PHONY: generate check test list docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ check: $(STAMP)
 
 list: $(STAMP)
 	$(PY) -m generator.cli list
+
+docs: $(STAMP)
+	$(PY) -m generator.cli doc
 
 test: $(STAMP)
 	$(PY) -m generator.cli check

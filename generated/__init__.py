@@ -16,6 +16,7 @@ from .mse_loss import mse_loss
 from .nll_loss import nll_loss
 from .smooth_l1_loss import smooth_l1_loss
 from .triplet_loss import triplet_loss
+from ._gpu import set_backend  # force the Metal, CUDA or MLX path (see _gpu.py)
 
 __all__ = [
     "binary_cross_entropy",

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import binary_cross_entropy as _kernels
 
 __all__ = ["binary_cross_entropy"]
 
@@ -162,4 +164,7 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
     if weights is not None:
         weights = rt.check_weights(weights, inputs.shape)
     variant = ("_with_logits" if with_logits else "_no_with_logits")
+    backend = _gpu.backend_for([inputs, targets, weights])
+    if backend != "mlx":
+        return _kernels.binary_cross_entropy(backend, [inputs, targets], weights, None, (), reduction, variant)
     return _binary_cross_entropy(inputs, targets, weights, with_logits, reduction, variant)

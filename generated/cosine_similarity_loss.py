@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import cosine_similarity_loss as _kernels
 
 __all__ = ["cosine_similarity_loss"]
 
@@ -134,4 +136,7 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
     axis = rt.check_axis(axis, "x1", x1.ndim)
     form = "indices"
     variant = "_" + form
+    backend = _gpu.backend_for([x1, x2], axis)
+    if backend != "mlx":
+        return _kernels.cosine_similarity_loss(backend, [x1, x2], None, axis, (eps,), reduction, variant)
     return _cosine_similarity_loss(x1, x2, None, axis, eps, reduction, variant)[0]

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import cross_entropy as _kernels
 
 __all__ = ["cross_entropy"]
 
@@ -173,4 +175,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     if weights is not None:
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis))
     variant = "_" + form
+    backend = _gpu.backend_for([logits, targets, weights], axis)
+    if backend != "mlx":
+        return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing,), reduction, variant)
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, reduction, variant)[0]

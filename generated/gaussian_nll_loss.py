@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import gaussian_nll_loss as _kernels
 
 __all__ = ["gaussian_nll_loss"]
 
@@ -168,4 +170,7 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets), ("vars", vars))
     variant = ("_full" if full else "_no_full")
+    backend = _gpu.backend_for([inputs, targets, vars])
+    if backend != "mlx":
+        return _kernels.gaussian_nll_loss(backend, [inputs, targets, vars], None, None, (eps,), reduction, variant)
     return _gaussian_nll_loss(inputs, targets, vars, None, full, eps, reduction, variant)

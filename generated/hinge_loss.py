@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import hinge_loss as _kernels
 
 __all__ = ["hinge_loss"]
 
@@ -104,4 +106,7 @@ def hinge_loss(inputs, targets, reduction='none'):
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([inputs, targets])
+    if backend != "mlx":
+        return _kernels.hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant)
     return _hinge_loss(inputs, targets, None, reduction, variant)

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import huber_loss as _kernels
 
 __all__ = ["huber_loss"]
 
@@ -108,4 +110,7 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     delta = rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([inputs, targets])
+    if backend != "mlx":
+        return _kernels.huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant)
     return _huber_loss(inputs, targets, None, delta, reduction, variant)

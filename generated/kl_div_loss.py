@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import kl_div_loss as _kernels
 
 __all__ = ["kl_div_loss"]
 
@@ -114,4 +116,7 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     variant = "_" + form
+    backend = _gpu.backend_for([inputs, targets], axis)
+    if backend != "mlx":
+        return _kernels.kl_div_loss(backend, [inputs, targets], None, axis, (), reduction, variant)
     return _kl_div_loss(inputs, targets, None, axis, reduction, variant)[0]

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import l1_loss as _kernels
 
 __all__ = ["l1_loss"]
 
@@ -102,4 +104,7 @@ def l1_loss(predictions, targets, reduction='mean'):
     rt.check_reduction(reduction)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([predictions, targets])
+    if backend != "mlx":
+        return _kernels.l1_loss(backend, [predictions, targets], None, None, (), reduction, variant)
     return _l1_loss(predictions, targets, None, reduction, variant)

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import log_cosh_loss as _kernels
 
 __all__ = ["log_cosh_loss"]
 
@@ -100,4 +102,7 @@ def log_cosh_loss(inputs, targets, reduction='none'):
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([inputs, targets])
+    if backend != "mlx":
+        return _kernels.log_cosh_loss(backend, [inputs, targets], None, None, (), reduction, variant)
     return _log_cosh_loss(inputs, targets, None, reduction, variant)

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import margin_ranking_loss as _kernels
 
 __all__ = ["margin_ranking_loss"]
 
@@ -115,4 +117,7 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
     rt.check_same_shapes(("inputs1", inputs1), ("inputs2", inputs2), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([inputs1, inputs2, targets])
+    if backend != "mlx":
+        return _kernels.margin_ranking_loss(backend, [inputs1, inputs2, targets], None, None, (margin,), reduction, variant)
     return _margin_ranking_loss(inputs1, inputs2, targets, None, margin, reduction, variant)

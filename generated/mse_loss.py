@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import mse_loss as _kernels
 
 __all__ = ["mse_loss"]
 
@@ -100,4 +102,7 @@ def mse_loss(predictions, targets, reduction='mean'):
     rt.check_reduction(reduction)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([predictions, targets])
+    if backend != "mlx":
+        return _kernels.mse_loss(backend, [predictions, targets], None, None, (), reduction, variant)
     return _mse_loss(predictions, targets, None, reduction, variant)

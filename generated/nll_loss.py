@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import nll_loss as _kernels
 
 __all__ = ["nll_loss"]
 
@@ -111,4 +113,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none'):
     form = "indices"
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
+    backend = _gpu.backend_for([inputs, targets], axis)
+    if backend != "mlx":
+        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (), reduction, variant)
     return _nll_loss(inputs, targets, None, axis, reduction, variant)[0]

@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import smooth_l1_loss as _kernels
 
 __all__ = ["smooth_l1_loss"]
 
@@ -109,4 +111,7 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     beta = rt.check_param("beta", beta, 0.0, math.inf, False, True, False)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
+    backend = _gpu.backend_for([predictions, targets])
+    if backend != "mlx":
+        return _kernels.smooth_l1_loss(backend, [predictions, targets], None, None, (beta,), reduction, variant)
     return _smooth_l1_loss(predictions, targets, None, beta, reduction, variant)

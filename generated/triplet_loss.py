@@ -9,7 +9,9 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
+from .kernels import triplet_loss as _kernels
 
 __all__ = ["triplet_loss"]
 
@@ -148,4 +150,7 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     axis = rt.check_axis(axis, "anchors", anchors.ndim)
     form = "indices"
     variant = "_" + form
+    backend = _gpu.backend_for([anchors, positives, negatives], axis)
+    if backend != "mlx":
+        return _kernels.triplet_loss(backend, [anchors, positives, negatives], None, axis, (p, margin, eps,), reduction, variant)
     return _triplet_loss(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant)[0]

@@ -29,9 +29,6 @@ def spec_paths(spec_dir, names=None):
     if not spec_dir.is_dir():
         raise SpecFileError(spec_dir, "is not a folder of spec files")
     paths = sorted(p for p in spec_dir.glob("*.py") if not p.name.startswith("_"))
-    if not paths:
-        # An empty (or mistyped) folder would otherwise replace generated/ by an empty package.
-        raise SpecFileError(spec_dir, "holds no spec files (specs/<loss>.py)")
     if names:
         by_name = {p.stem: p for p in paths}
         missing = [n for n in names if n not in by_name]
@@ -39,6 +36,22 @@ def spec_paths(spec_dir, names=None):
             raise SpecFileError(spec_dir, f"no spec named {', '.join(missing)}")
         paths = [by_name[n] for n in names]
     return paths
+
+
+def check_spec_names(spec_dir, paths):
+    """Refuse a set of spec files that cannot make one package.
+
+    An empty (or mistyped) folder would replace generated/ by an empty
+    package; a loss is named after its file, and generated/<name>.py must be
+    distinct on case-insensitive file systems too.
+    """
+    if not paths:
+        raise SpecFileError(spec_dir, "holds no spec files (specs/<loss>.py)")
+    seen = {}
+    for path in paths:
+        other = seen.setdefault(path.stem.lower(), path)
+        if other is not path:
+            raise SpecFileError(path, f"loss name {path.stem!r} clashes with {other.stem!r} from {other}")
 
 
 def _line_in(path, error):
@@ -80,14 +93,8 @@ def load_spec(path, root=None):
     return loss
 
 
-def load_specs(paths, root=None):
-    """Every spec of ``paths``, refusing two whose names clash."""
-    losses, seen = [], {}
-    for path in paths:
-        loss = load_spec(path, root)
-        # generated/<name>.py must be distinct on case-insensitive file systems too.
-        other = seen.setdefault(loss.name.lower(), loss)
-        if other is not loss:
-            raise SpecFileError(loss.source, f"loss name {loss.name!r} clashes with {other.name!r} from {other.source}")
-        losses.append(loss)
-    return losses
+def load_specs(spec_dir, root=None):
+    """The validated losses of every spec in ``spec_dir``."""
+    paths = spec_paths(spec_dir)
+    check_spec_names(spec_dir, paths)
+    return [load_spec(path, root) for path in paths]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import jinja2
 
-from . import docs, emit_mlx
+from . import docs, emit_kernels, emit_mlx, traffic
 from .derive import derive
-from .load import SpecFileError, load_specs, spec_paths
+from .load import SpecFileError, check_spec_names, load_spec, spec_paths
 from .spec import ClassTarget, Flag, Input, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,9 +161,8 @@ def _variant_expr(loss):
     return " + ".join(parts) if parts else '""'
 
 
-def render_loss(env, loss):
+def render_loss(env, loss, variants):
     """The source of ``generated/<loss>.py``."""
-    variants = derive(loss)
     ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
     signature = ", ".join(n if d is None else f"{n}={d}" for n, d in docs.signature(loss))
     return env.get_template("mlx/loss.py.j2").render(
@@ -184,27 +183,91 @@ def render_loss(env, loss):
     )
 
 
+def render_kernels(env, loss, variants):
+    """The source of ``generated/kernels/<loss>.py``: its Metal and CUDA kernels."""
+    built = emit_kernels.kernels(loss, variants, TEMPLATES)
+    setting = "float32 arrays, reduction='mean'" + (
+        f", rows of {traffic.ROW_LENGTH}" if loss.kind == "rowwise" else ""
+    )
+    text = "\n".join([
+        f"{loss.name}: Metal and CUDA kernels, generated from {loss.source}.",
+        "",
+        "Lowered from the same scheduled statements as the MLX path and used on GPUs",
+        "(see generated/_gpu.py). Bytes each kernel moves per element against the minimum",
+        f"(each input read once, each output written once; {setting}):",
+        "",
+        *[f"    {figure}" for figure in traffic.figures_of(loss, built)],
+    ])
+    ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
+    return env.get_template("mlx/kernels.py.j2").render(
+        header=header(loss.source),
+        docstring=docstring(text),
+        name=loss.name,
+        rowwise=loss.kind == "rowwise",
+        variants=built,
+        inputs=tuple(i.name for i in loss.inputs),
+        row_inputs=tuple(i.name for i in loss.inputs if isinstance(i, Input) and i.per_row),
+        differentiable=tuple(i.name for i in loss.inputs if i.differentiable),
+        weighted=loss.weights is not None,
+        target=repr(loss.class_targets[0].name) if loss.class_targets else None,
+        ignore=loss.numeric_params.index(ignore.ignore_index) if ignore else None,
+    )
+
+
+def loss_files(name):
+    """The package files one loss owns."""
+    return (f"{name}.py", f"kernels/{name}.py")
+
+
 def _render_checked(env, loss):
-    """``render_loss``, with every failure reported against the spec file."""
+    """The files one loss owns (see loss_files), every failure reported against its spec file."""
     try:
-        source = render_loss(env, loss)
+        variants = derive(loss)
+        sources = (render_loss(env, loss, variants), render_kernels(env, loss, variants))
     except SpecError as error:
         raise SpecFileError(loss.source, str(error)) from None
     except Exception as error:  # a construct validation let through: still one line naming the spec
         raise SpecFileError(loss.source, f"cannot be compiled: {type(error).__name__}: {error}") from None
-    try:
-        compile(source, f"{loss.name}.py", "exec")
-    except SyntaxError as error:  # last line of defence: never write code Python cannot read
-        raise SpecFileError(loss.source, f"the generated code does not compile (line {error.lineno}: {error.msg})") from None
-    return source
+    files = dict(zip(loss_files(loss.name), sources))
+    for path, source in files.items():
+        try:
+            compile(source, path, "exec")
+        except SyntaxError as error:  # last line of defence: never write code Python cannot read
+            raise SpecFileError(
+                loss.source, f"the generated {path} does not compile (line {error.lineno}: {error.msg})"
+            ) from None
+    return files
 
 
-def render_package(spec_dir, root=ROOT):
-    """Every file of the generated package, as {relative path: text}."""
+def render_package(spec_dir, root=ROOT, *, reuse=None, progress=None):
+    """Every file of the generated package, as {relative path: text}.
+
+    ``reuse`` maps loss names to their files ({path: text}, see loss_files) taken
+    as they are instead of rendering their specs (``losscc generate NAMES``
+    keeps the other losses); ``progress(name)`` is called as each loss is done.
+    """
     env = _environment()
-    losses = [(loss, _render_checked(env, loss)) for loss in load_specs(spec_paths(spec_dir), root)]
-    names = [loss.name for loss, _ in losses]
-    files = {f"{loss.name}.py": source for loss, source in losses}
+    reuse = reuse or {}
+    names, files = [], {}
+    paths = spec_paths(spec_dir)
+    check_spec_names(spec_dir, paths)
+    for path in paths:
+        name = path.stem  # the loader checks that the loss is named after its file
+        if name in reuse:
+            files.update(reuse[name])
+        else:
+            files.update(_render_checked(env, load_spec(path, root)))
+        names.append(name)
+        if progress is not None:
+            progress(name)
+    files["kernels/__init__.py"] = header("specs/") + '\n"""The Metal and CUDA kernels of each loss."""\n'
+    gpu_headers = emit_kernels.headers(TEMPLATES)
+    files["_gpu.py"] = env.get_template("mlx/_gpu.py.j2").render(
+        header=header("templates/mlx/_gpu.py.j2"),
+        metal_header=gpu_headers["metal"],
+        cuda_header=gpu_headers["cuda"],
+        element_threads=emit_kernels.ELEMENT_THREADS,
+    )
     files["_runtime.py"] = env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2"))
     files["__init__.py"] = env.get_template("mlx/__init__.py.j2").render(
         header=header("specs/"), names=names
@@ -227,6 +290,9 @@ def _lock(target):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_MARK = b"# Generated by losscc"  # how every generated file begins (see header)
+
+
 def _check_replaceable(target):
     """Only an empty folder or one losscc generated may be replaced: never lose a user's files."""
     if not target.exists():
@@ -237,7 +303,9 @@ def _check_replaceable(target):
     for path in sorted(target.rglob("*")):
         if "__pycache__" in path.relative_to(target).parts or path.is_dir():
             continue
-        if path.suffix != ".py" or not path.read_bytes().startswith(b"# Generated by losscc"):
+        with open(path, "rb") as handle:
+            generated = path.suffix == ".py" and handle.read(len(_MARK)) == _MARK
+        if not generated:
             foreign.append(str(path.relative_to(target)))
     if foreign:
         raise OutputError(target, "holds files losscc did not generate; refusing to replace it: "
@@ -254,7 +322,6 @@ def write_package(files, target):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _check_replaceable(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-new-", dir=target.parent))
     try:
         umask = os.umask(0)
@@ -265,7 +332,7 @@ def write_package(files, target):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
         with _lock(target):
-            _check_replaceable(target)  # again: another process may have changed it meanwhile
+            _check_replaceable(target)  # under the lock: no other writer is swapping it meanwhile
             for stale in target.parent.glob(f".{target.name}-old-*"):  # left by a writer that was killed
                 shutil.rmtree(stale, ignore_errors=True)
             retired = None
@@ -283,10 +350,11 @@ def write_package(files, target):
 def differences(files, target):
     """Paths that differ between ``files`` and the folder ``target``."""
     target = Path(target)
-    on_disk = {
-        str(p.relative_to(target)): p.read_text(encoding="utf-8")
+    on_disk = {  # bytes: a folder that is not a package may hold binary files
+        str(p.relative_to(target)): p.read_bytes()
         for p in target.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-    } if target.exists() else {}
+    } if target.is_dir() else {}
+    wanted = {name: text.encode("utf-8") for name, text in files.items()}
     return sorted(
-        name for name in set(files) | set(on_disk) if files.get(name) != on_disk.get(name)
+        name for name in set(wanted) | set(on_disk) if wanted.get(name) != on_disk.get(name)
     )

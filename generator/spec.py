@@ -46,11 +46,43 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "rt", "form", "variant", "kept", "dtype", "compute", "forward", "backward", "residuals", "rows",
     "weights",  # the Weights argument's own name, nothing else's
     "abs",  # printed for |.| of parameters
+    "backend",  # the public function's choice of path (MLX, Metal, CUDA)
 })
 # Forms of the generated code's own variables: temporaries, adjoints,
 # gradients, reduction results.
 GENERATED_NAME_FORMS = re.compile(
     rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather)\d+"
+)
+
+
+# The same names are printed into the Metal and CUDA kernels (C++): they must
+# not be C++, Metal or CUDA words, nor the kernel templates' own variables.
+_CPP_KEYWORDS = """
+    alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class
+    compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield decltype
+    default delete do double dynamic_cast else enum explicit export extern false float for friend goto if inline
+    int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public register
+    reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch template
+    this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t
+    while xor xor_eq
+"""
+_GPU_WORDS = """
+    metal device constant thread threadgroup threadgroup_imageblock kernel vertex fragment half bfloat uchar ushort
+    uint ulong size_t ptrdiff_t simd vec packed_float3 dim3 threadIdx blockIdx blockDim gridDim warpSize
+    thread_position_in_grid threadgroup_position_in_grid threads_per_threadgroup thread_index_in_simdgroup
+    thread_index_in_threadgroup simdgroup_index_in_threadgroup simdgroups_per_threadgroup threads_per_grid
+    exp expf log logf sqrt sqrtf rsqrt rsqrtf tanh tanhf fabs fabsf abs pow powf erf erff log1p log1pf expm1 expm1f
+    sin sinf cos cosf sinh sinhf cosh coshf atan atanf max min fmax fmaxf fmin fminf isnan isinf floor ceil round
+    fma select clamp
+"""
+_KERNEL_LOCALS = """
+    T at base group i j inner lane lanes loss_value meta n params reduce row_length_count scalar_cotangent scratch
+    simdgroup simdgroups tid value weighted
+"""
+KERNEL_NAMES = frozenset((_CPP_KEYWORDS + _GPU_WORDS + _KERNEL_LOCALS).split())
+KERNEL_NAME_FORMS = re.compile(
+    r"losscc_.*|acc_.*|.*_(in|out|shape|strides|ndim|index_valid)|u?int(8|16|32|64)_t"
+    r"|(bool|char|uchar|short|ushort|int|uint|long|ulong|half|float|double|bfloat)[234](x[234])?"
 )
 
 
@@ -65,6 +97,8 @@ def check_name(name, what):
         raise SpecError(f"{what} name {name!r} is reserved for the generated code")
     if GENERATED_NAME_FORMS.fullmatch(name):
         raise SpecError(f"{what} name {name!r} has a form the generated code uses for its own variables")
+    if name in KERNEL_NAMES or KERNEL_NAME_FORMS.fullmatch(name):
+        raise SpecError(f"{what} name {name!r} is reserved in the generated Metal and CUDA kernels")
     return name
 
 
@@ -95,6 +129,13 @@ class _Declared(sp.Symbol):
     def __new__(cls, name, **assumptions):
         name = check_name(name, cls.__name__)
         return sp.Symbol.__xnew__(cls, name, real=True, **assumptions)
+
+    def _hashable_content(self):
+        # SymPy caches expressions by equality: were two declarations of one name
+        # equal (a Term "error" defined differently in two specs), a formula could
+        # come back holding the other spec's symbol. The declaration is part of
+        # the identity.
+        return super()._hashable_content() + tuple(sorted(self.__dict__.items()))
 
 
 class Input(_Declared):
@@ -351,7 +392,7 @@ class Loss:
             if names.count(name) > 1:
                 raise SpecError(f"name {name!r} is declared twice")
             if name == self.name:
-                raise SpecError(f"name {name!r} is the loss's own name; give the argument another name")
+                raise SpecError(f"name {name!r} is reserved: it is the loss's own name (the generated function's)")
             if name in derived:
                 raise SpecError(f"name {name!r} has a form the generated code uses for its own variables")
         formula = self.elementwise if self.row is None else self.row

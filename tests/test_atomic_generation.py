@@ -185,3 +185,19 @@ def test_two_generate_commands_at_once_leave_one_complete_package(tmp_path):
     expected = [render_package(f) for f in folders.values()]
     assert any(differences(files, out) == [] for files in expected)
     assert _leftovers(tmp_path, "generated") == []
+
+
+def test_generate_into_a_folder_of_other_files_is_one_error_line_and_touches_nothing(tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "mse_loss.py").write_text((ROOT / "specs" / "mse_loss.py").read_text())
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious\n")
+    (out / "image.bin").write_bytes(bytes(range(256)))
+    result = subprocess.run([sys.executable, "-m", "generator.cli", "generate", "--specs", str(specs), "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and "did not generate" in lines[0], lines
+    assert sorted(p.name for p in out.iterdir()) == ["image.bin", "notes.txt"]
+    assert _leftovers(tmp_path, "mine") == []

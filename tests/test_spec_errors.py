@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from generator.derive import collect_terms
-from generator.load import SpecFileError, load_specs, spec_paths
+from generator.load import SpecFileError, load_specs
 from generator.render import render_package, write_package
-from generator.spec import GENERATED_NAME_FORMS, GENERATED_NAMES
+from generator.spec import GENERATED_NAME_FORMS, GENERATED_NAMES, KERNEL_NAME_FORMS, KERNEL_NAMES
 from tests.helpers import build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +86,9 @@ CASES = [
     ("temporary-form", "bad_loss", _loss("x - Input('t0')"), "'t0' has a form the generated code uses"),
     ("reduction-form", "bad_loss", _loss("x - Input('sum0')"), "'sum0' has a form the generated code uses"),
     ("term-reserved", "bad_loss", _loss("Term('loss', x - y)"), "'loss' is reserved"),
+    ("kernel-local", "bad_loss", _loss("x - Input('value')"), "'value' is reserved in the generated Metal and CUDA"),
+    ("kernel-keyword", "bad_loss", _loss("x - Input('float')"), "'float' is reserved in the generated Metal and CUDA"),
+    ("kernel-form", "bad_loss", _loss("x - Input('x_in')"), "'x_in' is reserved in the generated Metal and CUDA"),
     ("term-clash", "bad_loss", _loss("Term('x', x - y)"), "term name 'x' is already used"),
     ("loss-keyword", "class", PRELUDE + 'x = Input("x")\nspec = Loss("class", inputs=[x], elementwise=x)\n',
      "'class' is not a valid Python identifier"),
@@ -194,9 +197,9 @@ def test_generated_code_that_does_not_compile_is_never_returned(tmp_path, monkey
     """The last line of defence: render_package compiles each module before handing it over."""
     import generator.render as render
 
-    monkeypatch.setattr(render, "render_loss", lambda env, loss: "def broken(:\n")
+    monkeypatch.setattr(render, "render_loss", lambda *args: "def broken(:\n")
     folder = _specs_folder(tmp_path, "good_loss", _loss(name="good_loss"))
-    with pytest.raises(SpecFileError, match="generated code does not compile"):
+    with pytest.raises(SpecFileError, match="the generated good_loss.py does not compile"):
         render_package(folder)
 
 
@@ -291,7 +294,7 @@ def test_values_whose_repr_is_code_are_printed_as_plain_values(tmp_path):
 
 def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
     """A new local in the template that a spec could also declare would be shadowed silently."""
-    losses = load_specs(spec_paths(ROOT / "specs"), ROOT)
+    losses = load_specs(ROOT / "specs", ROOT)
     for loss in losses:
         tree = ast.parse((ROOT / "generated" / f"{loss.name}.py").read_text())
         ours = {d.name for d in loss.declarations} | {t.name for t in collect_terms(loss.formula)} | {loss.name}
@@ -305,3 +308,24 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
         assert not unprotected, f"{loss.name}: spec names may shadow {unprotected}; reserve them in generator/spec.py"
         shadowable = {n for n in used - ours if hasattr(builtins, n)} - GENERATED_NAMES
         assert not shadowable, f"{loss.name}: builtins {shadowable} are used but not reserved"
+
+
+def test_every_name_the_generated_kernels_use_is_the_specs_or_reserved():
+    """The spec's names are C++ variables in the Metal and CUDA kernels: nothing there may be declarable."""
+    import re
+
+    for loss in load_specs(ROOT / "specs", ROOT):
+        module = ROOT / "generated" / "kernels" / f"{loss.name}.py"
+        if not module.exists():
+            pytest.skip("no generated kernels")
+        ours = {d.name for d in loss.declarations} | {t.name for t in collect_terms(loss.formula)}
+        ours |= {f"{t.name}_{s}" for t in loss.class_targets for s in ("index", "onehot")}
+        for source in re.findall(r'(?:metal|cuda)=r"""(.*?)"""', module.read_text(), flags=re.S):
+            source = re.sub(r"//[^\n]*", "", source)  # comments
+            used = set(re.findall(r"(?<![.:\w])[A-Za-z_]\w*", source))  # not members (a.x) or qualified (a::b)
+            unprotected = sorted(
+                n for n in used - ours
+                if not n.startswith("_") and n not in GENERATED_NAMES | KERNEL_NAMES
+                and not GENERATED_NAME_FORMS.fullmatch(n) and not KERNEL_NAME_FORMS.fullmatch(n)
+            )
+            assert not unprotected, f"{loss.name}: spec names may clash in the kernels with {unprotected}"

@@ -1,0 +1,3 @@
+// The CUDA emulator has no cooperative groups; MLX's prelude only names the namespace.
+#pragma once
+namespace cooperative_groups {}
