@@ -18,6 +18,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from . import functions as fn
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
+from .printers.c import c_name
 from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, SpecError, Term
 
 # Functions a formula may use; every backend printer knows each of them.
@@ -138,6 +139,11 @@ def _validate(loss, formula):
         if term.name in names:
             raise SpecError(f"term name {term.name!r} is already used by another term or declaration")
         names.add(term.name)
+    in_kernels = {}
+    for name in sorted(names):  # the kernels rename what C++ reserves ("value" -> "value_"): still distinct?
+        other = in_kernels.setdefault(c_name(name), name)
+        if other != name:
+            raise SpecError(f"names {other!r} and {name!r} are the same identifier in the generated kernels")
     for node in sp.preorder_traversal(formula):
         if isinstance(node, fn.Select) and not isinstance(node.args[0], Flag):
             raise SpecError(f"Select's first argument must be a Flag, got {node.args[0]}")

@@ -55,37 +55,6 @@ GENERATED_NAME_FORMS = re.compile(
 )
 
 
-# The same names are printed into the Metal and CUDA kernels (C++): they must
-# not be C++, Metal or CUDA words, nor the kernel templates' own variables.
-_CPP_KEYWORDS = """
-    alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class
-    compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield decltype
-    default delete do double dynamic_cast else enum explicit export extern false float for friend goto if inline
-    int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public register
-    reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch template
-    this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t
-    while xor xor_eq
-"""
-_GPU_WORDS = """
-    metal device constant thread threadgroup threadgroup_imageblock kernel vertex fragment half bfloat uchar ushort
-    uint ulong size_t ptrdiff_t simd vec packed_float3 dim3 threadIdx blockIdx blockDim gridDim warpSize
-    thread_position_in_grid threadgroup_position_in_grid threads_per_threadgroup thread_index_in_simdgroup
-    thread_index_in_threadgroup simdgroup_index_in_threadgroup simdgroups_per_threadgroup threads_per_grid
-    exp expf log logf sqrt sqrtf rsqrt rsqrtf tanh tanhf fabs fabsf abs pow powf erf erff log1p log1pf expm1 expm1f
-    sin sinf cos cosf sinh sinhf cosh coshf atan atanf max min fmax fmaxf fmin fminf isnan isinf floor ceil round
-    fma select clamp
-"""
-_KERNEL_LOCALS = """
-    T at base group i j inner lane lanes loss_value meta n params reduce row_length_count scalar_cotangent scratch
-    simdgroup simdgroups tid value weighted
-"""
-KERNEL_NAMES = frozenset((_CPP_KEYWORDS + _GPU_WORDS + _KERNEL_LOCALS).split())
-KERNEL_NAME_FORMS = re.compile(
-    r"losscc_.*|acc_.*|.*_(in|out|shape|strides|ndim|index_valid)|u?int(8|16|32|64)_t"
-    r"|(bool|char|uchar|short|ushort|int|uint|long|ulong|half|float|double|bfloat)[234](x[234])?"
-)
-
-
 def check_name(name, what):
     """``name`` as a plain str that is safe to print as a Python (and C) identifier."""
     if not isinstance(name, str) or not name.isascii() or not str.isidentifier(name) or keyword.iskeyword(name):
@@ -97,8 +66,6 @@ def check_name(name, what):
         raise SpecError(f"{what} name {name!r} is reserved for the generated code")
     if GENERATED_NAME_FORMS.fullmatch(name):
         raise SpecError(f"{what} name {name!r} has a form the generated code uses for its own variables")
-    if name in KERNEL_NAMES or KERNEL_NAME_FORMS.fullmatch(name):
-        raise SpecError(f"{what} name {name!r} is reserved in the generated Metal and CUDA kernels")
     return name
 
 

@@ -68,7 +68,7 @@ _RESERVED = set("""
     threads_per_threadgroup threadIdx blockIdx blockDim gridDim warpSize cg mlx core cu T
     i j n at row rows base inner lane lanes tid simdgroup simdgroups scratch meta params value
     weighted reduce scalar_cotangent row_length_count group loss_value
-""".split())
+""".split()) | {call.split("::")[-1] for dialect in (METAL, CUDA) for call in dialect.functions.values()}
 
 
 def c_name(name):
