@@ -22,7 +22,7 @@ def _forward(inputs, targets, delta):
     targets = rt.upcast(targets, compute)
     error = inputs - targets
     t0 = mx.abs(error)
-    loss = mx.where((delta >= t0), mx.square(error)/2, delta*(-delta/2 + t0))
+    loss = mx.where((delta >= t0), 0.5*mx.square(error), delta*(t0 - delta/2))
     return loss
 
 
@@ -32,20 +32,15 @@ def _backward(inputs, targets, delta, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    error = inputs - targets
-    grad_inputs = cotangent*mx.where((delta >= mx.abs(error)), error, delta*mx.sign(error))
-    return (grad_inputs,)
-
-
-def _gradients(inputs, targets, delta, cotangent):
-    grad_inputs, = _backward(inputs, targets, delta, cotangent)
+    t0 = inputs - targets
+    grad_inputs = cotangent*mx.minimum(delta, mx.maximum(t0, -delta))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

@@ -22,7 +22,7 @@ def _forward(predictions, targets, beta):
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
     distance = mx.abs(t0)
-    loss = mx.where((beta > distance), mx.square(t0)/(2*beta), -beta/2 + distance)
+    loss = mx.where((beta > distance), (1/(2*beta))*mx.square(t0), distance - beta/2)
     return loss
 
 
@@ -33,20 +33,14 @@ def _backward(predictions, targets, beta, cotangent):
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
-    distance = mx.abs(t0)
-    grad_predictions = cotangent*mx.where((beta > distance), (2*predictions - 2*targets)/(2*beta), mx.sign(t0))
-    return (grad_predictions,)
-
-
-def _gradients(predictions, targets, beta, cotangent):
-    grad_predictions, = _backward(predictions, targets, beta, cotangent)
+    grad_predictions = (1/beta*cotangent)*mx.minimum(beta, mx.maximum(t0, -beta))
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

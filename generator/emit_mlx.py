@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .derive import used_terms
+from .derive import _expand_terms, _is_element_level, used_terms
 from .ir import COTANGENT, ElementwiseIR
 from .lower import schedule
 from .printers.mlx import print_program
@@ -45,9 +45,8 @@ def elementwise_variant(loss, variant):
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
-        "forward_lines": print_program(forward, {}, arrays, like=like),
-        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, like=like),
-        "computed_gradients": [n for n, _ in computed],
+        "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like),
+        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like),
         "aliases": ir.aliases,
         "residuals": [],
         "row_gradients": [],
@@ -68,7 +67,15 @@ def rowwise_variant(loss, variant, target_form):
     forward_defs.update(_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
     forward = schedule(forward_defs, [("loss", ir.loss)])
 
-    outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items()]
+    outputs, scatters = [], []
+    for name, gradient in ir.element_gradients.items():
+        dense, at_class = _split_class_terms(gradient, loss.class_targets) if target_form == "indices" else (gradient, {})
+        outputs.append((f"grad_{name}", dense))
+        for target, value in at_class.items():
+            outputs.append((f"grad_{name}_at_{target.name}", value))
+            scatters.append(
+                f"grad_{name} = rt.add_at_class(grad_{name}, {target.name}_index, grad_{name}_at_{target.name}, axis)"
+            )
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
     backward_defs = {r.symbol: r for r in ir.backward_reductions}
     backward_defs.update(dict(ir.adjoints))
@@ -86,14 +93,33 @@ def rowwise_variant(loss, variant, target_form):
         "flags": variant.flags,
         "target_form": target_form,
         "forward_lines": print_program(forward, names, arrays, element, targets, like),
-        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like),
+        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like)
+        + scatters,
         "residuals": residuals,
-        "computed_gradients": [n for n, _ in outputs],
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
         "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
     }
+
+
+def _split_class_terms(gradient, class_targets):
+    """``dense + sum_t onehot_t * at_t`` with each ``at_t`` a row-level value, else ``(gradient, {})``.
+
+    With class indices the one-hot terms are added at one element per row
+    (``rt.add_at_class``) instead of building a one-hot array the size of the input.
+    """
+    at_class = {}
+    for target in class_targets:
+        if target not in gradient.free_symbols:
+            continue
+        coefficient = sp.diff(gradient, target)
+        expanded = _expand_terms(coefficient).free_symbols
+        if target in expanded or any(_is_element_level(s) for s in expanded):
+            return gradient, {}
+        at_class[target] = coefficient
+    dense = gradient.subs({target: 0 for target in at_class})
+    return dense, at_class
 
 
 def context(loss, variants):
