@@ -48,9 +48,9 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     t6 = anchors - negatives
     t7 = p - 1
     t9 = anchors - positives
-    d_sum1 = cotangent*mx.where(t5, t1*t2/t0, 0)
+    d_sum1 = mx.contiguous(cotangent*mx.where(t5, t1*t2/t0, 0))
     t10 = d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
-    d_sum0 = cotangent*mx.where(t5, t1*t4/t3, 0)
+    d_sum0 = mx.contiguous(cotangent*mx.where(t5, t1*t4/t3, 0))
     t8 = d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
     grad_anchors = p*(t10 + t8)
     grad_positives = (-p)*t10

@@ -10,9 +10,9 @@ from __future__ import annotations
 import sympy as sp
 
 from .derive import _expand_terms, _is_element_level, used_terms
-from .ir import COTANGENT, ElementwiseIR
+from .ir import COTANGENT, ElementwiseIR, Reduction
 from .lower import schedule
-from .printers.mlx import print_program
+from .printers.mlx import logsumexp_parts, print_program
 from .spec import ClassTarget, Input
 
 
@@ -77,14 +77,20 @@ def rowwise_variant(loss, variant, target_form):
                 f"grad_{name} = rt.add_at_class(grad_{name}, {target.name}_index, grad_{name}_at_{target.name}, axis)"
             )
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
-    backward_defs = {r.symbol: r for r in ir.backward_reductions}
-    backward_defs.update(dict(ir.adjoints))
+    softmax = _softmax_residuals(ir.forward_reductions)
+    outputs = [(n, e.subs(softmax)) for n, e in outputs]
+    backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(softmax), r.target)
+                     for r in ir.backward_reductions}
+    backward_defs.update({s: e.subs(softmax) for s, e in ir.adjoints})
     backward_defs.update(_definitions(
-        [r.argument for r in ir.backward_reductions] + [e for _, e in ir.adjoints] + [e for _, e in outputs], terms
+        [r.argument for r in backward_defs.values() if isinstance(r, Reduction)]
+        + [e for s, e in backward_defs.items() if not isinstance(e, Reduction)] + [e for _, e in outputs], terms
     ))
     backward = schedule(backward_defs, outputs)
 
     saved = [r.symbol for r in ir.forward_reductions]
+    saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
+    element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
     residuals = [s.name for s in saved if s in backward_free]
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
@@ -101,6 +107,20 @@ def rowwise_variant(loss, variant, target_form):
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
         "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
     }
+
+
+def _softmax_residuals(forward_reductions):
+    """``exp(g - logsumexp(g))`` -> ``e / s`` with the forward's ``e = exp(g - max g)`` and ``s = sum e``.
+
+    The forward computes (and materializes) ``e`` for its sum anyway; the
+    backward then needs no exponential of its own.
+    """
+    replacements = {}
+    for reduction in forward_reductions:
+        if reduction.kind == "logsumexp":
+            exps, sums = logsumexp_parts(reduction.symbol)
+            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sums
+    return replacements
 
 
 def _split_class_terms(gradient, class_targets):

@@ -35,7 +35,7 @@ _SCALAR_FUNCTIONS = {
     "sinh": "math.sinh", "sin": "math.sin", "cos": "math.cos", "atan": "math.atan", "erf": "math.erf",
     "log1p": "math.log1p", "expm1": "math.expm1",
 }
-_REDUCERS = {"sum": "mx.sum", "mean": "mx.mean", "max": "mx.max", "logsumexp": "mx.logsumexp"}
+_REDUCERS = {"sum": "mx.sum", "mean": "mx.mean", "max": "mx.max"}
 
 
 # Levels of a value: a Python scalar, a 0-d or row-level array (cheap), a full-size array.
@@ -280,13 +280,23 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
     element = _level(statements, element_symbols)
     finite = _finite(statements, arrays)
     conditions = {s.symbol: s.expr for s in statements if isinstance(s.expr, sp.core.relational.Relational)}
+    used_by_elements = set().union(*(s.expr.free_symbols for s in statements if s.symbol in element or (
+        s.reduction is not None and s.expr.free_symbols & element)), set())
     lines = []
     for statement in statements:
         printer = MLXPrinter(names, arrays, element, finite, conditions)
+        if statement.reduction is not None and statement.reduction.kind == "logsumexp":
+            lines += _print_logsumexp(printer, statement)
+            arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
+            continue
         if statement.reduction is not None:
             code = _print_reduction(printer, statement, element, targets or {}, names)
         elif printer.is_scalar(statement.expr) and statement.output:
             code = f"mx.full({like}.shape, {printer.doprint(statement.expr)}, dtype={like}.dtype)"
+        elif printer.level(statement.expr) == ROW and statement.symbol in used_by_elements and not statement.expr.is_Symbol:
+            # Computed once per row: mx.compile would otherwise fuse it into the
+            # element kernel and recompute it for every element of the row.
+            code = f"mx.contiguous({printer.doprint(statement.expr)})"
         else:
             code = printer.doprint(statement.expr)
         if not printer.is_scalar(statement.expr) or statement.reduction is not None:
@@ -306,6 +316,29 @@ def _finite(statements, arrays):
         if printer._is_finite(statement.expr):
             finite.add(statement.symbol)
     return finite
+
+
+def logsumexp_parts(symbol):
+    """The symbols of a logsumexp's ``e = exp(g - max g)`` (element-level) and ``s = sum e``."""
+    return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
+
+
+def _print_logsumexp(printer, statement):
+    """``max + log(sum(exp(g - max)))``, keeping ``exp(g - max)`` and its sum for the backward.
+
+    A row whose maximum is infinite is shifted by 0 instead: its logsumexp
+    is then +-inf (or NaN) as it should be, not NaN from inf - inf.
+    """
+    name = statement.symbol.name
+    exps, sums = logsumexp_parts(statement.symbol)
+    argument = printer.doprint(statement.expr)
+    return [
+        f"{name}_max = mx.max({argument}, axis=axis, keepdims=True)",
+        f"{name}_max = mx.where(mx.isfinite({name}_max), {name}_max, 0)",
+        f"{exps} = rt.exp({printer.parenthesize(statement.expr, PRECEDENCE['Add'])} - {name}_max)",
+        f"{sums} = mx.sum({exps}, axis=axis, keepdims=True)",
+        f"{name} = {name}_max + mx.log({sums})",
+    ]
 
 
 def _print_reduction(printer, statement, element, targets, names):
