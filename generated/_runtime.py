@@ -134,6 +134,11 @@ def add_at_class(array, index, value, axis):
     return array.at[positions].add(value)
 
 
+def at_class(like, index, value, axis):
+    """Zeros shaped like ``like`` but ``value`` at the class ``index`` of each row."""
+    return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
+
+
 def row_cotangent(cotangent, axis):
     """A per-row cotangent broadcast against the row's elements."""
     return mx.expand_dims(cotangent, axis) if cotangent.ndim else cotangent

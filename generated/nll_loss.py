@@ -35,9 +35,8 @@ def _backward_indices(inputs, targets, axis, cotangent):
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     d_gather0 = -cotangent
-    grad_inputs = mx.full(inputs.shape, 0, dtype=inputs.dtype)
     grad_inputs_at_targets = d_gather0
-    grad_inputs = rt.add_at_class(grad_inputs, targets_index, grad_inputs_at_targets, axis)
+    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis)
     return (grad_inputs,)
 
 

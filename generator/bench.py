@@ -44,8 +44,9 @@ SPEEDUPS = (
 )
 ROW = 1024  # the trailing axis: classes of a row-wise loss, and the row length of every input
 
-FULL = {"sizes": [2**16, 2**18, 2**20, 2**22, 2**24], "budget_s": 0.6, "min_rounds": 5, "max_rounds": 25,
-        "warmup": 2}
+# Rounds per measurement: at least min_rounds, more while under budget_s (small sizes), at most max_rounds.
+FULL = {"sizes": [2**16, 2**18, 2**20, 2**22, 2**24], "budget_s": 0.5, "min_rounds": 3, "max_rounds": 25,
+        "warmup": 1}
 QUICK = {"sizes": [2**12], "budget_s": 0.0, "min_rounds": 2, "max_rounds": 2, "warmup": 1}
 TARGET_SIZE = 2**22
 

@@ -70,12 +70,15 @@ def rowwise_variant(loss, variant, target_form):
     outputs, scatters = [], []
     for name, gradient in ir.element_gradients.items():
         dense, at_class = _split_class_terms(gradient, loss.class_targets) if target_form == "indices" else (gradient, {})
-        outputs.append((f"grad_{name}", dense))
-        for target, value in at_class.items():
+        if dense != 0 or not at_class:
+            outputs.append((f"grad_{name}", dense))
+        for index, (target, value) in enumerate(at_class.items()):
             outputs.append((f"grad_{name}_at_{target.name}", value))
-            scatters.append(
-                f"grad_{name} = rt.add_at_class(grad_{name}, {target.name}_index, grad_{name}_at_{target.name}, axis)"
-            )
+            at = f"{target.name}_index, grad_{name}_at_{target.name}, axis"
+            if dense == 0 and index == 0:  # zeros but one element per row
+                scatters.append(f"grad_{name} = rt.at_class({like}, {at})")
+            else:
+                scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
     softmax = _softmax_residuals(ir.forward_reductions)
     outputs = [(n, e.subs(softmax)) for n, e in outputs]
