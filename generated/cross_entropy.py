@@ -43,7 +43,7 @@ def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsume
     d_mean0 = mx.contiguous((-label_smoothing)*cotangent)
     d_logsumexp0 = cotangent
     d_gather0 = (label_smoothing - 1)*cotangent
-    grad_logits = (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + 1/row_length*d_mean0
+    grad_logits = (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + d_mean0/row_length
     grad_logits_at_targets = d_gather0
     grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
     return (grad_logits,)
@@ -79,7 +79,7 @@ def _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, l
     d_mean0 = mx.contiguous((-label_smoothing)*cotangent)
     d_logsumexp0 = cotangent
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
-    grad_logits = d_gather0*targets + (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + 1/row_length*d_mean0
+    grad_logits = d_gather0*targets + (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + d_mean0/row_length
     return (grad_logits,)
 
 

@@ -20,9 +20,10 @@ def _forward(inputs, targets, delta):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    error = inputs - targets
-    t0 = mx.abs(error)
-    loss = mx.where((delta >= t0), 0.5*mx.square(error), delta*(t0 - delta/2))
+    t0 = inputs - targets
+    t1 = mx.abs(t0)
+    t2 = mx.minimum(delta, t1)
+    loss = 0.5*t2*(2*t1 - t2)
     return loss
 
 

@@ -22,7 +22,7 @@ def _forward(predictions, targets, beta):
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
     distance = mx.abs(t0)
-    loss = mx.where((beta > distance), (1/(2*beta))*mx.square(t0), distance - beta/2)
+    loss = mx.where((beta > distance), 0.5*mx.square(t0)/beta, distance - beta/2)
     return loss
 
 
@@ -33,7 +33,8 @@ def _backward(predictions, targets, beta, cotangent):
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
-    grad_predictions = (1/beta*cotangent)*mx.minimum(beta, mx.maximum(t0, -beta))
+    distance = mx.abs(t0)
+    grad_predictions = cotangent*mx.where((beta > distance), t0/beta, mx.sign(t0))
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .spec import Term
+from .spec import Param, Term
 
 _BOUNDS = (sp.StrictLessThan, sp.LessThan, sp.StrictGreaterThan, sp.GreaterThan)
 
@@ -20,7 +20,7 @@ _BOUNDS = (sp.StrictLessThan, sp.LessThan, sp.StrictGreaterThan, sp.GreaterThan)
 def cheaper(expr, finite):
     """``expr`` rewritten; ``finite`` are the symbols that are finite wherever the inputs are."""
     expr = sp.powsimp(expr)
-    expr = expr.replace(_is_selection, lambda e: _saturation(e) or _mask(e, finite) or e)
+    expr = expr.replace(_is_selection, lambda e: _saturation(e) or _quadratic_then_linear(e) or _mask(e, finite) or e)
     return sp.factor_terms(expr)
 
 
@@ -61,6 +61,38 @@ def _is_selection(expr):
     return isinstance(expr, sp.Piecewise) and len(expr.args) == 2 and expr.args[1][1] == sp.true
 
 
+def _bound(condition):
+    """``(u, a)`` for a condition ``|u| <= a`` (or ``<``, or written the other way round), else None."""
+    if not isinstance(condition, _BOUNDS):
+        return None
+    small, large = (condition.lhs, condition.rhs) if isinstance(condition, _BOUNDS[:2]) else (condition.rhs, condition.lhs)
+    small = _expand(small)
+    if not isinstance(small, sp.Abs) or large.free_symbols & small.free_symbols:
+        return None
+    return small.args[0], large
+
+
+def _quadratic_then_linear(selection):
+    """``k*u**2`` where ``|u|`` is below ``a``, continued linearly beyond: ``k*m*(2|u| - m)``, ``m = min(|u|, a)``.
+
+    The Huber family (Huber, smooth L1): one minimum instead of a selection
+    between two computed branches (a branch per element when compiled).
+    """
+    (inside, condition), (outside, _) = selection.args
+    bound = _bound(condition)
+    if bound is None:
+        return None
+    u, a = bound
+    inside, outside = _expand(inside), _expand(outside)
+    k = sp.simplify(inside / u**2)
+    if k.free_symbols & u.free_symbols or k == 0 or not _nonzero(sp.denom(k)):
+        return None
+    if sp.simplify(outside - (2 * k * a * sp.Abs(u) - k * a**2)) != 0:
+        return None
+    m = sp.Min(sp.Abs(u), a)
+    return k * m * (2 * sp.Abs(u) - m)
+
+
 def _saturation(selection):
     """``f(u)`` where ``|u|`` is below ``a``, else ``f(a*sign(u))``: that is ``f(clip(u, -a, a))``.
 
@@ -68,13 +100,10 @@ def _saturation(selection):
     comparisons without a branch, the selection a branch per element.
     """
     (inside, condition), (outside, _) = selection.args
-    if not isinstance(condition, _BOUNDS):
+    bound = _bound(condition)
+    if bound is None:
         return None
-    small, large = (condition.lhs, condition.rhs) if isinstance(condition, _BOUNDS[:2]) else (condition.rhs, condition.lhs)
-    small = _expand(small)
-    if not isinstance(small, sp.Abs) or large.free_symbols & small.free_symbols:
-        return None
-    u = small.args[0]
+    u, large = bound
     # Write both branches as functions of u alone: solve u for a symbol it is linear in.
     linear = [s for s in u.free_symbols if sp.diff(u, s).is_number and sp.diff(u, s) != 0]
     if not linear:
@@ -82,7 +111,7 @@ def _saturation(selection):
     symbol, at = linear[0], sp.Dummy("u", real=True)
     solved = sp.solve(u - at, symbol)[0]
     inside, outside = (sp.simplify(_expand(e).subs(symbol, solved)) for e in (inside, outside))
-    if sp.simplify(inside.subs(at, large * sp.sign(at)) - outside) != 0:
+    if sp.simplify(inside.subs(at, large * sp.sign(at)) - outside) != 0 or not _nonzero(sp.denom(sp.together(inside))):
         return None
     return inside.subs(at, sp.Min(sp.Max(u, -large), large))
 
@@ -122,6 +151,18 @@ def extremum(selection, conditions=None):
     if sp.expand(larger + (first - second)) == 0:
         return "min", first, second
     return None
+
+
+def _nonzero(expr):
+    """Nonzero for every allowed parameter value: numbers and parameters whose range excludes 0."""
+    for factor in sp.Mul.make_args(expr):
+        base = factor.as_base_exp()[0]
+        if base.is_Number and base != 0:
+            continue
+        if isinstance(base, Param) and (base.range.low > 0 or (base.range.low == 0 and base.range.low_open)):
+            continue
+        return False
+    return True
 
 
 def _expand(expr):

@@ -111,13 +111,14 @@ class MLXPrinter(StrPrinter):
         numerator, denominator = [], []
         for factor in factors:
             base, exponent = factor.as_base_exp()
-            if exponent.is_Number and exponent < 0 and not self.is_scalar(base):
+            # A parameter divides an array (x / beta is inf at beta = 0; Python's 1/beta would raise).
+            if exponent.is_Number and exponent < 0 and not base.is_Number:
                 denominator.append(base ** -exponent)
             else:
                 numerator.append(factor)
         top = max(self.level(f) for f in numerator + denominator + masks)
         low = coefficient * sp.Mul(*[f for f in numerator if self.level(f) < top])
-        low /= sp.Mul(*[f for f in denominator if self.level(f) < top])
+        low /= sp.Mul(*[f for f in denominator if SCALAR < self.level(f) < top])
         sign, parts = "", []
         if low == -1:
             sign = "-"
@@ -126,7 +127,8 @@ class MLXPrinter(StrPrinter):
         parts += [self.parenthesize(f, PRECEDENCE["Mul"]) for f in numerator if self.level(f) == top]
         parts += [self._print(m) for m in masks]
         code = "*".join(parts) if parts else "1"
-        code += "".join(f"/{self.parenthesize(d, PRECEDENCE['Pow'])}" for d in denominator if self.level(d) == top)
+        code += "".join(f"/{self.parenthesize(d, PRECEDENCE['Pow'])}" for d in denominator
+                        if self.level(d) == top or self.level(d) == SCALAR)
         return sign + code
 
     def _print_Add(self, expr, order=None):
