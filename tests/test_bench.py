@@ -58,7 +58,8 @@ def test_summary_and_generate_time(report):
     for mode in bench.MODES:
         for label, _, _ in bench.SPEEDUPS:
             assert _positive(summary[mode][label]["geometric_mean"])
-    assert all(isinstance(met, bool) for met in summary["targets"].values())
+    for target in summary["targets"]:
+        assert isinstance(target["met"], bool) and math.isfinite(target["value"]) and target["goal"]
 
 
 def test_markdown_table_has_a_row_per_loss(report_dir):
