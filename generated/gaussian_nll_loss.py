@@ -22,7 +22,7 @@ def _forward_full(inputs, targets, vars, eps):
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
     variance = mx.maximum(vars, eps)
-    loss = 0.5*mx.square(targets - inputs)/variance + 0.5*mx.log(variance) + math.log(2*math.pi)/2
+    loss = 0.5*(mx.square(targets - inputs)/variance + mx.log(variance) + math.log(2*math.pi))
     return loss
 
 
@@ -39,7 +39,7 @@ def _backward_full(inputs, targets, vars, eps, cotangent):
     t2 = mx.reciprocal(variance)
     t3 = cotangent*t2
     grad_inputs = t1*t3
-    grad_vars = 0.5*t3*(1 - t2*mx.square(t1))*t0
+    grad_vars = mx.where(t0, 0.5, 0.0)*t3*(1 - t2*mx.square(t1))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
@@ -53,7 +53,7 @@ def _forward_no_full(inputs, targets, vars, eps):
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
     variance = mx.maximum(vars, eps)
-    loss = 0.5*mx.square(targets - inputs)/variance + 0.5*mx.log(variance)
+    loss = 0.5*(mx.square(targets - inputs)/variance + mx.log(variance))
     return loss
 
 
@@ -70,7 +70,7 @@ def _backward_no_full(inputs, targets, vars, eps, cotangent):
     t2 = mx.reciprocal(variance)
     t3 = cotangent*t2
     grad_inputs = t1*t3
-    grad_vars = 0.5*t3*(1 - t2*mx.square(t1))*t0
+    grad_vars = mx.where(t0, 0.5, 0.0)*t3*(1 - t2*mx.square(t1))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 

@@ -22,7 +22,7 @@ def _forward(predictions, targets, beta):
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
     distance = mx.abs(t0)
-    loss = mx.where((beta > distance), 0.5*mx.square(t0)/beta, distance - beta/2)
+    loss = mx.where((beta > distance), 0.5*mx.square(t0)/beta, 0.5*(2*distance - beta))
     return loss
 
 

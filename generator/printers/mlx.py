@@ -99,15 +99,19 @@ class MLXPrinter(StrPrinter):
         """The cheaper factors multiplied together first, then each full-size one."""
         if self.is_scalar(expr):
             return super()._print_Mul(expr)
-        masks, factors = [], []
+        coefficient, masks, factors = sp.Integer(1), [], []
         for factor in expr.args:
+            if factor.is_Add and self.level(factor) == FULL:
+                # (x + y)/2 is one scaling, not two: SymPy distributes numbers over sums.
+                content, factor = factor.as_content_primitive()
+                coefficient *= content
             selected = _masked(factor)
             if selected is not None and not self.is_scalar(factor) and self._is_finite(selected[0]):
-                factors.append(selected[0])
+                factor = selected[0]
                 masks.append(selected[1])
-            else:
-                factors.append(factor)
-        coefficient, factors = sp.Mul(*factors).as_coeff_mul()
+            number, rest = factor.as_coeff_mul()
+            coefficient *= number
+            factors.extend(rest)
         numerator, denominator = [], []
         for factor in factors:
             base, exponent = factor.as_base_exp()
@@ -120,12 +124,15 @@ class MLXPrinter(StrPrinter):
         low = coefficient * sp.Mul(*[f for f in numerator if self.level(f) < top])
         low /= sp.Mul(*[f for f in denominator if SCALAR < self.level(f) < top])
         sign, parts = "", []
-        if low == -1:
+        if masks:
+            # The cheaper factors ride on the mask: one selection makes it a float array.
+            condition = masks[0] if len(masks) == 1 else sp.And(*masks)
+            parts.append(f"mx.where({self._print(condition)}, {self._print(sp.Float(low) if low.is_Number else low)}, 0.0)")
+        elif low == -1:
             sign = "-"
         elif low != 1:
             parts.append(self._print(low) if low.is_Number else self.parenthesize(low, PRECEDENCE["Mul"]))
         parts += [self.parenthesize(f, PRECEDENCE["Mul"]) for f in numerator if self.level(f) == top]
-        parts += [self._print(m) for m in masks]
         code = "*".join(parts) if parts else "1"
         code += "".join(f"/{self.parenthesize(d, PRECEDENCE['Pow'])}" for d in denominator
                         if self.level(d) == top or self.level(d) == SCALAR)
@@ -135,6 +142,9 @@ class MLXPrinter(StrPrinter):
         """Full-size terms one by one, then the sum of the cheaper terms once."""
         if self.is_scalar(expr):
             return super()._print_Add(expr, order)
+        content, primitive = expr.as_content_primitive()
+        if content != 1 and self.level(expr) == FULL:
+            return self._print_Mul(sp.Mul(content, primitive, evaluate=False))
         top = max(self.level(t) for t in expr.args)
         first = [t for t in expr.args if self.level(t) == top]
         rest = [t for t in expr.args if self.level(t) < top]
