@@ -31,7 +31,7 @@ def _backward(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = mx.where((inputs*targets < 1), -cotangent, 0.0)
+    t0 = (-cotangent)*(inputs*targets < 1)
     grad_inputs = t0*targets
     grad_targets = t0*inputs
     return (grad_inputs, grad_targets,)

@@ -34,7 +34,7 @@ def _backward(inputs1, inputs2, targets, margin, cotangent):
     inputs2 = rt.upcast(inputs2, compute)
     targets = rt.upcast(targets, compute)
     t0 = inputs2 - inputs1
-    t1 = mx.where((t0*targets + margin >= 0), cotangent, 0.0)
+    t1 = cotangent*(t0*targets + margin >= 0)
     grad_inputs1 = -t1*targets
     grad_targets = t0*t1
     grad_inputs2 = -grad_inputs1

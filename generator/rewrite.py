@@ -85,12 +85,12 @@ def _quadratic_then_linear(selection):
     u, a = bound
     inside, outside = _expand(inside), _expand(outside)
     k = sp.simplify(inside / u**2)
-    if k.free_symbols & u.free_symbols or k == 0 or not _nonzero(sp.denom(k)):
+    if k.free_symbols & u.free_symbols or k == 0:
         return None
     if sp.simplify(outside - (2 * k * a * sp.Abs(u) - k * a**2)) != 0:
         return None
     m = sp.Min(sp.Abs(u), a)
-    return k * m * (2 * sp.Abs(u) - m)
+    return _guarded(k * m * (2 * sp.Abs(u) - m), selection, sp.denom(k))
 
 
 def _saturation(selection):
@@ -111,9 +111,9 @@ def _saturation(selection):
     symbol, at = linear[0], sp.Dummy("u", real=True)
     solved = sp.solve(u - at, symbol)[0]
     inside, outside = (sp.simplify(_expand(e).subs(symbol, solved)) for e in (inside, outside))
-    if sp.simplify(inside.subs(at, large * sp.sign(at)) - outside) != 0 or not _nonzero(sp.denom(sp.together(inside))):
+    if sp.simplify(inside.subs(at, large * sp.sign(at)) - outside) != 0:
         return None
-    return inside.subs(at, sp.Min(sp.Max(u, -large), large))
+    return _guarded(inside.subs(at, sp.Min(sp.Max(u, -large), large)), selection, sp.denom(sp.together(inside)))
 
 def _mask(selection, finite):
     """``value`` where ``c`` holds, else 0: ``value * [c]`` when ``value`` is finite.
@@ -151,6 +151,24 @@ def extremum(selection, conditions=None):
     if sp.expand(larger + (first - second)) == 0:
         return "min", first, second
     return None
+
+
+def _guarded(rewritten, selection, denominator):
+    """``rewritten``, or where it divides by a parameter that may be 0, the original at 0 then.
+
+    ``Piecewise((rewritten, beta != 0), (selection at beta = 0, True))``: the
+    condition is on a parameter alone, so the printed code picks one branch in
+    Python (smooth L1 at beta = 0 is the L1 loss, not 0/0).
+    """
+    if _nonzero(denominator):
+        return rewritten
+    risky = [s for s in denominator.free_symbols if not _nonzero(s)]
+    if len(risky) != 1 or not isinstance(risky[0], Param):
+        return None
+    at_zero = _expand(selection).subs(risky[0], 0)
+    if at_zero.has(sp.zoo, sp.nan, sp.oo, -sp.oo) or isinstance(at_zero, sp.Piecewise):
+        return None
+    return sp.Piecewise((rewritten, sp.Ne(risky[0], 0)), (at_zero, True))
 
 
 def _nonzero(expr):

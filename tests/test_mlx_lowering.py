@@ -18,6 +18,7 @@ from generator.ir import COTANGENT
 from generator.lower import schedule
 from generator.printers.mlx import print_program
 from generator.rewrite import cheaper, extremum
+from generator.spec import Param
 
 RNG = np.random.default_rng(7)
 FLOAT32_EPS = np.finfo(np.float32).eps
@@ -102,6 +103,15 @@ def test_saturation_becomes_a_clip():
     rewritten = cheaper(huber_gradient, finite={x, y, positive})
     assert not rewritten.has(sp.Piecewise) and rewritten.has(sp.Min) and rewritten.has(sp.Max)
     _agree(huber_gradient, rewritten, [x, y, positive])
+
+
+def test_rewrites_dividing_by_a_parameter_that_may_be_0_keep_the_original_at_0():
+    beta = Param("beta", 1.0, range="[0, inf)")
+    smooth_l1 = sp.Piecewise(((x - y) ** 2 / (2 * beta), sp.Abs(x - y) < beta), (sp.Abs(x - y) - beta / 2, True))
+    rewritten = cheaper(smooth_l1, finite={x, y, beta})
+    assert rewritten.has(sp.Min) and rewritten.has(sp.Ne(beta, 0))
+    for value in (0.0, 0.3, 2.0):
+        _agree(smooth_l1.subs(beta, value), rewritten.subs(beta, value), [x, y])
 
 
 def test_finite_selection_of_zero_becomes_a_mask_but_an_infinite_one_does_not():

@@ -125,9 +125,12 @@ class MLXPrinter(StrPrinter):
         low /= sp.Mul(*[f for f in denominator if SCALAR < self.level(f) < top])
         sign, parts = "", []
         if masks:
-            # The cheaper factors ride on the mask: one selection makes it a float array.
+            # The cheaper factors times the boolean mask (a float array in one pass; mx.where
+            # costs about three times as much on a CPU, a branch per element).
             condition = masks[0] if len(masks) == 1 else sp.And(*masks)
-            parts.append(f"mx.where({self._print(condition)}, {self._print(sp.Float(low) if low.is_Number else low)}, 0.0)")
+            if low != 1:
+                parts.append(self._print(low) if low.is_Number else self.parenthesize(low, PRECEDENCE["Mul"]))
+            parts.append(self._print(condition))
         elif low == -1:
             sign = "-"
         elif low != 1:
@@ -221,6 +224,12 @@ class MLXPrinter(StrPrinter):
         if cond != sp.true:
             raise ValueError(f"Piecewise without a default branch: {expr}")
         if self.is_scalar(expr):
+            code = self._print(last)
+            for value, condition in reversed(branches):
+                code = f"({self._print(value)} if {self._print(condition)} else {code})"
+            return code
+        if all(self.is_scalar(condition) for _, condition in expr.args):
+            # Conditions on parameters alone: Python picks the branch, only it is computed.
             code = self._print(last)
             for value, condition in reversed(branches):
                 code = f"({self._print(value)} if {self._print(condition)} else {code})"
