@@ -40,6 +40,8 @@ def test_every_loss_mode_and_variant_is_measured(report):
         assert all(_positive(t) for t in result["median_ms"].values())
         assert set(result["speedup"]) == {label for label, _, _ in bench.SPEEDUPS}
         assert all(_positive(s) for s in result["speedup"].values())
+        assert set(result["median_cpu_ms"]) == set(bench.VARIANTS) and set(result["speedup_cpu"]) == set(result["speedup"])
+        assert all(_positive(s) for s in result["speedup_cpu"].values())
         assert all(isinstance(m, int) and m >= 0 for m in result["peak_memory_bytes"].values())
         assert result["rounds"] >= bench.QUICK["min_rounds"]
         assert result["size"] == math.prod(result["shape"])
@@ -58,7 +60,8 @@ def test_summary_and_generate_time(report):
     for mode in bench.MODES:
         for label, _, _ in bench.SPEEDUPS:
             assert _positive(summary[mode][label]["geometric_mean"])
-    for target in summary["targets"]:
+    assert [t["target"] for t in summary["targets"]] == [t["target"] for t in summary["targets_cpu"]]
+    for target in summary["targets"] + summary["targets_cpu"]:
         assert isinstance(target["met"], bool) and math.isfinite(target["value"]) and target["goal"]
 
 
