@@ -408,7 +408,7 @@ def markdown(report):
                   "| target | wall clock | CPU time | goal | |", "|---|---:|---:|---|---|"]
         for wall, cpu in zip(summary["targets"], summary["targets_cpu"]):
             verdict = {(True, True): "met", (False, False): "MISSED"}.get((wall["met"], cpu["met"]), "mixed")
-            lines.append(f"| {wall['target']} | {wall['value']:.2f} | {cpu['value']:.2f} | {wall['goal']} | {verdict} |")
+            lines.append(f"| {wall['target']} | {wall['value']:.3f} | {cpu['value']:.3f} | {wall['goal']} | {verdict} |")
         generate = report["generate_seconds"]
         lines += [f"| make generate, all specs (s) | {generate:.1f} | | < 30 | {'met' if generate < 30 else 'MISSED'} |",
                   ""]
