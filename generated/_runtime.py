@@ -4,6 +4,7 @@
 
 import math
 import numbers
+import platform
 
 import mlx.core as mx
 
@@ -197,6 +198,66 @@ def positions(row_length, axis, ndim):
     return mx.arange(row_length).reshape(shape)
 
 
+def add_at_class(array, index, value, axis):
+    """``array`` with ``value`` added at the class ``index`` of each row.
+
+    One scatter of one element per row, in place when MLX can donate ``array``
+    (a one-hot array the size of the input is never built).
+    """
+    if array.size == 0:
+        return array  # no rows (MLX's scatter refuses updates into an empty array)
+    positions = tuple(
+        index if dim == axis else mx.arange(size).reshape([size if d == dim else 1 for d in range(array.ndim)])
+        for dim, size in enumerate(array.shape)
+    )
+    return array.at[positions].add(value)
+
+
+def at_class(like, index, value, axis):
+    """Zeros shaped like ``like`` but ``value`` at the class ``index`` of each row."""
+    if like.size == 0:
+        return mx.zeros(like.shape, like.dtype)
+    return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
+
+
 def row_cotangent(cotangent, axis):
     """A per-row cotangent broadcast against the row's elements."""
     return mx.expand_dims(cotangent, axis) if cotangent.ndim else cotangent
+
+
+# ---------------------------------------------------------------- stable, fast elementary functions
+# MLX's CPU build for x86-64 Linux evaluates exp (and the sigmoid, logaddexp and
+# tanh built on it) one element at a time with a polynomial; the C library's pow
+# is about 2.5x faster there, and 2**(x*log2(e)) is how MLX's own exp reduces
+# its argument, so the float32 accuracy is the same. Elsewhere (Apple silicon,
+# GPUs) MLX's exp is vectorized and used as is.
+_EXP_THROUGH_POW = platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64")
+LOG2E = 1.4426950408889634
+
+
+def exp(x):
+    if _EXP_THROUGH_POW and mx.default_device() == mx.cpu:
+        return mx.power(2.0, x * LOG2E)
+    return mx.exp(x)
+
+
+def _log1p_unit(e):
+    """log(1 + e) for 0 <= e <= 1: the rounding of 1 + e is corrected, no slow log1p."""
+    u = 1 + e
+    return mx.log(u) - ((u - 1) - e) / u
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)): 0 (not NaN) where exp(-x) overflows."""
+    return mx.reciprocal(1 + exp(-x))
+
+
+def softplus(x):
+    """log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)): no overflow."""
+    return mx.maximum(x, 0) + _log1p_unit(exp(-mx.abs(x)))
+
+
+def logcosh(x):
+    """log(cosh(x)) = |x| + log(1 + exp(-2|x|)) - log(2): no overflow."""
+    magnitude = mx.abs(x)
+    return magnitude + _log1p_unit(exp(-2 * magnitude)) - math.log(2.0)

@@ -22,7 +22,7 @@ def _forward_with_logits(inputs, targets):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    loss = -inputs*targets + mx.logaddexp(inputs, 0.0)
+    loss = rt.softplus(inputs) - inputs*targets
     return loss
 
 
@@ -32,13 +32,8 @@ def _backward_with_logits(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = cotangent*(-targets + mx.sigmoid(inputs))
-    grad_targets = -inputs*cotangent
-    return (grad_inputs, grad_targets,)
-
-
-def _gradients_with_logits(inputs, targets, cotangent):
-    grad_inputs, grad_targets, = _backward_with_logits(inputs, targets, cotangent)
+    grad_inputs = cotangent*(rt.sigmoid(inputs) - targets)
+    grad_targets = (-cotangent)*inputs
     return (grad_inputs, grad_targets,)
 
 
@@ -51,7 +46,7 @@ def _forward_no_with_logits(inputs, targets):
     targets = rt.upcast(targets, compute)
     t0 = mx.log(1 - inputs)
     t1 = mx.log(inputs)
-    loss = -targets*mx.where((t1 > -100), t1, mx.where((t1 <= -100), -100, math.nan)) - (1 - targets)*mx.where((t0 > -100), t0, mx.where((t0 <= -100), -100, math.nan))
+    loss = -targets*mx.maximum(t1, -100) - (1 - targets)*mx.maximum(t0, -100)
     return loss
 
 
@@ -61,25 +56,20 @@ def _backward_no_with_logits(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = 1 - inputs
-    t1 = mx.log(t0)
+    t0 = inputs - 1
+    t1 = mx.log(-t0)
     t2 = (t1 > -100)
     t3 = mx.log(inputs)
     t4 = (t3 > -100)
-    grad_inputs = cotangent*(-targets*mx.where(t4, mx.reciprocal(inputs), 0) - (1 - targets)*mx.where(t2, -1/t0, 0))
-    grad_targets = cotangent*(mx.where(t2, t1, -100) - mx.where(t4, t3, -100))
-    return (grad_inputs, grad_targets,)
-
-
-def _gradients_no_with_logits(inputs, targets, cotangent):
-    grad_inputs, grad_targets, = _backward_no_with_logits(inputs, targets, cotangent)
+    grad_inputs = (-cotangent)*(targets*mx.where(t4, mx.reciprocal(inputs), 0) + (1 - targets)*mx.where(t2, mx.reciprocal(t0), 0))
+    grad_targets = cotangent*(mx.maximum(t1, -100) - mx.maximum(t3, -100))
     return (grad_inputs, grad_targets,)
 
 
 
 _VARIANTS = {
-    "_with_logits": (_forward_with_logits, _gradients_with_logits),
-    "_no_with_logits": (_forward_no_with_logits, _gradients_no_with_logits),
+    "_with_logits": (_forward_with_logits, _backward_with_logits),
+    "_no_with_logits": (_forward_no_with_logits, _backward_no_with_logits),
 }
 
 

@@ -28,7 +28,7 @@ def _forward_indices(x1, x2, eps, axis):
     sum1 = mx.sum(mx.square(x2), axis=axis, keepdims=True)
     t1 = mx.sqrt(sum1)
     sum2 = mx.sum(x1*x2, axis=axis, keepdims=True)
-    loss = sum2*mx.where((eps < t0*t1), 1/(t0*t1), mx.where((eps >= t0*t1), eps ** (-1), math.nan))
+    loss = sum2*mx.where((eps < t0*t1), 1/t0/t1, mx.where((eps >= t0*t1), 1/eps, math.nan))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
 
@@ -46,22 +46,17 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2):
     t3 = mx.reciprocal(t2)
     t4 = (eps < t0*t2)
     t5 = cotangent*sum2
-    d_sum2 = cotangent*mx.where(t4, t1*t3, eps ** (-1))
-    d_sum1 = t5*mx.where(t4, -t1/(2*mx.power(sum1, 1.5)), 0)
-    d_sum0 = t5*mx.where(t4, -t3/(2*mx.power(sum0, 1.5)), 0)
-    grad_x1 = 2*x1*d_sum0 + x2*d_sum2
-    grad_x2 = x1*d_sum2 + 2*x2*d_sum1
-    return (grad_x1, grad_x2,)
-
-
-def _gradients_indices(x1, x2, eps, axis, cotangent, *residuals):
-    grad_x1, grad_x2, = _backward_indices(x1, x2, eps, axis, cotangent, *residuals)
+    d_sum2 = mx.contiguous(cotangent*mx.where(t4, t1*t3, 1/eps))
+    d_sum1 = mx.contiguous(t5*mx.where(t4, -0.5*t1/(mx.power(sum1, 1.5)), 0))
+    d_sum0 = mx.contiguous(t5*mx.where(t4, -0.5*t3/(mx.power(sum0, 1.5)), 0))
+    grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
+    grad_x2 = d_sum2*x1 + (2*d_sum1)*x2
     return (grad_x1, grad_x2,)
 
 
 
 _VARIANTS = {
-    "_indices": (_forward_indices, _gradients_indices),
+    "_indices": (_forward_indices, _backward_indices),
 }
 
 

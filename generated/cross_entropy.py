@@ -24,30 +24,30 @@ def _forward_indices(logits, targets, label_smoothing, axis):
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     gather0 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0 = mx.logsumexp(logits, axis=axis, keepdims=True)
+    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
+    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    logsumexp0_sum = mx.sum(logsumexp0_exp, axis=axis, keepdims=True)
+    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     mean0 = mx.mean(logits, axis=axis, keepdims=True)
-    loss = mx.where(label_smoothing == 0, 0.0, -label_smoothing*mean0) - gather0*(1 - label_smoothing) + logsumexp0
-    return (mx.squeeze(loss, axis), logsumexp0,)
+    loss = logsumexp0 + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsumexp0):
+def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
-    d_mean0 = mx.where(label_smoothing == 0, 0.0, -label_smoothing*cotangent)
+    d_mean0 = mx.contiguous(mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*cotangent))
     d_logsumexp0 = cotangent
-    d_gather0 = cotangent*(label_smoothing - 1)
-    grad_logits = targets_onehot*d_gather0 + mx.where((mx.exp(logits - logsumexp0) == 0), 0.0, d_logsumexp0*mx.exp(logits - logsumexp0)) + d_mean0/row_length
-    return (grad_logits,)
-
-
-def _gradients_indices(logits, targets, label_smoothing, axis, cotangent, *residuals):
-    grad_logits, = _backward_indices(logits, targets, label_smoothing, axis, cotangent, *residuals)
+    d_gather0 = (label_smoothing - 1)*cotangent
+    grad_logits = (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + d_mean0/row_length
+    grad_logits_at_targets = d_gather0
+    grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
     return (grad_logits,)
 
 
@@ -60,36 +60,35 @@ def _forward_probabilities(logits, targets, label_smoothing, axis):
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
     gather0 = mx.sum(mx.where(targets == 0, 0.0, targets * logits), axis=axis, keepdims=True)
-    logsumexp0 = mx.logsumexp(logits, axis=axis, keepdims=True)
+    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
+    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    logsumexp0_sum = mx.sum(logsumexp0_exp, axis=axis, keepdims=True)
+    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     mean0 = mx.mean(logits, axis=axis, keepdims=True)
-    loss = mx.where(label_smoothing == 0, 0.0, -label_smoothing*mean0) - gather0*(1 - label_smoothing) + logsumexp0
-    return (mx.squeeze(loss, axis), logsumexp0,)
+    loss = logsumexp0 + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, logsumexp0):
+def _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
-    d_mean0 = mx.where(label_smoothing == 0, 0.0, -label_smoothing*cotangent)
+    d_mean0 = mx.contiguous(mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*cotangent))
     d_logsumexp0 = cotangent
-    d_gather0 = cotangent*(label_smoothing - 1)
-    grad_logits = targets*d_gather0 + mx.where((mx.exp(logits - logsumexp0) == 0), 0.0, d_logsumexp0*mx.exp(logits - logsumexp0)) + d_mean0/row_length
-    return (grad_logits,)
-
-
-def _gradients_probabilities(logits, targets, label_smoothing, axis, cotangent, *residuals):
-    grad_logits, = _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, *residuals)
+    d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
+    grad_logits = d_gather0*targets + (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + d_mean0/row_length
     return (grad_logits,)
 
 
 
 _VARIANTS = {
-    "_indices": (_forward_indices, _gradients_indices),
-    "_probabilities": (_forward_probabilities, _gradients_probabilities),
+    "_indices": (_forward_indices, _backward_indices),
+    "_probabilities": (_forward_probabilities, _backward_probabilities),
 }
 
 

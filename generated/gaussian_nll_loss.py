@@ -23,9 +23,8 @@ def _forward_full(inputs, targets, vars, eps):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
-    t0 = (vars > eps)
-    variance = mx.where(t0, vars, mx.where((vars <= eps), eps, math.nan))
-    loss = mx.square(-inputs + targets)*mx.where(t0, mx.reciprocal(vars), mx.where((vars <= eps), eps ** (-1), math.nan))/2 + mx.log(variance)/2 + math.log(2*math.pi)/2
+    variance = mx.maximum(vars, eps)
+    loss = 0.5*(mx.square(targets - inputs)/variance + mx.log(variance) + math.log(2*math.pi))
     return loss
 
 
@@ -37,14 +36,12 @@ def _backward_full(inputs, targets, vars, eps, cotangent):
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
     t0 = (vars > eps)
-    t1 = mx.where(t0, mx.reciprocal(vars), eps ** (-1))/2
-    grad_inputs = cotangent*t1*(2*inputs - 2*targets)
-    grad_vars = cotangent*(t1*mx.where(t0, 1, 0) + mx.square(-inputs + targets)*mx.where(t0, -1/mx.square(vars), 0)/2)
-    return (grad_inputs, grad_vars,)
-
-
-def _gradients_full(inputs, targets, vars, eps, cotangent):
-    grad_inputs, grad_vars, = _backward_full(inputs, targets, vars, eps, cotangent)
+    t1 = inputs - targets
+    variance = mx.maximum(vars, eps)
+    t2 = mx.reciprocal(variance)
+    t3 = cotangent*t2
+    grad_inputs = t1*t3
+    grad_vars = 0.5*t0*t3*(1 - t2*mx.square(t1))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
@@ -57,9 +54,8 @@ def _forward_no_full(inputs, targets, vars, eps):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
-    t0 = (vars > eps)
-    variance = mx.where(t0, vars, mx.where((vars <= eps), eps, math.nan))
-    loss = mx.square(-inputs + targets)*mx.where(t0, mx.reciprocal(vars), mx.where((vars <= eps), eps ** (-1), math.nan))/2 + mx.log(variance)/2
+    variance = mx.maximum(vars, eps)
+    loss = 0.5*(mx.square(targets - inputs)/variance + mx.log(variance))
     return loss
 
 
@@ -71,22 +67,20 @@ def _backward_no_full(inputs, targets, vars, eps, cotangent):
     targets = rt.upcast(targets, compute)
     vars = rt.upcast(vars, compute)
     t0 = (vars > eps)
-    t1 = mx.where(t0, mx.reciprocal(vars), eps ** (-1))/2
-    grad_inputs = cotangent*t1*(2*inputs - 2*targets)
-    grad_vars = cotangent*(t1*mx.where(t0, 1, 0) + mx.square(-inputs + targets)*mx.where(t0, -1/mx.square(vars), 0)/2)
-    return (grad_inputs, grad_vars,)
-
-
-def _gradients_no_full(inputs, targets, vars, eps, cotangent):
-    grad_inputs, grad_vars, = _backward_no_full(inputs, targets, vars, eps, cotangent)
+    t1 = inputs - targets
+    variance = mx.maximum(vars, eps)
+    t2 = mx.reciprocal(variance)
+    t3 = cotangent*t2
+    grad_inputs = t1*t3
+    grad_vars = 0.5*t0*t3*(1 - t2*mx.square(t1))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
 
 
 _VARIANTS = {
-    "_full": (_forward_full, _gradients_full),
-    "_no_full": (_forward_no_full, _gradients_no_full),
+    "_full": (_forward_full, _backward_full),
+    "_no_full": (_forward_no_full, _backward_no_full),
 }
 
 
@@ -125,29 +119,29 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
 
     .. math::
 
-        \ell = \frac{\left(- inputs + targets\right)^{2} \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2} + \frac{\log{\left(variance \right)}}{2} + \frac{\log{\left(2 \pi \right)}}{2}
+        \ell = \frac{\log{\left(variance \right)}}{2} + \frac{\log{\left(2 \pi \right)}}{2} + \frac{\left(- inputs + targets\right)^{2}}{2 variance}
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
-        \frac{\partial \ell}{\partial inputs} = \frac{\left(2 inputs - 2 targets\right) \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2}
-        \frac{\partial \ell}{\partial targets} = \frac{\left(- 2 inputs + 2 targets\right) \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2}
-        \frac{\partial \ell}{\partial vars} = \frac{\left(- inputs + targets\right)^{2} \left(\begin{cases} - \frac{1}{vars^{2}} & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}\right)}{2} + \frac{\left(\begin{cases} 1 & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}\right) \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2}
+        \frac{\partial \ell}{\partial inputs} = \frac{2 inputs - 2 targets}{2 variance}
+        \frac{\partial \ell}{\partial targets} = \frac{- 2 inputs + 2 targets}{2 variance}
+        \frac{\partial \ell}{\partial vars} = \frac{\begin{cases} 1 & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}}{2 variance} - \frac{\left(- inputs + targets\right)^{2} \left(\begin{cases} 1 & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}\right)}{2 variance^{2}}
 
     Loss (full=False):
 
     .. math::
 
-        \ell = \frac{\left(- inputs + targets\right)^{2} \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2} + \frac{\log{\left(variance \right)}}{2}
+        \ell = \frac{\log{\left(variance \right)}}{2} + \frac{\left(- inputs + targets\right)^{2}}{2 variance}
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
-        \frac{\partial \ell}{\partial inputs} = \frac{\left(2 inputs - 2 targets\right) \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2}
-        \frac{\partial \ell}{\partial targets} = \frac{\left(- 2 inputs + 2 targets\right) \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2}
-        \frac{\partial \ell}{\partial vars} = \frac{\left(- inputs + targets\right)^{2} \left(\begin{cases} - \frac{1}{vars^{2}} & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}\right)}{2} + \frac{\left(\begin{cases} 1 & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}\right) \left(\begin{cases} \frac{1}{vars} & \text{for}\: vars > eps \\\frac{1}{eps} & \text{otherwise} \end{cases}\right)}{2}
+        \frac{\partial \ell}{\partial inputs} = \frac{2 inputs - 2 targets}{2 variance}
+        \frac{\partial \ell}{\partial targets} = \frac{- 2 inputs + 2 targets}{2 variance}
+        \frac{\partial \ell}{\partial vars} = \frac{\begin{cases} 1 & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}}{2 variance} - \frac{\left(- inputs + targets\right)^{2} \left(\begin{cases} 1 & \text{for}\: vars > eps \\0 & \text{otherwise} \end{cases}\right)}{2 variance^{2}}
 
     Kinks: where vars <= eps the variance is clamped to eps and its gradient is 0.
 

@@ -23,7 +23,7 @@ def _forward(inputs, targets):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = inputs*targets
-    loss = mx.where((t0 < 1), 1 - t0, mx.where((t0 >= 1), 0, math.nan))
+    loss = mx.maximum(1 - t0, 0)
     return loss
 
 
@@ -33,20 +33,15 @@ def _backward(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = (inputs*targets < 1)
-    grad_inputs = cotangent*mx.where(t0, -targets, 0)
-    grad_targets = cotangent*mx.where(t0, -inputs, 0)
-    return (grad_inputs, grad_targets,)
-
-
-def _gradients(inputs, targets, cotangent):
-    grad_inputs, grad_targets, = _backward(inputs, targets, cotangent)
+    t0 = (-cotangent)*(inputs*targets < 1)
+    grad_inputs = t0*targets
+    grad_targets = t0*inputs
     return (grad_inputs, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

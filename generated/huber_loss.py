@@ -22,9 +22,10 @@ def _forward(inputs, targets, delta):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    error = inputs - targets
-    t0 = mx.abs(error)
-    loss = mx.where((delta >= t0), mx.square(error)/2, mx.where((delta < t0), delta*(-delta/2 + t0), math.nan))
+    t0 = inputs - targets
+    t1 = mx.abs(t0)
+    t2 = mx.minimum(delta, t1)
+    loss = 0.5*t2*(2*t1 - t2)
     return loss
 
 
@@ -34,20 +35,15 @@ def _backward(inputs, targets, delta, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    error = inputs - targets
-    grad_inputs = cotangent*mx.where((delta >= mx.abs(error)), error, delta*mx.sign(error))
-    return (grad_inputs,)
-
-
-def _gradients(inputs, targets, delta, cotangent):
-    grad_inputs, = _backward(inputs, targets, delta, cotangent)
+    t0 = inputs - targets
+    grad_inputs = cotangent*mx.minimum(delta, mx.maximum(t0, -delta))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

@@ -23,7 +23,7 @@ def _forward_indices(inputs, targets, axis):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    sum0 = mx.sum(mx.where((mx.exp(targets) == 0), 0.0, (-inputs + targets)*mx.exp(targets)), axis=axis, keepdims=True)
+    sum0 = mx.sum(mx.where((rt.exp(targets) == 0), 0.0, (targets - inputs)*rt.exp(targets)), axis=axis, keepdims=True)
     loss = sum0
     return (mx.squeeze(loss, axis),)
 
@@ -36,21 +36,16 @@ def _backward_indices(inputs, targets, axis, cotangent):
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = mx.exp(targets)
     d_sum0 = cotangent
-    grad_inputs = mx.where((t0 == 0), 0.0, -d_sum0*t0)
-    grad_targets = d_sum0*(mx.where((t0 == 0), 0.0, t0*(-inputs + targets)) + t0)
-    return (grad_inputs, grad_targets,)
-
-
-def _gradients_indices(inputs, targets, axis, cotangent, *residuals):
-    grad_inputs, grad_targets, = _backward_indices(inputs, targets, axis, cotangent, *residuals)
+    t0 = mx.where((rt.exp(targets) == 0), 0.0, d_sum0*rt.exp(targets))
+    grad_inputs = -t0
+    grad_targets = t0*(targets + 1 - inputs)
     return (grad_inputs, grad_targets,)
 
 
 
 _VARIANTS = {
-    "_indices": (_forward_indices, _gradients_indices),
+    "_indices": (_forward_indices, _backward_indices),
 }
 
 

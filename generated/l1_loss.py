@@ -33,18 +33,13 @@ def _backward(predictions, targets, cotangent):
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     grad_predictions = cotangent*mx.sign(predictions - targets)
-    return (grad_predictions,)
-
-
-def _gradients(predictions, targets, cotangent):
-    grad_predictions, = _backward(predictions, targets, cotangent)
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

@@ -23,8 +23,8 @@ def _forward(inputs1, inputs2, targets, margin):
     inputs1 = rt.upcast(inputs1, compute)
     inputs2 = rt.upcast(inputs2, compute)
     targets = rt.upcast(targets, compute)
-    t0 = targets*(inputs1 - inputs2) - margin
-    loss = mx.where((t0 > 0), 0, mx.where((t0 <= 0), -t0, math.nan))
+    t0 = margin - (inputs1 - inputs2)*targets
+    loss = mx.maximum(0, t0)
     return loss
 
 
@@ -35,22 +35,17 @@ def _backward(inputs1, inputs2, targets, margin, cotangent):
     inputs1 = rt.upcast(inputs1, compute)
     inputs2 = rt.upcast(inputs2, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs1 - inputs2
-    t1 = (targets*t0 - margin > 0)
-    grad_inputs1 = cotangent*mx.where(t1, 0, -targets)
-    grad_targets = cotangent*mx.where(t1, 0, -t0)
-    return (grad_inputs1, grad_targets,)
-
-
-def _gradients(inputs1, inputs2, targets, margin, cotangent):
-    grad_inputs1, grad_targets, = _backward(inputs1, inputs2, targets, margin, cotangent)
+    t0 = inputs2 - inputs1
+    t1 = cotangent*(t0*targets + margin >= 0)
+    grad_inputs1 = -t1*targets
+    grad_targets = t0*t1
     grad_inputs2 = -grad_inputs1
     return (grad_inputs1, grad_inputs2, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

@@ -32,19 +32,14 @@ def _backward(predictions, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
-    grad_predictions = cotangent*(2*predictions - 2*targets)
-    return (grad_predictions,)
-
-
-def _gradients(predictions, targets, cotangent):
-    grad_predictions, = _backward(predictions, targets, cotangent)
+    grad_predictions = (2*cotangent)*(predictions - targets)
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

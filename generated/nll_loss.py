@@ -36,20 +36,15 @@ def _backward_indices(inputs, targets, axis, cotangent):
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
     d_gather0 = -cotangent
-    grad_inputs = targets_onehot*d_gather0
-    return (grad_inputs,)
-
-
-def _gradients_indices(inputs, targets, axis, cotangent, *residuals):
-    grad_inputs, = _backward_indices(inputs, targets, axis, cotangent, *residuals)
+    grad_inputs_at_targets = d_gather0
+    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis)
     return (grad_inputs,)
 
 
 
 _VARIANTS = {
-    "_indices": (_forward_indices, _gradients_indices),
+    "_indices": (_forward_indices, _backward_indices),
 }
 
 

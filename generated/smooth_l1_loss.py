@@ -22,9 +22,9 @@ def _forward(predictions, targets, beta):
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
-    t0 = predictions - targets
-    distance = mx.abs(t0)
-    loss = mx.where((beta > distance), mx.square(t0)/(2*beta), mx.where((beta <= distance), -beta/2 + distance, math.nan))
+    t0 = mx.abs(predictions - targets)
+    t1 = mx.minimum(beta, t0)
+    loss = (0.5*t1*(2*t0 - t1)/beta if (beta != 0) else t0)
     return loss
 
 
@@ -35,20 +35,14 @@ def _backward(predictions, targets, beta, cotangent):
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t0 = predictions - targets
-    distance = mx.abs(t0)
-    grad_predictions = cotangent*mx.where((beta > distance), (2*predictions - 2*targets)/(2*beta), mx.sign(t0))
-    return (grad_predictions,)
-
-
-def _gradients(predictions, targets, beta, cotangent):
-    grad_predictions, = _backward(predictions, targets, beta, cotangent)
+    grad_predictions = cotangent*(mx.minimum(beta, mx.maximum(t0, -beta))/beta if (beta != 0) else mx.sign(t0))
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
 
 
 _VARIANTS = {
-    "": (_forward, _gradients),
+    "": (_forward, _backward),
 }
 
 

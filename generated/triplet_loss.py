@@ -24,11 +24,11 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
-    t0 = p ** (-1)
+    t0 = 1/p
     sum0 = mx.sum(mx.power(mx.abs(anchors - negatives), p), axis=axis, keepdims=True)
     sum1 = mx.sum(mx.power(mx.abs(anchors - positives), p), axis=axis, keepdims=True)
-    t1 = margin - mx.power(eps + sum0, t0) + mx.power(eps + sum1, t0)
-    loss = mx.where((t1 > 0), t1, mx.where((t1 <= 0), 0, math.nan))
+    t1 = mx.power(sum1 + eps, t0) + margin - mx.power(sum0 + eps, t0)
+    loss = mx.maximum(t1, 0)
     return (mx.squeeze(loss, axis), sum0, sum1,)
 
 
@@ -41,33 +41,28 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = eps + sum1
-    t1 = p ** (-1)
+    t0 = sum1 + eps
+    t1 = 1/p
     t2 = mx.power(t0, t1)
-    t3 = eps + sum0
-    t4 = mx.power(t3, t1)
-    t5 = (margin + t2 - t4 > 0)
+    t3 = sum0 + eps
+    t4 = -mx.power(t3, t1)
+    t5 = (t2 + t4 + margin > 0)
     t6 = anchors - negatives
     t7 = p - 1
     t9 = anchors - positives
-    d_sum1 = cotangent*mx.where(t5, t1*t2/t0, 0)
-    t10 = p*d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
-    d_sum0 = cotangent*mx.where(t5, -t1*t4/t3, 0)
-    t8 = p*d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
-    grad_anchors = t10 + t8
-    grad_positives = -t10
-    grad_negatives = -t8
-    return (grad_anchors, grad_positives, grad_negatives,)
-
-
-def _gradients_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, *residuals):
-    grad_anchors, grad_positives, grad_negatives, = _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, *residuals)
+    d_sum1 = mx.contiguous(cotangent*mx.where(t5, t1*t2/t0, 0))
+    t10 = d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
+    d_sum0 = mx.contiguous(cotangent*mx.where(t5, t1*t4/t3, 0))
+    t8 = d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
+    grad_anchors = p*(t10 + t8)
+    grad_positives = (-p)*t10
+    grad_negatives = (-p)*t8
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
 
 _VARIANTS = {
-    "_indices": (_forward_indices, _gradients_indices),
+    "_indices": (_forward_indices, _backward_indices),
 }
 
 

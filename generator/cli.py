@@ -255,5 +255,18 @@ def doc(spec_dir, out):
                f"{time.perf_counter() - start:.1f} s; open {_shown(out / 'index.md')}")
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="A few seconds: one small size, two rounds (a smoke test).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for bench.json, bench.md and speedup.png (default: bench/results).")
+@click.option("--loss", "losses", multiple=True, help="Only this loss (repeatable).")
+@click.option("--size", "sizes", type=int, multiple=True, help="Only this many elements (repeatable).")
+def bench(quick, out, losses, sizes):
+    """Time value_and_grad and forward against mlx.nn.losses; write a report."""
+    from . import bench as benchmark
+
+    benchmark.run(quick=quick, out=out or benchmark.RESULTS, losses=losses, sizes=sizes, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

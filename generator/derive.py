@@ -373,6 +373,7 @@ def _abstract_terms(ir, terms):
     def abstract(expr):
         for term in reversed(terms):  # outermost first
             expr = expr.subs(_expand_terms(term.definition), term)
+            expr = _refold(expr, term)
         return expr
 
     if isinstance(ir, ElementwiseIR):
@@ -383,6 +384,38 @@ def _abstract_terms(ir, terms):
         [(s, abstract(e)) for s, e in ir.adjoints],
         {k: abstract(v) for k, v in ir.element_gradients.items()},
         {k: abstract(v) for k, v in ir.row_gradients.items()},
+    )
+
+
+def _refold(expr, term):
+    """Undo SymPy's folding of ``f(term)`` into a Piecewise when ``term`` is a Piecewise.
+
+    SymPy rewrites ``1/Piecewise((a, c), (b, True))`` as ``Piecewise((1/a, c),
+    (1/b, True))``, which hides the term and costs a selection per use. A
+    Piecewise on the term's own condition is ``g(term)`` where both branches
+    are the same function of the term, and ``g(term) * [c]`` where the other
+    branch is 0.
+    """
+    definition = _expand_terms(term.definition)
+    if not isinstance(definition, sp.Piecewise) or len(definition.args) != 2:
+        return expr
+    (on, condition), (off, _) = definition.args
+    if not isinstance(condition, sp.core.relational.Relational):
+        return expr
+
+    def refold(piecewise):
+        (first, cond), (second, _) = piecewise.args
+        if cond not in (condition, condition.reversed):
+            return piecewise
+        when_on, when_off = first.subs(on, term), second.subs(off, term)
+        if sp.simplify(when_on - when_off) == 0:
+            return when_on
+        if second == 0 and when_on != first:
+            return when_on * sp.Piecewise((1, cond), (0, True))
+        return piecewise
+
+    return expr.replace(
+        lambda e: isinstance(e, sp.Piecewise) and len(e.args) == 2 and e.args[1][1] == sp.true, refold
     )
 
 

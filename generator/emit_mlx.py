@@ -7,11 +7,12 @@ wiring) is fixed structure in the template.
 
 from __future__ import annotations
 
+import sympy as sp
 
-from .derive import collect_terms, used_terms
-from .ir import COTANGENT, ElementwiseIR
+from .derive import _expand_terms, _is_element_level, collect_terms, used_terms
+from .ir import COTANGENT, ElementwiseIR, Reduction
 from .lower import schedule
-from .printers.mlx import print_program
+from .printers.mlx import logsumexp_parts, print_program
 from .spec import ClassTarget, Input
 
 
@@ -38,9 +39,8 @@ def elementwise_variant(loss, variant):
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
-        "forward_lines": print_program(forward, {}, arrays, like=like),
-        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, like=like, nan_guard=False),
-        "computed_gradients": [n for n, _ in computed],
+        "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like),
+        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, nan_guard=False),
         "aliases": ir.aliases,
         "residuals": [],
         "row_gradients": [],
@@ -61,16 +61,33 @@ def rowwise_variant(loss, variant, target_form):
     forward_defs.update(_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
     forward = schedule(forward_defs, [("loss", ir.loss)])
 
-    outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items()]
+    outputs, scatters = [], []
+    for name, gradient in ir.element_gradients.items():
+        dense, at_class = _split_class_terms(gradient, loss.class_targets) if target_form == "indices" else (gradient, {})
+        if dense != 0 or not at_class:
+            outputs.append((f"grad_{name}", dense))
+        for index, (target, value) in enumerate(at_class.items()):
+            outputs.append((f"grad_{name}_at_{target.name}", value))
+            at = f"{target.name}_index, grad_{name}_at_{target.name}, axis"
+            if dense == 0 and index == 0:  # zeros but one element per row
+                scatters.append(f"grad_{name} = rt.at_class({like}, {at})")
+            else:
+                scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
-    backward_defs = {r.symbol: r for r in ir.backward_reductions}
-    backward_defs.update(dict(ir.adjoints))
+    softmax = _softmax_residuals(ir.forward_reductions)
+    outputs = [(n, e.subs(softmax)) for n, e in outputs]
+    backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(softmax), r.target)
+                     for r in ir.backward_reductions}
+    backward_defs.update({s: e.subs(softmax) for s, e in ir.adjoints})
     backward_defs.update(_definitions(
-        [r.argument for r in ir.backward_reductions] + [e for _, e in ir.adjoints] + [e for _, e in outputs], terms
+        [r.argument for r in backward_defs.values() if isinstance(r, Reduction)]
+        + [e for s, e in backward_defs.items() if not isinstance(e, Reduction)] + [e for _, e in outputs], terms
     ))
     backward = schedule(backward_defs, outputs)
 
     saved = [r.symbol for r in ir.forward_reductions]
+    saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
+    element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
     residuals = [s.name for s in saved if s in backward_free]
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
@@ -80,14 +97,46 @@ def rowwise_variant(loss, variant, target_form):
         "target_form": target_form,
         "forward_lines": print_program(forward, names, arrays, element, targets, like),
         "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like,
-                                        nan_guard=False),
+                                        nan_guard=False) + scatters,
         "residuals": residuals,
-        "computed_gradients": [n for n, _ in outputs],
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
         "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
     }
+
+
+def _softmax_residuals(forward_reductions):
+    """``exp(g - logsumexp(g))`` -> ``e / s`` with the forward's ``e = exp(g - max g)`` and ``s = sum e``.
+
+    The forward computes (and materializes) ``e`` for its sum anyway; the
+    backward then needs no exponential of its own.
+    """
+    replacements = {}
+    for reduction in forward_reductions:
+        if reduction.kind == "logsumexp":
+            exps, sums = logsumexp_parts(reduction.symbol)
+            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sums
+    return replacements
+
+
+def _split_class_terms(gradient, class_targets):
+    """``dense + sum_t onehot_t * at_t`` with each ``at_t`` a row-level value, else ``(gradient, {})``.
+
+    With class indices the one-hot terms are added at one element per row
+    (``rt.add_at_class``) instead of building a one-hot array the size of the input.
+    """
+    at_class = {}
+    for target in class_targets:
+        if target not in gradient.free_symbols:
+            continue
+        coefficient = sp.diff(gradient, target)
+        expanded = _expand_terms(coefficient).free_symbols
+        if target in expanded or any(_is_element_level(s) for s in expanded):
+            return gradient, {}
+        at_class[target] = coefficient
+    dense = gradient.subs({target: 0 for target in at_class})
+    return dense, at_class
 
 
 def context(loss, variants):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .ir import TEMP_PREFIX, Reduction
+from .rewrite import cheaper, finite_symbols
 
 
 @dataclass
@@ -38,7 +39,12 @@ def schedule(definitions, outputs, temps=None):
     names = list(definitions)
     rhs = [d.argument if isinstance(d, Reduction) else d for d in definitions.values()]
     rhs += [expr for _, expr in outputs]
+    defined = {s: definitions[s] for s in names}
+    free = set().union(*(expr.free_symbols for expr in rhs)) - set(names)
+    finite = finite_symbols(defined, free)
+    rhs = [cheaper(expr, finite) for expr in rhs]
     replacements, reduced = sp.cse(rhs, symbols=temps, order="none")
+    replacements, reduced = _absorb_signs(replacements, reduced)
 
     pending = [Statement(s, e) for s, e in replacements]
     for symbol, expr in zip(names, reduced):
@@ -60,6 +66,33 @@ def schedule(definitions, outputs, temps=None):
         ready.add(statement.symbol)
         ordered.append(statement)
     return _drop_unused(ordered)
+
+
+def _absorb_signs(replacements, reduced):
+    """Negate a temporary where that removes negations from its uses.
+
+    ``t = c*m; a = -t*x; b = -t*y`` costs two extra negations of whole arrays;
+    ``t = -c*m; a = t*x; b = t*y`` none (the sign lands on the scalar ``c``).
+    """
+    for index, (symbol, value) in enumerate(replacements):
+        if not isinstance(value, sp.Expr) or isinstance(value, sp.Piecewise):
+            continue
+        flipped_replacements = [(s, e.xreplace({symbol: -symbol})) for s, e in replacements]
+        flipped_replacements[index] = (symbol, -replacements[index][1])
+        flipped_reduced = [e.xreplace({symbol: -symbol}) for e in reduced]
+        before = _negations([e for _, e in replacements] + list(reduced))
+        after = _negations([e for _, e in flipped_replacements] + flipped_reduced)
+        if after < before:
+            replacements, reduced = flipped_replacements, flipped_reduced
+    return replacements, reduced
+
+
+def _negations(exprs):
+    """Products with a negative coefficient and negated symbols: each a pass over an array."""
+    return sum(
+        1 for expr in exprs for node in sp.preorder_traversal(expr)
+        if isinstance(node, sp.Mul) and node.as_coeff_mul()[0] < 0
+    )
 
 
 def _drop_unused(statements):

@@ -51,7 +51,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
 # Forms of the generated code's own variables: temporaries, adjoints,
 # gradients, reduction results.
 GENERATED_NAME_FORMS = re.compile(
-    rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather)\d+"
+    rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather)\d+(_\w+)?"
 )
 
 

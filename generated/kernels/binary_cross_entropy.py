@@ -248,7 +248,7 @@ if (i < n) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_backward_1a3c967d02cf",
+        name="losscc_binary_cross_entropy_no_with_logits_backward_988a1200f172",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -275,12 +275,12 @@ if (i < n) {
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = 1.0f - inputs;
-  const float t1 = metal::log(t0);
+  const float t0 = inputs - 1.0f;
+  const float t1 = metal::log(-t0);
   const bool t2 = (t1 > -100.0f);
   const float t3 = metal::log(inputs);
   const bool t4 = (t3 > -100.0f);
-  const float grad_inputs = cotangent*(-targets*(t4 ? (1.0f / inputs) : 0.0f) - (1.0f - targets)*(t2 ? -1.0f/t0 : 0.0f));
+  const float grad_inputs = -cotangent*(targets*(t4 ? (1.0f / inputs) : 0.0f) + (1.0f - targets)*(t2 ? (1.0f / t0) : 0.0f));
   const float grad_targets = cotangent*((t2 ? t1 : -100.0f) - (t4 ? t3 : -100.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
@@ -310,12 +310,12 @@ if (i < n) {
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = 1.0f - inputs;
-  const float t1 = logf(t0);
+  const float t0 = inputs - 1.0f;
+  const float t1 = logf(-t0);
   const bool t2 = (t1 > -100.0f);
   const float t3 = logf(inputs);
   const bool t4 = (t3 > -100.0f);
-  const float grad_inputs = cotangent*(-targets*(t4 ? (1.0f / inputs) : 0.0f) - (1.0f - targets)*(t2 ? -1.0f/t0 : 0.0f));
+  const float grad_inputs = -cotangent*(targets*(t4 ? (1.0f / inputs) : 0.0f) + (1.0f - targets)*(t2 ? (1.0f / t0) : 0.0f));
   const float grad_targets = cotangent*((t2 ? t1 : -100.0f) - (t4 ? t3 : -100.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_forward_1fe25c84a72b",
+        name="losscc_gaussian_nll_loss_full_forward_dc28a9b305bc",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -32,9 +32,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const bool t0 = (vars > eps);
-  const float variance = (t0 ? vars : eps);
-  const float loss = losscc_square(-inputs + targets)*(t0 ? (1.0f / vars) : (1.0f / eps))/2.0f + metal::log(variance)/2.0f + 0.9189385332046728f;
+  const float variance = ((vars > eps) ? vars : eps);
+  const float loss = metal::log(variance)/2.0f + 0.9189385332046728f + losscc_square(-inputs + targets)/(2.0f*variance);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -71,9 +70,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const bool t0 = (vars > eps);
-  const float variance = (t0 ? vars : eps);
-  const float loss = losscc_square(-inputs + targets)*(t0 ? (1.0f / vars) : (1.0f / eps))/2.0f + logf(variance)/2.0f + 0.9189385332046728f;
+  const float variance = ((vars > eps) ? vars : eps);
+  const float loss = logf(variance)/2.0f + 0.9189385332046728f + losscc_square(-inputs + targets)/(2.0f*variance);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +95,7 @@ if (reduce) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_forward_c07ac52c3b2c",
+        name="losscc_gaussian_nll_loss_no_full_forward_53e84cb6d912",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -115,9 +113,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const bool t0 = (vars > eps);
-  const float variance = (t0 ? vars : eps);
-  const float loss = losscc_square(-inputs + targets)*(t0 ? (1.0f / vars) : (1.0f / eps))/2.0f + metal::log(variance)/2.0f;
+  const float variance = ((vars > eps) ? vars : eps);
+  const float loss = metal::log(variance)/2.0f + losscc_square(-inputs + targets)/(2.0f*variance);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -154,9 +151,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const bool t0 = (vars > eps);
-  const float variance = (t0 ? vars : eps);
-  const float loss = losscc_square(-inputs + targets)*(t0 ? (1.0f / vars) : (1.0f / eps))/2.0f + logf(variance)/2.0f;
+  const float variance = ((vars > eps) ? vars : eps);
+  const float loss = logf(variance)/2.0f + losscc_square(-inputs + targets)/(2.0f*variance);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -183,7 +179,7 @@ if (reduce) {
 
 BACKWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_backward_f2d7b64afdb4",
+        name="losscc_gaussian_nll_loss_full_backward_39339e3f955f",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -200,9 +196,12 @@ if (i < n) {
   const float vars = static_cast<float>(vars_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
-  const float t1 = (t0 ? (1.0f / vars) : (1.0f / eps))/2.0f;
-  const float grad_inputs = cotangent*t1*(2.0f*inputs - 2.0f*targets);
-  const float grad_vars = cotangent*(t1*(t0 ? 1.0f : 0.0f) + losscc_square(-inputs + targets)*(t0 ? -1.0f/losscc_square(vars) : 0.0f)/2.0f);
+  const float t1 = inputs - targets;
+  const float variance = (t0 ? vars : eps);
+  const float t2 = (1.0f / variance);
+  const float t3 = cotangent*t2;
+  const float grad_inputs = t1*t3;
+  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);
@@ -222,9 +221,12 @@ if (i < n) {
   const float vars = static_cast<float>(vars_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
-  const float t1 = (t0 ? (1.0f / vars) : (1.0f / eps))/2.0f;
-  const float grad_inputs = cotangent*t1*(2.0f*inputs - 2.0f*targets);
-  const float grad_vars = cotangent*(t1*(t0 ? 1.0f : 0.0f) + losscc_square(-inputs + targets)*(t0 ? -1.0f/losscc_square(vars) : 0.0f)/2.0f);
+  const float t1 = inputs - targets;
+  const float variance = (t0 ? vars : eps);
+  const float t2 = (1.0f / variance);
+  const float t3 = cotangent*t2;
+  const float grad_inputs = t1*t3;
+  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);
@@ -232,7 +234,7 @@ if (i < n) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_backward_f92ea8e64235",
+        name="losscc_gaussian_nll_loss_no_full_backward_4fd9e555a6f0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -249,9 +251,12 @@ if (i < n) {
   const float vars = static_cast<float>(vars_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
-  const float t1 = (t0 ? (1.0f / vars) : (1.0f / eps))/2.0f;
-  const float grad_inputs = cotangent*t1*(2.0f*inputs - 2.0f*targets);
-  const float grad_vars = cotangent*(t1*(t0 ? 1.0f : 0.0f) + losscc_square(-inputs + targets)*(t0 ? -1.0f/losscc_square(vars) : 0.0f)/2.0f);
+  const float t1 = inputs - targets;
+  const float variance = (t0 ? vars : eps);
+  const float t2 = (1.0f / variance);
+  const float t3 = cotangent*t2;
+  const float grad_inputs = t1*t3;
+  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);
@@ -271,9 +276,12 @@ if (i < n) {
   const float vars = static_cast<float>(vars_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
-  const float t1 = (t0 ? (1.0f / vars) : (1.0f / eps))/2.0f;
-  const float grad_inputs = cotangent*t1*(2.0f*inputs - 2.0f*targets);
-  const float grad_vars = cotangent*(t1*(t0 ? 1.0f : 0.0f) + losscc_square(-inputs + targets)*(t0 ? -1.0f/losscc_square(vars) : 0.0f)/2.0f);
+  const float t1 = inputs - targets;
+  const float variance = (t0 ? vars : eps);
+  const float t2 = (1.0f / variance);
+  const float t3 = cotangent*t2;
+  const float grad_inputs = t1*t3;
+  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);

@@ -93,7 +93,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_hinge_loss_backward_d8cc9bd9cac7",
+        name="losscc_hinge_loss_backward_49bd5cdae8d8",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -107,9 +107,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const bool t0 = (inputs*targets < 1.0f);
-  const float grad_inputs = cotangent*(t0 ? -targets : 0.0f);
-  const float grad_targets = cotangent*(t0 ? -inputs : 0.0f);
+  const float t0 = -cotangent*((inputs*targets < 1.0f) ? 1.0f : 0.0f);
+  const float grad_inputs = targets*t0;
+  const float grad_targets = inputs*t0;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -125,9 +125,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const bool t0 = (inputs*targets < 1.0f);
-  const float grad_inputs = cotangent*(t0 ? -targets : 0.0f);
-  const float grad_targets = cotangent*(t0 ? -inputs : 0.0f);
+  const float t0 = -cotangent*((inputs*targets < 1.0f) ? 1.0f : 0.0f);
+  const float grad_inputs = targets*t0;
+  const float grad_targets = inputs*t0;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

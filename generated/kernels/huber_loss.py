@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_huber_loss_forward_994f3989aa85",
+        name="losscc_huber_loss_forward_d9ad5b103648",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,9 +30,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float error = inputs - targets;
-  const float t0 = metal::abs(error);
-  const float loss = ((delta >= t0) ? losscc_square(error)/2.0f : delta*(-delta/2.0f + t0));
+  const float t0 = inputs - targets;
+  const float t1 = metal::abs(t0);
+  const float t2 = metal::min(delta, t1);
+  const float loss = t2*(2.0f*t1 - t2)/2.0f;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -68,9 +69,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float error = inputs - targets;
-  const float t0 = fabsf(error);
-  const float loss = ((delta >= t0) ? losscc_square(error)/2.0f : delta*(-delta/2.0f + t0));
+  const float t0 = inputs - targets;
+  const float t1 = fabsf(t0);
+  const float t2 = fminf(delta, t1);
+  const float loss = t2*(2.0f*t1 - t2)/2.0f;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +99,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_huber_loss_backward_f4970f88cccb",
+        name="losscc_huber_loss_backward_27060d7cf46c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -112,8 +114,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float error = inputs - targets;
-  const float grad_inputs = cotangent*((delta >= metal::abs(error)) ? error : delta*losscc_sign(error));
+  const float t0 = inputs - targets;
+  const float grad_inputs = cotangent*metal::min(delta, metal::max(t0, -delta));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -130,8 +132,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float error = inputs - targets;
-  const float grad_inputs = cotangent*((delta >= fabsf(error)) ? error : delta*losscc_sign(error));
+  const float t0 = inputs - targets;
+  const float grad_inputs = cotangent*fminf(delta, fmaxf(t0, -delta));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }

@@ -105,7 +105,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_backward_73b9bc453c4d",
+        name="losscc_kl_div_loss_indices_backward_aa7323dd6416",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -128,9 +128,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = metal::exp(targets);
-  const float grad_inputs = -d_sum0*t0;
-  const float grad_targets = d_sum0*(t0*(-inputs + targets) + t0);
+  const float t0 = d_sum0*metal::exp(targets);
+  const float grad_inputs = -t0;
+  const float grad_targets = t0*(-inputs + targets + 1.0f);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }
@@ -155,9 +155,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = expf(targets);
-  const float grad_inputs = -d_sum0*t0;
-  const float grad_targets = d_sum0*(t0*(-inputs + targets) + t0);
+  const float t0 = d_sum0*expf(targets);
+  const float grad_inputs = -t0;
+  const float grad_targets = t0*(-inputs + targets + 1.0f);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }

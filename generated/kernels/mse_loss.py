@@ -91,7 +91,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_mse_loss_backward_86e66a74ed9e",
+        name="losscc_mse_loss_backward_dd18149a949c",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -105,7 +105,7 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_predictions = cotangent*(2.0f*predictions - 2.0f*targets);
+  const float grad_predictions = 2.0f*cotangent*(predictions - targets);
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }
@@ -121,7 +121,7 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_predictions = cotangent*(2.0f*predictions - 2.0f*targets);
+  const float grad_predictions = 2.0f*cotangent*(predictions - targets);
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_forward_f743ab7519d5",
+        name="losscc_smooth_l1_loss_forward_cdd619c70334",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,9 +30,9 @@ float value = 0.0f;
 if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = predictions - targets;
-  const float distance = metal::abs(t0);
-  const float loss = ((beta > distance) ? losscc_square(t0)/(2.0f*beta) : -beta/2.0f + distance);
+  const float t0 = metal::abs(predictions - targets);
+  const float t1 = metal::min(beta, t0);
+  const float loss = ((beta != 0.0f) ? t1*(2.0f*t0 - t1)/(2.0f*beta) : t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -68,9 +68,9 @@ float value = 0.0f;
 if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = predictions - targets;
-  const float distance = fabsf(t0);
-  const float loss = ((beta > distance) ? losscc_square(t0)/(2.0f*beta) : -beta/2.0f + distance);
+  const float t0 = fabsf(predictions - targets);
+  const float t1 = fminf(beta, t0);
+  const float loss = ((beta != 0.0f) ? t1*(2.0f*t0 - t1)/(2.0f*beta) : t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_backward_1ed3d972e58a",
+        name="losscc_smooth_l1_loss_backward_d6e1bc61164a",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -113,8 +113,7 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t0 = predictions - targets;
-  const float distance = metal::abs(t0);
-  const float grad_predictions = cotangent*((beta > distance) ? (2.0f*predictions - 2.0f*targets)/(2.0f*beta) : losscc_sign(t0));
+  const float grad_predictions = cotangent*((beta != 0.0f) ? metal::min(beta, metal::max(t0, -beta))/beta : losscc_sign(t0));
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }
@@ -132,8 +131,7 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t0 = predictions - targets;
-  const float distance = fabsf(t0);
-  const float grad_predictions = cotangent*((beta > distance) ? (2.0f*predictions - 2.0f*targets)/(2.0f*beta) : losscc_sign(t0));
+  const float grad_predictions = cotangent*((beta != 0.0f) ? fminf(beta, fmaxf(t0, -beta))/beta : losscc_sign(t0));
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }

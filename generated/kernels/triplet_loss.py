@@ -135,7 +135,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_backward_108579acada7",
+        name="losscc_triplet_loss_indices_backward_380893a41a10",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -160,11 +160,11 @@ const float t0 = eps + sum1;
 const float t1 = (1.0f / p);
 const float t2 = losscc_pow(t0, t1);
 const float t3 = eps + sum0;
-const float t4 = losscc_pow(t3, t1);
-const bool t5 = (margin + t2 - t4 > 0.0f);
+const float t4 = -losscc_pow(t3, t1);
+const bool t5 = (margin + t2 + t4 > 0.0f);
 const float t7 = p - 1.0f;
 const float d_sum1 = cotangent*(t5 ? t1*t2/t0 : 0.0f);
-const float d_sum0 = cotangent*(t5 ? -t1*t4/t3 : 0.0f);
+const float d_sum0 = cotangent*(t5 ? t1*t4/t3 : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -174,11 +174,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float negatives = static_cast<float>(negatives_in[at]);
   const float t6 = anchors - negatives;
   const float t9 = anchors - positives;
-  const float t10 = p*d_sum1*losscc_pow(metal::abs(t9), t7)*losscc_sign(t9);
-  const float t8 = p*d_sum0*losscc_pow(metal::abs(t6), t7)*losscc_sign(t6);
-  const float grad_anchors = t10 + t8;
-  const float grad_positives = -t10;
-  const float grad_negatives = -t8;
+  const float t10 = d_sum1*losscc_pow(metal::abs(t9), t7)*losscc_sign(t9);
+  const float t8 = d_sum0*losscc_pow(metal::abs(t6), t7)*losscc_sign(t6);
+  const float grad_anchors = p*(t10 + t8);
+  const float grad_positives = -p*t10;
+  const float grad_negatives = -p*t8;
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);
@@ -206,11 +206,11 @@ const float t0 = eps + sum1;
 const float t1 = (1.0f / p);
 const float t2 = powf(t0, t1);
 const float t3 = eps + sum0;
-const float t4 = powf(t3, t1);
-const bool t5 = (margin + t2 - t4 > 0.0f);
+const float t4 = -powf(t3, t1);
+const bool t5 = (margin + t2 + t4 > 0.0f);
 const float t7 = p - 1.0f;
 const float d_sum1 = cotangent*(t5 ? t1*t2/t0 : 0.0f);
-const float d_sum0 = cotangent*(t5 ? -t1*t4/t3 : 0.0f);
+const float d_sum0 = cotangent*(t5 ? t1*t4/t3 : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -220,11 +220,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float negatives = static_cast<float>(negatives_in[at]);
   const float t6 = anchors - negatives;
   const float t9 = anchors - positives;
-  const float t10 = p*d_sum1*powf(fabsf(t9), t7)*losscc_sign(t9);
-  const float t8 = p*d_sum0*powf(fabsf(t6), t7)*losscc_sign(t6);
-  const float grad_anchors = t10 + t8;
-  const float grad_positives = -t10;
-  const float grad_negatives = -t8;
+  const float t10 = d_sum1*powf(fabsf(t9), t7)*losscc_sign(t9);
+  const float t8 = d_sum0*powf(fabsf(t6), t7)*losscc_sign(t6);
+  const float grad_anchors = p*(t10 + t8);
+  const float grad_positives = -p*t10;
+  const float grad_negatives = -p*t8;
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);

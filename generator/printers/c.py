@@ -36,6 +36,7 @@ METAL = Dialect("metal", {
     "exp": "metal::exp", "log": "metal::log", "Abs": "metal::abs", "tanh": "metal::tanh",
     "cosh": "metal::cosh", "sinh": "metal::sinh", "sin": "metal::sin", "cos": "metal::cos",
     "atan": "metal::atan", "sqrt": "metal::sqrt", "rsqrt": "metal::rsqrt",
+    "Min": "metal::min", "Max": "metal::max",
     # Metal's standard library has no log1p, expm1 or erf, and pow is undefined for x < 0.
     "log1p": "losscc_log1p", "expm1": "losscc_expm1", "erf": "losscc_erf", "pow": "losscc_pow",
     **_SHARED_HELPERS,
@@ -44,6 +45,7 @@ METAL = Dialect("metal", {
 CUDA = Dialect("cuda", {
     "exp": "expf", "log": "logf", "Abs": "fabsf", "tanh": "tanhf", "cosh": "coshf", "sinh": "sinhf",
     "sin": "sinf", "cos": "cosf", "atan": "atanf", "sqrt": "sqrtf", "rsqrt": "rsqrtf",
+    "Min": "fminf", "Max": "fmaxf",
     "log1p": "log1pf", "expm1": "expm1f", "erf": "erff", "pow": "powf",
     **_SHARED_HELPERS,
 })
@@ -194,6 +196,19 @@ class CPrinter(StrPrinter):
         if name not in self.dialect.functions:
             raise ValueError(f"the {self.dialect.name} printer has no function {name!r}")
         return self._call(name, *expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold("Min", expr.args)
+
+    def _print_Max(self, expr):
+        return self._fold("Max", expr.args)
+
+    def _fold(self, function, args):
+        """Min/Max of several arguments as nested two-argument calls (the lowering's clips)."""
+        code = self._print(args[0])
+        for arg in args[1:]:
+            code = f"{self.dialect.functions[function]}({code}, {self._print(arg)})"
+        return code
 
     _print_exp = _print_log = _print_Abs = _print_sign = _print_tanh = _print_Function
     _print_cosh = _print_sinh = _print_sin = _print_cos = _print_atan = _print_erf = _print_Function

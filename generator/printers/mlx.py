@@ -4,41 +4,71 @@ Row-level values keep their reduced axis (``keepdims=True``) so that they
 broadcast against the row's elements. Expressions of parameters alone are
 printed as plain Python arithmetic: Python scalars are weakly typed in MLX, so
 they never promote a half-precision array to float32.
+
+The code is printed for as few full-size array operations as possible: under
+``mx.value_and_grad`` the inputs are tracers and ``mx.compile`` runs the
+function uncompiled, one kernel and (often) one fresh buffer per operation.
+So scalar and row-level factors are multiplied together before they meet a
+full-size array, scalar terms are added once, ``max``/``min`` selections are
+``mx.maximum``/``mx.minimum`` and a selection between a finite value and zero
+is a multiplication by the condition (MLX's own autodiff convention).
 """
 
 from __future__ import annotations
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ..ir import COTANGENT, ROW_LENGTH
+from ..rewrite import extremum
 from ..spec import Param
 
 _ARRAY_FUNCTIONS = {
-    "exp": "mx.exp", "log": "mx.log", "Abs": "mx.abs", "sign": "mx.sign", "tanh": "mx.tanh",
+    "exp": "rt.exp", "log": "mx.log", "Abs": "mx.abs", "sign": "mx.sign", "tanh": "mx.tanh",
     "cosh": "mx.cosh", "sinh": "mx.sinh", "sin": "mx.sin", "cos": "mx.cos", "atan": "mx.arctan",
-    "erf": "mx.erf", "log1p": "mx.log1p", "expm1": "mx.expm1", "sigmoid": "mx.sigmoid",
+    "erf": "mx.erf", "log1p": "mx.log1p", "expm1": "mx.expm1", "sigmoid": "rt.sigmoid",
+    "softplus": "rt.softplus", "logcosh": "rt.logcosh",
 }
 _SCALAR_FUNCTIONS = {
     "exp": "math.exp", "log": "math.log", "Abs": "abs", "tanh": "math.tanh", "cosh": "math.cosh",
     "sinh": "math.sinh", "sin": "math.sin", "cos": "math.cos", "atan": "math.atan", "erf": "math.erf",
     "log1p": "math.log1p", "expm1": "math.expm1",
 }
-_REDUCERS = {"sum": "mx.sum", "mean": "mx.mean", "max": "mx.max", "logsumexp": "mx.logsumexp"}
+_REDUCERS = {"sum": "mx.sum", "mean": "mx.mean", "max": "mx.max"}
+
+
+# Levels of a value: a Python scalar, a 0-d or row-level array (cheap), a full-size array.
+SCALAR, ROW, FULL = 0, 1, 2
 
 
 class MLXPrinter(StrPrinter):
-    """``names`` maps symbols to code; ``arrays`` are the symbols holding arrays."""
+    """``names`` maps symbols to code; ``arrays`` are the symbols holding arrays.
 
-    def __init__(self, names, arrays, known=None, nan_guard=True):
+    ``full`` are the symbols holding full-size (element-level) arrays and
+    ``finite`` those that are finite wherever the inputs are; ``exponentials``
+    the temporaries holding an ``exp``. With ``nan_guard`` a selection whose
+    condition compares a NaN gives NaN (see print_program).
+    """
+
+    def __init__(self, names, arrays, full=frozenset(), finite=frozenset(), conditions=None,
+                 exponentials=frozenset(), nan_guard=False):
         super().__init__({"full_prec": False})
         self.names = names
         self.arrays = arrays
-        self.known = known or {}  # temporaries that are conditions or exponentials -> their value
+        self.full = full
+        self.finite = finite
+        self.conditions = conditions or {}  # temporaries holding a comparison -> the comparison
+        self.exponentials = exponentials
         self.nan_guard = nan_guard
 
     def is_scalar(self, expr):
         return not (expr.free_symbols & self.arrays)
+
+    def level(self, expr):
+        if self.is_scalar(expr):
+            return SCALAR
+        return FULL if expr.free_symbols & self.full else ROW
 
     # atoms
     def _print_Symbol(self, expr):
@@ -70,11 +100,116 @@ class MLXPrinter(StrPrinter):
         return "False"
 
     # arithmetic
+    def _print_Mul(self, expr):
+        """The cheaper factors multiplied together first, then each full-size one."""
+        if self.is_scalar(expr):
+            return super()._print_Mul(expr)
+        coefficient, masks, factors = sp.Integer(1), [], []
+        for factor in expr.args:
+            if factor.is_Add and self.level(factor) == FULL:
+                # (x + y)/2 is one scaling, not two: SymPy distributes numbers over sums.
+                content, factor = factor.as_content_primitive()
+                coefficient *= content
+            selected = _masked(factor)
+            if selected is not None and not self.is_scalar(factor) and self._is_finite(selected[0]) \
+                    and not self.nan_guard:
+                factor = selected[0]
+                masks.append(selected[1])
+            number, rest = factor.as_coeff_mul()
+            coefficient *= number
+            factors.extend(rest)
+        numerator, denominator = [], []
+        for factor in factors:
+            base, exponent = factor.as_base_exp()
+            # A parameter divides an array (x / beta is inf at beta = 0; Python's 1/beta would raise).
+            if exponent.is_Number and exponent < 0 and not base.is_Number:
+                denominator.append(base ** -exponent)
+            else:
+                numerator.append(factor)
+        top = max(self.level(f) for f in numerator + denominator + masks)
+        low = coefficient * sp.Mul(*[f for f in numerator if self.level(f) < top])
+        low /= sp.Mul(*[f for f in denominator if SCALAR < self.level(f) < top])
+        sign, parts = "", []
+        if masks:
+            # The cheaper factors times the boolean mask (a float array in one pass; mx.where
+            # costs about three times as much on a CPU, a branch per element).
+            condition = masks[0] if len(masks) == 1 else sp.And(*masks)
+            if low != 1:
+                parts.append(self._print(low) if low.is_Number else self.parenthesize(low, PRECEDENCE["Mul"]))
+            parts.append(self._print(condition))
+        elif low == -1:
+            sign = "-"
+        elif low != 1:
+            parts.append(self._print(low) if low.is_Number else self.parenthesize(low, PRECEDENCE["Mul"]))
+        parts += [self.parenthesize(f, PRECEDENCE["Mul"]) for f in numerator if self.level(f) == top]
+        code = "*".join(parts) if parts else "1"
+        code += "".join(f"/{self.parenthesize(d, PRECEDENCE['Pow'])}" for d in denominator
+                        if self.level(d) == top or self.level(d) == SCALAR)
+        return self._zero_times_infinity(expr, sign + code)
+
+    def _zero_times_infinity(self, expr, code):
+        """0 * inf is not NaN where the 0 is exact.
+
+        A parameter set to 0 removes its term (label_smoothing = 0 with a -inf
+        logit), and an exp(u) that underflows to 0 takes its product with it
+        (0 log 0 = 0: a log-probability of -inf).
+        """
+        arrays = [f for f in expr.args if not self.is_scalar(f)]
+        exps = [f for f in arrays if isinstance(f, sp.exp) or f in self.exponentials] if len(arrays) > 1 else []
+        if exps:
+            zero = " | ".join(f"({self._print(f)} == 0)" for f in exps)
+            code = f"mx.where({zero}, 0.0, {code})"
+        params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
+        if params:
+            zero = " or ".join(f"{self._print(f)} == 0" for f in params)
+            code = f"mx.where({zero}, 0.0, {code})"
+        return code
+
+    def _print_Add(self, expr, order=None):
+        """Full-size terms one by one, then the sum of the cheaper terms once."""
+        if self.is_scalar(expr):
+            return super()._print_Add(expr, order)
+        content, primitive = expr.as_content_primitive()
+        if content != 1 and self.level(expr) == FULL:
+            return self._print_Mul(sp.Mul(content, primitive, evaluate=False))
+        top = max(self.level(t) for t in expr.args)
+        first = [t for t in expr.args if self.level(t) == top]
+        rest = [t for t in expr.args if self.level(t) < top]
+        # Positive terms, then the cheaper ones, then the negative ones as subtractions.
+        positive = sorted((t for t in first if not t.could_extract_minus_sign()), key=sp.default_sort_key)
+        negative = sorted((t for t in first if t.could_extract_minus_sign()), key=sp.default_sort_key)
+        terms = positive + ([sp.Add(*rest)] if rest else []) + negative
+        code = ""
+        for index, term in enumerate(terms):
+            text = self._print(term)
+            if term.is_Add:
+                text = f"({text})"
+            if text.startswith("-"):
+                code += ("-" if index == 0 else " - ") + text[1:]
+            else:
+                code += ("" if index == 0 else " + ") + text
+        return code
+
+    def _is_finite(self, expr):
+        """Finite wherever the finite symbols are: built by +, *, |.|, sign and integer powers."""
+        for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.Symbol):
+                if node in self.arrays and node not in self.finite:
+                    return False
+            elif isinstance(node, sp.Pow):
+                if not (node.exp.is_Integer and node.exp >= 0) and not self.is_scalar(node):
+                    return False
+            elif not isinstance(node, (sp.Add, sp.Mul, sp.Number, sp.Abs, sp.sign)) and not self.is_scalar(node):
+                return False
+        return True
+
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
         if self.is_scalar(expr):
             if exponent == sp.Rational(1, 2):
                 return f"math.sqrt({self._print(base)})"
+            if exponent == -1:
+                return f"1/{self.parenthesize(base, PRECEDENCE['Pow'])}"
             return f"{self.parenthesize(base, 60)} ** {self.parenthesize(exponent, 60)}"
         code = self._print(base)
         if exponent == 2:
@@ -117,33 +252,35 @@ class MLXPrinter(StrPrinter):
             for value, condition in reversed(branches):
                 code = f"({self._print(value)} if {self._print(condition)} else {code})"
             return code
+        if all(self.is_scalar(condition) for _, condition in expr.args):
+            # Conditions on parameters alone: Python picks the branch, only it is computed.
+            code = self._print(last)
+            for value, condition in reversed(branches):
+                code = f"({self._print(value)} if {self._print(condition)} else {code})"
+            return code
+        chosen = extremum(expr, self.conditions)
+        if chosen is not None:
+            function, first, second = chosen
+            return f"mx.{function}imum({self._print(first)}, {self._print(second)})"
+        selected = _masked(expr)
+        if selected is not None and self._is_finite(selected[0]) and not self.is_scalar(selected[0]) \
+                and not self.nan_guard:
+            return f"{self.parenthesize(selected[0], PRECEDENCE['Mul'])}*{self._print(selected[1])}"
         code = self._print(last)
-        if self.nan_guard and not all(self.is_scalar(condition) for _, condition in branches):
+        if self.nan_guard:
             # A comparison with NaN is false both ways: take the default branch only
             # when its own condition holds, else give NaN (NaN in, NaN out).
-            negated = [sp.Not(condition.xreplace(self.known)) for _, condition in branches]
+            negated = [sp.Not(condition.xreplace(self.conditions)) for _, condition in branches]
             code = f"mx.where({self._print(sp.to_nnf(sp.And(*negated)))}, {code}, math.nan)"
         for value, condition in reversed(branches):
             code = f"mx.where({self._print(condition)}, {self._print(value)}, {code})"
         return code
 
-    def _print_Mul(self, expr):
-        code = super()._print_Mul(expr)
-        if self.is_scalar(expr):
-            return code
-        # 0 * inf is not NaN when the 0 is exact: a parameter set to 0 removes its
-        # term (label_smoothing = 0 with a -inf logit), and exp(u) that underflows
-        # to 0 takes its product with it (0 log 0 = 0: a log-probability of -inf).
-        arrays = [f for f in expr.args if not self.is_scalar(f)]
-        exps = [f for f in arrays if isinstance(self.known.get(f, f), sp.exp)] if len(arrays) > 1 else []
-        if exps:
-            zero = " | ".join(f"({self._print(f)} == 0)" for f in exps)
-            code = f"mx.where({zero}, 0.0, {code})"
-        params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
-        if params:
-            zero = " or ".join(f"{self._print(f)} == 0" for f in params)
-            code = f"mx.where({zero}, 0.0, {code})"
-        return code
+    def _print_Max(self, expr):
+        return self._fold("mx.maximum", expr.args)
+
+    def _print_Min(self, expr):
+        return self._fold("mx.minimum", expr.args)
 
     # functions
     def _print_Function(self, expr):
@@ -155,15 +292,23 @@ class MLXPrinter(StrPrinter):
             if name in ("sigmoid", "softplus", "logcosh"):
                 raise ValueError(f"{name} of a parameter alone is not supported")
             return f"{_SCALAR_FUNCTIONS[name]}({', '.join(args)})"
-        if name == "softplus":
-            return f"mx.logaddexp({args[0]}, 0.0)"
-        if name == "logcosh":
-            return f"(mx.logaddexp({args[0]}, -{self.parenthesize(expr.args[0], 100)}) - math.log(2.0))"
         return f"{_ARRAY_FUNCTIONS[name]}({', '.join(args)})"
 
     _print_exp = _print_log = _print_Abs = _print_sign = _print_tanh = _print_Function
     _print_cosh = _print_sinh = _print_sin = _print_cos = _print_atan = _print_erf = _print_Function
     _print_log1p = _print_expm1 = _print_Function
+
+
+def _masked(expr):
+    """``(value, condition)`` for ``Piecewise((value, condition), (0, True))`` (or with 0 first)."""
+    if not isinstance(expr, sp.Piecewise) or len(expr.args) != 2:
+        return None
+    (first, condition), (second, _) = expr.args
+    if second == 0:
+        return first, condition
+    if first == 0:
+        return second, sp.Not(condition)
+    return None
 
 
 def _level(statements, element_symbols):
@@ -187,22 +332,68 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
     """
     arrays = set(arrays)
     element = _level(statements, element_symbols)
+    finite = _finite(statements, arrays)
+    conditions = {s.symbol: s.expr for s in statements if isinstance(s.expr, sp.core.relational.Relational)}
+    used_by_elements = set().union(*(s.expr.free_symbols for s in statements if s.symbol in element or (
+        s.reduction is not None and s.expr.free_symbols & element)), set())
+    exponentials = {s.symbol for s in statements if s.reduction is None and isinstance(s.expr, sp.exp)}
     lines = []
-    known = {}
     for statement in statements:
-        printer = MLXPrinter(names, arrays, known, nan_guard)
+        printer = MLXPrinter(names, arrays, element, finite, conditions, exponentials, nan_guard)
+        if statement.reduction is not None and statement.reduction.kind == "logsumexp":
+            lines += _print_logsumexp(printer, statement)
+            arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
+            continue
         if statement.reduction is not None:
             code = _print_reduction(printer, statement, element, targets or {}, names)
         elif printer.is_scalar(statement.expr) and statement.output:
             code = f"mx.full({like}.shape, {printer.doprint(statement.expr)}, dtype={like}.dtype)"
+        elif printer.level(statement.expr) == ROW and statement.symbol in used_by_elements and not statement.expr.is_Symbol:
+            # Computed once per row: mx.compile would otherwise fuse it into the
+            # element kernel and recompute it for every element of the row.
+            code = f"mx.contiguous({printer.doprint(statement.expr)})"
         else:
             code = printer.doprint(statement.expr)
         if not printer.is_scalar(statement.expr) or statement.reduction is not None:
             arrays.add(statement.symbol)
-        if statement.reduction is None and isinstance(statement.expr, (sp.logic.boolalg.Boolean, sp.exp)):
-            known[statement.symbol] = statement.expr.xreplace(known)
         lines.append(f"{statement.name} = {code}")
     return lines
+
+
+def _finite(statements, arrays):
+    """Array symbols that are finite wherever the inputs are (inputs, cotangent, gathers, sums of such)."""
+    defined = {s.symbol for s in statements}
+    finite = {a for a in arrays if a not in defined}
+    for statement in statements:
+        printer = MLXPrinter({}, set(arrays) | defined, finite=finite)
+        if statement.reduction is not None and statement.reduction.kind not in ("sum", "mean", "max", "gather"):
+            continue
+        if printer._is_finite(statement.expr):
+            finite.add(statement.symbol)
+    return finite
+
+
+def logsumexp_parts(symbol):
+    """The symbols of a logsumexp's ``e = exp(g - max g)`` (element-level) and ``s = sum e``."""
+    return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
+
+
+def _print_logsumexp(printer, statement):
+    """``max + log(sum(exp(g - max)))``, keeping ``exp(g - max)`` and its sum for the backward.
+
+    A row whose maximum is infinite is shifted by 0 instead: its logsumexp
+    is then +-inf (or NaN) as it should be, not NaN from inf - inf.
+    """
+    name = statement.symbol.name
+    exps, sums = logsumexp_parts(statement.symbol)
+    argument = printer.doprint(statement.expr)
+    return [
+        f"{name}_max = mx.max({argument}, axis=axis, keepdims=True)",
+        f"{name}_max = mx.where(mx.isfinite({name}_max), {name}_max, 0)",
+        f"{exps} = rt.exp({printer.parenthesize(statement.expr, PRECEDENCE['Add'])} - {name}_max)",
+        f"{sums} = mx.sum({exps}, axis=axis, keepdims=True)",
+        f"{name} = {name}_max + mx.log({sums})",
+    ]
 
 
 def _print_reduction(printer, statement, element, targets, names):

@@ -22,7 +22,6 @@ so that a generated loss runs end to end through emulated kernels.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import re
 import shutil
