@@ -23,7 +23,7 @@ def _forward_indices(inputs, targets, axis):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    sum0 = mx.sum(mx.where((rt.exp(targets) == 0), 0.0, (targets - inputs)*rt.exp(targets)), axis=axis, keepdims=True)
+    sum0 = mx.sum(mx.where((targets == -math.inf), 0.0, (targets - inputs)*rt.exp(targets)), axis=axis, keepdims=True)
     loss = sum0
     return (mx.squeeze(loss, axis),)
 
@@ -37,7 +37,7 @@ def _backward_indices(inputs, targets, axis, cotangent):
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     d_sum0 = cotangent
-    t0 = mx.where((rt.exp(targets) == 0), 0.0, d_sum0*rt.exp(targets))
+    t0 = mx.where((targets == -math.inf), 0.0, d_sum0*rt.exp(targets))
     grad_inputs = -t0
     grad_targets = t0*(targets + 1 - inputs)
     return (grad_inputs, grad_targets,)

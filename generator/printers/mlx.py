@@ -155,10 +155,13 @@ class MLXPrinter(StrPrinter):
         (0 log 0 = 0: a log-probability of -inf).
         """
         arrays = [f for f in expr.args if not self.is_scalar(f)]
-        exps = [f for f in arrays if isinstance(f, sp.exp) or f in self.exponentials] if len(arrays) > 1 else []
-        if exps:
-            zero = " | ".join(f"({self._print(f)} == 0)" for f in exps)
-            code = f"mx.where({zero}, 0.0, {code})"
+        if len(arrays) > 1:
+            # exp(-inf) = 0 is the case to catch (a finite exponent makes the other factor finite too):
+            # compared on the exponent, not on a second exp.
+            zero = [f"({self._print(f.args[0])} == -math.inf)" for f in arrays if isinstance(f, sp.exp)]
+            zero += [f"({self._print(f)} == 0)" for f in arrays if f in self.exponentials]
+            if zero:
+                code = f"mx.where({' | '.join(zero)}, 0.0, {code})"
         params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
         if params:
             zero = " or ".join(f"{self._print(f)} == 0" for f in params)
