@@ -270,3 +270,28 @@ def test_nan_weight_gives_nan(name):
     value = np.asarray(ours(name)(**call.mx_arrays(), **{**call.kwargs(), "weights": mx.array(weights.astype(np.float32))},
                                   reduction="none"))
     assert np.isnan(value.flat[1]) and np.isfinite(np.delete(value.ravel(), 1)).all()
+
+
+SELECTIONS_SPEC = """
+from sympy import Piecewise
+from generator.spec import Input, Loss
+
+x = Input("scores")
+spec = Loss("selections", inputs=[x], reduction="none",
+            elementwise=Piecewise((x**2, x < 1), (1, True)) + Piecewise((1, x > 2), (0, True)))
+"""
+
+
+def test_nan_through_selections_with_constant_branches(tmp_path):
+    """A comparison with NaN is false both ways: a selection must not answer a constant branch for it.
+
+    (No loss in specs/ has such a selection today: they are all max/min, which propagate NaN.)
+    """
+    from tests.helpers import build_package
+
+    function = build_package(tmp_path, {"selections": SELECTIONS_SPEC}).selections
+    value = np.asarray(function(mx.array([0.5, 1.5, 3.0, np.nan])))
+    np.testing.assert_allclose(value[:3], [0.25, 1.0, 2.0])
+    assert np.isnan(value[3])
+    grad = np.asarray(mx.grad(lambda x: mx.sum(function(x)))(mx.array([0.5, 1.5, 3.0])))
+    np.testing.assert_allclose(grad, [1.0, 0.0, 0.0])
