@@ -71,6 +71,42 @@ def check_axis(axis, ndim, name="axis"):
     return axis % ndim
 
 
+def class_weights(name, weights, like, axis):
+    """Per-class weights laid along ``axis`` of ``like``; ``None`` weighs every class 1."""
+    if like.ndim == 0:
+        if weights is None:
+            return mx.ones((), dtype=like.dtype)
+        raise ValueError(f"{name} needs inputs with a class axis, got 0-d inputs.")
+    classes = like.shape[axis]
+    if weights is None:
+        weights = mx.ones((classes,), dtype=like.dtype)
+    weights = check_array(name, weights)
+    if weights.shape != (classes,):
+        raise ValueError(f"{name} must have shape ({classes},): one weight per class, got shape {weights.shape}.")
+    shape = [1] * like.ndim
+    shape[axis] = classes
+    return weights.reshape(shape)
+
+
+def kept_rows(targets, ignore_index):
+    """Rows whose class index is not ``ignore_index``; ``None`` when every row is kept.
+
+    Probability targets have no index to ignore (as in PyTorch).
+    """
+    if ignore_index is None or not mx.issubdtype(targets.dtype, mx.integer):
+        return None
+    return targets != ignore_index
+
+
+def mask_rows(values, kept):
+    """``values`` with the rows ``kept_rows`` dropped set to 0."""
+    return values if kept is None else mx.where(kept, values, 0)
+
+
+def kept_count(kept):
+    return None if kept is None else mx.sum(kept)
+
+
 def drop_axis(shape, axis):
     return tuple(size for index, size in enumerate(shape) if index != axis)
 

@@ -18,12 +18,12 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from . import functions as fn
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
-from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, SpecError, Term
+from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, Param, SpecError, Term
 
 # Functions a formula may use; every backend printer knows each of them.
 ALLOWED_FUNCTIONS = (
     sp.exp, sp.log, sp.Abs, sp.sign, sp.tanh, sp.cosh, sp.sinh, sp.sin, sp.cos, sp.atan, sp.erf,
-    sp.Piecewise, log1p, expm1, fn.sigmoid, fn.softplus, fn.logcosh, fn.Select,
+    sp.Piecewise, log1p, expm1, fn.sigmoid, fn.softplus, fn.logaddexp, fn.logcosh, fn.Select,
 ) + ROW_REDUCTIONS
 
 
@@ -72,6 +72,11 @@ def _validate(loss, formula):
             raise SpecError(f"symbol {symbol.name!r} is used in the formula but not declared in inputs or params")
         if symbol is loss.weights:
             raise SpecError(f"weights {symbol.name!r} are applied by the generator; leave them out of the formula")
+        if isinstance(symbol, Param) and symbol.optional:
+            raise SpecError(
+                f"parameter {symbol.name!r} has no default value (None), so the formula cannot use it; "
+                "an optional parameter can only be a ClassTarget's ignore_index"
+            )
     for node in sp.preorder_traversal(formula):
         if isinstance(node, (sp.Max, sp.Min)):
             raise SpecError(

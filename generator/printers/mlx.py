@@ -28,6 +28,7 @@ _ARRAY_FUNCTIONS = {
     "cosh": "mx.cosh", "sinh": "mx.sinh", "sin": "mx.sin", "cos": "mx.cos", "atan": "mx.arctan",
     "erf": "mx.erf", "log1p": "mx.log1p", "expm1": "mx.expm1", "sigmoid": "rt.sigmoid",
     "softplus": "rt.softplus", "logcosh": "rt.logcosh",
+    "logaddexp": "mx.logaddexp",
 }
 _SCALAR_FUNCTIONS = {
     "exp": "math.exp", "log": "math.log", "Abs": "abs", "tanh": "math.tanh", "cosh": "math.cosh",
@@ -212,6 +213,13 @@ class MLXPrinter(StrPrinter):
     def _print_Not(self, expr):
         return f"mx.logical_not({self._print(expr.args[0])})"
 
+    def _print_ITE(self, expr):
+        # a boolean if-then-else, as SymPy folds nested Piecewise conditions (e.g. relu of a minimum)
+        condition, if_true, if_false = (self._print(a) for a in expr.args)
+        if self.is_scalar(expr):
+            return f"({if_true} if {condition} else {if_false})"
+        return f"mx.where({condition}, {if_true}, {if_false})"
+
     def _fold(self, func, args):
         code = self._print(args[0])
         for arg in args[1:]:
@@ -258,7 +266,7 @@ class MLXPrinter(StrPrinter):
         if self.is_scalar(expr):
             if name == "sign":
                 return f"math.copysign(1.0, {args[0]}) if {args[0]} != 0 else 0.0"
-            if name in ("sigmoid", "softplus", "logcosh"):
+            if name in ("sigmoid", "softplus", "logaddexp", "logcosh"):
                 raise ValueError(f"{name} of a parameter alone is not supported")
             return f"{_SCALAR_FUNCTIONS[name]}({', '.join(args)})"
         return f"{_ARRAY_FUNCTIONS[name]}({', '.join(args)})"
