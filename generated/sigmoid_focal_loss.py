@@ -23,10 +23,10 @@ def _forward(inputs, targets, alpha, gamma):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = 1 - targets
-    t1 = rt.softplus(inputs)
-    t2 = rt.softplus(-inputs)
-    cross_entropy = t2*targets + t0*t1
-    log_one_minus_p_t = -t1*targets - t0*t2
+    t1 = rt.softplus(-inputs)
+    t2 = rt.softplus(inputs)
+    log_one_minus_p_t = -t2*targets - t0*t1
+    cross_entropy = t1*targets + t0*t2
     loss = (alpha*targets + (1 - alpha)*t0 if (alpha >= 0) else 1)*cross_entropy*rt.exp(gamma*log_one_minus_p_t)
     return loss
 
@@ -38,13 +38,13 @@ def _backward(inputs, targets, alpha, gamma, cotangent):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = 1 - targets
-    t1 = rt.softplus(inputs)
-    t2 = -inputs
-    t3 = rt.softplus(t2)
+    t1 = -inputs
+    t2 = rt.softplus(t1)
+    t3 = rt.softplus(inputs)
     t4 = rt.sigmoid(inputs)
-    t5 = rt.sigmoid(t2)
-    cross_entropy = t3*targets + t0*t1
-    log_one_minus_p_t = -t1*targets - t0*t3
+    t5 = rt.sigmoid(t1)
+    log_one_minus_p_t = -t3*targets - t0*t2
+    cross_entropy = t2*targets + t0*t3
     grad_inputs = cotangent*(t0*t4 + gamma*(t0*t5 - t4*targets)*cross_entropy - t5*targets)*(alpha*targets + (1 - alpha)*t0 if (alpha >= 0) else 1)*rt.exp(gamma*log_one_minus_p_t)
     return (grad_inputs,)
 

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_sigmoid_focal_loss_forward_ace50e9ee65a",
+        name="losscc_sigmoid_focal_loss_forward_ee690f7fea49",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -32,10 +32,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = 1.0f - targets;
-  const float t1 = losscc_softplus(inputs);
-  const float t2 = losscc_softplus(-inputs);
-  const float cross_entropy = targets*t2 + t0*t1;
-  const float log_one_minus_p_t = -targets*t1 - t0*t2;
+  const float t1 = losscc_softplus(-inputs);
+  const float t2 = losscc_softplus(inputs);
+  const float log_one_minus_p_t = -targets*t2 - t0*t1;
+  const float cross_entropy = targets*t1 + t0*t2;
   const float loss = cross_entropy*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*metal::exp(gamma*log_one_minus_p_t);
   value = loss;
   if (!reduce) {
@@ -74,10 +74,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = 1.0f - targets;
-  const float t1 = losscc_softplus(inputs);
-  const float t2 = losscc_softplus(-inputs);
-  const float cross_entropy = targets*t2 + t0*t1;
-  const float log_one_minus_p_t = -targets*t1 - t0*t2;
+  const float t1 = losscc_softplus(-inputs);
+  const float t2 = losscc_softplus(inputs);
+  const float log_one_minus_p_t = -targets*t2 - t0*t1;
+  const float cross_entropy = targets*t1 + t0*t2;
   const float loss = cross_entropy*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*expf(gamma*log_one_minus_p_t);
   value = loss;
   if (!reduce) {
@@ -105,7 +105,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_sigmoid_focal_loss_backward_602a4dbf015a",
+        name="losscc_sigmoid_focal_loss_backward_f2e995510442",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -122,13 +122,13 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t0 = 1.0f - targets;
-  const float t1 = losscc_softplus(inputs);
-  const float t2 = -inputs;
-  const float t3 = losscc_softplus(t2);
+  const float t1 = -inputs;
+  const float t2 = losscc_softplus(t1);
+  const float t3 = losscc_softplus(inputs);
   const float t4 = losscc_sigmoid(inputs);
-  const float t5 = losscc_sigmoid(t2);
-  const float cross_entropy = targets*t3 + t0*t1;
-  const float log_one_minus_p_t = -targets*t1 - t0*t3;
+  const float t5 = losscc_sigmoid(t1);
+  const float log_one_minus_p_t = -targets*t3 - t0*t2;
+  const float cross_entropy = targets*t2 + t0*t3;
   const float grad_inputs = cotangent*(-targets*t5 + gamma*cross_entropy*(-targets*t4 + t0*t5) + t0*t4)*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*metal::exp(gamma*log_one_minus_p_t);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
@@ -147,13 +147,13 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t0 = 1.0f - targets;
-  const float t1 = losscc_softplus(inputs);
-  const float t2 = -inputs;
-  const float t3 = losscc_softplus(t2);
+  const float t1 = -inputs;
+  const float t2 = losscc_softplus(t1);
+  const float t3 = losscc_softplus(inputs);
   const float t4 = losscc_sigmoid(inputs);
-  const float t5 = losscc_sigmoid(t2);
-  const float cross_entropy = targets*t3 + t0*t1;
-  const float log_one_minus_p_t = -targets*t1 - t0*t3;
+  const float t5 = losscc_sigmoid(t1);
+  const float log_one_minus_p_t = -targets*t3 - t0*t2;
+  const float cross_entropy = targets*t2 + t0*t3;
   const float grad_inputs = cotangent*(-targets*t5 + gamma*cross_entropy*(-targets*t4 + t0*t5) + t0*t4)*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*expf(gamma*log_one_minus_p_t);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
