@@ -58,7 +58,7 @@ def collect_terms(expr):
     """Every Term used, innermost first (so outer terms re-abstract last)."""
     found, stack = [], [expr]
     while stack:
-        for symbol in stack.pop().free_symbols:
+        for symbol in sorted(stack.pop().free_symbols, key=sp.default_sort_key):  # a set: sort for determinism
             if isinstance(symbol, Term) and symbol not in found:
                 found.append(symbol)
                 stack.append(symbol.definition)
