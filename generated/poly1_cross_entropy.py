@@ -66,7 +66,7 @@ def _forward_probabilities(logits, targets, epsilon, axis):
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
     logsumexp0_sum = mx.sum(logsumexp0_exp, axis=axis, keepdims=True)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    gather1 = mx.sum(targets * 1 - rt.exp(logits - logsumexp0), axis=axis, keepdims=True)
+    gather1 = mx.sum(targets * (1 - rt.exp(logits - logsumexp0)), axis=axis, keepdims=True)
     loss = logsumexp0 + epsilon*gather1 - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 

@@ -376,7 +376,8 @@ def _print_reduction(printer, statement, element, targets, names):
         return f"{_REDUCERS[reduction.kind]}({argument}, axis=axis, keepdims=True)"
     target = reduction.target
     if targets[target] == "probabilities":
-        return f"mx.sum({names[target]} * {argument}, axis=axis, keepdims=True)"
+        weighted = printer.parenthesize(statement.expr, PRECEDENCE["Mul"])  # t * (1 - p), not t * 1 - p
+        return f"mx.sum({names[target]} * {weighted}, axis=axis, keepdims=True)"
     if not (statement.expr.free_symbols & element):
         return argument  # a row-level value is the same at every class
     return f"mx.take_along_axis({argument}, {target.name}_index, axis=axis)"
