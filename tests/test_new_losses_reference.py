@@ -604,3 +604,173 @@ def test_float32_values_near_float64_reference(make, seed):
         terms = terms if reduction == "none" else np.sum(terms)
         error = relative_error(ours, case.expected(rounded, reduction), terms)
         assert error < FLOAT32_TOLERANCE, f"{make.__name__} reduction={reduction}: relative error {error:.2e}"
+
+
+# ---------------------------------------------------------------- kinks (each spec documents its convention)
+
+def grad_of(function, *arrays):
+    """The gradient of sum(function(arrays)) for each array (float64)."""
+    values = [mx.array(a, dtype=mx.float64) for a in arrays]
+    gradients = mx.grad(lambda v: mx.sum(function(*v)))(values)  # a list in, a list out
+    return [np.array(g) for g in gradients]
+
+
+def test_pinball_at_zero_error_takes_the_slope_of_the_second_branch():
+    # maximum(tau * e, (tau - 1) * e) with e = targets - inputs: at a tie the gradient goes to (tau - 1) * e
+    tau = 0.3
+    (grad_inputs,) = grad_of(lambda x: losscc.pinball_loss(x, mx.array([1.0, -2.0], dtype=mx.float64), tau,
+                                                           reduction="none"), np.array([1.0, -2.0]))
+    np.testing.assert_allclose(grad_inputs, [1 - tau, 1 - tau])
+
+
+def test_hinge_embedding_at_the_margin_has_zero_gradient():
+    targets = mx.array([-1.0, -1.0, 1.0], dtype=mx.float64)
+    (grad,) = grad_of(lambda x: losscc.hinge_embedding_loss(x, targets, margin=1.5, reduction="none"),
+                      np.array([1.5, 1.0, 1.5]))
+    np.testing.assert_allclose(grad, [0.0, -1.0, 1.0])
+
+
+def test_multi_margin_hinge_at_zero_has_zero_gradient():
+    # margin - x[y] + x[i] == 0 exactly for class 1; class 2 is inside the margin
+    x = np.array([[2.0, 1.0, 1.5]])
+    (grad,) = grad_of(lambda v: losscc.multi_margin_loss(v, mx.array([0]), margin=1.0, reduction="none"), x)
+    np.testing.assert_allclose(grad, [[-1 / 3, 0.0, 1 / 3]])
+
+
+def test_triplet_margin_gradient_is_finite_where_a_coordinate_difference_is_zero():
+    """With eps=0, equal coordinates of anchor and positive: |u|^p has derivative 0 there for p > 1."""
+    rng = np.random.default_rng(0)
+    anchors, negatives = rng.normal(size=(3, 5)), rng.normal(size=(3, 5)) + 3
+    positives = anchors + rng.normal(size=(3, 5))
+    positives[:, 2] = anchors[:, 2]
+    for p in (1.5, 2.0, 3.0):
+        function = lambda a, pos, n: losscc.triplet_margin_loss(a, pos, n, margin=5.0, p=p, eps=0.0, reduction="none")
+        ours = grad_of(function, anchors, positives, negatives)
+        reference = lambda arrays: np.sum(triplet_margin_reference(arrays["a"], arrays["p"], arrays["n"], 5.0, p, 0.0,
+                                                                    False))
+        arrays = {"a": anchors, "p": positives, "n": negatives}
+        for gradient, name in zip(ours, "apn"):
+            assert np.all(np.isfinite(gradient))
+            np.testing.assert_allclose(gradient, finite_difference(reference, arrays, name), rtol=1e-5, atol=1e-7)
+
+
+def test_kl_div_at_zero_target_is_zero_with_gradient_minus_inputs():
+    inputs = np.array([-1.0, -2.0])
+    targets = np.array([0.0, 0.0])
+    loss = losscc.kl_div(mx.array(inputs, dtype=mx.float64), mx.array(targets, dtype=mx.float64), reduction="none")
+    np.testing.assert_array_equal(np.array(loss), [0.0, 0.0])
+    grad_inputs, grad_targets = grad_of(lambda x, t: losscc.kl_div(x, t, reduction="none"), inputs, targets)
+    np.testing.assert_array_equal(grad_inputs, [0.0, 0.0])
+    np.testing.assert_array_equal(grad_targets, -inputs)
+
+
+# ---------------------------------------------------------------- stability at extreme inputs (float32)
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_focal_loss_stays_finite_for_confident_logits(gamma):
+    x = np.array([-80.0, -30.0, 30.0, 80.0, -80.0, 30.0], dtype=np.float32)
+    y = np.array([0.0, 0.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32)  # four right, two badly wrong
+    loss, grad = mx.value_and_grad(
+        lambda v: mx.sum(losscc.sigmoid_focal_loss(v, mx.array(y), 0.25, gamma, reduction="none")))(mx.array(x))
+    grad = np.array(grad)
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(grad))
+    alpha_t = np.where(y == 1, 0.25, 0.75)
+    if gamma == 0.0:  # plain weighted BCE: gradient alpha_t * (sigmoid(x) - y), i.e. -sigmoid(-x) for y = 1
+        sigmoid = lambda u: 1 / (1 + np.exp(-u.astype(np.float64)))
+        np.testing.assert_allclose(grad, alpha_t * np.where(y == 1, -sigmoid(-x), sigmoid(x)), rtol=1e-5, atol=1e-40)
+    # badly wrong: (1 - p_t)^gamma = 1, so the gradient is that of the BCE, alpha_t * (sigmoid(x) - y) = -+alpha_t
+    np.testing.assert_allclose(grad[4:], [-0.25, 0.75], rtol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_softmax_focal_loss_stays_finite_for_confident_logits(gamma):
+    logits = np.array([[60.0, 0.0, -10.0], [0.0, 60.0, 1.0]], dtype=np.float32)
+    targets = np.array([0, 0])  # the first row right with p_t = 1 in float32, the second badly wrong
+    loss, grad = mx.value_and_grad(
+        lambda z: mx.sum(losscc.softmax_focal_loss(z, mx.array(targets), gamma=gamma, reduction="none")))(
+        mx.array(logits))
+    grad = np.array(grad)
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(grad))
+    softmax = np.exp(log_softmax(logits.astype(np.float64)))
+    if gamma == 0.0:  # cross entropy: softmax - onehot
+        np.testing.assert_allclose(grad, softmax - np.eye(3)[targets], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad[1], (softmax - np.eye(3)[targets])[1], rtol=1e-5, atol=1e-6)
+
+
+def test_jensen_shannon_divergence_of_vanishing_probabilities_is_finite():
+    log_q = np.array([[-300.0, -250.0, 0.0], [-1e4, -5.0, -0.01]], dtype=np.float32)
+    log_p = np.array([[-260.0, -300.0, 0.0], [-3.0, -1e4, -0.06]], dtype=np.float32)
+    loss, (grad_q, grad_p) = mx.value_and_grad(
+        lambda q, p: mx.sum(losscc.jensen_shannon_divergence(q, p, reduction="none")), argnums=(0, 1))(
+        mx.array(log_q), mx.array(log_p))
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(np.array(grad_q))) and np.all(np.isfinite(np.array(grad_p)))
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        p, q = np.exp(log_p.astype(np.float64)), np.exp(log_q.astype(np.float64))
+        m = (p + q) / 2
+        expected = 0.5 * np.nansum(p * np.log(p / m), -1) + 0.5 * np.nansum(q * np.log(q / m), -1)
+    np.testing.assert_allclose(float(loss), expected.sum(), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the new options' edge cases
+
+def test_ignore_index_off_by_default_and_for_probability_targets():
+    rng = np.random.default_rng(1)
+    logits = mx.array(rng.normal(size=(6, 4)).astype(np.float32))
+    indices = mx.array(rng.integers(0, 4, 6))
+    plain = losscc.cross_entropy(logits, indices, reduction="mean")
+    np.testing.assert_array_equal(np.array(plain), np.array(losscc.cross_entropy(logits, indices, reduction="mean",
+                                                                                 ignore_index=None)))
+    probabilities = mx.softmax(mx.array(rng.normal(size=(6, 4)).astype(np.float32)), axis=-1)
+    np.testing.assert_array_equal(
+        np.array(losscc.cross_entropy(logits, probabilities, reduction="none", ignore_index=0)),
+        np.array(losscc.cross_entropy(logits, probabilities, reduction="none")))
+
+
+def test_ignore_index_rows_have_no_gradient_and_all_ignored_mean_is_nan():
+    logits = mx.array(np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32))
+    targets = mx.array([1, -100, 2])
+    grad = np.array(mx.grad(lambda z: losscc.cross_entropy(z, targets, reduction="mean", ignore_index=-100))(logits))
+    assert np.all(grad[1] == 0) and np.all(grad[[0, 2]] != 0)
+    everything_ignored = losscc.nll_loss(logits, mx.array([-100, -100, -100]), reduction="mean", ignore_index=-100)
+    assert np.isnan(float(everything_ignored))  # 0 / 0, as torch.nn.functional.nll_loss
+
+
+def test_ignore_index_must_be_an_integer():
+    logits, targets = mx.zeros((2, 3)), mx.array([0, 1])
+    with pytest.raises(ValueError, match="ignore_index"):
+        losscc.cross_entropy(logits, targets, ignore_index=1.5)
+
+
+def test_class_weights_none_is_all_ones_and_shape_is_checked():
+    rng = np.random.default_rng(3)
+    inputs = mx.array(rng.normal(size=(4, 5)).astype(np.float32))
+    targets = mx.array(rng.integers(0, 5, 4))
+    np.testing.assert_array_equal(
+        np.array(losscc.multi_margin_loss(inputs, targets, reduction="none")),
+        np.array(losscc.multi_margin_loss(inputs, targets, mx.ones(5), reduction="none")))
+    with pytest.raises(ValueError, match=r"weight must have shape \(5,\)"):
+        losscc.multi_margin_loss(inputs, targets, mx.ones(4))
+    with pytest.raises(ValueError, match=r"pos_weight must have shape \(5,\)"):
+        losscc.binary_cross_entropy_with_logits(inputs, mx.zeros((4, 5)), pos_weight=mx.ones((4, 5)))
+
+
+def test_class_weights_get_a_zero_gradient():
+    inputs = mx.array(np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32))
+    weight = mx.array([1.0, 2.0, 3.0, 4.0])
+    grad = mx.grad(lambda w: losscc.multilabel_soft_margin_loss(inputs, mx.ones((3, 4)), w), argnums=0)(weight)
+    np.testing.assert_array_equal(np.array(grad), np.zeros(4))
+
+
+def test_binary_dice_loss_gives_multiclass_dice_over_class_maps():
+    """Multi-class soft Dice (mean over samples and classes of the per-class Dice over pixels)."""
+    rng = np.random.default_rng(5)
+    samples, classes, pixels = 2, 3, 10
+    probabilities = np.exp(log_softmax(np.moveaxis(rng.normal(size=(samples, classes, pixels)), 1, -1)))
+    probabilities = np.moveaxis(probabilities, -1, 1)  # softmax over the class axis
+    labels = rng.integers(0, classes, (samples, pixels))
+    one_hot = np.moveaxis(np.eye(classes)[labels], -1, 1)
+    per_class = [[1 - (2 * np.sum(probabilities[n, c] * one_hot[n, c]) + 1)
+                  / (np.sum(probabilities[n, c]) + np.sum(one_hot[n, c]) + 1)
+                  for c in range(classes)] for n in range(samples)]
+    ours = losscc.binary_dice_loss(mx.array(probabilities, dtype=mx.float64), mx.array(one_hot, dtype=mx.float64))
+    np.testing.assert_allclose(float(ours), np.mean(per_class), rtol=1e-12)
