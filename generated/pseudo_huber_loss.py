@@ -2,7 +2,7 @@
 # `make check` fails when this file differs from what the spec produces.
 r"""pseudo_huber_loss: generated from specs/pseudo_huber_loss.py.
 
-Computes delta^2 * (sqrt(1 + ((inputs - targets) / delta)^2) - 1).
+Computes delta^2 * (sqrt(1 + (error / delta)^2) - 1), error = inputs - targets.
 """
 
 import math
@@ -22,8 +22,9 @@ def _forward(inputs, targets, delta):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = delta ** 2
-    loss = t0*(mx.sqrt(mx.square(inputs - targets)/t0 + 1) - 1)
+    error = inputs - targets
+    t0 = mx.square(error)
+    loss = t0/(mx.sqrt(t0/(delta ** 2) + 1) + 1)
     return loss
 
 
@@ -33,8 +34,11 @@ def _backward(inputs, targets, delta, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs - targets
-    grad_inputs = cotangent*t0/(mx.sqrt(mx.square(t0)/(delta ** 2) + 1))
+    t0 = delta ** (-2)
+    error = inputs - targets
+    t1 = mx.sqrt(t0*mx.square(error) + 1)
+    t2 = mx.reciprocal(t1 + 1)
+    grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t0)*t2*mx.power(error, 3)/t1)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -72,20 +76,20 @@ def _pseudo_huber_loss_vjp(primals, cotangent, output):
 
 
 def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
-    r"""Computes delta^2 * (sqrt(1 + ((inputs - targets) / delta)^2) - 1).
+    r"""Computes delta^2 * (sqrt(1 + (error / delta)^2) - 1), error = inputs - targets.
 
     Loss:
 
     .. math::
 
-        \ell = \delta^{2} \left(\sqrt{1 + \frac{\left(inputs - targets\right)^{2}}{\delta^{2}}} - 1\right)
+        \ell = \frac{error^{2}}{\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1}
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
-        \frac{\partial \ell}{\partial inputs} = \frac{inputs - targets}{\sqrt{1 + \frac{\left(inputs - targets\right)^{2}}{\delta^{2}}}}
-        \frac{\partial \ell}{\partial targets} = \frac{- inputs + targets}{\sqrt{1 + \frac{\left(inputs - targets\right)^{2}}{\delta^{2}}}}
+        \frac{\partial \ell}{\partial inputs} = \frac{2 inputs - 2 targets}{\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1} - \frac{error^{3}}{\delta^{2} \sqrt{1 + \frac{error^{2}}{\delta^{2}}} \left(\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1\right)^{2}}
+        \frac{\partial \ell}{\partial targets} = \frac{- 2 inputs + 2 targets}{\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1} + \frac{error^{3}}{\delta^{2} \sqrt{1 + \frac{error^{2}}{\delta^{2}}} \left(\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1\right)^{2}}
 
     Args:
         inputs (array): The predicted values.

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_pseudo_huber_loss_forward_adfebeabe71b",
+        name="losscc_pseudo_huber_loss_forward_d7c709a2017d",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,8 +30,9 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = losscc_square(delta);
-  const float loss = t0*(metal::sqrt(1.0f + losscc_square(inputs - targets)/t0) - 1.0f);
+  const float error = inputs - targets;
+  const float t0 = losscc_square(error);
+  const float loss = t0/(metal::sqrt(1.0f + t0/losscc_square(delta)) + 1.0f);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -67,8 +68,9 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = losscc_square(delta);
-  const float loss = t0*(sqrtf(1.0f + losscc_square(inputs - targets)/t0) - 1.0f);
+  const float error = inputs - targets;
+  const float t0 = losscc_square(error);
+  const float loss = t0/(sqrtf(1.0f + t0/losscc_square(delta)) + 1.0f);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -95,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_pseudo_huber_loss_backward_6a59e7dc2c1a",
+        name="losscc_pseudo_huber_loss_backward_eb4e5c77c249",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -110,8 +112,11 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs - targets;
-  const float grad_inputs = cotangent*t0/metal::sqrt(1.0f + losscc_square(t0)/losscc_square(delta));
+  const float t0 = (1.0f / losscc_square(delta));
+  const float error = inputs - targets;
+  const float t1 = metal::sqrt(t0*losscc_square(error) + 1.0f);
+  const float t2 = (1.0f / (t1 + 1.0f));
+  const float grad_inputs = cotangent*t2*(2.0f*inputs - 2.0f*targets - t0*t2*losscc_pow(error, 3.0f)/t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -128,8 +133,11 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs - targets;
-  const float grad_inputs = cotangent*t0/sqrtf(1.0f + losscc_square(t0)/losscc_square(delta));
+  const float t0 = (1.0f / losscc_square(delta));
+  const float error = inputs - targets;
+  const float t1 = sqrtf(t0*losscc_square(error) + 1.0f);
+  const float t2 = (1.0f / (t1 + 1.0f));
+  const float grad_inputs = cotangent*t2*(2.0f*inputs - 2.0f*targets - t0*t2*powf(error, 3.0f)/t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
