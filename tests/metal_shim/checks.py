@@ -201,7 +201,8 @@ def _close(name, got, expected, tolerance, what, skip=None):
     expected = np.broadcast_to(expected, got.shape).copy()
     assert np.all(np.isfinite(expected)), f"{what}: the float64 reference of {name} is not finite"
     if skip is not None:
-        assert skip.mean() <= 0.05, f"{what}: {skip.sum()} inputs of {name} sit on kinks"
+        # one in a tiny array: where the derivative crosses 0 the one-sided differences disagree too
+        assert skip.sum() <= max(1, 0.05 * skip.size), f"{what}: {skip.sum()} inputs of {name} sit on kinks"
         got = np.where(skip, expected, got)
     scale = np.abs(expected) + np.mean(np.abs(expected)) + 1e-30
     error = np.abs(got - expected) / scale
@@ -261,7 +262,7 @@ def _check(case, setting, dtype_name, backend, emulated, dry):
 
     def run(*primals):
         given = {**arguments, **dict(zip(names, primals))}
-        extra = {"weights": given.pop("weights")} if call.weights is not None else {}
+        extra = {loss.weights.name: given.pop("weights")} if call.weights is not None else {}
         if loss.kind == "rowwise":
             extra["axis"] = setting.axis
         extra.update({i.name: given[i.name] for i in loss.inputs if i.keyword_only})
