@@ -212,6 +212,12 @@ def softplus(x):
     return mx.maximum(x, 0) + _log1p_unit(exp(-mx.abs(x)))
 
 
+def logaddexp(a, b):
+    """log(exp(a) + exp(b)) = max(a, b) + log(1 + exp(-|a - b|)): no overflow; exact at infinities."""
+    top = mx.maximum(a, b)
+    return mx.where(mx.isinf(top), top, top + _log1p_unit(exp(-mx.abs(a - b))))
+
+
 def logcosh(x):
     """log(cosh(x)) = |x| + log(1 + exp(-2|x|)) - log(2): no overflow."""
     magnitude = mx.abs(x)

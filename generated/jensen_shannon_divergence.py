@@ -24,7 +24,7 @@ def _forward_indices(inputs, targets, beta, axis):
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
     t1 = 1 - beta
-    log_mixture = mx.logaddexp(targets + math.log(beta), inputs + math.log(t1))
+    log_mixture = rt.logaddexp(targets + math.log(beta), inputs + math.log(t1))
     t0 = -log_mixture
     sum0 = mx.sum((inputs + t0)*rt.exp(inputs), axis=axis, keepdims=True)
     sum1 = mx.sum((targets + t0)*rt.exp(targets), axis=axis, keepdims=True)
@@ -50,7 +50,7 @@ def _backward_indices(inputs, targets, beta, axis, cotangent):
     d_sum1 = mx.contiguous(beta*cotangent)
     d_sum0 = mx.contiguous(t0*cotangent)
     t6 = d_sum0*rt.exp(inputs)
-    log_mixture = mx.logaddexp(targets + t1, t2)
+    log_mixture = rt.logaddexp(targets + t1, t2)
     t5 = 1 - log_mixture
     grad_inputs = t6*(inputs + t4 + t5) + d_sum1*t4*t7
     grad_targets = t6*t8 + d_sum1*t7*(targets + t5 + t8)

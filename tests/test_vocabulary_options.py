@@ -96,6 +96,8 @@ def test_logaddexp_is_stable_and_its_gradient_is_a_sigmoid(tmp_path):
     sigmoid = 1 / (1 + np.exp(-(x.astype(np.float64) - y)))
     np.testing.assert_allclose(np.array(grad_x), sigmoid, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(np.array(grad_y), 1 - sigmoid, rtol=1e-6, atol=1e-12)
+    infinite = package.softmax_pair(mx.array([-np.inf, np.inf, -np.inf]), mx.array([-np.inf, 1.0, 2.0]))
+    np.testing.assert_array_equal(np.array(infinite), [-np.inf, np.inf, 2.0])
 
 
 # ---------------------------------------------------------------- spec errors

@@ -28,7 +28,7 @@ _ARRAY_FUNCTIONS = {
     "cosh": "mx.cosh", "sinh": "mx.sinh", "sin": "mx.sin", "cos": "mx.cos", "atan": "mx.arctan",
     "erf": "mx.erf", "log1p": "mx.log1p", "expm1": "mx.expm1", "sigmoid": "rt.sigmoid",
     "softplus": "rt.softplus", "logcosh": "rt.logcosh",
-    "logaddexp": "mx.logaddexp",
+    "logaddexp": "rt.logaddexp",
 }
 _SCALAR_FUNCTIONS = {
     "exp": "math.exp", "log": "math.log", "Abs": "abs", "tanh": "math.tanh", "cosh": "math.cosh",
