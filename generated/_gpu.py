@@ -112,6 +112,15 @@ inline float losscc_softplus(float x) {
   return metal::max(x, 0.0f) + losscc_log1p(metal::exp(-metal::abs(x)));
 }
 
+// log(exp(a) + exp(b)) = max(a, b) + log1p(exp(-|a - b|)), exact at infinities
+inline float losscc_logaddexp(float a, float b) {
+  const float top = metal::max(a, b);
+  if (metal::isinf(top)) {
+    return top;
+  }
+  return top + losscc_log1p(metal::exp(-metal::abs(a - b)));
+}
+
 // log(cosh(x)): log1p(expm1(a)^2 / (2 e^a)) for small a = |x| (no cancellation
 // near 0), a + log1p(exp(-2a)) - log(2) for large a (no overflow)
 inline float losscc_logcosh(float x) {
@@ -165,6 +174,15 @@ __device__ inline float losscc_sigmoid(float x) {
 // log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))
 __device__ inline float losscc_softplus(float x) {
   return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x)));
+}
+
+// log(exp(a) + exp(b)) = max(a, b) + log1p(exp(-|a - b|)), exact at infinities
+__device__ inline float losscc_logaddexp(float a, float b) {
+  const float top = fmaxf(a, b);
+  if (top == losscc_inf() || top == -losscc_inf()) {
+    return top;
+  }
+  return top + log1pf(expf(-fabsf(a - b)));
 }
 
 // log(cosh(x)): log1p(expm1(a)^2 / (2 e^a)) for small a = |x| (no cancellation
@@ -258,6 +276,11 @@ def backend_for(arrays, axis=None):
     return name
 
 
+def _param_values(params):
+    """The numeric parameters as the kernels read them; an optional one left off (``None``) reads 0."""
+    return mx.array([0.0 if p is None else p for p in params] or [0.0], dtype=mx.float32)
+
+
 class Kernel:
     """One kernel: its arguments (name, runtime key) and its body in each language.
 
@@ -342,7 +365,7 @@ class ElementwiseLoss:
     def _values(self, arrays, weights, params, dtype, meta):
         values = {f"input:{n}": a.reshape(-1) for n, a in zip(self.inputs, arrays)}
         values["weights"] = weights.reshape(-1) if weights is not None else mx.zeros((1,), dtype)
-        values["params"] = mx.array(params or (0.0,), dtype=mx.float32)
+        values["params"] = _param_values(params)
         values["meta"] = mx.array(meta, dtype=mx.int32)
         return values
 
@@ -420,18 +443,20 @@ class RowwiseLoss:
 
     def _kept(self, arrays, params, variant):
         """Rows whose target is not the ignore_index (None when nothing is ignored)."""
-        if self.ignore is None or not variant.endswith("_indices"):
+        if self.ignore is None or params[self.ignore] is None or not variant.endswith("_indices"):
             return None
         return arrays[self.inputs.index(self.target)].reshape(-1) != params[self.ignore]
 
     def _values(self, arrays, params, variant, meta):
         values = {f"input:{n}": a.reshape(-1) for n, a in zip(self.inputs, arrays)}
-        values["params"] = mx.array(params or (0.0,), dtype=mx.float32)
+        values["params"] = _param_values(params)
         values["meta"] = mx.array(meta, dtype=mx.int32)
         return values
 
     def _meta(self, row_length, inner, params):
-        return (row_length, inner, int(params[self.ignore]) if self.ignore is not None else 0)
+        # with no ignore_index the kernel's "class 0 for an ignored row" swap turns class 0 into 0: a no-op
+        ignore_index = params[self.ignore] if self.ignore is not None else None
+        return (row_length, inner, int(ignore_index) if ignore_index is not None else 0)
 
     def _forward(self, arrays, weights, axis, params, reduction, variant, backend):
         dtype = _kernel_dtype(list(arrays) + [weights])

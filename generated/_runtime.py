@@ -128,10 +128,10 @@ def check_shape(name, value, shape):
         raise ValueError(f"{_sentence(name)} shape {value.shape} does not match the loss shape {shape}.")
 
 
-def check_weights(weights, shape):
-    weights = check_array("weights", weights)
+def check_weights(weights, shape, name="weights"):
+    weights = check_array(name, weights)
     if weights.shape != shape:
-        raise ValueError(f"Weights with shape {weights.shape} is not the same as output loss with shape {shape}.")
+        raise ValueError(f"{_sentence(name)} with shape {weights.shape} is not the same as output loss with shape {shape}.")
     return weights
 
 
@@ -146,6 +146,71 @@ def check_axis(axis, array_name, ndim):
         raise ValueError(f"Axis {axis} is out of range for {array_name} with {ndim} dimensions: "
                          f"expected -{ndim} <= axis < {ndim}.")
     return axis % ndim
+
+
+def class_weights(name, weights, like, axis):
+    """Per-class weights laid along ``axis`` of ``like``; ``None`` weighs every class 1."""
+    if like.ndim == 0:
+        if weights is None:
+            return mx.ones((), dtype=like.dtype)
+        raise ValueError(f"{name} needs inputs with a class axis, got 0-d inputs.")
+    classes = like.shape[axis]
+    if weights is None:
+        weights = mx.ones((classes,), dtype=like.dtype)
+    weights = check_array(name, weights)
+    if weights.shape != (classes,):
+        raise ValueError(f"{name} must have shape ({classes},): one weight per class, got shape {weights.shape}.")
+    shape = [1] * like.ndim
+    shape[axis] = classes
+    return weights.reshape(shape)
+
+
+def kept_rows(targets, ignore_index):
+    """Rows whose class index is not ``ignore_index``; ``None`` when every row is kept.
+
+    Probability targets have no index to ignore (as in PyTorch).
+    """
+    if ignore_index is None or not mx.issubdtype(targets.dtype, mx.integer):
+        return None
+    return targets != ignore_index
+
+
+def mask_rows(values, kept):
+    """``values`` with the rows ``kept_rows`` dropped set to 0."""
+    return values if kept is None else mx.where(kept, values, 0)
+
+
+def kept_count(kept):
+    return None if kept is None else sum_all(kept)
+
+
+# Reductions of empty arrays are written out, not reduced: MLX 0.32's CPU backend can
+# hang (spinning) evaluating two or more reductions over zero-length axes at once.
+
+def row_sum(values, axis):
+    """The sum along the loss axis, kept; 0 for empty rows."""
+    if values.size == 0:
+        return mx.zeros(_kept_axis(values.shape, axis), dtype=values.dtype)
+    return mx.sum(values, axis=axis, keepdims=True)
+
+
+def row_mean(values, axis):
+    """The mean along the loss axis, kept; NaN (0/0) for empty rows."""
+    if values.size == 0:
+        return mx.full(_kept_axis(values.shape, axis), math.nan, dtype=values.dtype)
+    return mx.mean(values, axis=axis, keepdims=True)
+
+
+def sum_all(values):
+    return mx.sum(values) if values.size else mx.array(0, dtype=values.dtype)
+
+
+def mean_all(values):
+    return mx.mean(values) if values.size else mx.array(math.nan, dtype=values.dtype)
+
+
+def _kept_axis(shape, axis):
+    return tuple(1 if index == axis % len(shape) else size for index, size in enumerate(shape))
 
 
 def drop_axis(shape, axis):
@@ -169,9 +234,9 @@ def upcast(array, dtype):
 def reduce(loss, reduction, count=None):
     """``mean`` divides by ``count`` when one is given (rows kept by an ignore_index)."""
     if reduction == "mean":
-        return mx.mean(loss) if count is None else mx.sum(loss) / count
+        return mean_all(loss) if count is None else sum_all(loss) / count
     if reduction == "sum":
-        return mx.sum(loss)
+        return sum_all(loss)
     return loss
 
 
@@ -255,6 +320,12 @@ def sigmoid(x):
 def softplus(x):
     """log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)): no overflow."""
     return mx.maximum(x, 0) + _log1p_unit(exp(-mx.abs(x)))
+
+
+def logaddexp(a, b):
+    """log(exp(a) + exp(b)) = max(a, b) + log(1 + exp(-|a - b|)): no overflow; exact at infinities."""
+    top = mx.maximum(a, b)
+    return mx.where(mx.isinf(top), top, top + _log1p_unit(exp(-mx.abs(a - b))))
 
 
 def logcosh(x):

@@ -17,52 +17,59 @@ __all__ = ["binary_cross_entropy"]
 
 
 @mx.compile
-def _forward_with_logits(inputs, targets):
+def _forward_with_logits(inputs, targets, label_smoothing):
     """The loss with with_logits=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    loss = rt.softplus(inputs) - inputs*targets
+    smoothed_targets = 0.5*((2 - 2*label_smoothing)*targets + label_smoothing)
+    loss = rt.softplus(inputs) - inputs*smoothed_targets
     return loss
 
 
 @mx.compile
-def _backward_with_logits(inputs, targets, cotangent):
+def _backward_with_logits(inputs, targets, label_smoothing, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = cotangent*(rt.sigmoid(inputs) - targets)
-    grad_targets = (-cotangent)*inputs
+    t0 = label_smoothing - 1
+    smoothed_targets = 0.5*(label_smoothing + (-2*t0)*targets)
+    grad_inputs = cotangent*(rt.sigmoid(inputs) - smoothed_targets)
+    grad_targets = (t0*cotangent)*inputs
     return (grad_inputs, grad_targets,)
 
 
 
 @mx.compile
-def _forward_no_with_logits(inputs, targets):
+def _forward_no_with_logits(inputs, targets, label_smoothing):
     """The loss with with_logits=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = mx.log(1 - inputs)
     t1 = mx.log(inputs)
-    loss = -targets*mx.maximum(t1, -100) - (1 - targets)*mx.maximum(t0, -100)
+    smoothed_targets = 0.5*((2 - 2*label_smoothing)*targets + label_smoothing)
+    loss = -mx.maximum(t1, -100)*smoothed_targets - (1 - smoothed_targets)*mx.maximum(t0, -100)
     return loss
 
 
 @mx.compile
-def _backward_no_with_logits(inputs, targets, cotangent):
+def _backward_no_with_logits(inputs, targets, label_smoothing, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs - 1
-    t1 = mx.log(-t0)
-    t2 = (t1 > -100)
-    t3 = mx.log(inputs)
+    t0 = label_smoothing - 1
+    t1 = -t0
+    t2 = inputs - 1
+    t3 = mx.log(-t2)
     t4 = (t3 > -100)
-    grad_inputs = (-cotangent)*(targets*mx.where(t4, mx.reciprocal(inputs), 0) + (1 - targets)*mx.where(t2, mx.reciprocal(t0), 0))
-    grad_targets = cotangent*(mx.maximum(t1, -100) - mx.maximum(t3, -100))
+    t5 = mx.log(inputs)
+    t6 = (t5 > -100)
+    smoothed_targets = 0.5*((2*t1)*targets + label_smoothing)
+    grad_inputs = (-cotangent)*(mx.where(t6, smoothed_targets/inputs, 0) + mx.where(t4, (1 - smoothed_targets)/t2, 0))
+    grad_targets = (-cotangent)*(t0*mx.maximum(t3, -100) + t1*mx.maximum(t5, -100))
     return (grad_inputs, grad_targets,)
 
 
@@ -74,10 +81,10 @@ _VARIANTS = {
 
 
 @mx.custom_function
-def _binary_cross_entropy(inputs, targets, weights, with_logits, reduction, variant):
+def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets, weights)
-    loss = forward(inputs, targets)
+    loss = forward(inputs, targets, label_smoothing)
     if weights is not None:
         loss = loss * weights
     loss = rt.reduce(loss, reduction)
@@ -86,15 +93,15 @@ def _binary_cross_entropy(inputs, targets, weights, with_logits, reduction, vari
 
 @_binary_cross_entropy.vjp
 def _binary_cross_entropy_vjp(primals, cotangent, output):
-    inputs, targets, weights, with_logits, reduction, variant = primals
+    inputs, targets, weights, with_logits, label_smoothing, reduction, variant = primals
     forward, backward = _VARIANTS[variant]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
     grad_weights = None
     if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * forward(inputs, targets), weights)
+        grad_weights = rt.gradient_for(cotangent * forward(inputs, targets, label_smoothing), weights)
         cotangent = cotangent * weights
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, label_smoothing, cotangent)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -102,37 +109,38 @@ def _binary_cross_entropy_vjp(primals, cotangent, output):
         None,
         None,
         None,
+        None,
     )
 
 
-def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduction='mean'):
+def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduction='mean', *, label_smoothing=0.0):
     r"""Computes the binary cross entropy loss.
 
     Loss (with_logits=True):
 
     .. math::
 
-        \ell = - inputs targets + \operatorname{softplus}{\left(inputs \right)}
+        \ell = - inputs smoothed_{targets} + \operatorname{softplus}{\left(inputs \right)}
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
-        \frac{\partial \ell}{\partial inputs} = - targets + \operatorname{sigmoid}{\left(inputs \right)}
-        \frac{\partial \ell}{\partial targets} = - inputs
+        \frac{\partial \ell}{\partial inputs} = - smoothed_{targets} + \operatorname{sigmoid}{\left(inputs \right)}
+        \frac{\partial \ell}{\partial targets} = - inputs \left(1 - label_{smoothing}\right)
 
     Loss (with_logits=False):
 
     .. math::
 
-        \ell = - targets \left(\begin{cases} \log{\left(inputs \right)} & \text{for}\: \log{\left(inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}\right) - \left(1 - targets\right) \left(\begin{cases} \log{\left(1 - inputs \right)} & \text{for}\: \log{\left(1 - inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}\right)
+        \ell = - smoothed_{targets} \left(\begin{cases} \log{\left(inputs \right)} & \text{for}\: \log{\left(inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}\right) - \left(1 - smoothed_{targets}\right) \left(\begin{cases} \log{\left(1 - inputs \right)} & \text{for}\: \log{\left(1 - inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}\right)
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
-        \frac{\partial \ell}{\partial inputs} = - targets \left(\begin{cases} \frac{1}{inputs} & \text{for}\: \log{\left(inputs \right)} > -100 \\0 & \text{otherwise} \end{cases}\right) - \left(1 - targets\right) \left(\begin{cases} - \frac{1}{1 - inputs} & \text{for}\: \log{\left(1 - inputs \right)} > -100 \\0 & \text{otherwise} \end{cases}\right)
-        \frac{\partial \ell}{\partial targets} = - \begin{cases} \log{\left(inputs \right)} & \text{for}\: \log{\left(inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases} + \begin{cases} \log{\left(1 - inputs \right)} & \text{for}\: \log{\left(1 - inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}
+        \frac{\partial \ell}{\partial inputs} = - smoothed_{targets} \left(\begin{cases} \frac{1}{inputs} & \text{for}\: \log{\left(inputs \right)} > -100 \\0 & \text{otherwise} \end{cases}\right) - \left(1 - smoothed_{targets}\right) \left(\begin{cases} - \frac{1}{1 - inputs} & \text{for}\: \log{\left(1 - inputs \right)} > -100 \\0 & \text{otherwise} \end{cases}\right)
+        \frac{\partial \ell}{\partial targets} = - \left(1 - label_{smoothing}\right) \left(\begin{cases} \log{\left(inputs \right)} & \text{for}\: \log{\left(inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}\right) - \left(label_{smoothing} - 1\right) \left(\begin{cases} \log{\left(1 - inputs \right)} & \text{for}\: \log{\left(1 - inputs \right)} > -100 \\-100 & \text{otherwise} \end{cases}\right)
 
     Kinks: where a log is clipped at -100 its gradient is 0.
 
@@ -141,6 +149,7 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
         targets (array): The binary target values in {0, 1}.
         weights (array, optional): Optional weights for each target. Default: ``None``.
         with_logits (bool, optional): Whether ``inputs`` are logits. Default: ``True``.
+        label_smoothing (float, optional): Label smoothing factor: the targets become ``targets * (1 - label_smoothing) + label_smoothing / 2``. Must be in [0.0, 1.0]. Default: ``0.0``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -150,11 +159,12 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
     targets = rt.check_array("targets", targets, floating=False)
     rt.check_reduction(reduction)
     rt.check_flag("with_logits", with_logits)
+    label_smoothing = rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, False, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     if weights is not None:
-        weights = rt.check_weights(weights, inputs.shape)
+        weights = rt.check_weights(weights, inputs.shape, "weights")
     variant = ("_with_logits" if with_logits else "_no_with_logits")
     backend = _gpu.backend_for([inputs, targets, weights])
     if backend != "mlx":
-        return _kernels.binary_cross_entropy(backend, [inputs, targets], weights, None, (), reduction, variant)
-    return _binary_cross_entropy(inputs, targets, weights, with_logits, reduction, variant)
+        return _kernels.binary_cross_entropy(backend, [inputs, targets], weights, None, (label_smoothing,), reduction, variant)
+    return _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)

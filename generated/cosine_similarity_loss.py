@@ -23,11 +23,11 @@ def _forward_indices(x1, x2, eps, axis):
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
     row_length = x1.shape[axis]
-    sum0 = mx.sum(mx.square(x1), axis=axis, keepdims=True)
+    sum0 = rt.row_sum(mx.square(x1), axis)
     t0 = mx.sqrt(sum0)
-    sum1 = mx.sum(mx.square(x2), axis=axis, keepdims=True)
+    sum1 = rt.row_sum(mx.square(x2), axis)
     t1 = mx.sqrt(sum1)
-    sum2 = mx.sum(x1*x2, axis=axis, keepdims=True)
+    sum2 = rt.row_sum(x1*x2, axis)
     loss = sum2*mx.where((eps < t0*t1), 1/t0/t1, mx.where((eps >= t0*t1), 1/eps, math.nan))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
@@ -47,8 +47,8 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2):
     t4 = (eps < t0*t2)
     t5 = cotangent*sum2
     d_sum2 = mx.contiguous(cotangent*mx.where(t4, t1*t3, 1/eps))
-    d_sum1 = mx.contiguous(t5*mx.where(t4, -0.5*t1/(mx.power(sum1, 1.5)), 0))
-    d_sum0 = mx.contiguous(t5*mx.where(t4, -0.5*t3/(mx.power(sum0, 1.5)), 0))
+    d_sum1 = mx.contiguous(mx.where(t4, -0.5*t1*t5/(mx.power(sum1, 1.5)), 0))
+    d_sum0 = mx.contiguous(mx.where(t4, -0.5*t3*t5/(mx.power(sum0, 1.5)), 0))
     grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
     grad_x2 = d_sum2*x1 + (2*d_sum1)*x2
     return (grad_x1, grad_x2,)

@@ -17,7 +17,7 @@ __all__ = ["cross_entropy"]
 
 
 @mx.compile
-def _forward_indices(logits, targets, label_smoothing, axis):
+def _forward_indices(logits, targets, label_smoothing, lse_square_scale, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -27,15 +27,15 @@ def _forward_indices(logits, targets, label_smoothing, axis):
     logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
-    logsumexp0_sum = mx.sum(logsumexp0_exp, axis=axis, keepdims=True)
+    logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    mean0 = mx.mean(logits, axis=axis, keepdims=True)
-    loss = logsumexp0 + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
-    return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
+    mean0 = rt.row_mean(logits, axis)
+    loss = logsumexp0 + mx.where(lse_square_scale == 0, 0.0, lse_square_scale*mx.square(logsumexp0)) + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -43,9 +43,9 @@ def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsume
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     d_mean0 = mx.contiguous(mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = cotangent
+    d_logsumexp0 = mx.contiguous(cotangent*(mx.where(lse_square_scale == 0, 0.0, (2*lse_square_scale)*logsumexp0) + 1))
     d_gather0 = (label_smoothing - 1)*cotangent
-    grad_logits = (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + d_mean0/row_length
+    grad_logits = (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     grad_logits_at_targets = d_gather0
     grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
     return (grad_logits,)
@@ -53,25 +53,25 @@ def _backward_indices(logits, targets, label_smoothing, axis, cotangent, logsume
 
 
 @mx.compile
-def _forward_probabilities(logits, targets, label_smoothing, axis):
+def _forward_probabilities(logits, targets, label_smoothing, lse_square_scale, axis):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
-    gather0 = mx.sum(mx.where(targets == 0, 0.0, targets * logits), axis=axis, keepdims=True)
+    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * logits), axis)
     logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
-    logsumexp0_sum = mx.sum(logsumexp0_exp, axis=axis, keepdims=True)
+    logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    mean0 = mx.mean(logits, axis=axis, keepdims=True)
-    loss = logsumexp0 + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
-    return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
+    mean0 = rt.row_mean(logits, axis)
+    loss = logsumexp0 + mx.where(lse_square_scale == 0, 0.0, lse_square_scale*mx.square(logsumexp0)) + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -79,9 +79,9 @@ def _backward_probabilities(logits, targets, label_smoothing, axis, cotangent, l
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
     d_mean0 = mx.contiguous(mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = cotangent
+    d_logsumexp0 = mx.contiguous(cotangent*(mx.where(lse_square_scale == 0, 0.0, (2*lse_square_scale)*logsumexp0) + 1))
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
-    grad_logits = d_gather0*targets + (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp + d_mean0/row_length
+    grad_logits = d_gather0*targets + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     return (grad_logits,)
 
 
@@ -93,29 +93,35 @@ _VARIANTS = {
 
 
 @mx.custom_function
-def _cross_entropy(logits, targets, weights, axis, label_smoothing, reduction, variant):
+def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(logits, weights)
-    loss, *residuals = forward(logits, targets, label_smoothing, axis)
+    kept = rt.kept_rows(targets, ignore_index)
+    targets = rt.mask_rows(targets, kept)
+    loss, *residuals = forward(logits, targets, label_smoothing, lse_square_scale, axis)
+    loss = rt.mask_rows(loss, kept)
     if weights is not None:
         loss = loss * weights
-    loss = rt.reduce(loss, reduction)
+    loss = rt.reduce(loss, reduction, count=rt.kept_count(kept))
     return (loss.astype(dtype), *residuals)
 
 
 @_cross_entropy.vjp
 def _cross_entropy_vjp(primals, cotangent, output):
-    logits, targets, weights, axis, label_smoothing, reduction, variant = primals
+    logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = primals
     forward, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], output[1:]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
-    cotangent = rt.spread(cotangent, reduction, rows)
+    kept = rt.kept_rows(targets, ignore_index)
+    targets = rt.mask_rows(targets, kept)
+    cotangent = rt.spread(cotangent, reduction, rows, count=rt.kept_count(kept))
+    cotangent = rt.mask_rows(cotangent, kept)
     grad_weights = None
     if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * forward(logits, targets, label_smoothing, axis)[0], weights)
+        grad_weights = rt.gradient_for(cotangent * forward(logits, targets, label_smoothing, lse_square_scale, axis)[0], weights)
         cotangent = cotangent * weights
-    grad_logits, = backward(logits, targets, label_smoothing, axis, cotangent, *residuals)
+    grad_logits, = backward(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_logits, logits),
         mx.zeros_like(targets),
@@ -124,10 +130,12 @@ def _cross_entropy_vjp(primals, cotangent, output):
         None,
         None,
         None,
+        None,
+        None,
     )
 
 
-def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none'):
+def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0):
     r"""Computes the cross entropy loss.
 
     Loss:
@@ -137,14 +145,14 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         gather_{0} = \mathrm{gather}_j\left(logits\right)
         logsumexp_{0} = \mathrm{logsumexp}_j\left(logits\right)
         mean_{0} = \mathrm{mean}_j\left(logits\right)
-        \ell = - label_{smoothing} mean_{0} - gather_{0} \left(1 - label_{smoothing}\right) + logsumexp_{0}
+        \ell = - label_{smoothing} mean_{0} + lse_{square scale} logsumexp_{0}^{2} - gather_{0} \left(1 - label_{smoothing}\right) + logsumexp_{0}
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
         d_{mean0} = - label_{smoothing}
-        d_{logsumexp0} = 1
+        d_{logsumexp0} = 2 lse_{square scale} logsumexp_{0} + 1
         d_{gather0} = label_{smoothing} - 1
         \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} + d_{logsumexp0} e^{logits - logsumexp_{0}} + \frac{d_{mean0}}{row_{length}}
 
@@ -154,6 +162,8 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         label_smoothing (float, optional): Label smoothing factor. Must be in [0.0, 1.0). Default: ``0.0``.
+        ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Only for class-index targets. Default: ``None`` (off).
+        lse_square_scale (float, optional): Weight of the z-loss ``logsumexp(logits)**2`` added to each row. Must be in [0.0, inf). Default: ``0.0``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -162,6 +172,9 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     logits = rt.check_array("logits", logits, floating=True)
     rt.check_reduction(reduction)
     label_smoothing = rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, True, False)
+    if ignore_index is not None:
+        ignore_index = rt.check_param("ignore_index", ignore_index, -math.inf, math.inf, True, True, True)
+    lse_square_scale = rt.check_param("lse_square_scale", lse_square_scale, 0.0, math.inf, False, True, False)
     axis = rt.check_axis(axis, "logits", logits.ndim)
     form = "indices"
     targets = rt.check_array("targets", targets)
@@ -172,9 +185,9 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     else:
         targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
     if weights is not None:
-        weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis))
+        weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
     backend = _gpu.backend_for([logits, targets, weights], axis)
     if backend != "mlx":
-        return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing,), reduction, variant)
-    return _cross_entropy(logits, targets, weights, axis, label_smoothing, reduction, variant)[0]
+        return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing, ignore_index, lse_square_scale,), reduction, variant)
+    return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]

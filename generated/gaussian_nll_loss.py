@@ -41,7 +41,7 @@ def _backward_full(inputs, targets, vars, eps, cotangent):
     t2 = mx.reciprocal(variance)
     t3 = cotangent*t2
     grad_inputs = t1*t3
-    grad_vars = 0.5*t0*t3*(1 - t2*mx.square(t1))
+    grad_vars = mx.where(t0, 0.5*t3*(1 - t2*mx.square(t1)), 0)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
@@ -72,7 +72,7 @@ def _backward_no_full(inputs, targets, vars, eps, cotangent):
     t2 = mx.reciprocal(variance)
     t3 = cotangent*t2
     grad_inputs = t1*t3
-    grad_vars = 0.5*t0*t3*(1 - t2*mx.square(t1))
+    grad_vars = mx.where(t0, 0.5*t3*(1 - t2*mx.square(t1)), 0)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 

@@ -23,7 +23,7 @@ def _forward_indices(inputs, targets, axis):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    sum0 = mx.sum(mx.where((targets == -math.inf), 0.0, (targets - inputs)*rt.exp(targets)), axis=axis, keepdims=True)
+    sum0 = rt.row_sum(mx.where((targets == -math.inf), 0.0, (targets - inputs)*rt.exp(targets)), axis)
     loss = sum0
     return (mx.squeeze(loss, axis),)
 

@@ -49,22 +49,28 @@ _VARIANTS = {
 
 
 @mx.custom_function
-def _nll_loss(inputs, targets, weights, axis, reduction, variant):
+def _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs)
+    kept = rt.kept_rows(targets, ignore_index)
+    targets = rt.mask_rows(targets, kept)
     loss, *residuals = forward(inputs, targets, axis)
-    loss = rt.reduce(loss, reduction)
+    loss = rt.mask_rows(loss, kept)
+    loss = rt.reduce(loss, reduction, count=rt.kept_count(kept))
     return (loss.astype(dtype), *residuals)
 
 
 @_nll_loss.vjp
 def _nll_loss_vjp(primals, cotangent, output):
-    inputs, targets, weights, axis, reduction, variant = primals
+    inputs, targets, weights, axis, ignore_index, reduction, variant = primals
     forward, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], output[1:]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
-    cotangent = rt.spread(cotangent, reduction, rows)
+    kept = rt.kept_rows(targets, ignore_index)
+    targets = rt.mask_rows(targets, kept)
+    cotangent = rt.spread(cotangent, reduction, rows, count=rt.kept_count(kept))
+    cotangent = rt.mask_rows(cotangent, kept)
     grad_inputs, = backward(inputs, targets, axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
@@ -73,10 +79,11 @@ def _nll_loss_vjp(primals, cotangent, output):
         None,
         None,
         None,
+        None,
     )
 
 
-def nll_loss(inputs, targets, axis=-1, reduction='none'):
+def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
     r"""Computes the negative log likelihood loss.
 
     Loss:
@@ -97,6 +104,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none'):
         inputs (array): The predicted distribution in log space.
         targets (array of int): The target class indices.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
+        ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Default: ``None`` (off).
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -104,11 +112,13 @@ def nll_loss(inputs, targets, axis=-1, reduction='none'):
     """
     inputs = rt.check_array("inputs", inputs, floating=True)
     rt.check_reduction(reduction)
+    if ignore_index is not None:
+        ignore_index = rt.check_param("ignore_index", ignore_index, -math.inf, math.inf, True, True, True)
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
-        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (), reduction, variant)
-    return _nll_loss(inputs, targets, None, axis, reduction, variant)[0]
+        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (ignore_index,), reduction, variant)
+    return _nll_loss(inputs, targets, None, axis, ignore_index, reduction, variant)[0]

@@ -25,8 +25,8 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     t0 = 1/p
-    sum0 = mx.sum(mx.power(mx.abs(anchors - negatives), p), axis=axis, keepdims=True)
-    sum1 = mx.sum(mx.power(mx.abs(anchors - positives), p), axis=axis, keepdims=True)
+    sum0 = rt.row_sum(mx.power(mx.abs(anchors - negatives), p), axis)
+    sum1 = rt.row_sum(mx.power(mx.abs(anchors - positives), p), axis)
     t1 = mx.power(sum1 + eps, t0) + margin - mx.power(sum0 + eps, t0)
     loss = mx.maximum(t1, 0)
     return (mx.squeeze(loss, axis), sum0, sum1,)
@@ -50,9 +50,9 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     t6 = anchors - negatives
     t7 = p - 1
     t9 = anchors - positives
-    d_sum1 = mx.contiguous(cotangent*mx.where(t5, t1*t2/t0, 0))
+    d_sum1 = mx.contiguous(mx.where(t5, t1*cotangent*t2/t0, 0))
     t10 = d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
-    d_sum0 = mx.contiguous(cotangent*mx.where(t5, t1*t4/t3, 0))
+    d_sum0 = mx.contiguous(mx.where(t5, t1*cotangent*t4/t3, 0))
     t8 = d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
     grad_anchors = p*(t10 + t8)
     grad_positives = (-p)*t10

@@ -19,12 +19,12 @@ from sympy.codegen.cfunctions import expm1, log1p
 from . import functions as fn
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
 from .printers.c import c_name
-from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, SpecError, Term
+from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, Param, SpecError, Term
 
 # Functions a formula may use; every backend printer knows each of them.
 ALLOWED_FUNCTIONS = (
     sp.exp, sp.log, sp.Abs, sp.sign, sp.tanh, sp.cosh, sp.sinh, sp.sin, sp.cos, sp.atan, sp.erf,
-    sp.Piecewise, log1p, expm1, fn.sigmoid, fn.softplus, fn.logcosh, fn.Select,
+    sp.Piecewise, log1p, expm1, fn.sigmoid, fn.softplus, fn.logaddexp, fn.logcosh, fn.Select,
 ) + ROW_REDUCTIONS
 
 
@@ -61,14 +61,15 @@ def collect_terms(expr):
     """Every Term used, innermost first (so outer terms re-abstract last)."""
     found, stack = [], [expr]
     while stack:
-        for symbol in stack.pop().free_symbols:
+        for symbol in sorted(stack.pop().free_symbols, key=sp.default_sort_key):  # a set: sort for determinism
             if isinstance(symbol, Term) and symbol not in found:
                 found.append(symbol)
                 stack.append(symbol.definition)
     return list(reversed(found))
 
 
-_BOOLEANS = (sp.core.relational.Relational, sp.And, sp.Or, sp.Not, sp.logic.boolalg.BooleanAtom)
+# ITE(c, a, b) appears when SymPy folds a Piecewise into a condition (relu(minimum(...)) > 0)
+_BOOLEANS = (sp.core.relational.Relational, sp.And, sp.Or, sp.Not, sp.ITE, sp.logic.boolalg.BooleanAtom)
 _NON_DIFFERENTIABLE = (
     sp.floor, sp.ceiling, sp.frac, sp.Mod, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min, sp.re, sp.im, sp.arg,
 )
@@ -94,7 +95,7 @@ def _check_constructs(expr):
             if not condition:
                 raise SpecError(f"the comparison or logic {node} may only be a Piecewise condition")
             for arg in node.args:
-                visit(arg, isinstance(node, (sp.And, sp.Or, sp.Not)))
+                visit(arg, isinstance(node, (sp.And, sp.Or, sp.Not, sp.ITE)))
             return
         if condition:
             raise SpecError(f"{node} is not a condition (a comparison such as x > 0)")
@@ -134,6 +135,11 @@ def _validate(loss, formula):
             raise SpecError(f"symbol {symbol.name!r} is used in the formula but not declared in inputs or params")
         if symbol is loss.weights:
             raise SpecError(f"weights {symbol.name!r} are applied by the generator; leave them out of the formula")
+        if isinstance(symbol, Param) and symbol.optional:
+            raise SpecError(
+                f"parameter {symbol.name!r} has no default value (None), so the formula cannot use it; "
+                "an optional parameter can only be a ClassTarget's ignore_index"
+            )
     names = {d.name for d in loss.declarations}
     for term in collect_terms(loss.formula):
         if term.name in names:

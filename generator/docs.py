@@ -8,19 +8,27 @@ from __future__ import annotations
 import sympy as sp
 
 from .ir import COTANGENT, ElementwiseIR
-from .spec import ClassTarget, Flag
+from .spec import ClassTarget, ClassWeights, Flag
 
 
 def signature(loss):
-    """(name, default or None) for each argument, in the public order."""
-    args = [(i.name, None) for i in loss.inputs]
+    """(name, default or None) for each argument, in the public order.
+
+    Keyword-only declarations come last, after a ``("*", None)`` marker.
+    """
+    args = [(i.name, "None" if isinstance(i, ClassWeights) else None) for i in loss.inputs if not i.keyword_only]
     if loss.weights is not None:
         args.append((loss.weights.name, "None"))
     if loss.kind == "rowwise":
         args.append(("axis", repr(loss.axis)))
     for p in loss.params:
-        args.append((p.name, repr(p.default)))
+        if not p.keyword_only:
+            args.append((p.name, repr(p.default)))
     args.append(("reduction", repr(loss.reduction)))
+    keyword_only = [d for d in loss.inputs + loss.params if d.keyword_only]
+    if keyword_only:
+        args.append(("*", None))
+        args += [(d.name, "None" if isinstance(d, ClassWeights) else repr(d.default)) for d in keyword_only]
     return args
 
 
@@ -30,6 +38,8 @@ def argument_docs(loss):
         kind = "array"
         if isinstance(item, ClassTarget):
             kind = "array of int" + (" or float probabilities" if item.probabilities else "")
+        if isinstance(item, ClassWeights):
+            kind = "array, optional"
         lines.append(f"{item.name} ({kind}): {item.doc or 'An input.'}")
     if loss.weights is not None:
         lines.append(f"{loss.weights.name} (array, optional): {loss.weights.doc}")
@@ -38,6 +48,9 @@ def argument_docs(loss):
     for p in loss.params:
         if isinstance(p, Flag):
             lines.append(f"{p.name} (bool, optional): {p.doc} Default: ``{p.default}``.")
+        elif p.optional:
+            kind = "int" if p.integer else "float"
+            lines.append(f"{p.name} ({kind}, optional): {p.doc} Default: ``None`` (off).")
         else:
             kind = "int" if p.integer else "float"
             lines.append(f"{p.name} ({kind}, optional): {p.doc} Must be in {p.range}. Default: ``{p.default}``.")

@@ -110,13 +110,15 @@ def _softmax_residuals(forward_reductions):
     """``exp(g - logsumexp(g))`` -> ``e / s`` with the forward's ``e = exp(g - max g)`` and ``s = sum e``.
 
     The forward computes (and materializes) ``e`` for its sum anyway; the
-    backward then needs no exponential of its own.
+    backward then needs no exponential of its own. ``s >= 1`` (the maximum
+    adds exp(0)) but in a row of -inf, where ``s = 0`` and every ``e = 0``:
+    dividing by ``max(s, 1)`` gives that row weights of 0, not 0/0.
     """
     replacements = {}
     for reduction in forward_reductions:
         if reduction.kind == "logsumexp":
             exps, sums = logsumexp_parts(reduction.symbol)
-            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sums
+            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sp.Max(sums, 1)
     return replacements
 
 

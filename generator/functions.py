@@ -28,6 +28,16 @@ def log_sigmoid(u):
     return -softplus(-u)
 
 
+class logaddexp(sp.Function):
+    """log(exp(u) + exp(v)), printed as a stable logaddexp (no overflow, no underflow to -inf)."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        u, v = self.args
+        return sigmoid(u - v) if argindex == 1 else sigmoid(v - u)
+
+
 class logcosh(sp.Function):
     """log(cosh(u)), printed as logaddexp(u, -u) - log(2)."""
 
@@ -61,7 +71,7 @@ def relu(u):
     return maximum(u, sp.Integer(0))
 
 
-STABLE_FUNCTIONS = (sigmoid, softplus, logcosh)
+STABLE_FUNCTIONS = (sigmoid, softplus, logaddexp, logcosh)
 
 
 def stable_rewrite(expr):

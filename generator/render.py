@@ -20,7 +20,7 @@ import jinja2
 from . import docs, emit_kernels, emit_mlx, traffic
 from .derive import derive
 from .load import SpecFileError, check_spec_names, load_spec, spec_paths
-from .spec import ClassTarget, Flag, Input, SpecError
+from .spec import ClassTarget, ClassWeights, Flag, Input, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -97,7 +97,7 @@ def _checks(loss):
     first = loss.inputs[0].name
     lines = []
     for item in loss.inputs:
-        if isinstance(item, ClassTarget):
+        if isinstance(item, (ClassTarget, ClassWeights)):
             continue
         # Only the first input must be floating point; targets may be integers (as in MLX).
         floating = "True" if item is loss.inputs[0] else "False"
@@ -108,11 +108,13 @@ def _checks(loss):
             lines.append(f'rt.check_flag("{p.name}", {p.name})')
         else:
             r = p.range
-            lines.append(
-                f'{p.name} = rt.check_param("{p.name}", {p.name}, {_bound(r.low)}, {_bound(r.high)}, '
+            check = (
+                f'rt.check_param("{p.name}", {p.name}, {_bound(r.low)}, {_bound(r.high)}, '
                 f"{r.low_open}, {r.high_open}, {p.integer})"
             )
-    element = [i.name for i in loss.inputs if isinstance(i, Input) and not i.per_row]
+            assign = f"{p.name} = {check}"
+            lines += [f"if {p.name} is not None:", f"    {assign}"] if p.optional else [assign]
+    element = [i.name for i in loss.inputs if isinstance(i, Input) and not i.per_row and not isinstance(i, ClassWeights)]
     if len(element) > 1:
         named = ", ".join(f'("{n}", {n})' for n in element)
         if loss.broadcast:
@@ -125,6 +127,10 @@ def _checks(loss):
         loss_shape = f"rt.drop_axis({first}.shape, axis)"
     else:
         loss_shape = f"{first}.shape"
+    class_axis = "axis" if loss.kind == "rowwise" else "-1"
+    for item in loss.inputs:
+        if isinstance(item, ClassWeights):
+            lines.append(f'{item.name} = rt.class_weights("{item.name}", {item.name}, {first}, {class_axis})')
     for item in loss.inputs:
         if isinstance(item, Input) and item.per_row:
             lines.append(f'rt.check_shape("{item.name}", {item.name}, {loss_shape})')
@@ -146,7 +152,8 @@ def _checks(loss):
         else:
             lines.append(indices)
     if loss.weights is not None:
-        lines += ["if weights is not None:", f"    weights = rt.check_weights(weights, {loss_shape})"]
+        w = loss.weights.name
+        lines += [f"if {w} is not None:", f'    {w} = rt.check_weights({w}, {loss_shape}, "{w}")']
     return lines
 
 
@@ -174,8 +181,17 @@ def render_loss(env, loss, variants):
         rowwise=loss.kind == "rowwise",
         inputs=[i.name for i in loss.inputs],
         params=[p.name for p in loss.params],
-        numeric_params=[p.name for p in loss.numeric_params],
+        # optional params (an ignore_index) are not in the formula: the compiled bodies never see them
+        numeric_params=[p.name for p in loss.numeric_params if not p.optional],
+        # the kernels read every numeric parameter by its position, an optional one too (None reads 0)
+        kernel_params=[p.name for p in loss.numeric_params],
+        # the kernels read every array element by element: class weights are broadcast to the first input
+        kernel_inputs=[
+            f"mx.broadcast_to({i.name}, {loss.inputs[0].name}.shape)" if isinstance(i, ClassWeights) else i.name
+            for i in loss.inputs
+        ],
         has_weights=loss.weights is not None,
+        weights_name=loss.weights.name if loss.weights is not None else None,  # the public name; the core says weights
         ignore={"target": ignore.name, "param": ignore.ignore_index.name} if ignore else None,
         checks=_checks(loss),
         variant_expr=_variant_expr(loss),

@@ -10,8 +10,10 @@ its math as a SymPy expression, then builds one :class:`Loss`:
   the row's elements. Reductions may nest (a reduction's argument may use an
   earlier reduction), and the epilogue ``h`` may use per-row inputs.
 
-Weights, the ``none|mean|sum`` reduction, class-index targets (and their
-probability form) are part of the vocabulary, not per-loss code.
+Weights (per loss element or per class), the ``none|mean|sum`` reduction,
+class-index targets (their probability form, rows ignored by an
+``ignore_index``) and keyword-only options are part of the vocabulary, not
+per-loss code.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .ir import RESERVED_NAMES, TEMP_PREFIX
-from .functions import Select, log_sigmoid, logcosh, maximum, minimum, relu, sigmoid, softplus
+from .functions import Select, log_sigmoid, logaddexp, logcosh, maximum, minimum, relu, sigmoid, softplus
 
 __all__ = [
-    "Loss", "Input", "ClassTarget", "Weights", "Param", "Flag", "Term",
+    "Loss", "Input", "ClassTarget", "ClassWeights", "Weights", "Param", "Flag", "Term",
     "RowSum", "RowMean", "RowMax", "LogSumExp", "Gather", "Select",
-    "sigmoid", "softplus", "log_sigmoid", "logcosh", "maximum", "minimum", "relu",
+    "sigmoid", "softplus", "log_sigmoid", "logaddexp", "logcosh", "maximum", "minimum", "relu",
     "SpecError",
 ]
 
@@ -93,6 +95,8 @@ class _Declared(sp.Symbol):
     process never share metadata.
     """
 
+    keyword_only = False  # set by the declarations that may follow ``*`` in the signature
+
     def __new__(cls, name, **assumptions):
         name = check_name(name, cls.__name__)
         return sp.Symbol.__xnew__(cls, name, real=True, **assumptions)
@@ -121,6 +125,23 @@ class Input(_Declared):
         return obj
 
 
+class ClassWeights(Input):
+    """Optional per-class weights, such as torch's ``weight`` or ``pos_weight``.
+
+    A 1-d array with one value per class: per position along the loss axis
+    (row-wise losses) or along the last axis (elementwise losses). ``None``
+    (the default) weighs every class 1. In formulas it stands for the weight
+    of each element's class, so ``Gather(weight, targets)`` is the weight of
+    the target class. Not differentiable. ``keyword_only=True`` puts it after
+    ``reduction``, behind ``*``.
+    """
+
+    def __new__(cls, name="weight", *, keyword_only=False, doc="Optional weights for each class. Default: ``None``."):
+        obj = super().__new__(cls, name, differentiable=False, doc=doc)
+        obj.keyword_only = bool(keyword_only)
+        return obj
+
+
 class ClassTarget(_Declared):
     """Integer class indices along the loss axis (one per row).
 
@@ -146,9 +167,9 @@ class Weights(_Declared):
     """Optional per-loss-element weights (default ``None``), applied before the reduction."""
 
     def __new__(cls, name="weights", *, doc="Optional weights for each target. Default: ``None``."):
-        if name != "weights":
-            raise SpecError(f"Weights must keep MLX's argument name 'weights', got {name!r}")
-        obj = sp.Symbol.__xnew__(cls, "weights", real=True)
+        # "weights" is reserved for the generated core's own argument, which these weights fill
+        name = name if name == "weights" else check_name(name, "Weights")
+        obj = sp.Symbol.__xnew__(cls, name, real=True)
         obj.differentiable = True
         obj.per_row = True
         obj.doc = _check_text(doc, f"doc of weights {name!r}")
@@ -200,31 +221,48 @@ class Param(_Declared):
     """A scalar argument with a default and a valid range such as ``'(0, inf)'``.
 
     An integer default makes an integer parameter (floats are refused for it).
+    ``default=None`` makes an optional parameter, off unless given (declare
+    ``integer=True`` for an integer one); a formula cannot use it, only a
+    :class:`ClassTarget`'s ``ignore_index`` can. ``keyword_only=True`` puts it
+    after ``reduction``, behind ``*``, so a new option never shifts an existing
+    positional signature.
     """
 
-    def __new__(cls, name, default=_REQUIRED, *, range="(-inf, inf)", doc=""):
+    def __new__(cls, name, default=_REQUIRED, *, range="(-inf, inf)", integer=None, keyword_only=False, doc=""):
         obj = super().__new__(cls, name)
         if default is _REQUIRED:
             raise SpecError(f"parameter {name!r} has no default: write Param({name!r}, <default>, ...)")
-        obj.default = _plain_number(default, f"the default of parameter {name!r}")
-        obj.integer = isinstance(obj.default, int)
+        if default is not None:
+            default = _plain_number(default, f"the default of parameter {name!r}")
+        if integer is not None and not isinstance(integer, bool):
+            raise SpecError(f"integer= of parameter {name!r} must be True or False, got {integer!r}")
+        if integer is not None and default is not None and integer != isinstance(default, int):
+            raise SpecError(f"parameter {name!r}: integer={integer} contradicts its default {default!r}")
+        obj.default = default
+        obj.optional = default is None
+        obj.integer = isinstance(default, int) if integer is None else integer
         obj.range = Range.parse(range, name)
-        if not obj.range.contains(default):
+        if default is not None and not obj.range.contains(default):
             raise SpecError(f"default {default!r} of parameter {name!r} is outside its range {obj.range}")
+        obj.keyword_only = bool(keyword_only)
         obj.doc = _check_text(doc, f"doc of parameter {name!r}")
         return obj
 
 
 class Flag(_Declared):
-    """A boolean argument; formulas branch on it with ``Select(flag, a, b)``."""
+    """A boolean argument; formulas branch on it with ``Select(flag, a, b)``.
 
-    def __new__(cls, name, default=_REQUIRED, *, doc=""):
+    ``keyword_only=True`` puts it after ``reduction``, behind ``*``.
+    """
+
+    def __new__(cls, name, default=_REQUIRED, *, keyword_only=False, doc=""):
         obj = super().__new__(cls, name)
         if default is _REQUIRED:
             raise SpecError(f"flag {name!r} has no default: write Flag({name!r}, True) or Flag({name!r}, False)")
         if not isinstance(default, bool):
             raise SpecError(f"flag {name!r} needs a True/False default, got {default!r}")
         obj.default = default
+        obj.keyword_only = bool(keyword_only)
         obj.doc = _check_text(doc, f"doc of flag {name!r}")
         return obj
 
@@ -296,7 +334,8 @@ class Loss:
 
     The generated function's signature is: array inputs in order, then
     ``weights`` (if declared), ``axis`` (row-wise losses), the parameters and
-    flags in order, and ``reduction`` last.
+    flags in order, ``reduction``, and last, behind ``*``, the declarations
+    made ``keyword_only``.
     """
 
     name: str
@@ -338,8 +377,15 @@ class Loss:
         for item in self.inputs:
             if not isinstance(item, (Input, ClassTarget)):
                 raise SpecError(f"inputs must be Input or ClassTarget declarations, got {item!r}")
-        if not any(isinstance(i, Input) and not i.per_row for i in self.inputs):
+        if not any(isinstance(i, Input) and not i.per_row and not isinstance(i, ClassWeights) for i in self.inputs):
             raise SpecError("a loss needs at least one element-level float Input")
+        positional = [i for i in self.inputs if not i.keyword_only]
+        for before, after in zip(positional, positional[1:]):
+            if isinstance(before, ClassWeights) and not isinstance(after, ClassWeights):
+                raise SpecError(
+                    f"input {after.name!r} has no default, so it cannot follow the optional "
+                    f"class weights {before.name!r}: list it first or make the weights keyword_only"
+                )
         if self.weights is not None and not isinstance(self.weights, Weights):
             raise SpecError(f"weights= must be a Weights declaration, got {self.weights!r}")
         for item in self.params:

@@ -14,6 +14,7 @@ float32, and the limit the float code must agree with.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ import numpy as np
 
 import generated
 from generator.load import load_specs
-from generator.spec import ClassTarget, Input
+from generator.spec import ClassTarget, ClassWeights, Input
 from tests import oracle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +38,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def element_inputs(loss):
-    return [i for i in loss.inputs if isinstance(i, Input) and not i.per_row]
+    return [i for i in float_inputs(loss) if not i.per_row]
 
 
 def float_inputs(loss):
-    return [i for i in loss.inputs if isinstance(i, Input)]
+    """The float array inputs, but per-class weights (a vector along the class axis)."""
+    return [i for i in loss.inputs if isinstance(i, Input) and not isinstance(i, ClassWeights)]
 
 
 # ------------------------------------------------------------ value domains
@@ -98,8 +100,65 @@ def _log_softmax_rows(*names):
     return into
 
 
+def _unit_interval(*names):
+    """These inputs into [0, 1] (probabilities, masks)."""
+    def into(call):
+        for name in names:
+            call.arrays[name] = _sigmoid(call.arrays[name])
+    return into
+
+
+def _valid_unit_interval(*names):
+    return lambda call: {n: (call.arrays[n] >= 0) & (call.arrays[n] <= 1) for n in names}
+
+
+def _poisson_into(call):
+    if not call.flags["log_input"]:
+        call.arrays["inputs"] = np.abs(call.arrays["inputs"])
+    call.arrays["targets"] = np.round(3 * np.abs(call.arrays["targets"]))  # counts
+
+
+def _poisson_valid(call):
+    valid = {"targets": call.arrays["targets"] >= 0}
+    if not call.flags["log_input"]:
+        valid["inputs"] = call.arrays["inputs"] >= 0
+    return valid
+
+
+def _kl_div_into(call):
+    _log_softmax_rows("inputs")(call)
+    if call.flags["log_target"]:
+        _log_softmax_rows("targets")(call)
+    else:
+        call.arrays["targets"] = _sigmoid(call.arrays["targets"])
+
+
+def _kl_div_valid(call):
+    valid = {"inputs": call.arrays["inputs"] <= 0}
+    targets = call.arrays["targets"]
+    valid["targets"] = targets <= 0 if call.flags["log_target"] else (targets >= 0) & (targets <= 1)
+    return valid
+
+
+def _tweedie_into(call):
+    call.arrays["inputs"] = 0.1 + np.abs(call.arrays["inputs"])
+    call.arrays["targets"] = np.abs(call.arrays["targets"])
+
+
+def _positive_means(call):
+    return {"inputs": call.arrays["inputs"] > 0, "targets": call.arrays["targets"] >= 0}
+
+
 DOMAINS = {
     "binary_cross_entropy": Domain(_bce_into, _bce_valid),
+    "poisson_nll_loss": Domain(_poisson_into, _poisson_valid),
+    "kl_div": Domain(_kl_div_into, _kl_div_valid, log_probabilities=("inputs",)),
+    "tweedie_deviance": Domain(_tweedie_into, _positive_means),
+    "binary_dice_loss": Domain(_unit_interval("inputs", "targets"), _valid_unit_interval("inputs", "targets")),
+    "tversky_loss": Domain(_unit_interval("inputs", "targets"), _valid_unit_interval("inputs", "targets")),
+    "sigmoid_focal_loss": Domain(_unit_interval("targets"), _valid_unit_interval("targets")),
+    "jensen_shannon_divergence": Domain(_log_softmax_rows("inputs", "targets"), _log_probabilities("inputs", "targets"),
+                                        log_probabilities=("inputs", "targets")),
     "gaussian_nll_loss": Domain(_gaussian_into),
     "kl_div_loss": Domain(_log_softmax_rows("inputs", "targets"), _log_probabilities("inputs", "targets"),
                           log_probabilities=("inputs", "targets")),
@@ -158,7 +217,7 @@ class Call:
         if self.axis is not None:
             extra["axis"] = self.axis
         if self.weights is not None:
-            extra["weights"] = mx.array(self.weights.astype(np.float32)).astype(dtype)
+            extra[self.loss.weights.name] = mx.array(self.weights.astype(np.float32)).astype(dtype)
         return extra
 
     def rounded(self, dtype):
@@ -178,8 +237,28 @@ def ours(name):
     return getattr(generated, name)
 
 
+def has_twin(call):
+    """Whether mlx.nn.losses has this loss and this call's options (ours add keyword-only ones)."""
+    if call.name not in MLX_LOSSES:
+        return False
+    accepted = inspect.signature(getattr(mlx_losses, call.name)).parameters
+    defaults = {p.name: p.default for p in call.loss.params}
+    return all(v == defaults[k] for k, v in call.params.items() if k not in accepted) \
+        and all(i.name in accepted for i in call.loss.inputs if i.name in call.arrays)
+
+
 def theirs(name):
-    return getattr(mlx_losses, name)
+    """mlx.nn.losses' twin, taking our arguments: the keyword-only options it lacks must be at their defaults."""
+    function = getattr(mlx_losses, name)
+    accepted = inspect.signature(function).parameters
+    defaults = {p.name: p.default for p in LOSSES[name].params}
+
+    def call(*args, **kwargs):
+        beyond = {k: v for k, v in kwargs.items() if k not in accepted}
+        assert all(v == defaults[k] for k, v in beyond.items()), f"mlx.nn.losses.{name} has no {sorted(beyond)}"
+        return function(*args, **{k: v for k, v in kwargs.items() if k in accepted})
+
+    return call
 
 
 def shapes_for(loss, shape, axis):
@@ -215,6 +294,10 @@ def make_call(loss, rng, shape=(3, 4), axis=None, flags=None, form="indices", pa
     flags = {f.name: f.default for f in loss.flags} | (flags or {})
     arrays = {}
     for item in loss.inputs:
+        if isinstance(item, ClassWeights):
+            if element_shape:  # one weight per class: along the loss axis, or the last axis
+                arrays[item.name] = rng.uniform(0.5, 1.5, size=element_shape[-1 if axis is None else axis])
+            continue
         if isinstance(item, ClassTarget):
             classes = element_shape[axis]
             if form == "probabilities":
@@ -235,8 +318,8 @@ def unit_scale(call):
     shape, take = _units(call)
     scale = np.zeros(shape)
     for item in call.loss.inputs:
-        array = call.arrays[item.name]
-        if not np.issubdtype(array.dtype, np.floating):
+        array = call.arrays.get(item.name)
+        if array is None or not np.issubdtype(array.dtype, np.floating):
             continue
         finite = np.where(np.isfinite(array), np.abs(array), 0.0)
         for index in np.ndindex(shape):
@@ -368,6 +451,7 @@ class _MPMath:
         if kind == "max":
             return np.max(a, axis=axis, keepdims=True)
         top = np.max(a, axis=axis, keepdims=True)
+        top = np.where(np.frompyfunc(mpmath.isinf, 1, 1)(top).astype(bool), mpmath.mpf(0), top)  # a row of -inf
         return top + _MPMath.log(np.sum(_MPMath.exp(a - top), axis=axis, keepdims=True))
 
 
@@ -391,10 +475,16 @@ def _units(call):
     loss = call.loss
     first = call.arrays[loss.inputs[0].name]
     if loss.kind == "elementwise":
-        return first.shape, lambda item, array, index: np.asarray(array)[index]
+        def take_element(item, array, index):
+            if isinstance(item, ClassWeights):  # weights along the last axis
+                return np.asarray(array)[index[-1]]
+            return np.asarray(array)[index]
+        return first.shape, take_element
     axis = call.axis % first.ndim
 
     def take(item, array, index):
+        if isinstance(item, ClassWeights):  # the whole vector: each element reads its class's weight
+            return np.asarray(array)
         if array.ndim == first.ndim:
             return np.moveaxis(array, axis, -1)[index]
         return np.asarray(array)[index][None]  # one value per row: kept as a length-1 row
@@ -407,9 +497,15 @@ def _unit_value(call, index, take, moved):
     values = dict(call.params)
     classes = call.arrays[loss.inputs[0].name].shape[call.axis] if loss.kind == "rowwise" else None
     for item in loss.inputs:
+        if item.name not in call.arrays:  # class weights not given: all 1
+            values[item.name] = mpmath.mpf(1)
+            continue
         array = moved[item.name] if moved and item.name in moved else call.arrays[item.name]
         piece = take(item, array, index)
         if isinstance(item, ClassTarget) and piece.shape == (1,):  # a class index: its one-hot row
+            ignore_index = item.ignore_index and call.params.get(item.ignore_index.name)
+            if ignore_index is not None and int(piece[0]) == ignore_index:
+                return mpmath.mpf(0)  # an ignored row contributes nothing
             piece = (np.arange(classes) == int(piece[0])).astype(np.float64)
         values[item.name] = _mp(piece)
     infinite = [n for n in values if isinstance(values[n], np.ndarray) and n in call.arrays
@@ -454,8 +550,8 @@ def truth_mp_gradient(call, name):
     shape, take = _units(call)
     infinite = np.zeros(shape, dtype=bool)
     for item in call.loss.inputs:
-        array = call.arrays[item.name]
-        if np.issubdtype(array.dtype, np.floating):
+        array = call.arrays.get(item.name)
+        if array is not None and np.issubdtype(array.dtype, np.floating):
             for index in np.ndindex(shape):
                 infinite[index] |= not np.all(np.isfinite(take(item, array, index)))
     rowwise = call.loss.kind == "rowwise"

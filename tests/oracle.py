@@ -54,6 +54,7 @@ class _Numpy:
         if kind == "max":
             return np.max(a, axis=axis, keepdims=True)
         m = np.max(a, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)  # a row of -inf: log(0) = -inf, not -inf - -inf
         return m + np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True))
 
 
@@ -96,7 +97,7 @@ def evaluate(loss, values, xp, axis=None, flags=None):
     flags = {f.name: f.default for f in loss.flags} | (flags or {})
     full_shape = np.broadcast_shapes(*[
         tuple(values[i.name].shape) for i in loss.inputs
-        if isinstance(i, S.ClassTarget) or (isinstance(i, S.Input) and not i.per_row)
+        if isinstance(i, S.ClassTarget) or (isinstance(i, S.Input) and not i.per_row and not isinstance(i, S.ClassWeights))
     ])
 
     def ev(e):
@@ -125,6 +126,8 @@ def evaluate(loss, values, xp, axis=None, flags=None):
             if isinstance(base, (int, float)):
                 return xp.exp(math.log(base) * exponent)
             return xp.power(base, exponent)
+        if isinstance(e, sp.ITE):  # a Piecewise SymPy folded into a condition
+            return xp.where(ev(e.args[0]), ev(e.args[1]), ev(e.args[2]))
         if isinstance(e, sp.Piecewise):
             *branches, (last, _) = e.args
             out = ev(last)
@@ -144,6 +147,8 @@ def evaluate(loss, values, xp, axis=None, flags=None):
             return xp.reduce(e.kind, inner, axis)
         name = type(e).__name__
         args = [ev(a) for a in e.args]
+        if isinstance(e, fn.logaddexp):
+            return xp.logaddexp(*args)
         if isinstance(args[0], (int, float)) and not name.startswith(("sigmoid", "softplus", "logcosh")):
             return float(getattr(math, {"Abs": "fabs", "atan": "atan"}.get(name, name))(*args))
         if isinstance(e, fn.softplus):
@@ -168,15 +173,20 @@ def reference(loss, arrays, params, xp, axis=None, reduction="none", weights=Non
     """
     asarray = (lambda a: np.asarray(a, dtype=np.float64)) if xp is NUMPY else (lambda a: a)
     values = dict(params)
+    kept = None  # rows whose class index is not ignore_index
     for item in loss.inputs:
-        value = arrays[item.name]
-        if isinstance(item, S.ClassTarget):
+        value = arrays.get(item.name)
+        if isinstance(item, S.ClassWeights):
+            values[item.name] = 1.0 if value is None else asarray(_along(value, axis, arrays[loss.inputs[0].name].ndim))
+        elif isinstance(item, S.ClassTarget):
             logits = arrays[loss.inputs[0].name]
             if value.ndim == logits.ndim:
                 values[item.name] = asarray(value)
             else:
                 classes = logits.shape[axis]
                 index = np.asarray(value) if xp is NUMPY else value
+                if item.ignore_index is not None and params.get(item.ignore_index.name) is not None:
+                    kept = index != params[item.ignore_index.name]
                 positions = np.arange(classes).reshape([classes if d == axis % logits.ndim else 1
                                                         for d in range(logits.ndim)])
                 if xp is NUMPY:
@@ -190,10 +200,21 @@ def reference(loss, arrays, params, xp, axis=None, reduction="none", weights=Non
     out = evaluate(loss, values, xp, axis, flags)
     if loss.kind == "rowwise":
         out = np.squeeze(out, axis) if xp is NUMPY else mx.squeeze(out, axis)
+    if kept is not None:  # ignored rows contribute nothing, and 'mean' is over the rows kept
+        out = np.where(kept, out, 0.0) if xp is NUMPY else mx.where(kept, out, 0.0)
     if weights is not None:
         out = out * asarray(weights)
+    if reduction == "mean" and kept is not None:
+        return out.sum() / kept.sum() if xp is NUMPY else mx.sum(out) / mx.sum(kept)
     if reduction == "mean":
         return out.mean() if xp is NUMPY else mx.mean(out)
     if reduction == "sum":
         return out.sum() if xp is NUMPY else mx.sum(out)
     return out
+
+
+def _along(class_values, axis, ndim):
+    """A 1-d array of per-class values laid along the loss axis (row-wise) or the last axis (elementwise)."""
+    shape = [1] * ndim
+    shape[-1 if axis is None else axis] = -1
+    return class_values.reshape(shape)

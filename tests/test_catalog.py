@@ -137,6 +137,10 @@ def test_every_curve_is_finite_and_its_gradient_is_the_slope(package, name):
     secant = np.diff(curve.loss.astype(np.float64)) / step
     mean_gradient = (curve.gradient[1:] + curve.gradient[:-1]) / 2
     smooth = np.abs(np.diff(curve.gradient)) < 0.05 * (1 + np.abs(mean_gradient))
+    # A bend of the gradient (a C1 kink such as squared_hinge_loss's) breaks the trapezoid rule too.
+    bend = np.abs(np.diff(curve.gradient, n=2)) > 0.01 * (1 + np.abs(curve.gradient[1:-1]))
+    smooth[1:] &= ~bend
+    smooth[:-1] &= ~bend
     assert smooth.mean() > 0.9
     np.testing.assert_allclose(secant[smooth], mean_gradient[smooth], rtol=1e-2, atol=1e-3)
 

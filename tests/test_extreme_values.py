@@ -40,8 +40,16 @@ PATTERNS = {
 # before its square root would bring it back into range; the loss is NaN.
 OVERFLOW_INSIDE_NORMS = {
     ("cosine_similarity_loss", "all", "differences_1e30"),
+    ("cosine_embedding_loss", "all", "differences_1e30"),
     ("triplet_loss", "anchors", "differences_1e30"),
     ("triplet_loss", "positives", "differences_1e30"),
+    ("triplet_margin_loss", "anchors", "differences_1e30"),
+    ("triplet_margin_loss", "positives", "differences_1e30"),
+}
+# The same for losses MLX lacks: sqrt(d**2 + eps**2) squares 1e30 first, and the loss is inf, not 1e30.
+OVERFLOW_INSIDE_SQUARE_ROOTS = {
+    (name, target, "differences_1e30") for name in ("charbonnier_loss", "pseudo_huber_loss")
+    for target in ("inputs", "targets")
 }
 
 
@@ -61,6 +69,8 @@ def _cases():
                     marks = []
                     if (name, target, pattern) in OVERFLOW_INSIDE_NORMS:
                         marks = [pytest.mark.xfail(strict=True, reason="overflow inside a row norm, as in MLX")]
+                    if (name, target, pattern) in OVERFLOW_INSIDE_SQUARE_ROOTS:
+                        marks = [pytest.mark.xfail(strict=True, reason="overflow of a square inside a square root")]
                     yield pytest.param(name, flags, form, target, pattern, marks=marks,
                                        id=f"{name}-{variant_id(flags, form)}-{target}-{pattern}")
 
@@ -96,7 +106,8 @@ def test_extreme_values_stay_finite_where_the_math_is(name, flags, form, target,
             inputs = [n for n in inputs if n in DOMAINS[name].log_probabilities]
     else:
         inputs = [target]
-    call = call.with_arrays(**{n: _array(PATTERNS[pattern]) for n in inputs})
+    # the truth is the math at the float32 values the loss receives (1e-45 is 1.4e-45 in float32)
+    call = call.with_arrays(**{n: _array(PATTERNS[pattern]) for n in inputs}).rounded(mx.float32)
 
     value = np.asarray(call.run(ours(name)), dtype=np.float64)
     meaningful = in_domain(call)
@@ -197,6 +208,41 @@ def test_empty_arrays_reduce_like_mlx(name, layout, shape, reduction):
         assert grads[arg].shape == call.arrays[arg].shape
 
 
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_no_reduction_of_an_empty_array(monkeypatch, name):
+    """Empty rows and empty losses are reduced without MLX reductions.
+
+    MLX 0.32's CPU backend can hang (spinning) when one evaluation holds two
+    or more sums over zero-length axes; the generated code writes their
+    values (0, NaN) out instead. Uncompiled, so every reduction is seen.
+    """
+    for function in ("sum", "mean"):
+        def refuse_empty(values, *args, _original=getattr(mx, function), _function=function, **kwargs):
+            assert values.size, f"mx.{_function} of an empty array"
+            return _original(values, *args, **kwargs)
+        monkeypatch.setattr(mx, function, refuse_empty)
+    loss = LOSSES[name]
+    mx.disable_compile()
+    try:
+        for shape in _empty_layouts(loss).values():
+            call = make_call(loss, np.random.default_rng(0), shape, axis=-1 if loss.kind == "rowwise" else None)
+            for reduction in ("none", "mean", "sum"):
+                try:
+                    mx.eval(call.run(ours(name), reduction))
+                except ValueError:
+                    continue  # a maximum (or a class index) in an empty row: as MLX, an error
+                names = call.differentiable
+                arrays, kwargs = call.mx_arrays(), call.kwargs()
+
+                def loss_of(*diff):
+                    return ours(name)(**{**arrays, **dict(zip(names, diff))}, **kwargs, reduction=reduction)
+
+                out = loss_of(*[arrays[n] for n in names])
+                mx.eval(mx.vjp(loss_of, [arrays[n] for n in names], [mx.ones(out.shape, out.dtype)]))
+    finally:
+        mx.enable_compile()
+
+
 ELEMENTWISE = [name for name, loss in LOSSES.items() if loss.kind == "elementwise"]
 
 
@@ -267,7 +313,7 @@ def test_nan_weight_gives_nan(name):
     call = make_call(loss, np.random.default_rng(6), (3, 4), weights=True)
     weights = call.weights.copy()
     weights.flat[1] = np.nan
-    value = np.asarray(ours(name)(**call.mx_arrays(), **{**call.kwargs(), "weights": mx.array(weights.astype(np.float32))},
+    value = np.asarray(ours(name)(**call.mx_arrays(), **{**call.kwargs(), loss.weights.name: mx.array(weights.astype(np.float32))},
                                   reduction="none"))
     assert np.isnan(value.flat[1]) and np.isfinite(np.delete(value.ravel(), 1)).all()
 

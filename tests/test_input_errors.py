@@ -97,9 +97,9 @@ def _scenarios(loss):
             yield f"{target.name}-probabilities-shape", probability_shape
 
     if loss.weights is not None:
-        def weights_shape(call, args):
-            args["weights"] = mx.ones((7,))
-            return ["Weights with shape (7,) is not the same as output loss with shape"]
+        def weights_shape(call, args, name=loss.weights.name):
+            args[name] = mx.ones((7,))
+            return [f"{_sentence(name)} with shape (7,) is not the same as output loss with shape"]
 
         yield "weights-shape", weights_shape
 
@@ -131,9 +131,9 @@ def _scenarios(loss):
 
             yield f"{p.name}-{label}-range", out_of_range
         if p.integer:
-            def fraction(call, args, name=p.name, default=p.default):
-                args[name] = default + 0.5
-                return [_said(name), "must be an integer", repr(default + 0.5)]
+            def fraction(call, args, name=p.name, bad=(p.default or 0) + 0.5):  # an optional one defaults to None
+                args[name] = bad
+                return [_said(name), "must be an integer", repr(bad)]
 
             yield f"{p.name}-fraction", fraction
 

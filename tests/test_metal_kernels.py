@@ -245,9 +245,26 @@ def test_kernel_names_carry_a_hash_of_their_source():
 
 # ---------------------------------------------------------------- traffic figure
 
+# Losses whose formula nests a reduction in another take a second pass over the row:
+# (variant, forward bytes, forward passes, backward bytes, backward passes).
+SECOND_PASS = {
+    # each hinge needs the target's score first; the gradient of the target's score sums every hinge
+    "multi_margin_loss": [("_indices", 1.0, 2, 1.5, 2)],
+    # 1 - p_t needs logsumexp first: a gather at the index for class indices, a second read of the row
+    # (logits and targets) for probabilities
+    "poly1_cross_entropy": [("_indices", 1.0, 2, 1.0, 2), ("_probabilities", 2.0, 2, 1.67, 2)],
+}
+
+
 @pytest.mark.parametrize("path", spec_paths(ROOT / "specs"), ids=lambda p: p.stem)
 def test_every_loss_moves_the_minimum_bytes(path):
-    for figure in traffic.figures(load_spec(path, ROOT)):
+    figures = traffic.figures(load_spec(path, ROOT))
+    if path.stem in SECOND_PASS:
+        found = [(f.variant, f.forward, f.forward_passes, f.backward, f.backward_passes) for f in figures]
+        assert found == [(v, pytest.approx(fw, abs=0.01), fp, pytest.approx(bw, abs=0.01), bp)
+                         for v, fw, fp, bw, bp in SECOND_PASS[path.stem]]
+        return
+    for figure in figures:
         assert figure.forward == pytest.approx(1.0, abs=0.01) and figure.forward_passes == 1
         assert figure.backward == pytest.approx(1.0, abs=0.01) and figure.backward_passes == 1
 
@@ -365,4 +382,5 @@ def test_the_command_line_lists_the_traffic_figure():
     names = [path.stem for path in spec_paths(ROOT / "specs")]
     rows = {name: line for line in result.output.splitlines() for name in names if f" {name} " in line}
     assert sorted(rows) == sorted(names)
-    assert all("traffic fwd 1.00 bwd 1.00" in line for line in rows.values())
+    assert all("traffic fwd 1.00 bwd 1.00" in line for name, line in rows.items() if name not in SECOND_PASS)
+    assert "traffic fwd 2.00 bwd 1.67" in rows["poly1_cross_entropy"]  # the worst variant's figures

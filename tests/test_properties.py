@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from generator.spec import ClassTarget
+from generator.spec import ClassTarget, ClassWeights
 from tests import oracle
-from tests.arguments import (LOSSES, MLX_LOSSES, Call, finite_differences, into_domain, ours, shapes_for, theirs,
-                             truth64, variants)
+from tests.arguments import (LOSSES, MLX_LOSSES, Call, finite_differences, has_twin, into_domain, ours, shapes_for,
+                             theirs, truth64, variants)
 
 UNIT = {mx.float32: 2.0**-23, mx.float16: 2.0**-10, mx.bfloat16: 2.0**-7}
 VALUES = st.floats(-6.0, 6.0, width=32, allow_subnormal=False)
@@ -56,7 +56,11 @@ def calls(draw, loss):
     element_shape, row_shape = shapes_for(loss, shape, axis)
     values = {}
     for item in loss.inputs:
-        if isinstance(item, ClassTarget):
+        if isinstance(item, ClassWeights):
+            if element_shape and draw(st.booleans()):  # optional: one weight per class
+                classes = element_shape[-1 if axis is None else axis]
+                values[item.name] = draw(arrays(np.float64, (classes,), elements=st.floats(0.0, 2.0, width=32)))
+        elif isinstance(item, ClassTarget):
             if form == "probabilities":
                 logits = draw(arrays(np.float64, element_shape, elements=VALUES))
                 z = np.exp(logits - logits.max(axis=axis, keepdims=True))
@@ -86,11 +90,11 @@ def _check(loss, call, dtype, reduction):
     name = loss.name
     exact = call.rounded(dtype)  # the values the dtype can hold: the truth is taken at those
     value = exact.run(ours(name), reduction, dtype)
-    expected_dtype = exact.run(theirs(name), reduction, dtype).dtype if name in MLX_LOSSES else dtype
+    expected_dtype = exact.run(theirs(name), reduction, dtype).dtype if has_twin(call) else dtype
     assert value.dtype == expected_dtype
     none = exact.run(ours(name), "none", dtype)
     loss_shape = shapes_for(loss, next(iter(call.arrays.values())).shape, call.axis)[1] if loss.kind == "rowwise" \
-        else np.broadcast_shapes(*[call.arrays[i.name].shape for i in loss.inputs])
+        else np.broadcast_shapes(*[call.arrays[i.name].shape for i in loss.inputs if not isinstance(i, ClassWeights)])
     assert none.shape == tuple(loss_shape)
     assert value.shape == (none.shape if reduction == "none" else ())
     _close(value, truth64(exact, reduction), UNIT[dtype], f"value ({reduction}, {dtype})")
@@ -102,7 +106,7 @@ def _check(loss, call, dtype, reduction):
         if none.size:
             _close(value, expected, UNIT[dtype], f"{reduction} of none")
 
-    if name in MLX_LOSSES and dtype == mx.float32:
+    if has_twin(call) and dtype == mx.float32:
         _close(value, exact.run(theirs(name), reduction, dtype), UNIT[dtype], "vs mlx.nn.losses")
 
 
@@ -117,7 +121,7 @@ def _check_gradients(loss, call, reduction):
         return
     exact = call.rounded(mx.float32)
     arrays = exact.mx_arrays()
-    weights = exact.kwargs().get("weights")
+    weights = exact.kwargs().get(loss.weights.name) if loss.weights is not None else None
     start = [arrays[n] for n in names]
 
     def ours_objective(*diff):

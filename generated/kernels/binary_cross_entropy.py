@@ -14,8 +14,8 @@ from .. import _gpu
 
 FORWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_6408a4185cc9",
-        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('meta', 'meta')],
+        name="losscc_binary_cross_entropy_with_logits_forward_cc517f894b9e",
+        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
 // binary_cross_entropy_with_logits forward (specs/binary_cross_entropy.py)
@@ -27,11 +27,13 @@ const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool reduce = meta[2] != 0;
 threadgroup float scratch[32];
+const float label_smoothing = params[0];
 float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = -inputs*targets + losscc_softplus(inputs);
+  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+  const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -66,11 +68,13 @@ const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool reduce = meta[2] != 0;
 __shared__ float scratch[32];
+const float label_smoothing = params[0];
 float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = -inputs*targets + losscc_softplus(inputs);
+  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+  const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -97,8 +101,8 @@ if (reduce) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_forward_3950875b72bc",
-        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('meta', 'meta')],
+        name="losscc_binary_cross_entropy_no_with_logits_forward_efe1fc50dfd7",
+        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
 // binary_cross_entropy_no_with_logits forward (specs/binary_cross_entropy.py)
@@ -110,13 +114,15 @@ const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool reduce = meta[2] != 0;
 threadgroup float scratch[32];
+const float label_smoothing = params[0];
 float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = metal::log(1.0f - inputs);
   const float t1 = metal::log(inputs);
-  const float loss = -targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - targets)*((t0 > -100.0f) ? t0 : -100.0f);
+  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+  const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -151,13 +157,15 @@ const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool reduce = meta[2] != 0;
 __shared__ float scratch[32];
+const float label_smoothing = params[0];
 float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = logf(1.0f - inputs);
   const float t1 = logf(inputs);
-  const float loss = -targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - targets)*((t0 > -100.0f) ? t0 : -100.0f);
+  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+  const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -187,8 +195,8 @@ if (reduce) {
 
 BACKWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_2592efac7af0",
-        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
+        name="losscc_binary_cross_entropy_with_logits_backward_100e02eb1655",
+        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
 // binary_cross_entropy_with_logits backward (specs/binary_cross_entropy.py)
@@ -198,6 +206,7 @@ const uint i = thread_position_in_grid.x;
 const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool scalar_cotangent = meta[2] != 0;
+const float label_smoothing = params[0];
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
@@ -206,14 +215,17 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float loss = -inputs*targets + losscc_softplus(inputs);
+      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+      const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float grad_inputs = cotangent*(-targets + losscc_sigmoid(inputs));
-  const float grad_targets = -inputs*cotangent;
+  const float t0 = label_smoothing - 1.0f;
+  const float smoothed_targets = -targets*t0 + label_smoothing/2.0f;
+  const float grad_inputs = cotangent*(-smoothed_targets + losscc_sigmoid(inputs));
+  const float grad_targets = inputs*cotangent*t0;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -226,6 +238,7 @@ const uint i = blockIdx.x * blockDim.x + threadIdx.x;
 const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool scalar_cotangent = meta[2] != 0;
+const float label_smoothing = params[0];
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
@@ -234,22 +247,25 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float loss = -inputs*targets + losscc_softplus(inputs);
+      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+      const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float grad_inputs = cotangent*(-targets + losscc_sigmoid(inputs));
-  const float grad_targets = -inputs*cotangent;
+  const float t0 = label_smoothing - 1.0f;
+  const float smoothed_targets = -targets*t0 + label_smoothing/2.0f;
+  const float grad_inputs = cotangent*(-smoothed_targets + losscc_sigmoid(inputs));
+  const float grad_targets = inputs*cotangent*t0;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_backward_988a1200f172",
-        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
+        name="losscc_binary_cross_entropy_no_with_logits_backward_d0506567309e",
+        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
 // binary_cross_entropy_no_with_logits backward (specs/binary_cross_entropy.py)
@@ -259,6 +275,7 @@ const uint i = thread_position_in_grid.x;
 const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool scalar_cotangent = meta[2] != 0;
+const float label_smoothing = params[0];
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
@@ -269,19 +286,23 @@ if (i < n) {
     {
       const float t0 = metal::log(1.0f - inputs);
       const float t1 = metal::log(inputs);
-      const float loss = -targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - targets)*((t0 > -100.0f) ? t0 : -100.0f);
+      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+      const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = inputs - 1.0f;
-  const float t1 = metal::log(-t0);
-  const bool t2 = (t1 > -100.0f);
-  const float t3 = metal::log(inputs);
+  const float t0 = label_smoothing - 1.0f;
+  const float t1 = -t0;
+  const float t2 = inputs - 1.0f;
+  const float t3 = metal::log(-t2);
   const bool t4 = (t3 > -100.0f);
-  const float grad_inputs = -cotangent*(targets*(t4 ? (1.0f / inputs) : 0.0f) + (1.0f - targets)*(t2 ? (1.0f / t0) : 0.0f));
-  const float grad_targets = cotangent*((t2 ? t1 : -100.0f) - (t4 ? t3 : -100.0f));
+  const float t5 = metal::log(inputs);
+  const bool t6 = (t5 > -100.0f);
+  const float smoothed_targets = targets*t1 + label_smoothing/2.0f;
+  const float grad_inputs = -cotangent*(smoothed_targets*(t6 ? (1.0f / inputs) : 0.0f) + (1.0f - smoothed_targets)*(t4 ? (1.0f / t2) : 0.0f));
+  const float grad_targets = -cotangent*(t0*(t4 ? t3 : -100.0f) + t1*(t6 ? t5 : -100.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -294,6 +315,7 @@ const uint i = blockIdx.x * blockDim.x + threadIdx.x;
 const uint n = static_cast<uint>(meta[0]);
 const bool weighted = meta[1] != 0;
 const bool scalar_cotangent = meta[2] != 0;
+const float label_smoothing = params[0];
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
@@ -304,19 +326,23 @@ if (i < n) {
     {
       const float t0 = logf(1.0f - inputs);
       const float t1 = logf(inputs);
-      const float loss = -targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - targets)*((t0 > -100.0f) ? t0 : -100.0f);
+      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
+      const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = inputs - 1.0f;
-  const float t1 = logf(-t0);
-  const bool t2 = (t1 > -100.0f);
-  const float t3 = logf(inputs);
+  const float t0 = label_smoothing - 1.0f;
+  const float t1 = -t0;
+  const float t2 = inputs - 1.0f;
+  const float t3 = logf(-t2);
   const bool t4 = (t3 > -100.0f);
-  const float grad_inputs = -cotangent*(targets*(t4 ? (1.0f / inputs) : 0.0f) + (1.0f - targets)*(t2 ? (1.0f / t0) : 0.0f));
-  const float grad_targets = cotangent*((t2 ? t1 : -100.0f) - (t4 ? t3 : -100.0f));
+  const float t5 = logf(inputs);
+  const bool t6 = (t5 > -100.0f);
+  const float smoothed_targets = targets*t1 + label_smoothing/2.0f;
+  const float grad_inputs = -cotangent*(smoothed_targets*(t6 ? (1.0f / inputs) : 0.0f) + (1.0f - smoothed_targets)*(t4 ? (1.0f / t2) : 0.0f));
+  const float grad_targets = -cotangent*(t0*(t4 ? t3 : -100.0f) + t1*(t6 ? t5 : -100.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

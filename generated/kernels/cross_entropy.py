@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_forward_7d1aaad4638d",
+        name="losscc_cross_entropy_indices_forward_e754b880a8b9",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -35,8 +35,12 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 
 // pass 1 over the row: logsumexp0, mean0
 float acc_logsumexp0_max = -losscc_inf();
@@ -75,7 +79,7 @@ if (targets_index_valid) {
   const float logits = static_cast<float>(logits_in[at]);
   gather0 = logits;
 }
-const float loss = -label_smoothing*mean0 - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
   logsumexp0_out[group] = logsumexp0;
@@ -99,8 +103,12 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 
 // pass 1 over the row: logsumexp0, mean0
 float acc_logsumexp0_max = -losscc_inf();
@@ -139,7 +147,7 @@ if (targets_index_valid) {
   const float logits = static_cast<float>(logits_in[at]);
   gather0 = logits;
 }
-const float loss = -label_smoothing*mean0 - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
   logsumexp0_out[group] = logsumexp0;
@@ -147,7 +155,7 @@ if (tid == 0) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_forward_f89a7d326829",
+        name="losscc_cross_entropy_probabilities_forward_49fc87724662",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -168,6 +176,7 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 
 // pass 1 over the row: gather0, logsumexp0, mean0
 float acc_gather0 = 0.0f;
@@ -206,7 +215,7 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-const float loss = -label_smoothing*mean0 - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
   logsumexp0_out[group] = logsumexp0;
@@ -230,6 +239,7 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 
 // pass 1 over the row: gather0, logsumexp0, mean0
 float acc_gather0 = 0.0f;
@@ -268,7 +278,7 @@ __syncthreads();
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-const float loss = -label_smoothing*mean0 - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
   logsumexp0_out[group] = logsumexp0;
@@ -279,7 +289,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_1bfcc4b408b7",
+        name="losscc_cross_entropy_indices_backward_edf5a0622577",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -296,11 +306,15 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent;
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -326,11 +340,15 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent;
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -344,7 +362,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_backward_36afbb55605b",
+        name="losscc_cross_entropy_probabilities_backward_ae3eb59d8c7a",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -361,10 +379,11 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent;
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -390,10 +409,11 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent;
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -414,7 +434,7 @@ cross_entropy = _gpu.RowwiseLoss(
     row_inputs=(),
     differentiable=('logits',),
     target='targets',
-    ignore=None,
+    ignore=1,
     forward=FORWARD,
     backward=BACKWARD,
 )

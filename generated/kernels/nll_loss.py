@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_forward_d7c1b841072a",
+        name="losscc_nll_loss_indices_forward_b9d4296b4a2a",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         loops=False,
@@ -29,6 +29,9 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 
 // gather0: the value at the target class (NaN for a class outside the row)
@@ -56,6 +59,9 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 
 // gather0: the value at the target class (NaN for a class outside the row)
@@ -76,7 +82,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_d19fbc92d01b",
+        name="losscc_nll_loss_indices_backward_57a50c0bb878",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -92,6 +98,9 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather0 = -cotangent;
 
@@ -116,6 +125,9 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+if (targets_index == static_cast<int64_t>(meta[2])) {
+  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+}
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather0 = -cotangent;
 
@@ -136,7 +148,7 @@ nll_loss = _gpu.RowwiseLoss(
     row_inputs=(),
     differentiable=('inputs',),
     target='targets',
-    ignore=None,
+    ignore=0,
     forward=FORWARD,
     backward=BACKWARD,
 )

@@ -29,7 +29,7 @@ class Dialect:
 
 _SHARED_HELPERS = {
     "sign": "losscc_sign", "sigmoid": "losscc_sigmoid", "softplus": "losscc_softplus",
-    "logcosh": "losscc_logcosh",
+    "logcosh": "losscc_logcosh", "logaddexp": "losscc_logaddexp",
 }
 
 METAL = Dialect("metal", {
@@ -180,6 +180,11 @@ class CPrinter(StrPrinter):
 
     def _print_Not(self, expr):
         return f"(!{self._print(expr.args[0])})"
+
+    def _print_ITE(self, expr):
+        # a boolean if-then-else, as SymPy folds nested Piecewise conditions (e.g. relu of a minimum)
+        condition, if_true, if_false = (self._print(a) for a in expr.args)
+        return f"({condition} ? {if_true} : {if_false})"
 
     def _print_Piecewise(self, expr):
         *branches, (last, condition) = expr.args

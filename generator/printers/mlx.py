@@ -29,13 +29,18 @@ _ARRAY_FUNCTIONS = {
     "cosh": "mx.cosh", "sinh": "mx.sinh", "sin": "mx.sin", "cos": "mx.cos", "atan": "mx.arctan",
     "erf": "mx.erf", "log1p": "mx.log1p", "expm1": "mx.expm1", "sigmoid": "rt.sigmoid",
     "softplus": "rt.softplus", "logcosh": "rt.logcosh",
+    "logaddexp": "rt.logaddexp",
 }
 _SCALAR_FUNCTIONS = {
     "exp": "math.exp", "log": "math.log", "Abs": "abs", "tanh": "math.tanh", "cosh": "math.cosh",
     "sinh": "math.sinh", "sin": "math.sin", "cos": "math.cos", "atan": "math.atan", "erf": "math.erf",
     "log1p": "math.log1p", "expm1": "math.expm1",
 }
-_REDUCERS = {"sum": "mx.sum", "mean": "mx.mean", "max": "mx.max"}
+_REDUCERS = {
+    "sum": lambda argument: f"rt.row_sum({argument}, axis)",
+    "mean": lambda argument: f"rt.row_mean({argument}, axis)",
+    "max": lambda argument: f"mx.max({argument}, axis=axis, keepdims=True)",
+}
 
 
 # Levels of a value: a Python scalar, a 0-d or row-level array (cheap), a full-size array.
@@ -104,6 +109,15 @@ class MLXPrinter(StrPrinter):
         """The cheaper factors multiplied together first, then each full-size one."""
         if self.is_scalar(expr):
             return super()._print_Mul(expr)
+        # A mask multiplies only where the product is finite: 0 * inf would be NaN, not 0.
+        maskable = not self.nan_guard and all(self._is_finite(_masked(f)[0] if _masked(f) else f) for f in expr.args)
+        if not maskable:
+            # then u * (c ? v : 0) selects: c ? u * v : 0
+            for factor in expr.args:
+                selected = _masked(factor)
+                if selected is not None and not self.is_scalar(factor):
+                    rest = sp.Mul(*[f for f in expr.args if f is not factor]) * selected[0]
+                    return self._print(sp.Piecewise((rest, selected[1]), (0, True)))
         coefficient, masks, factors = sp.Integer(1), [], []
         for factor in expr.args:
             if factor.is_Add and self.level(factor) == FULL:
@@ -111,8 +125,7 @@ class MLXPrinter(StrPrinter):
                 content, factor = factor.as_content_primitive()
                 coefficient *= content
             selected = _masked(factor)
-            if selected is not None and not self.is_scalar(factor) and self._is_finite(selected[0]) \
-                    and not self.nan_guard:
+            if selected is not None and not self.is_scalar(factor) and maskable:
                 factor = selected[0]
                 masks.append(selected[1])
             number, rest = factor.as_coeff_mul()
@@ -194,13 +207,18 @@ class MLXPrinter(StrPrinter):
         return code
 
     def _is_finite(self, expr):
-        """Finite wherever the finite symbols are: built by +, *, |.|, sign and integer powers."""
+        """Finite wherever the finite symbols are: built by +, |.|, sign and products by parameters.
+
+        A product of two arrays (a power of one) is not: 1e30 * 1e30 overflows float32.
+        """
         for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.Mul) and sum(not self.is_scalar(f) for f in node.args) > 1:
+                return False
             if isinstance(node, sp.Symbol):
                 if node in self.arrays and node not in self.finite:
                     return False
             elif isinstance(node, sp.Pow):
-                if not (node.exp.is_Integer and node.exp >= 0) and not self.is_scalar(node):
+                if not self.is_scalar(node):
                     return False
             elif not isinstance(node, (sp.Add, sp.Mul, sp.Number, sp.Abs, sp.sign)) and not self.is_scalar(node):
                 return False
@@ -240,6 +258,13 @@ class MLXPrinter(StrPrinter):
     def _print_Not(self, expr):
         return f"mx.logical_not({self._print(expr.args[0])})"
 
+    def _print_ITE(self, expr):
+        # a boolean if-then-else, as SymPy folds nested Piecewise conditions (e.g. relu of a minimum)
+        condition, if_true, if_false = (self._print(a) for a in expr.args)
+        if self.is_scalar(expr):
+            return f"({if_true} if {condition} else {if_false})"
+        return f"mx.where({condition}, {if_true}, {if_false})"
+
     def _fold(self, func, args):
         code = self._print(args[0])
         for arg in args[1:]:
@@ -273,8 +298,11 @@ class MLXPrinter(StrPrinter):
         if self.nan_guard:
             # A comparison with NaN is false both ways: take the default branch only
             # when its own condition holds, else give NaN (NaN in, NaN out).
-            negated = [sp.Not(condition.xreplace(self.conditions)) for _, condition in branches]
-            code = f"mx.where({self._print(sp.to_nnf(sp.And(*negated)))}, {code}, math.nan)"
+            negated = sp.to_nnf(sp.And(*[sp.Not(condition.xreplace(self.conditions)) for _, condition in branches]))
+            # NaN != y is true: "not equal" must be "less or greater" to be false for a NaN.
+            negated = negated.replace(lambda e: isinstance(e, sp.Ne),
+                                      lambda e: sp.Or(sp.StrictLessThan(e.lhs, e.rhs), sp.StrictGreaterThan(e.lhs, e.rhs)))
+            code = f"mx.where({self._print(negated)}, {code}, math.nan)"
         for value, condition in reversed(branches):
             code = f"mx.where({self._print(condition)}, {self._print(value)}, {code})"
         return code
@@ -292,7 +320,7 @@ class MLXPrinter(StrPrinter):
         if self.is_scalar(expr):
             if name == "sign":
                 return f"math.copysign(1.0, {args[0]}) if {args[0]} != 0 else 0.0"
-            if name in ("sigmoid", "softplus", "logcosh"):
+            if name in ("sigmoid", "softplus", "logaddexp", "logcosh"):
                 raise ValueError(f"{name} of a parameter alone is not supported")
             return f"{_SCALAR_FUNCTIONS[name]}({', '.join(args)})"
         return f"{_ARRAY_FUNCTIONS[name]}({', '.join(args)})"
@@ -394,7 +422,7 @@ def _print_logsumexp(printer, statement):
         f"{name}_max = mx.max({argument}, axis=axis, keepdims=True)",
         f"{name}_max = mx.where(mx.isfinite({name}_max), {name}_max, 0)",
         f"{exps} = rt.exp({printer.parenthesize(statement.expr, PRECEDENCE['Add'])} - {name}_max)",
-        f"{sums} = mx.sum({exps}, axis=axis, keepdims=True)",
+        f"{sums} = rt.row_sum({exps}, axis)",
         f"{name} = {name}_max + mx.log({sums})",
     ]
 
@@ -403,13 +431,14 @@ def _print_reduction(printer, statement, element, targets, names):
     reduction = statement.reduction
     argument = printer.doprint(statement.expr)
     if reduction.kind != "gather":
-        return f"{_REDUCERS[reduction.kind]}({argument}, axis=axis, keepdims=True)"
+        return _REDUCERS[reduction.kind](argument)
     target = reduction.target
     if targets[target] == "probabilities":
         # The expectation sums over the target's support: a probability of exactly 0
         # contributes 0 even where the value is infinite (a -inf logit).
         t = names[target]
-        return f"mx.sum(mx.where({t} == 0, 0.0, {t} * {argument}), axis=axis, keepdims=True)"
+        weighted = printer.parenthesize(statement.expr, PRECEDENCE["Mul"])  # t * (1 - p), not t * 1 - p
+        return f"rt.row_sum(mx.where({t} == 0, 0.0, {t} * {weighted}), axis)"
     if not (statement.expr.free_symbols & element):
         return argument  # a row-level value is the same at every class
     return f"mx.take_along_axis({argument}, {target.name}_index, axis=axis)"

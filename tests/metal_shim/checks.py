@@ -23,7 +23,7 @@ import pytest
 
 from generator.load import load_spec, spec_paths
 from generator.render import ROOT, render_package, write_package
-from generator.spec import ClassTarget, Input
+from generator.spec import ClassTarget, ClassWeights, Input
 
 from . import harness
 from . import reference as ref
@@ -90,6 +90,11 @@ class Setting:
     weighted: bool = False
 
 
+def _ignored(param):
+    """The class index a check ignores: the ignore_index's default, or torch's -100 where it is off by default."""
+    return -100 if param.default is None else param.default
+
+
 def _rounded(values, dtype):
     """``values`` rounded to ``dtype``: the MLX array and its exact float64 values."""
     array = mx.array(values.astype(np.float32)).astype(dtype)
@@ -114,9 +119,19 @@ class _Call:
             if isinstance(item, ClassTarget) and case.form == "indices":
                 indices = rng.integers(0, self.row_length, self.loss_shape)
                 if item.ignore_index is not None:
-                    indices.reshape(-1)[::3] = item.ignore_index.default
+                    indices.reshape(-1)[::3] = _ignored(item.ignore_index)
                 self.arrays[item.name] = mx.array(indices.astype(np.int32))
                 self.values[item.name] = indices.reshape(-1)
+            elif isinstance(item, ClassWeights):
+                # one weight per class, along the axis (the last axis of an elementwise loss); values broadcast
+                class_axis = axis if rowwise else len(shape) - 1
+                if class_axis < 0:  # a 0-d elementwise call has no class axis: the weights stay off
+                    self.arrays[item.name], self.values[item.name] = None, np.ones(shape)
+                    continue
+                along = [1] * len(shape)
+                along[class_axis] = shape[class_axis]
+                self.arrays[item.name], rounded = _rounded(rng.uniform(0.5, 1.5, shape[class_axis]), dtype)
+                self.values[item.name] = np.broadcast_to(rounded.reshape(along), shape)
             elif isinstance(item, ClassTarget):
                 weights = rng.uniform(0.1, 1.0, shape)
                 probabilities = weights / weights.sum(axis=axis, keepdims=True)
@@ -139,7 +154,7 @@ class _Call:
         self.weights = None
         if setting.weighted:
             self.weights, self.weight_values = _rounded(rng.uniform(0.5, 1.5, self.loss_shape), dtype)
-        self.params = {p.name: p.default for p in loss.numeric_params}
+        self.params = {p.name: _ignored(p) if p.optional else p.default for p in loss.numeric_params}
 
     def layout(self, name, value):
         """float64 values in the reference's layout (rows x row_length for row-wise)."""
@@ -168,7 +183,7 @@ class _Call:
         for item in self.loss.class_targets:
             if item.ignore_index is not None and self.case.form == "indices":
                 # an ignored row is evaluated at any class (here 0): the caller drops it
-                arrays[item.name] = np.where(arrays[item.name] == item.ignore_index.default, 0, arrays[item.name])
+                arrays[item.name] = np.where(arrays[item.name] == _ignored(item.ignore_index), 0, arrays[item.name])
         return arrays
 
 
@@ -186,7 +201,8 @@ def _close(name, got, expected, tolerance, what, skip=None):
     expected = np.broadcast_to(expected, got.shape).copy()
     assert np.all(np.isfinite(expected)), f"{what}: the float64 reference of {name} is not finite"
     if skip is not None:
-        assert skip.mean() <= 0.05, f"{what}: {skip.sum()} inputs of {name} sit on kinks"
+        # one in a tiny array: where the derivative crosses 0 the one-sided differences disagree too
+        assert skip.sum() <= max(1, 0.05 * skip.size), f"{what}: {skip.sum()} inputs of {name} sit on kinks"
         got = np.where(skip, expected, got)
     scale = np.abs(expected) + np.mean(np.abs(expected)) + 1e-30
     error = np.abs(got - expected) / scale
@@ -246,10 +262,11 @@ def _check(case, setting, dtype_name, backend, emulated, dry):
 
     def run(*primals):
         given = {**arguments, **dict(zip(names, primals))}
-        extra = {"weights": given.pop("weights")} if call.weights is not None else {}
+        extra = {loss.weights.name: given.pop("weights")} if call.weights is not None else {}
         if loss.kind == "rowwise":
             extra["axis"] = setting.axis
-        return function(*[given[i.name] for i in loss.inputs], **extra, **call.params, **flags,
+        extra.update({i.name: given[i.name] for i in loss.inputs if i.keyword_only})
+        return function(*[given[i.name] for i in loss.inputs if not i.keyword_only], **extra, **call.params, **flags,
                         reduction=setting.reduction)
 
     launched = len(emulated.launches)
@@ -267,7 +284,7 @@ def _check(case, setting, dtype_name, backend, emulated, dry):
     kept = np.ones(call.rows if loss.kind == "rowwise" else call.loss_shape)
     target = next(iter(loss.class_targets), None)
     if target is not None and target.ignore_index is not None and case.form == "indices":
-        kept = (call.values[target.name] != target.ignore_index.default).astype(np.float64)
+        kept = (call.values[target.name] != _ignored(target.ignore_index)).astype(np.float64)
     weights = call.weight_values.reshape(kept.shape) if call.weights is not None else np.ones_like(kept)
     loss_values = per_item.reshape(kept.shape) * kept * weights
     count = kept.sum()

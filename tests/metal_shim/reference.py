@@ -93,7 +93,8 @@ class Reference:
             extra = [(np.arange(row_length)[None, :] == indices[:, None]).astype(np.float64)]
         reduced = []
         for _, node, function in self.steps:
-            argument = np.broadcast_to(function(*values, *extra, *reduced), (rows, row_length))
+            with np.errstate(divide="ignore"):  # log(0) = -inf: a class left out of a LogSumExp (softmax_focal_loss)
+                argument = np.broadcast_to(function(*values, *extra, *reduced), (rows, row_length))
             reduced.append(self._reduce(node, argument, arrays))
         return np.broadcast_to(self.epilogue(*values, *extra, *reduced), (rows, 1))[:, 0].astype(np.float64)
 
