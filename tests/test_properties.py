@@ -86,6 +86,19 @@ def _close(actual, expected, unit, what):
     np.testing.assert_allclose(actual, expected, rtol=64 * unit, atol=64 * unit * scale, err_msg=what)
 
 
+def _mean(call, total, size):
+    """``total`` over the loss elements a mean divides by: all, or the rows whose class is not ignore_index."""
+    for target in call.loss.class_targets:
+        if target.ignore_index is None or call.params.get(target.ignore_index.name) is None:
+            continue
+        indices = call.arrays[target.name]
+        if np.issubdtype(indices.dtype, np.integer):
+            size = np.sum(indices != call.params[target.ignore_index.name])
+            with np.errstate(invalid="ignore"):
+                return np.float64(total) / size  # every row ignored: 0/0, NaN
+    return total / max(size, 1)
+
+
 def _check(loss, call, dtype, reduction):
     name = loss.name
     exact = call.rounded(dtype)  # the values the dtype can hold: the truth is taken at those
@@ -102,7 +115,7 @@ def _check(loss, call, dtype, reduction):
     # The reductions are those of the unreduced loss.
     if reduction != "none" and dtype == mx.float32:
         total = np.sum(np.asarray(none, dtype=np.float64))
-        expected = total / max(none.size, 1) if reduction == "mean" else total
+        expected = _mean(call, total, none.size) if reduction == "mean" else total
         if none.size:
             _close(value, expected, UNIT[dtype], f"{reduction} of none")
 
