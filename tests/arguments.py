@@ -237,25 +237,26 @@ def ours(name):
     return getattr(generated, name)
 
 
+def _beyond_mlx(name, arguments):
+    """Of ``arguments`` {name: value}, those mlx.nn.losses' twin lacks and that are not at our default."""
+    accepted = inspect.signature(getattr(mlx_losses, name)).parameters
+    defaults = {p.name: p.default for p in LOSSES[name].params}
+    return sorted(k for k, v in arguments.items() if k not in accepted and (k not in defaults or v != defaults[k]))
+
+
 def has_twin(call):
-    """Whether mlx.nn.losses has this loss and this call's options (ours add keyword-only ones)."""
-    if call.name not in MLX_LOSSES:
-        return False
-    accepted = inspect.signature(getattr(mlx_losses, call.name)).parameters
-    defaults = {p.name: p.default for p in call.loss.params}
-    return all(v == defaults[k] for k, v in call.params.items() if k not in accepted) \
-        and all(i.name in accepted for i in call.loss.inputs if i.name in call.arrays)
+    """Whether mlx.nn.losses has this loss and this call's options and arrays (ours add keyword-only ones)."""
+    return call.name in MLX_LOSSES and not _beyond_mlx(call.name, {**call.params, **call.arrays})
 
 
 def theirs(name):
     """mlx.nn.losses' twin, taking our arguments: the keyword-only options it lacks must be at their defaults."""
     function = getattr(mlx_losses, name)
     accepted = inspect.signature(function).parameters
-    defaults = {p.name: p.default for p in LOSSES[name].params}
 
     def call(*args, **kwargs):
-        beyond = {k: v for k, v in kwargs.items() if k not in accepted}
-        assert all(v == defaults[k] for k, v in beyond.items()), f"mlx.nn.losses.{name} has no {sorted(beyond)}"
+        beyond = _beyond_mlx(name, kwargs)
+        assert not beyond, f"mlx.nn.losses.{name} has no {beyond}"
         return function(*args, **{k: v for k, v in kwargs.items() if k in accepted})
 
     return call
@@ -311,6 +312,16 @@ def make_call(loss, rng, shape=(3, 4), axis=None, flags=None, form="indices", pa
     call = Call(loss, arrays, param_values(loss) if params is None else params, flags, axis,
                 rng.uniform(0.5, 1.5, size=row_shape) if (weights and loss.weights is not None) else None)
     return into_domain(call)
+
+
+def kept_rows(call):
+    """Per loss element: whether its class index is not the call's ignore_index; None when nothing is ignored."""
+    for target in call.loss.class_targets:
+        ignore_index = None if target.ignore_index is None else call.params.get(target.ignore_index.name)
+        indices = call.arrays[target.name]
+        if ignore_index is not None and np.issubdtype(indices.dtype, np.integer):
+            return indices != ignore_index
+    return None
 
 
 def unit_scale(call):
@@ -494,6 +505,9 @@ def _units(call):
 
 def _unit_value(call, index, take, moved):
     loss = call.loss
+    kept = kept_rows(call)
+    if kept is not None and not kept[index]:
+        return mpmath.mpf(0)  # an ignored row contributes nothing
     values = dict(call.params)
     classes = call.arrays[loss.inputs[0].name].shape[call.axis] if loss.kind == "rowwise" else None
     for item in loss.inputs:
@@ -503,9 +517,6 @@ def _unit_value(call, index, take, moved):
         array = moved[item.name] if moved and item.name in moved else call.arrays[item.name]
         piece = take(item, array, index)
         if isinstance(item, ClassTarget) and piece.shape == (1,):  # a class index: its one-hot row
-            ignore_index = item.ignore_index and call.params.get(item.ignore_index.name)
-            if ignore_index is not None and int(piece[0]) == ignore_index:
-                return mpmath.mpf(0)  # an ignored row contributes nothing
             piece = (np.arange(classes) == int(piece[0])).astype(np.float64)
         values[item.name] = _mp(piece)
     infinite = [n for n in values if isinstance(values[n], np.ndarray) and n in call.arrays

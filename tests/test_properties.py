@@ -24,8 +24,8 @@ from hypothesis.extra.numpy import arrays
 
 from generator.spec import ClassTarget, ClassWeights
 from tests import oracle
-from tests.arguments import (LOSSES, MLX_LOSSES, Call, finite_differences, has_twin, into_domain, ours, shapes_for,
-                             theirs, truth64, variants)
+from tests.arguments import (LOSSES, MLX_LOSSES, Call, finite_differences, has_twin, into_domain, kept_rows, ours,
+                             shapes_for, theirs, truth64, variants)
 
 UNIT = {mx.float32: 2.0**-23, mx.float16: 2.0**-10, mx.bfloat16: 2.0**-7}
 VALUES = st.floats(-6.0, 6.0, width=32, allow_subnormal=False)
@@ -88,15 +88,11 @@ def _close(actual, expected, unit, what):
 
 def _mean(call, total, size):
     """``total`` over the loss elements a mean divides by: all, or the rows whose class is not ignore_index."""
-    for target in call.loss.class_targets:
-        if target.ignore_index is None or call.params.get(target.ignore_index.name) is None:
-            continue
-        indices = call.arrays[target.name]
-        if np.issubdtype(indices.dtype, np.integer):
-            size = np.sum(indices != call.params[target.ignore_index.name])
-            with np.errstate(invalid="ignore"):
-                return np.float64(total) / size  # every row ignored: 0/0, NaN
-    return total / max(size, 1)
+    kept = kept_rows(call)
+    if kept is None:
+        return total / max(size, 1)
+    with np.errstate(invalid="ignore"):
+        return np.float64(total) / np.sum(kept)  # every row ignored: 0/0, NaN
 
 
 def _check(loss, call, dtype, reduction):

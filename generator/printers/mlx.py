@@ -110,7 +110,7 @@ class MLXPrinter(StrPrinter):
         if self.is_scalar(expr):
             return super()._print_Mul(expr)
         # A mask multiplies only where the product is finite: 0 * inf would be NaN, not 0.
-        maskable = not self.nan_guard and all(self._is_finite(_masked(f)[0] if _masked(f) else f) for f in expr.args)
+        maskable = not self.nan_guard and all(self._is_finite((_masked(f) or (f,))[0]) for f in expr.args)
         if not maskable:
             # then u * (c ? v : 0) selects: c ? u * v : 0
             for factor in expr.args:
