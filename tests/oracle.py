@@ -187,8 +187,7 @@ def reference(loss, arrays, params, xp, axis=None, reduction="none", weights=Non
                 index = np.asarray(value) if xp is NUMPY else value
                 if item.ignore_index is not None and params.get(item.ignore_index.name) is not None:
                     kept = index != params[item.ignore_index.name]
-                positions = np.arange(classes).reshape([classes if d == axis % logits.ndim else 1
-                                                        for d in range(logits.ndim)])
+                positions = _along(np.arange(classes), axis, logits.ndim)
                 if xp is NUMPY:
                     values[item.name] = (np.expand_dims(index, axis) == positions).astype(np.float64)
                 else:
