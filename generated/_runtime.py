@@ -231,6 +231,14 @@ def upcast(array, dtype):
     return array if array.dtype == dtype else array.astype(dtype)
 
 
+def zero_if(condition, value):
+    """0 shaped like ``value`` where ``condition`` (a parameter that scales it is 0) holds:
+    0 * inf is not NaN. ``condition`` is a Python bool: no selection pass over the array."""
+    if not condition:
+        return value
+    return mx.zeros_like(value) if isinstance(value, mx.array) else 0.0
+
+
 def reduce(loss, reduction, count=None):
     """``mean`` divides by ``count`` when one is given (rows kept by an ignore_index)."""
     if reduction == "mean":

@@ -24,7 +24,7 @@ def _forward_with_logits(inputs, targets, label_smoothing):
     targets = rt.upcast(targets, compute)
     smoothed_targets = 0.5*((2 - 2*label_smoothing)*targets + label_smoothing)
     loss = rt.softplus(inputs) - inputs*smoothed_targets
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -47,29 +47,26 @@ def _forward_no_with_logits(inputs, targets, label_smoothing):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = mx.log(1 - inputs)
-    t1 = mx.log(inputs)
+    t0 = mx.log(inputs)
+    t1 = mx.log(1 - inputs)
     smoothed_targets = 0.5*((2 - 2*label_smoothing)*targets + label_smoothing)
-    loss = -mx.maximum(t1, -100)*smoothed_targets - (1 - smoothed_targets)*mx.maximum(t0, -100)
-    return loss
+    loss = -mx.maximum(t0, -100)*smoothed_targets - (1 - smoothed_targets)*mx.maximum(t1, -100)
+    return (loss, t0, t1,)
 
 
 @mx.compile
-def _backward_no_with_logits(inputs, targets, label_smoothing, cotangent):
+def _backward_no_with_logits(inputs, targets, label_smoothing, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = label_smoothing - 1
-    t1 = -t0
-    t2 = inputs - 1
-    t3 = mx.log(-t2)
-    t4 = (t3 > -100)
-    t5 = mx.log(inputs)
-    t6 = (t5 > -100)
-    smoothed_targets = 0.5*((2*t1)*targets + label_smoothing)
-    grad_inputs = (-cotangent)*(mx.where(t6, smoothed_targets/inputs, 0) + mx.where(t4, (1 - smoothed_targets)/t2, 0))
-    grad_targets = (-cotangent)*(t0*mx.maximum(t3, -100) + t1*mx.maximum(t5, -100))
+    t2 = label_smoothing - 1
+    t3 = -t2
+    t4 = (t1 > -100)
+    t5 = (t0 > -100)
+    smoothed_targets = 0.5*((2*t3)*targets + label_smoothing)
+    grad_inputs = (-cotangent)*(mx.where(t5, smoothed_targets/inputs, 0) + mx.where(t4, -(1 - smoothed_targets)/(1 - inputs), 0))
+    grad_targets = (-cotangent)*(t2*mx.maximum(t1, -100) + t3*mx.maximum(t0, -100))
     return (grad_inputs, grad_targets,)
 
 
@@ -84,24 +81,26 @@ _VARIANTS = {
 def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets, weights)
-    loss = forward(inputs, targets, label_smoothing)
+    loss, *residuals = forward(inputs, targets, label_smoothing)
     if weights is not None:
+        residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_binary_cross_entropy.vjp
 def _binary_cross_entropy_vjp(primals, cotangent, output):
     inputs, targets, weights, with_logits, label_smoothing, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
     grad_weights = None
     if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * forward(inputs, targets, label_smoothing), weights)
+        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
-    grad_inputs, grad_targets, = backward(inputs, targets, label_smoothing, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, label_smoothing, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -167,4 +166,4 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
     backend = _gpu.backend_for([inputs, targets, weights])
     if backend != "mlx":
         return _kernels.binary_cross_entropy(backend, [inputs, targets], weights, None, (label_smoothing,), reduction, variant)
-    return _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)
+    return _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)[0]

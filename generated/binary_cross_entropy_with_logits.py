@@ -23,20 +23,21 @@ def _forward(inputs, targets, pos_weight):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     pos_weight = rt.upcast(pos_weight, compute)
-    loss = (1 - targets)*rt.softplus(inputs) + pos_weight*targets*rt.softplus(-inputs)
-    return loss
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    loss = t1*(1 - targets) + t0*pos_weight*targets
+    return (loss, t0, t1,)
 
 
 @mx.compile
-def _backward(inputs, targets, pos_weight, cotangent):
+def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     pos_weight = rt.upcast(pos_weight, compute)
-    t0 = -inputs
-    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) - pos_weight*targets*rt.sigmoid(t0))
-    grad_targets = cotangent*(pos_weight*rt.softplus(t0) - rt.softplus(inputs))
+    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) - pos_weight*targets*rt.sigmoid(-inputs))
+    grad_targets = cotangent*(t0*pos_weight - t1)
     return (grad_inputs, grad_targets,)
 
 
@@ -50,24 +51,26 @@ _VARIANTS = {
 def _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weights, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets, pos_weight, weights)
-    loss = forward(inputs, targets, pos_weight)
+    loss, *residuals = forward(inputs, targets, pos_weight)
     if weights is not None:
+        residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_binary_cross_entropy_with_logits.vjp
 def _binary_cross_entropy_with_logits_vjp(primals, cotangent, output):
     inputs, targets, pos_weight, weights, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
     grad_weights = None
     if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * forward(inputs, targets, pos_weight), weights)
+        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
-    grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -115,4 +118,4 @@ def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='me
     backend = _gpu.backend_for([inputs, targets, pos_weight, weight])
     if backend != "mlx":
         return _kernels.binary_cross_entropy_with_logits(backend, [inputs, targets, mx.broadcast_to(pos_weight, inputs.shape)], weight, None, (), reduction, variant)
-    return _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weight, reduction, variant)
+    return _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weight, reduction, variant)[0]

@@ -66,8 +66,8 @@ def _binary_dice_loss(inputs, targets, weights, axis, smooth, reduction, variant
 @_binary_dice_loss.vjp
 def _binary_dice_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, smooth, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -23,7 +23,7 @@ def _forward(inputs, targets, eps):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     loss = mx.sqrt(mx.square(inputs - targets) + eps ** 2)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -48,18 +48,19 @@ _VARIANTS = {
 def _charbonnier_loss(inputs, targets, weights, eps, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, eps)
+    loss, *residuals = forward(inputs, targets, eps)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_charbonnier_loss.vjp
 def _charbonnier_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, eps, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, eps, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, eps, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -104,4 +105,4 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.charbonnier_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant)
-    return _charbonnier_loss(inputs, targets, None, eps, reduction, variant)
+    return _charbonnier_loss(inputs, targets, None, eps, reduction, variant)[0]

@@ -27,15 +27,16 @@ def _forward_indices(x1, x2, targets, margin, axis):
     targets = mx.expand_dims(targets, axis)
     sum0 = rt.row_sum(mx.square(x1), axis)
     sum1 = rt.row_sum(mx.square(x2), axis)
+    t0 = mx.rsqrt((sum0 + 1e-12)*(sum1 + 1e-12))
     sum2 = rt.row_sum(x1*x2, axis)
-    t0 = -sum2/(mx.sqrt((sum0 + 1e-12)*(sum1 + 1e-12)))
-    t1 = t0 + margin
-    loss = mx.where((targets == 1), t0 + 1, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(-t1, 0), math.nan))
-    return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
+    t1 = -sum2*t0
+    t2 = t1 + margin
+    loss = mx.where((targets == 1), t1 + 1, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(-t2, 0), math.nan))
+    return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0,)
 
 
 @mx.compile
-def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2):
+def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
     x1 = rt.upcast(x1, compute)
@@ -44,16 +45,13 @@ def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2
     row_length = x1.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = mx.expand_dims(targets, axis)
-    t0 = sum0 + 1e-12
-    t1 = sum1 + 1e-12
-    t2 = mx.rsqrt(t0*t1)
     t3 = (targets == 1)
-    t4 = sum2*t2
+    t4 = sum2*t0
     t5 = (margin - t4 < 0)
     t6 = 0.5*t4
-    t7 = t6/t1
-    t8 = t6/t0
-    d_sum2 = mx.contiguous(cotangent*mx.where(t3, -t2, mx.where(t5, t2, 0)))
+    t7 = t6/(sum1 + 1e-12)
+    t8 = t6/(sum0 + 1e-12)
+    d_sum2 = mx.contiguous(cotangent*mx.where(t3, -t0, mx.where(t5, t0, 0)))
     d_sum1 = mx.contiguous(cotangent*mx.where(t3, t7, mx.where(t5, -t7, 0)))
     d_sum0 = mx.contiguous(cotangent*mx.where(t3, t8, mx.where(t5, -t8, 0)))
     grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
@@ -79,8 +77,8 @@ def _cosine_embedding_loss(x1, x2, targets, weights, axis, margin, reduction, va
 @_cosine_embedding_loss.vjp
 def _cosine_embedding_loss_vjp(primals, cotangent, output):
     x1, x2, targets, weights, axis, margin, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(x1.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

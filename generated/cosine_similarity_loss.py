@@ -24,31 +24,31 @@ def _forward_indices(x1, x2, eps, axis):
     x2 = rt.upcast(x2, compute)
     row_length = x1.shape[axis]
     sum0 = rt.row_sum(mx.square(x1), axis)
-    t0 = mx.sqrt(sum0)
+    t4 = mx.sqrt(sum0)
+    t0 = mx.reciprocal(t4)
     sum1 = rt.row_sum(mx.square(x2), axis)
-    t1 = mx.sqrt(sum1)
+    t5 = mx.sqrt(sum1)
+    t2 = mx.reciprocal(t5)
     sum2 = rt.row_sum(x1*x2, axis)
-    loss = sum2*mx.where((eps < t0*t1), 1/t0/t1, mx.where((eps >= t0*t1), 1/eps, math.nan))
-    return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
+    loss = sum2*mx.where((eps < t4*t5), t0*t2, mx.where((eps >= t4*t5), 1/eps, math.nan))
+    return (mx.squeeze(loss, axis), sum0, sum1, sum2, t4, t5,)
 
 
 @mx.compile
-def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2):
+def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2, t4, t5):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(x1, x2))
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
     row_length = x1.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = mx.sqrt(sum0)
-    t1 = mx.reciprocal(t0)
-    t2 = mx.sqrt(sum1)
-    t3 = mx.reciprocal(t2)
-    t4 = (eps < t0*t2)
-    t5 = cotangent*sum2
-    d_sum2 = mx.contiguous(cotangent*mx.where(t4, t1*t3, 1/eps))
-    d_sum1 = mx.contiguous(mx.where(t4, -0.5*t1*t5/(mx.power(sum1, 1.5)), 0))
-    d_sum0 = mx.contiguous(mx.where(t4, -0.5*t3*t5/(mx.power(sum0, 1.5)), 0))
+    t6 = mx.rsqrt(sum0)
+    t7 = mx.rsqrt(sum1)
+    t8 = (eps < t4*t5)
+    t9 = cotangent*sum2
+    d_sum2 = mx.contiguous(cotangent*mx.where(t8, t6*t7, 1/eps))
+    d_sum1 = mx.contiguous(mx.where(t8, -0.5*t6*t9/(mx.power(sum1, 1.5)), 0))
+    d_sum0 = mx.contiguous(mx.where(t8, -0.5*t7*t9/(mx.power(sum0, 1.5)), 0))
     grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
     grad_x2 = d_sum2*x1 + (2*d_sum1)*x2
     return (grad_x1, grad_x2,)
@@ -72,8 +72,8 @@ def _cosine_similarity_loss(x1, x2, weights, axis, eps, reduction, variant):
 @_cosine_similarity_loss.vjp
 def _cosine_similarity_loss_vjp(primals, cotangent, output):
     x1, x2, weights, axis, eps, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(x1.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

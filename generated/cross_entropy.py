@@ -30,7 +30,7 @@ def _forward_indices(logits, targets, label_smoothing, lse_square_scale, axis):
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(logits, axis)
-    loss = logsumexp0 + mx.where(lse_square_scale == 0, 0.0, lse_square_scale*mx.square(logsumexp0)) + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    loss = logsumexp0 + rt.zero_if(lse_square_scale == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
     return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
@@ -42,8 +42,8 @@ def _backward_indices(logits, targets, label_smoothing, lse_square_scale, axis, 
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    d_mean0 = mx.contiguous(mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(mx.where(lse_square_scale == 0, 0.0, (2*lse_square_scale)*logsumexp0) + 1))
+    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing == 0, (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale == 0, (2*lse_square_scale)*logsumexp0) + 1))
     d_gather0 = (label_smoothing - 1)*cotangent
     grad_logits = (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     grad_logits_at_targets = d_gather0
@@ -66,7 +66,7 @@ def _forward_probabilities(logits, targets, label_smoothing, lse_square_scale, a
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(logits, axis)
-    loss = logsumexp0 + mx.where(lse_square_scale == 0, 0.0, lse_square_scale*mx.square(logsumexp0)) + mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    loss = logsumexp0 + rt.zero_if(lse_square_scale == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
     return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
@@ -78,8 +78,8 @@ def _backward_probabilities(logits, targets, label_smoothing, lse_square_scale, 
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
-    d_mean0 = mx.contiguous(mx.where(label_smoothing == 0, 0.0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(mx.where(lse_square_scale == 0, 0.0, (2*lse_square_scale)*logsumexp0) + 1))
+    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing == 0, (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale == 0, (2*lse_square_scale)*logsumexp0) + 1))
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
     grad_logits = d_gather0*targets + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     return (grad_logits,)
@@ -101,6 +101,7 @@ def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index
     loss, *residuals = forward(logits, targets, label_smoothing, lse_square_scale, axis)
     loss = rt.mask_rows(loss, kept)
     if weights is not None:
+        residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
     loss = rt.reduce(loss, reduction, count=rt.kept_count(kept))
     return (loss.astype(dtype), *residuals)
@@ -109,8 +110,8 @@ def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index
 @_cross_entropy.vjp
 def _cross_entropy_vjp(primals, cotangent, output):
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     kept = rt.kept_rows(targets, ignore_index)
@@ -119,7 +120,7 @@ def _cross_entropy_vjp(primals, cotangent, output):
     cotangent = rt.mask_rows(cotangent, kept)
     grad_weights = None
     if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * forward(logits, targets, label_smoothing, lse_square_scale, axis)[0], weights)
+        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
     grad_logits, = backward(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, *residuals)
     return (

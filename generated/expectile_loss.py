@@ -24,8 +24,8 @@ def _forward(inputs, targets, tau):
     targets = rt.upcast(targets, compute)
     error = targets - inputs
     t0 = mx.square(error)
-    loss = mx.where((error >= 0), mx.where(tau == 0, 0.0, tau*t0), mx.where((error < 0), (1 - tau)*t0, math.nan))
-    return loss
+    loss = mx.where((error >= 0), rt.zero_if(tau == 0, tau*t0), mx.where((error < 0), (1 - tau)*t0, math.nan))
+    return (loss,)
 
 
 @mx.compile
@@ -34,10 +34,10 @@ def _backward(inputs, targets, tau, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs - targets
-    t1 = 2*t0
-    error = -t0
-    grad_inputs = cotangent*mx.where((error >= 0), mx.where(tau == 0, 0.0, tau*t1), (1 - tau)*t1)
+    t1 = inputs - targets
+    t2 = 2*t1
+    error = -t1
+    grad_inputs = cotangent*mx.where((error >= 0), rt.zero_if(tau == 0, tau*t2), (1 - tau)*t2)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -52,18 +52,19 @@ _VARIANTS = {
 def _expectile_loss(inputs, targets, weights, tau, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, tau)
+    loss, *residuals = forward(inputs, targets, tau)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_expectile_loss.vjp
 def _expectile_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, tau, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, tau, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, tau, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -108,4 +109,4 @@ def expectile_loss(inputs, targets, tau=0.5, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.expectile_loss(backend, [inputs, targets], None, None, (tau,), reduction, variant)
-    return _expectile_loss(inputs, targets, None, tau, reduction, variant)
+    return _expectile_loss(inputs, targets, None, tau, reduction, variant)[0]

@@ -25,7 +25,7 @@ def _forward_full(inputs, targets, vars, eps):
     vars = rt.upcast(vars, compute)
     variance = mx.maximum(vars, eps)
     loss = 0.5*(mx.square(targets - inputs)/variance + mx.log(variance) + math.log(2*math.pi))
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -56,7 +56,7 @@ def _forward_no_full(inputs, targets, vars, eps):
     vars = rt.upcast(vars, compute)
     variance = mx.maximum(vars, eps)
     loss = 0.5*(mx.square(targets - inputs)/variance + mx.log(variance))
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -88,18 +88,19 @@ _VARIANTS = {
 def _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets, vars)
-    loss = forward(inputs, targets, vars, eps)
+    loss, *residuals = forward(inputs, targets, vars, eps)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_gaussian_nll_loss.vjp
 def _gaussian_nll_loss_vjp(primals, cotangent, output):
     inputs, targets, vars, weights, full, eps, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, eps, cotangent)
+    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, eps, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -167,4 +168,4 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
     backend = _gpu.backend_for([inputs, targets, vars])
     if backend != "mlx":
         return _kernels.gaussian_nll_loss(backend, [inputs, targets, vars], None, None, (eps,), reduction, variant)
-    return _gaussian_nll_loss(inputs, targets, vars, None, full, eps, reduction, variant)
+    return _gaussian_nll_loss(inputs, targets, vars, None, full, eps, reduction, variant)[0]

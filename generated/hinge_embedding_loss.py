@@ -24,7 +24,7 @@ def _forward(inputs, targets, margin):
     targets = rt.upcast(targets, compute)
     t0 = margin - inputs
     loss = mx.where((targets == 1), inputs, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(t0, 0), math.nan))
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -47,18 +47,19 @@ _VARIANTS = {
 def _hinge_embedding_loss(inputs, targets, weights, margin, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, margin)
+    loss, *residuals = forward(inputs, targets, margin)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_hinge_embedding_loss.vjp
 def _hinge_embedding_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, margin, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, margin, cotangent)
+    grad_inputs, = backward(inputs, targets, margin, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),
@@ -104,4 +105,4 @@ def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.hinge_embedding_loss(backend, [inputs, targets], None, None, (margin,), reduction, variant)
-    return _hinge_embedding_loss(inputs, targets, None, margin, reduction, variant)
+    return _hinge_embedding_loss(inputs, targets, None, margin, reduction, variant)[0]

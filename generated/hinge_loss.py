@@ -24,7 +24,7 @@ def _forward(inputs, targets):
     targets = rt.upcast(targets, compute)
     t0 = inputs*targets
     loss = mx.maximum(1 - t0, 0)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -33,9 +33,9 @@ def _backward(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = (-cotangent)*(inputs*targets < 1)
-    grad_inputs = t0*targets
-    grad_targets = t0*inputs
+    t1 = (-cotangent)*(inputs*targets < 1)
+    grad_inputs = t1*targets
+    grad_targets = t1*inputs
     return (grad_inputs, grad_targets,)
 
 
@@ -49,18 +49,19 @@ _VARIANTS = {
 def _hinge_loss(inputs, targets, weights, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets)
+    loss, *residuals = forward(inputs, targets)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_hinge_loss.vjp
 def _hinge_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -104,4 +105,4 @@ def hinge_loss(inputs, targets, reduction='none'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant)
-    return _hinge_loss(inputs, targets, None, reduction, variant)
+    return _hinge_loss(inputs, targets, None, reduction, variant)[0]

@@ -26,7 +26,7 @@ def _forward(inputs, targets, delta):
     t1 = mx.abs(t0)
     t2 = mx.minimum(delta, t1)
     loss = 0.5*t2*(2*t1 - t2)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -35,8 +35,8 @@ def _backward(inputs, targets, delta, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs - targets
-    grad_inputs = cotangent*mx.minimum(delta, mx.maximum(t0, -delta))
+    t3 = inputs - targets
+    grad_inputs = cotangent*mx.minimum(delta, mx.maximum(t3, -delta))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -51,18 +51,19 @@ _VARIANTS = {
 def _huber_loss(inputs, targets, weights, delta, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, delta)
+    loss, *residuals = forward(inputs, targets, delta)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_huber_loss.vjp
 def _huber_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, delta, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, delta, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, delta, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -109,4 +110,4 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant)
-    return _huber_loss(inputs, targets, None, delta, reduction, variant)
+    return _huber_loss(inputs, targets, None, delta, reduction, variant)[0]

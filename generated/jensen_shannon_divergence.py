@@ -23,37 +23,37 @@ def _forward_indices(inputs, targets, beta, axis):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    t1 = 1 - beta
-    log_mixture = rt.logaddexp(targets + math.log(beta), inputs + math.log(t1))
-    t0 = -log_mixture
-    sum0 = rt.row_sum(mx.where((inputs == -math.inf), 0.0, (inputs + t0)*rt.exp(inputs)), axis)
-    sum1 = rt.row_sum(mx.where((targets == -math.inf), 0.0, (targets + t0)*rt.exp(targets)), axis)
-    loss = beta*sum1 + t1*sum0
-    return (mx.squeeze(loss, axis),)
+    t3 = 1 - beta
+    t0 = rt.exp(inputs)
+    t1 = rt.exp(targets)
+    t2 = rt.logaddexp(targets + math.log(beta), inputs + math.log(t3))
+    log_mixture = t2
+    t4 = -log_mixture
+    sum0 = rt.row_sum(mx.where((t0 == 0), 0.0, t0*(inputs + t4)), axis)
+    sum1 = rt.row_sum(mx.where((t1 == 0), 0.0, t1*(targets + t4)), axis)
+    loss = beta*sum1 + t3*sum0
+    return (mx.squeeze(loss, axis), t0, t1, t2,)
 
 
 @mx.compile
-def _backward_indices(inputs, targets, beta, axis, cotangent):
+def _backward_indices(inputs, targets, beta, axis, cotangent, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = 1 - beta
-    t1 = math.log(beta)
-    t2 = inputs + math.log(t0)
-    t3 = targets + t1 - t2
-    t4 = -rt.sigmoid(-t3)
-    t7 = rt.exp(targets)
-    t8 = -rt.sigmoid(t3)
+    t5 = 1 - beta
+    t6 = inputs + (-math.log(beta) + math.log(t5)) - targets
+    t7 = -rt.sigmoid(t6)
+    t10 = -rt.sigmoid(-t6)
     d_sum1 = mx.contiguous(beta*cotangent)
-    d_sum0 = mx.contiguous(t0*cotangent)
-    t6 = mx.where((inputs == -math.inf), 0.0, d_sum0*rt.exp(inputs))
-    log_mixture = rt.logaddexp(targets + t1, t2)
-    t5 = 1 - log_mixture
-    grad_inputs = t6*(inputs + t4 + t5) + mx.where((t7 == 0), 0.0, d_sum1*t4*t7)
-    grad_targets = t6*t8 + mx.where((t7 == 0), 0.0, d_sum1*t7*(targets + t5 + t8))
+    d_sum0 = mx.contiguous(t5*cotangent)
+    t9 = mx.where((t0 == 0), 0.0, d_sum0*t0)
+    log_mixture = t2
+    t8 = 1 - log_mixture
+    grad_inputs = t9*(inputs + t7 + t8) + mx.where((t1 == 0), 0.0, d_sum1*t1*t7)
+    grad_targets = t10*t9 + mx.where((t1 == 0), 0.0, d_sum1*t1*(targets + t10 + t8))
     return (grad_inputs, grad_targets,)
 
 
@@ -75,8 +75,8 @@ def _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, 
 @_jensen_shannon_divergence.vjp
 def _jensen_shannon_divergence_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, beta, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -22,19 +22,20 @@ def _forward_log_target(inputs, targets):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    loss = mx.where((targets == -math.inf), 0.0, (targets - inputs)*rt.exp(targets))
-    return loss
+    t0 = rt.exp(targets)
+    loss = mx.where((t0 == 0), 0.0, t0*(targets - inputs))
+    return (loss, t0,)
 
 
 @mx.compile
-def _backward_log_target(inputs, targets, cotangent):
+def _backward_log_target(inputs, targets, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = mx.where((targets == -math.inf), 0.0, cotangent*rt.exp(targets))
-    grad_inputs = -t0
-    grad_targets = t0*(targets + 1 - inputs)
+    t1 = mx.where((t0 == 0), 0.0, cotangent*t0)
+    grad_inputs = -t1
+    grad_targets = t1*(targets + 1 - inputs)
     return (grad_inputs, grad_targets,)
 
 
@@ -45,18 +46,19 @@ def _forward_no_log_target(inputs, targets):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    loss = mx.where((targets > 0), targets*mx.log(targets), mx.where((targets <= 0), 0, math.nan)) - inputs*targets
-    return loss
+    t0 = mx.log(targets)
+    loss = mx.where((targets > 0), t0*targets, mx.where((targets <= 0), 0, math.nan)) - inputs*targets
+    return (loss, t0,)
 
 
 @mx.compile
-def _backward_no_log_target(inputs, targets, cotangent):
+def _backward_no_log_target(inputs, targets, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = (-cotangent)*targets
-    grad_targets = cotangent*(mx.where((targets > 0), mx.log(targets) + 1, 0) - inputs)
+    grad_targets = cotangent*(mx.where((targets > 0), t0 + 1, 0) - inputs)
     return (grad_inputs, grad_targets,)
 
 
@@ -71,18 +73,19 @@ _VARIANTS = {
 def _kl_div(inputs, targets, weights, log_target, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets)
+    loss, *residuals = forward(inputs, targets)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_kl_div.vjp
 def _kl_div_vjp(primals, cotangent, output):
     inputs, targets, weights, log_target, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -142,4 +145,4 @@ def kl_div(inputs, targets, log_target=False, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.kl_div(backend, [inputs, targets], None, None, (), reduction, variant)
-    return _kl_div(inputs, targets, None, log_target, reduction, variant)
+    return _kl_div(inputs, targets, None, log_target, reduction, variant)[0]

@@ -23,13 +23,14 @@ def _forward_indices(inputs, targets, axis):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    sum0 = rt.row_sum(mx.where((targets == -math.inf), 0.0, (targets - inputs)*rt.exp(targets)), axis)
+    t0 = rt.exp(targets)
+    sum0 = rt.row_sum(mx.where((t0 == 0), 0.0, t0*(targets - inputs)), axis)
     loss = sum0
-    return (mx.squeeze(loss, axis),)
+    return (mx.squeeze(loss, axis), t0,)
 
 
 @mx.compile
-def _backward_indices(inputs, targets, axis, cotangent):
+def _backward_indices(inputs, targets, axis, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -37,9 +38,9 @@ def _backward_indices(inputs, targets, axis, cotangent):
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     d_sum0 = cotangent
-    t0 = mx.where((targets == -math.inf), 0.0, d_sum0*rt.exp(targets))
-    grad_inputs = -t0
-    grad_targets = t0*(targets + 1 - inputs)
+    t1 = mx.where((t0 == 0), 0.0, d_sum0*t0)
+    grad_inputs = -t1
+    grad_targets = t1*(targets + 1 - inputs)
     return (grad_inputs, grad_targets,)
 
 
@@ -61,8 +62,8 @@ def _kl_div_loss(inputs, targets, weights, axis, reduction, variant):
 @_kl_div_loss.vjp
 def _kl_div_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -23,7 +23,7 @@ def _forward(predictions, targets):
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     loss = mx.abs(predictions - targets)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -47,18 +47,19 @@ _VARIANTS = {
 def _l1_loss(predictions, targets, weights, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(predictions, targets)
-    loss = forward(predictions, targets)
+    loss, *residuals = forward(predictions, targets)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_l1_loss.vjp
 def _l1_loss_vjp(primals, cotangent, output):
     predictions, targets, weights, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, predictions.size)
-    grad_predictions, grad_targets, = backward(predictions, targets, cotangent)
+    grad_predictions, grad_targets, = backward(predictions, targets, cotangent, *residuals)
     return (
         rt.gradient_for(grad_predictions, predictions),
         rt.gradient_for(grad_targets, targets),
@@ -102,4 +103,4 @@ def l1_loss(predictions, targets, reduction='mean'):
     backend = _gpu.backend_for([predictions, targets])
     if backend != "mlx":
         return _kernels.l1_loss(backend, [predictions, targets], None, None, (), reduction, variant)
-    return _l1_loss(predictions, targets, None, reduction, variant)
+    return _l1_loss(predictions, targets, None, reduction, variant)[0]

@@ -23,7 +23,7 @@ def _forward(inputs, targets):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     loss = rt.logcosh(inputs - targets)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -47,18 +47,19 @@ _VARIANTS = {
 def _log_cosh_loss(inputs, targets, weights, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets)
+    loss, *residuals = forward(inputs, targets)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_log_cosh_loss.vjp
 def _log_cosh_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -100,4 +101,4 @@ def log_cosh_loss(inputs, targets, reduction='none'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.log_cosh_loss(backend, [inputs, targets], None, None, (), reduction, variant)
-    return _log_cosh_loss(inputs, targets, None, reduction, variant)
+    return _log_cosh_loss(inputs, targets, None, reduction, variant)[0]

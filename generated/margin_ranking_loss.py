@@ -25,7 +25,7 @@ def _forward(inputs1, inputs2, targets, margin):
     targets = rt.upcast(targets, compute)
     t0 = margin - (inputs1 - inputs2)*targets
     loss = mx.maximum(0, t0)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -35,10 +35,10 @@ def _backward(inputs1, inputs2, targets, margin, cotangent):
     inputs1 = rt.upcast(inputs1, compute)
     inputs2 = rt.upcast(inputs2, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs2 - inputs1
-    t1 = cotangent*(t0*targets + margin >= 0)
-    grad_inputs1 = -t1*targets
-    grad_targets = t0*t1
+    t1 = inputs2 - inputs1
+    t2 = cotangent*(t1*targets + margin >= 0)
+    grad_inputs1 = -t2*targets
+    grad_targets = t1*t2
     grad_inputs2 = -grad_inputs1
     return (grad_inputs1, grad_inputs2, grad_targets,)
 
@@ -53,18 +53,19 @@ _VARIANTS = {
 def _margin_ranking_loss(inputs1, inputs2, targets, weights, margin, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs1, inputs2, targets)
-    loss = forward(inputs1, inputs2, targets, margin)
+    loss, *residuals = forward(inputs1, inputs2, targets, margin)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_margin_ranking_loss.vjp
 def _margin_ranking_loss_vjp(primals, cotangent, output):
     inputs1, inputs2, targets, weights, margin, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs1.size)
-    grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, margin, cotangent)
+    grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, margin, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs1, inputs1),
         rt.gradient_for(grad_inputs2, inputs2),
@@ -115,4 +116,4 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
     backend = _gpu.backend_for([inputs1, inputs2, targets])
     if backend != "mlx":
         return _kernels.margin_ranking_loss(backend, [inputs1, inputs2, targets], None, None, (margin,), reduction, variant)
-    return _margin_ranking_loss(inputs1, inputs2, targets, None, margin, reduction, variant)
+    return _margin_ranking_loss(inputs1, inputs2, targets, None, margin, reduction, variant)[0]

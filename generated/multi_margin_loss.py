@@ -27,14 +27,15 @@ def _forward_indices(inputs, targets, weight, p, margin, axis):
     targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
     gather0 = mx.take_along_axis(weight, targets_index, axis=axis)
     gather1 = mx.take_along_axis(inputs, targets_index, axis=axis)
-    t0 = inputs + (margin - gather1)
-    mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t0 > 0), mx.power(t0, p), mx.where((t0 <= 0), 0 ** p, math.nan)), axis)
+    t1 = inputs + (margin - gather1)
+    t0 = mx.power(t1, p)
+    mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
     loss = gather0*mean0
-    return (mx.squeeze(loss, axis), gather0, gather1,)
+    return (mx.squeeze(loss, axis), gather0, gather1, t0,)
 
 
 @mx.compile
-def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gather0, gather1):
+def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gather0, gather1, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
@@ -43,14 +44,14 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gathe
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
-    t0 = inputs + (margin - gather1)
-    t1 = p*mx.power(t0, p)/t0
-    t2 = (t0 > 0)
-    t3 = (1 - targets_onehot)/row_length
-    b0_mean0 = rt.row_sum(mx.where(t2, -t1*t3, 0), axis)
+    t2 = inputs + (margin - gather1)
+    t3 = p*t0/t2
+    t4 = (t2 > 0)
+    t5 = (1 - targets_onehot)/row_length
+    b0_mean0 = rt.row_sum(mx.where(t4, -t3*t5, 0), axis)
     d_mean0 = mx.contiguous(cotangent*gather0)
     d_gather1 = mx.contiguous(b0_mean0*d_mean0)
-    grad_inputs = d_gather1*targets_onehot + mx.where(t2, d_mean0*t1*t3, 0)
+    grad_inputs = d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0)
     return (grad_inputs,)
 
 
@@ -72,8 +73,8 @@ def _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduct
 @_multi_margin_loss.vjp
 def _multi_margin_loss_vjp(primals, cotangent, output):
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -24,13 +24,15 @@ def _forward_indices(inputs, targets, weight, axis):
     targets = rt.upcast(targets, compute)
     weight = rt.upcast(weight, compute)
     row_length = inputs.shape[axis]
-    mean0 = rt.row_mean(-(targets*rt.softplus(-inputs) + (1 - targets)*rt.softplus(inputs))*weight, axis)
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    mean0 = rt.row_mean(-(t0*targets + t1*(1 - targets))*weight, axis)
     loss = -mean0
-    return (mx.squeeze(loss, axis),)
+    return (mx.squeeze(loss, axis), t0, t1,)
 
 
 @mx.compile
-def _backward_indices(inputs, targets, weight, axis, cotangent):
+def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
@@ -38,11 +40,10 @@ def _backward_indices(inputs, targets, weight, axis, cotangent):
     weight = rt.upcast(weight, compute)
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = -inputs
     d_mean0 = mx.contiguous(-cotangent)
-    t1 = d_mean0*weight/row_length
-    grad_inputs = t1*(targets*rt.sigmoid(t0) - (1 - targets)*rt.sigmoid(inputs))
-    grad_targets = t1*(rt.softplus(inputs) - rt.softplus(t0))
+    t2 = d_mean0*weight/row_length
+    grad_inputs = t2*(targets*rt.sigmoid(-inputs) - (1 - targets)*rt.sigmoid(inputs))
+    grad_targets = t2*(t1 - t0)
     return (grad_inputs, grad_targets,)
 
 
@@ -64,8 +65,8 @@ def _multilabel_soft_margin_loss(inputs, targets, weight, weights, axis, reducti
 @_multilabel_soft_margin_loss.vjp
 def _multilabel_soft_margin_loss_vjp(primals, cotangent, output):
     inputs, targets, weight, weights, axis, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -63,8 +63,8 @@ def _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant):
 @_nll_loss.vjp
 def _nll_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, ignore_index, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     kept = rt.kept_rows(targets, ignore_index)

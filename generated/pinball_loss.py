@@ -23,10 +23,10 @@ def _forward(inputs, targets, tau):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     error = targets - inputs
-    t0 = mx.where(tau == 0, 0.0, tau*error)
+    t0 = rt.zero_if(tau == 0, tau*error)
     t1 = (tau - 1)*error
     loss = mx.maximum(t0, t1)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -35,9 +35,9 @@ def _backward(inputs, targets, tau, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = tau - 1
+    t2 = tau - 1
     error = targets - inputs
-    grad_inputs = cotangent*mx.where((mx.where(tau == 0, 0.0, tau*error) > t0*error), -tau, -t0)
+    grad_inputs = cotangent*mx.where((rt.zero_if(tau == 0, tau*error) > t2*error), -tau, -t2)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -52,18 +52,19 @@ _VARIANTS = {
 def _pinball_loss(inputs, targets, weights, tau, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, tau)
+    loss, *residuals = forward(inputs, targets, tau)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_pinball_loss.vjp
 def _pinball_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, tau, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, tau, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, tau, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -110,4 +111,4 @@ def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.pinball_loss(backend, [inputs, targets], None, None, (tau,), reduction, variant)
-    return _pinball_loss(inputs, targets, None, tau, reduction, variant)
+    return _pinball_loss(inputs, targets, None, tau, reduction, variant)[0]

@@ -22,19 +22,21 @@ def _forward_log_input_full(inputs, targets, eps):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    stirling = 0.5*(2*targets*mx.log(targets) + mx.log((2*math.pi)*targets) - 2*targets)
-    loss = mx.where((targets > 1), stirling, mx.where((targets <= 1), 0, math.nan)) + rt.exp(inputs) - inputs*targets
-    return loss
+    t0 = rt.exp(inputs)
+    t1 = mx.log(targets)
+    stirling = 0.5*(2*t1*targets + mx.log((2*math.pi)*targets) - 2*targets)
+    loss = t0 + mx.where((targets > 1), stirling, mx.where((targets <= 1), 0, math.nan)) - inputs*targets
+    return (loss, t0, t1,)
 
 
 @mx.compile
-def _backward_log_input_full(inputs, targets, eps, cotangent):
+def _backward_log_input_full(inputs, targets, eps, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = cotangent*(rt.exp(inputs) - targets)
-    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*mx.log(targets)), 0) - inputs)
+    grad_inputs = cotangent*(t0 - targets)
+    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t1), 0) - inputs)
     return (grad_inputs, grad_targets,)
 
 
@@ -45,17 +47,18 @@ def _forward_log_input_no_full(inputs, targets, eps):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    loss = rt.exp(inputs) - inputs*targets
-    return loss
+    t0 = rt.exp(inputs)
+    loss = t0 - inputs*targets
+    return (loss, t0,)
 
 
 @mx.compile
-def _backward_log_input_no_full(inputs, targets, eps, cotangent):
+def _backward_log_input_no_full(inputs, targets, eps, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = cotangent*(rt.exp(inputs) - targets)
+    grad_inputs = cotangent*(t0 - targets)
     grad_targets = (-cotangent)*inputs
     return (grad_inputs, grad_targets,)
 
@@ -67,20 +70,21 @@ def _forward_no_log_input_full(inputs, targets, eps):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    stirling = 0.5*(2*targets*mx.log(targets) + mx.log((2*math.pi)*targets) - 2*targets)
-    loss = inputs + mx.where((targets > 1), stirling, mx.where((targets <= 1), 0, math.nan)) - targets*mx.log(inputs + eps)
-    return loss
+    t0 = mx.log(targets)
+    t1 = mx.log(inputs + eps)
+    stirling = 0.5*(2*t0*targets + mx.log((2*math.pi)*targets) - 2*targets)
+    loss = inputs + mx.where((targets > 1), stirling, mx.where((targets <= 1), 0, math.nan)) - t1*targets
+    return (loss, t0, t1,)
 
 
 @mx.compile
-def _backward_no_log_input_full(inputs, targets, eps, cotangent):
+def _backward_no_log_input_full(inputs, targets, eps, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs + eps
-    grad_inputs = cotangent*(1 - targets/t0)
-    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*mx.log(targets)), 0) - mx.log(t0))
+    grad_inputs = cotangent*(1 - targets/(inputs + eps))
+    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t0), 0) - t1)
     return (grad_inputs, grad_targets,)
 
 
@@ -91,19 +95,19 @@ def _forward_no_log_input_no_full(inputs, targets, eps):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    loss = inputs - targets*mx.log(inputs + eps)
-    return loss
+    t0 = mx.log(inputs + eps)
+    loss = inputs - t0*targets
+    return (loss, t0,)
 
 
 @mx.compile
-def _backward_no_log_input_no_full(inputs, targets, eps, cotangent):
+def _backward_no_log_input_no_full(inputs, targets, eps, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs + eps
-    grad_inputs = cotangent*(1 - targets/t0)
-    grad_targets = (-cotangent)*mx.log(t0)
+    grad_inputs = cotangent*(1 - targets/(inputs + eps))
+    grad_targets = (-cotangent)*t0
     return (grad_inputs, grad_targets,)
 
 
@@ -120,18 +124,19 @@ _VARIANTS = {
 def _poisson_nll_loss(inputs, targets, weights, log_input, full, eps, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, eps)
+    loss, *residuals = forward(inputs, targets, eps)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_poisson_nll_loss.vjp
 def _poisson_nll_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, log_input, full, eps, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, eps, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, eps, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -221,4 +226,4 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.poisson_nll_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant)
-    return _poisson_nll_loss(inputs, targets, None, log_input, full, eps, reduction, variant)
+    return _poisson_nll_loss(inputs, targets, None, log_input, full, eps, reduction, variant)[0]

@@ -30,7 +30,7 @@ def _forward_indices(logits, targets, epsilon, axis):
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     gather1 = mx.take_along_axis(1 - rt.exp(logits - logsumexp0), targets_index, axis=axis)
-    loss = logsumexp0 + mx.where(epsilon == 0, 0.0, epsilon*gather1) - gather0
+    loss = logsumexp0 + rt.zero_if(epsilon == 0, epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
@@ -45,7 +45,7 @@ def _backward_indices(logits, targets, epsilon, axis, cotangent, logsumexp0_exp,
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
     t0 = mx.reciprocal(mx.maximum(1, logsumexp0_sum))*logsumexp0_exp
     b0_gather1 = mx.take_along_axis(t0, targets_index, axis=axis)
-    d_gather1 = mx.contiguous(mx.where(epsilon == 0, 0.0, epsilon*cotangent))
+    d_gather1 = mx.contiguous(rt.zero_if(epsilon == 0, epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
     grad_logits = d_gather0*targets_onehot + d_logsumexp0*t0 + (-d_gather1)*t0*targets_onehot
@@ -67,7 +67,7 @@ def _forward_probabilities(logits, targets, epsilon, axis):
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * (1 - rt.exp(logits - logsumexp0))), axis)
-    loss = logsumexp0 + mx.where(epsilon == 0, 0.0, epsilon*gather1) - gather0
+    loss = logsumexp0 + rt.zero_if(epsilon == 0, epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
@@ -81,7 +81,7 @@ def _backward_probabilities(logits, targets, epsilon, axis, cotangent, logsumexp
     targets = rt.upcast(targets, compute)
     t0 = mx.reciprocal(mx.maximum(1, logsumexp0_sum))*logsumexp0_exp
     b0_gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * t0), axis)
-    d_gather1 = mx.contiguous(mx.where(epsilon == 0, 0.0, epsilon*cotangent))
+    d_gather1 = mx.contiguous(rt.zero_if(epsilon == 0, epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
     grad_logits = d_gather0*targets + d_logsumexp0*t0 + (-d_gather1)*t0*targets
@@ -101,6 +101,7 @@ def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, var
     dtype = rt.result_dtype(logits, weights)
     loss, *residuals = forward(logits, targets, epsilon, axis)
     if weights is not None:
+        residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
@@ -109,14 +110,14 @@ def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, var
 @_poly1_cross_entropy.vjp
 def _poly1_cross_entropy_vjp(primals, cotangent, output):
     logits, targets, weights, axis, epsilon, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
     grad_weights = None
     if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * forward(logits, targets, epsilon, axis)[0], weights)
+        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
     grad_logits, = backward(logits, targets, epsilon, axis, cotangent, *residuals)
     return (

@@ -23,22 +23,22 @@ def _forward(inputs, targets, delta):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     error = inputs - targets
-    t0 = mx.square(error)
-    loss = t0/(mx.sqrt(t0/(delta ** 2) + 1) + 1)
-    return loss
+    t1 = mx.square(error)
+    t0 = mx.sqrt(t1/(delta ** 2) + 1)
+    loss = t1/(t0 + 1)
+    return (loss, t0,)
 
 
 @mx.compile
-def _backward(inputs, targets, delta, cotangent):
+def _backward(inputs, targets, delta, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = delta ** (-2)
+    t2 = mx.reciprocal(t0 + 1)
+    t3 = delta ** (-2)
     error = inputs - targets
-    t1 = mx.sqrt(t0*mx.square(error) + 1)
-    t2 = mx.reciprocal(t1 + 1)
-    grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t0)*t2*mx.power(error, 3)/t1)
+    grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t3)*t2*mx.power(error, 3)/(mx.sqrt(t3*mx.square(error) + 1)))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -53,18 +53,19 @@ _VARIANTS = {
 def _pseudo_huber_loss(inputs, targets, weights, delta, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, delta)
+    loss, *residuals = forward(inputs, targets, delta)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_pseudo_huber_loss.vjp
 def _pseudo_huber_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, delta, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, delta, cotangent)
+    grad_inputs, grad_targets, = backward(inputs, targets, delta, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),
@@ -109,4 +110,4 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.pseudo_huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant)
-    return _pseudo_huber_loss(inputs, targets, None, delta, reduction, variant)
+    return _pseudo_huber_loss(inputs, targets, None, delta, reduction, variant)[0]

@@ -22,30 +22,27 @@ def _forward(inputs, targets, alpha, gamma):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = 1 - targets
-    t1 = rt.softplus(-inputs)
-    t2 = rt.softplus(inputs)
-    log_one_minus_p_t = -t2*targets - t0*t1
-    cross_entropy = t1*targets + t0*t2
-    loss = mx.where((mx.where(gamma == 0, 0.0, gamma*log_one_minus_p_t) == -math.inf), 0.0, (mx.where(alpha == 0, 0.0, alpha*targets) + (1 - alpha)*t0 if (alpha >= 0) else 1)*cross_entropy*rt.exp(mx.where(gamma == 0, 0.0, gamma*log_one_minus_p_t)))
-    return loss
+    t3 = 1 - targets
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    log_one_minus_p_t = -t1*targets - t0*t3
+    t2 = rt.exp(rt.zero_if(gamma == 0, gamma*log_one_minus_p_t))
+    cross_entropy = t0*targets + t1*t3
+    loss = mx.where((t2 == 0), 0.0, t2*(rt.zero_if(alpha == 0, alpha*targets) + (1 - alpha)*t3 if (alpha >= 0) else 1)*cross_entropy)
+    return (loss, t0, t1, t2,)
 
 
 @mx.compile
-def _backward(inputs, targets, alpha, gamma, cotangent):
+def _backward(inputs, targets, alpha, gamma, cotangent, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = 1 - targets
-    t1 = -inputs
-    t2 = rt.softplus(t1)
-    t3 = rt.softplus(inputs)
-    t4 = rt.sigmoid(inputs)
-    t5 = rt.sigmoid(t1)
-    log_one_minus_p_t = -t3*targets - t0*t2
-    cross_entropy = t2*targets + t0*t3
-    grad_inputs = mx.where((mx.where(gamma == 0, 0.0, gamma*log_one_minus_p_t) == -math.inf), 0.0, cotangent*(t0*t4 + mx.where(gamma == 0, 0.0, gamma*(t0*t5 - t4*targets)*cross_entropy) - t5*targets)*(mx.where(alpha == 0, 0.0, alpha*targets) + (1 - alpha)*t0 if (alpha >= 0) else 1)*rt.exp(mx.where(gamma == 0, 0.0, gamma*log_one_minus_p_t)))
+    t4 = 1 - targets
+    t5 = rt.sigmoid(inputs)
+    t6 = rt.sigmoid(-inputs)
+    cross_entropy = t0*targets + t1*t4
+    grad_inputs = mx.where((t2 == 0), 0.0, cotangent*t2*(t4*t5 + rt.zero_if(gamma == 0, gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*(rt.zero_if(alpha == 0, alpha*targets) + (1 - alpha)*t4 if (alpha >= 0) else 1))
     return (grad_inputs,)
 
 
@@ -59,18 +56,19 @@ _VARIANTS = {
 def _sigmoid_focal_loss(inputs, targets, weights, alpha, gamma, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, alpha, gamma)
+    loss, *residuals = forward(inputs, targets, alpha, gamma)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_sigmoid_focal_loss.vjp
 def _sigmoid_focal_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, alpha, gamma, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, alpha, gamma, cotangent)
+    grad_inputs, = backward(inputs, targets, alpha, gamma, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),
@@ -117,4 +115,4 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.sigmoid_focal_loss(backend, [inputs, targets], None, None, (alpha, gamma,), reduction, variant)
-    return _sigmoid_focal_loss(inputs, targets, None, alpha, gamma, reduction, variant)
+    return _sigmoid_focal_loss(inputs, targets, None, alpha, gamma, reduction, variant)[0]

@@ -25,7 +25,7 @@ def _forward(predictions, targets, beta):
     t0 = mx.abs(predictions - targets)
     t1 = mx.minimum(beta, t0)
     loss = (0.5*t1*(2*t0 - t1)/beta if (beta != 0) else t0)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -34,8 +34,8 @@ def _backward(predictions, targets, beta, cotangent):
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
-    t0 = predictions - targets
-    grad_predictions = cotangent*(mx.minimum(beta, mx.maximum(t0, -beta))/beta if (beta != 0) else mx.sign(t0))
+    t2 = predictions - targets
+    grad_predictions = cotangent*(mx.minimum(beta, mx.maximum(t2, -beta))/beta if (beta != 0) else mx.sign(t2))
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
@@ -50,18 +50,19 @@ _VARIANTS = {
 def _smooth_l1_loss(predictions, targets, weights, beta, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(predictions, targets)
-    loss = forward(predictions, targets, beta)
+    loss, *residuals = forward(predictions, targets, beta)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_smooth_l1_loss.vjp
 def _smooth_l1_loss_vjp(primals, cotangent, output):
     predictions, targets, weights, beta, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, predictions.size)
-    grad_predictions, grad_targets, = backward(predictions, targets, beta, cotangent)
+    grad_predictions, grad_targets, = backward(predictions, targets, beta, cotangent, *residuals)
     return (
         rt.gradient_for(grad_predictions, predictions),
         rt.gradient_for(grad_targets, targets),
@@ -108,4 +109,4 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     backend = _gpu.backend_for([predictions, targets])
     if backend != "mlx":
         return _kernels.smooth_l1_loss(backend, [predictions, targets], None, None, (beta,), reduction, variant)
-    return _smooth_l1_loss(predictions, targets, None, beta, reduction, variant)
+    return _smooth_l1_loss(predictions, targets, None, beta, reduction, variant)[0]

@@ -23,7 +23,7 @@ def _forward(inputs, targets):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     loss = rt.softplus(-inputs*targets)
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -46,18 +46,19 @@ _VARIANTS = {
 def _soft_margin_loss(inputs, targets, weights, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets)
+    loss, *residuals = forward(inputs, targets)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_soft_margin_loss.vjp
 def _soft_margin_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, cotangent)
+    grad_inputs, = backward(inputs, targets, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),
@@ -98,4 +99,4 @@ def soft_margin_loss(inputs, targets, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.soft_margin_loss(backend, [inputs, targets], None, None, (), reduction, variant)
-    return _soft_margin_loss(inputs, targets, None, reduction, variant)
+    return _soft_margin_loss(inputs, targets, None, reduction, variant)[0]

@@ -37,12 +37,13 @@ def _forward_indices(logits, targets, alpha, gamma, axis):
     logsumexp1_exp = rt.exp((logits + mx.log(1 - targets_onehot)) - logsumexp1_max)
     logsumexp1_sum = rt.row_sum(logsumexp1_exp, axis)
     logsumexp1 = logsumexp1_max + mx.log(logsumexp1_sum)
-    loss = mx.where((mx.where(gamma == 0, 0.0, gamma*(logsumexp1 - logsumexp0)) == -math.inf), 0.0, -gather0*(gather1 - logsumexp0)*rt.exp(mx.where(gamma == 0, 0.0, gamma*(logsumexp1 - logsumexp0))))
-    return (mx.squeeze(loss, axis), gather0, gather1, logsumexp0, logsumexp1, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum,)
+    t0 = rt.exp(rt.zero_if(gamma == 0, gamma*(logsumexp1 - logsumexp0)))
+    loss = mx.where((t0 == 0), 0.0, -gather0*t0*(gather1 - logsumexp0))
+    return (mx.squeeze(loss, axis), gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0,)
 
 
 @mx.compile
-def _backward_indices(logits, targets, alpha, gamma, axis, cotangent, gather0, gather1, logsumexp0, logsumexp1, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum):
+def _backward_indices(logits, targets, alpha, gamma, axis, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
@@ -51,13 +52,13 @@ def _backward_indices(logits, targets, alpha, gamma, axis, cotangent, gather0, g
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
-    t0 = gather1 - logsumexp0
-    t1 = mx.where(gamma == 0, 0.0, gamma*t0)
-    t2 = mx.where((mx.where(gamma == 0, 0.0, gamma*(logsumexp1 - logsumexp0)) == -math.inf), 0.0, cotangent*rt.exp(mx.where(gamma == 0, 0.0, gamma*(logsumexp1 - logsumexp0))))
-    t3 = gather0*t2
-    d_logsumexp1 = mx.contiguous(-t1*t3)
-    d_logsumexp0 = mx.contiguous(t3*(t1 + 1))
-    d_gather1 = mx.contiguous(-t3)
+    t1 = gather1 - logsumexp0
+    t2 = rt.zero_if(gamma == 0, gamma*t1)
+    t3 = mx.where((t0 == 0), 0.0, cotangent*t0)
+    t4 = gather0*t3
+    d_logsumexp1 = mx.contiguous(-t2*t4)
+    d_logsumexp0 = mx.contiguous(t4*(t2 + 1))
+    d_gather1 = mx.contiguous(-t4)
     grad_logits = d_gather1*targets_onehot + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + (d_logsumexp1/mx.maximum(1, logsumexp1_sum))*logsumexp1_exp
     return (grad_logits,)
 
@@ -80,8 +81,8 @@ def _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction,
 @_softmax_focal_loss.vjp
 def _softmax_focal_loss_vjp(primals, cotangent, output):
     logits, targets, alpha, weights, axis, gamma, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -24,7 +24,7 @@ def _forward(inputs, targets):
     targets = rt.upcast(targets, compute)
     t0 = inputs*targets
     loss = mx.where((t0 < 1), mx.square(1 - t0), mx.where((t0 >= 1), 0, math.nan))
-    return loss
+    return (loss,)
 
 
 @mx.compile
@@ -33,8 +33,8 @@ def _backward(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = inputs*targets
-    grad_inputs = mx.where((t0 < 1), (-2*cotangent)*(1 - t0)*targets, 0)
+    t1 = inputs*targets
+    grad_inputs = mx.where((t1 < 1), (-2*cotangent)*(1 - t1)*targets, 0)
     return (grad_inputs,)
 
 
@@ -48,18 +48,19 @@ _VARIANTS = {
 def _squared_hinge_loss(inputs, targets, weights, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets)
+    loss, *residuals = forward(inputs, targets)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_squared_hinge_loss.vjp
 def _squared_hinge_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, cotangent)
+    grad_inputs, = backward(inputs, targets, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),
@@ -100,4 +101,4 @@ def squared_hinge_loss(inputs, targets, reduction='none'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.squared_hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant)
-    return _squared_hinge_loss(inputs, targets, None, reduction, variant)
+    return _squared_hinge_loss(inputs, targets, None, reduction, variant)[0]

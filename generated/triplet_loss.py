@@ -24,16 +24,18 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
-    t0 = 1/p
+    t2 = 1/p
     sum0 = rt.row_sum(mx.power(mx.abs(anchors - negatives), p), axis)
+    t0 = mx.power(sum0 + eps, t2)
     sum1 = rt.row_sum(mx.power(mx.abs(anchors - positives), p), axis)
-    t1 = mx.power(sum1 + eps, t0) + margin - mx.power(sum0 + eps, t0)
-    loss = mx.maximum(t1, 0)
-    return (mx.squeeze(loss, axis), sum0, sum1,)
+    t1 = mx.power(sum1 + eps, t2)
+    t3 = t1 + margin - t0
+    loss = mx.maximum(t3, 0)
+    return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
 
 
 @mx.compile
-def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, sum1):
+def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, sum1, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
@@ -41,18 +43,14 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = sum1 + eps
-    t1 = 1/p
-    t2 = mx.power(t0, t1)
-    t3 = sum0 + eps
-    t4 = -mx.power(t3, t1)
-    t5 = (t2 + t4 + margin > 0)
+    t4 = 1/p
+    t5 = (t1 + margin - t0 > 0)
     t6 = anchors - negatives
     t7 = p - 1
     t9 = anchors - positives
-    d_sum1 = mx.contiguous(mx.where(t5, t1*cotangent*t2/t0, 0))
+    d_sum1 = mx.contiguous(mx.where(t5, t4*cotangent*t1/(sum1 + eps), 0))
     t10 = d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
-    d_sum0 = mx.contiguous(mx.where(t5, t1*cotangent*t4/t3, 0))
+    d_sum0 = mx.contiguous(mx.where(t5, (-t4)*cotangent*t0/(sum0 + eps), 0))
     t8 = d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
     grad_anchors = p*(t10 + t8)
     grad_positives = (-p)*t10
@@ -78,8 +76,8 @@ def _triplet_loss(anchors, positives, negatives, weights, axis, p, margin, eps, 
 @_triplet_loss.vjp
 def _triplet_loss_vjp(primals, cotangent, output):
     anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(anchors.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

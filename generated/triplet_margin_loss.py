@@ -24,22 +24,23 @@ def _forward_swap_indices(anchors, positives, negatives, margin, p, eps, axis):
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
-    t0 = -negatives
-    t1 = anchors + eps
-    t2 = 1/p
-    sum0 = rt.row_sum(mx.power(mx.abs(t0 + t1), p), axis)
-    t3 = mx.power(sum0, t2)
-    sum1 = rt.row_sum(mx.power(mx.abs(positives - t1), p), axis)
-    t6 = mx.power(sum1, t2) + margin
-    sum2 = rt.row_sum(mx.power(mx.abs(positives + t0 + eps), p), axis)
-    t4 = mx.power(sum2, t2)
-    t5 = (t3 < t4)
-    loss = mx.where(mx.where(t5, (t3 - t6 < 0), (t4 - t6 < 0)), t6 - mx.minimum(t3, t4), mx.where(mx.logical_and(mx.logical_or((t3 >= t4), (t3 - t6 >= 0)), mx.logical_or((t3 < t4), (t4 - t6 >= 0))), 0, math.nan))
-    return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
+    t3 = 1/p
+    t4 = -negatives
+    t5 = anchors + eps
+    sum0 = rt.row_sum(mx.power(mx.abs(t4 + t5), p), axis)
+    t0 = mx.power(sum0, t3)
+    sum1 = rt.row_sum(mx.power(mx.abs(positives - t5), p), axis)
+    t1 = mx.power(sum1, t3)
+    t7 = t1 + margin
+    sum2 = rt.row_sum(mx.power(mx.abs(positives + t4 + eps), p), axis)
+    t2 = mx.power(sum2, t3)
+    t6 = (t0 < t2)
+    loss = mx.where(mx.where(t6, (t0 - t7 < 0), (t2 - t7 < 0)), t7 - mx.minimum(t0, t2), mx.where(mx.logical_and(mx.logical_or((t0 >= t2), (t0 - t7 >= 0)), mx.logical_or((t0 < t2), (t2 - t7 >= 0))), 0, math.nan))
+    return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0, t1, t2,)
 
 
 @mx.compile
-def _backward_swap_indices(anchors, positives, negatives, margin, p, eps, axis, cotangent, sum0, sum1, sum2):
+def _backward_swap_indices(anchors, positives, negatives, margin, p, eps, axis, cotangent, sum0, sum1, sum2, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
@@ -47,29 +48,26 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, eps, axis, 
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = 1/p
-    t1 = mx.power(sum0, t0)
-    t2 = mx.power(sum2, t0)
-    t3 = (t1 < t2)
-    t4 = mx.power(sum1, t0)
-    t5 = t4 + margin
-    t6 = mx.where(t3, (t5 - t1 > 0), (t5 - t2 > 0))
-    t7 = -negatives
-    t8 = anchors + eps
-    t9 = t7 + t8
-    t10 = p - 1
-    t12 = t8 - positives
-    t14 = positives + t7 + eps
-    t15 = mx.power(mx.abs(t14), t10)
-    t16 = mx.sign(t14)
-    d_sum2 = mx.contiguous(mx.where(t6, mx.where(mx.logical_not(t3), (-t0)*cotangent*t2/sum2, 0), 0))
-    d_sum1 = mx.contiguous(mx.where(t6, t0*cotangent*t4/sum1, 0))
-    t13 = d_sum1*mx.power(mx.abs(t12), t10)*mx.sign(t12)
-    d_sum0 = mx.contiguous(mx.where(t6, mx.where(t3, (-t0)*cotangent*t1/sum0, 0), 0))
-    t11 = d_sum0*mx.power(mx.abs(t9), t10)*mx.sign(t9)
-    grad_anchors = p*(t11 + t13)
-    grad_positives = p*(d_sum2*t15*t16 - t13)
-    grad_negatives = (-p)*(t11 + d_sum2*t15*t16)
+    t8 = (t0 < t2)
+    t9 = 1/p
+    t10 = t1 + margin
+    t11 = mx.where(t8, (t10 - t0 > 0), (t10 - t2 > 0))
+    t12 = -negatives
+    t13 = anchors + eps
+    t14 = t12 + t13
+    t15 = p - 1
+    t17 = t13 - positives
+    t19 = positives + t12 + eps
+    t20 = mx.power(mx.abs(t19), t15)
+    t21 = mx.sign(t19)
+    d_sum2 = mx.contiguous(mx.where(t11, mx.where(mx.logical_not(t8), (-t9)*cotangent*t2/sum2, 0), 0))
+    d_sum1 = mx.contiguous(mx.where(t11, t9*cotangent*t1/sum1, 0))
+    t18 = d_sum1*mx.power(mx.abs(t17), t15)*mx.sign(t17)
+    d_sum0 = mx.contiguous(mx.where(t11, mx.where(t8, (-t9)*cotangent*t0/sum0, 0), 0))
+    t16 = d_sum0*mx.power(mx.abs(t14), t15)*mx.sign(t14)
+    grad_anchors = p*(t16 + t18)
+    grad_positives = p*(d_sum2*t20*t21 - t18)
+    grad_negatives = (-p)*(t16 + d_sum2*t20*t21)
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
@@ -82,17 +80,19 @@ def _forward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axis
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
-    t0 = anchors + eps
-    t1 = 1/p
-    sum0 = rt.row_sum(mx.power(mx.abs(negatives - t0), p), axis)
-    sum1 = rt.row_sum(mx.power(mx.abs(positives - t0), p), axis)
-    t2 = mx.power(sum1, t1) + margin - mx.power(sum0, t1)
-    loss = mx.maximum(t2, 0)
-    return (mx.squeeze(loss, axis), sum0, sum1,)
+    t2 = 1/p
+    t3 = anchors + eps
+    sum0 = rt.row_sum(mx.power(mx.abs(negatives - t3), p), axis)
+    t0 = mx.power(sum0, t2)
+    sum1 = rt.row_sum(mx.power(mx.abs(positives - t3), p), axis)
+    t1 = mx.power(sum1, t2)
+    t4 = t1 + margin - t0
+    loss = mx.maximum(t4, 0)
+    return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
 
 
 @mx.compile
-def _backward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axis, cotangent, sum0, sum1):
+def _backward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axis, cotangent, sum0, sum1, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
@@ -100,21 +100,19 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axi
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = 1/p
-    t1 = mx.power(sum1, t0)
-    t2 = -mx.power(sum0, t0)
-    t3 = (t1 + t2 + margin > 0)
-    t4 = anchors + eps
-    t5 = t4 - negatives
-    t6 = p - 1
-    t8 = t4 - positives
-    d_sum1 = mx.contiguous(mx.where(t3, t0*cotangent*t1/sum1, 0))
-    t9 = d_sum1*mx.power(mx.abs(t8), t6)*mx.sign(t8)
-    d_sum0 = mx.contiguous(mx.where(t3, t0*cotangent*t2/sum0, 0))
-    t7 = d_sum0*mx.power(mx.abs(t5), t6)*mx.sign(t5)
-    grad_anchors = p*(t7 + t9)
-    grad_positives = (-p)*t9
-    grad_negatives = (-p)*t7
+    t5 = 1/p
+    t6 = (t1 + margin - t0 > 0)
+    t7 = anchors + eps
+    t8 = t7 - negatives
+    t9 = p - 1
+    t11 = t7 - positives
+    d_sum1 = mx.contiguous(mx.where(t6, t5*cotangent*t1/sum1, 0))
+    t12 = d_sum1*mx.power(mx.abs(t11), t9)*mx.sign(t11)
+    d_sum0 = mx.contiguous(mx.where(t6, (-t5)*cotangent*t0/sum0, 0))
+    t10 = d_sum0*mx.power(mx.abs(t8), t9)*mx.sign(t8)
+    grad_anchors = p*(t10 + t12)
+    grad_positives = (-p)*t12
+    grad_negatives = (-p)*t10
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
@@ -137,8 +135,8 @@ def _triplet_margin_loss(anchors, positives, negatives, weights, axis, margin, p
 @_triplet_margin_loss.vjp
 def _triplet_margin_loss_vjp(primals, cotangent, output):
     anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(anchors.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -27,7 +27,7 @@ def _forward_indices(inputs, targets, alpha, beta, smooth, axis):
     t0 = sum0 + smooth
     sum1 = rt.row_sum((1 - targets)*inputs, axis)
     sum2 = rt.row_sum((1 - inputs)*targets, axis)
-    loss = 1 - t0/(t0 + mx.where(alpha == 0, 0.0, alpha*sum1) + mx.where(beta == 0, 0.0, beta*sum2))
+    loss = 1 - t0/(t0 + rt.zero_if(alpha == 0, alpha*sum1) + rt.zero_if(beta == 0, beta*sum2))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
 
@@ -39,13 +39,13 @@ def _backward_indices(inputs, targets, alpha, beta, smooth, axis, cotangent, sum
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t0 = sum0 + smooth
-    t1 = t0 + mx.where(alpha == 0, 0.0, alpha*sum1) + mx.where(beta == 0, 0.0, beta*sum2)
-    t2 = cotangent*t0/(mx.square(t1))
-    t3 = mx.reciprocal(t1)
-    d_sum2 = mx.contiguous(mx.where(beta == 0, 0.0, beta*t2))
-    d_sum1 = mx.contiguous(mx.where(alpha == 0, 0.0, alpha*t2))
-    d_sum0 = mx.contiguous(cotangent*t3*(t0*t3 - 1))
+    t1 = sum0 + smooth
+    t2 = t1 + rt.zero_if(alpha == 0, alpha*sum1) + rt.zero_if(beta == 0, beta*sum2)
+    t3 = cotangent*t1/(mx.square(t2))
+    t4 = mx.reciprocal(t2)
+    d_sum2 = mx.contiguous(rt.zero_if(beta == 0, beta*t3))
+    d_sum1 = mx.contiguous(rt.zero_if(alpha == 0, alpha*t3))
+    d_sum0 = mx.contiguous(cotangent*t4*(t1*t4 - 1))
     grad_inputs = d_sum0*targets + d_sum1*(1 - targets) + (-d_sum2)*targets
     grad_targets = d_sum0*inputs + d_sum2*(1 - inputs) + (-d_sum1)*inputs
     return (grad_inputs, grad_targets,)
@@ -69,8 +69,8 @@ def _tversky_loss(inputs, targets, weights, axis, alpha, beta, smooth, reduction
 @_tversky_loss.vjp
 def _tversky_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
-    cotangent, output, residuals = cotangent[0], output[0], output[1:]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)

@@ -22,21 +22,22 @@ def _forward(inputs, targets, power):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = 2 - power
-    t1 = 1/t0
-    t2 = 1 - power
+    t1 = 1 - power
+    t2 = 2 - power
     t3 = 1/t2
-    loss = 2*(t1*mx.power(inputs, t0) + (t1*t3)*mx.power(targets, t0) + (-t3)*mx.power(inputs, t2)*targets)
-    return loss
+    t4 = 1/t1
+    t0 = mx.power(inputs, t1)
+    loss = 2*(t3*mx.power(inputs, t2) + (t3*t4)*mx.power(targets, t2) + (-t4)*t0*targets)
+    return (loss, t0,)
 
 
 @mx.compile
-def _backward(inputs, targets, power, cotangent):
+def _backward(inputs, targets, power, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = (2*cotangent)*(mx.power(inputs, 1 - power) - mx.power(inputs, -power)*targets)
+    grad_inputs = (2*cotangent)*(t0 - mx.power(inputs, -power)*targets)
     return (grad_inputs,)
 
 
@@ -50,18 +51,19 @@ _VARIANTS = {
 def _tweedie_deviance(inputs, targets, weights, power, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss = forward(inputs, targets, power)
+    loss, *residuals = forward(inputs, targets, power)
     loss = rt.reduce(loss, reduction)
-    return loss.astype(dtype)
+    return (loss.astype(dtype), *residuals)
 
 
 @_tweedie_deviance.vjp
 def _tweedie_deviance_vjp(primals, cotangent, output):
     inputs, targets, weights, power, reduction, variant = primals
-    forward, backward = _VARIANTS[variant]
+    _, backward = _VARIANTS[variant]
+    cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, power, cotangent)
+    grad_inputs, = backward(inputs, targets, power, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),
@@ -105,4 +107,4 @@ def tweedie_deviance(inputs, targets, power=1.5, reduction='mean'):
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         return _kernels.tweedie_deviance(backend, [inputs, targets], None, None, (power,), reduction, variant)
-    return _tweedie_deviance(inputs, targets, None, power, reduction, variant)
+    return _tweedie_deviance(inputs, targets, None, power, reduction, variant)[0]

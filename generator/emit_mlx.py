@@ -10,14 +10,54 @@ from __future__ import annotations
 import sympy as sp
 
 from .derive import _expand_terms, _is_element_level, collect_terms, used_terms
-from .ir import COTANGENT, ElementwiseIR, Reduction
-from .lower import schedule
-from .printers.mlx import logsumexp_parts, print_program
+from .ir import COTANGENT, TEMP_PREFIX, ElementwiseIR, Reduction
+from .lower import ForwardValues, schedule, shared_calls
+from .printers.mlx import is_costly, logsumexp_parts, print_program
 from .spec import ClassTarget, Input
 
 
 def _definitions(expressions, terms):
     return {t: t.definition for t in used_terms(expressions, terms)}
+
+
+def _lift_shared_calls(definitions, roots, backward, arrays, temps):
+    """``(definitions, lifted)``: the forward's with each costly call the backward makes too as a
+    statement of its own (a symbol from ``temps``), which the backward then reads (ForwardValues)."""
+    calls = shared_calls(roots + _expressions(definitions), backward, arrays)
+    lifted = {call: next(temps) for call in calls}
+    own = {symbol: call.xreplace({c: s for c, s in lifted.items() if c != call}) for call, symbol in lifted.items()}
+    return {**own, **{s: _replace(lifted, d) for s, d in definitions.items()}}, lifted
+
+
+def _expressions(definitions):
+    return [getattr(d, "argument", d) for d in definitions.values()]
+
+
+def _replace(replacements, definition):
+    """A definition (expression or row reduction) with ``replacements`` (a dict or ForwardValues) made."""
+    replace = replacements.replace if isinstance(replacements, ForwardValues) else lambda e: e.xreplace(replacements)
+    if isinstance(definition, Reduction):
+        return Reduction(definition.symbol, definition.kind, replace(definition.argument), definition.target)
+    return replace(definition)
+
+
+def _temps_after(values):
+    return sp.numbered_symbols(TEMP_PREFIX, start=values.next_temporary, real=True)
+
+
+def _residuals(forward, backward, values):
+    """The forward's costly values the backward reads, in the forward's order."""
+    read = set().union(set(), *(s.expr.free_symbols for s in backward))
+    return [s.name for s in forward if s.symbol in values.symbols and s.symbol in read]
+
+
+def _array_symbols(inputs, terms):
+    """The inputs and the terms computed from them (``terms`` innermost first)."""
+    arrays = set(inputs)
+    for term in terms:
+        if term.definition.free_symbols & arrays:
+            arrays.add(term)
+    return arrays
 
 
 def _names(loss, target_form):
@@ -32,17 +72,28 @@ def elementwise_variant(loss, variant):
     terms = collect_terms(loss.formula)
     arrays = set(loss.inputs)
     like = loss.inputs[0].name
-    forward = schedule(_definitions([ir.loss], terms), [("loss", ir.loss)])
     aliased = {a.name for a in ir.aliases}
-    computed = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    backward = schedule(_definitions([e for _, e in computed], terms), computed)
+    gradients = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
+    forward_definitions = _definitions([ir.loss], terms)
+    backward_definitions = _definitions([e for _, e in gradients], terms)
+    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
+    forward_definitions, lifted = _lift_shared_calls(
+        forward_definitions, [ir.loss], [e for _, e in gradients] + list(backward_definitions.values()),
+        _array_symbols(arrays, terms), temps)
+    forward = schedule(forward_definitions, [("loss", ir.loss.xreplace(lifted))], temps)
+    values = ForwardValues(forward, arrays, is_costly)
+    gradients = [(name, values.replace(e)) for name, e in gradients]
+    definitions = {t: _replace(values, d) for t, d in backward_definitions.items() if t not in values.symbols}
+    backward = schedule(definitions, gradients, _temps_after(values), not_finite=values.not_finite)
+    residuals = _residuals(forward, backward, values)
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
         "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like),
-        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, nan_guard=False),
+        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, nan_guard=False,
+                                        given=forward),
         "aliases": ir.aliases,
-        "residuals": [],
+        "residuals": residuals,
         "row_gradients": [],
         "target_form": None,
     }
@@ -59,7 +110,6 @@ def rowwise_variant(loss, variant, target_form):
 
     forward_defs = {r.symbol: r for r in ir.forward_reductions}
     forward_defs.update(_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
-    forward = schedule(forward_defs, [("loss", ir.loss)])
 
     outputs, scatters = [], []
     for name, gradient in ir.element_gradients.items():
@@ -83,13 +133,21 @@ def rowwise_variant(loss, variant, target_form):
         [r.argument for r in backward_defs.values() if isinstance(r, Reduction)]
         + [e for s, e in backward_defs.items() if not isinstance(e, Reduction)] + [e for _, e in outputs], terms
     ))
-    backward = schedule(backward_defs, outputs)
+    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
+    row_values = _array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
+    forward_defs, lifted = _lift_shared_calls(forward_defs, [ir.loss], _expressions(backward_defs) + [
+        e for _, e in outputs], row_values, temps)
+    forward = schedule(forward_defs, [("loss", ir.loss.xreplace(lifted))], temps)
+    values = ForwardValues(forward, arrays, is_costly)
+    outputs = [(n, values.replace(e)) for n, e in outputs]
+    backward_defs = {s: _replace(values, d) for s, d in backward_defs.items() if s not in values.symbols}
+    backward = schedule(backward_defs, outputs, _temps_after(values), not_finite=values.not_finite)
 
     saved = [r.symbol for r in ir.forward_reductions]
     saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
     element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
-    residuals = [s.name for s in saved if s in backward_free]
+    residuals = [s.name for s in saved if s in backward_free] + _residuals(forward, backward, values)
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
     return {
         "suffix": variant.suffix + f"_{target_form}",
@@ -97,7 +155,7 @@ def rowwise_variant(loss, variant, target_form):
         "target_form": target_form,
         "forward_lines": print_program(forward, names, arrays, element, targets, like),
         "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like,
-                                        nan_guard=False) + scatters,
+                                        nan_guard=False, given=forward) + scatters,
         "residuals": residuals,
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],

@@ -5,7 +5,9 @@ scatters; the SymPy expression itself (lambdified in float64) for the
 rewrites and for printed code, on fresh random inputs.
 """
 
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from generator.rewrite import cheaper, extremum
 from generator.spec import Param
 
 RNG = np.random.default_rng(7)
+GENERATED = Path(__file__).resolve().parent.parent / "generated"
 FLOAT32_EPS = np.finfo(np.float32).eps
 
 
@@ -151,3 +154,23 @@ def test_printed_code_computes_the_expression(expr):
     exec("\n".join(lines), scope)
     want = sp.lambdify([x, y, COTANGENT, a], expr, "numpy")(values["x"], values["y"], values["cotangent"], values["a"])
     np.testing.assert_allclose(np.asarray(scope["out"], dtype=np.float64), want, rtol=2e-6, atol=2e-6)
+
+
+def _costly_calls(function):
+    """The text of every call in ``function`` that costs far more than arithmetic on a CPU."""
+    costly = {"mx.exp", "mx.log", "mx.log1p", "mx.sqrt", "mx.power", "mx.tanh",
+              "rt.exp", "rt.sigmoid", "rt.softplus", "rt.logaddexp", "rt.logcosh"}
+    calls = (node for node in ast.walk(function) if isinstance(node, ast.Call))
+    return {ast.unparse(call) for call in calls if ast.unparse(call.func) in costly}
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in GENERATED.glob("*.py") if not p.stem.startswith("_")))
+def test_the_backward_reads_what_the_forward_computed_at_a_cost(module):
+    # Under mx.grad MLX runs compiled functions op by op: a log or exp both programs
+    # print would be paid twice. The forward hands it over (a residual) instead.
+    tree = ast.parse((GENERATED / f"{module}.py").read_text())
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    for name, forward in functions.items():
+        if name.startswith("_forward"):
+            backward = functions[name.replace("_forward", "_backward", 1)]
+            assert not _costly_calls(forward) & _costly_calls(backward), name

@@ -177,7 +177,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_backward_d2dfbe1cd37c",
+        name="losscc_softmax_focal_loss_indices_backward_23636847da9a",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -202,8 +202,7 @@ const float cotangent = static_cast<float>(cotangent_in[group]);
 const float t0 = -logsumexp0;
 const float t1 = gather1 + t0;
 const float t2 = gamma*t1;
-const float t3 = logsumexp1;
-const float t4 = cotangent*metal::exp(gamma*(-logsumexp0 + t3));
+const float t4 = cotangent*metal::exp(gamma*(-logsumexp0 + logsumexp1));
 const float t5 = gather0*t4;
 const float d_logsumexp1 = -t2*t5;
 const float d_logsumexp0 = t5*(t2 + 1.0f);
@@ -214,7 +213,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_logits = targets*d_gather1 + d_logsumexp0*metal::exp(logits + t0) + d_logsumexp1*(1.0f - targets)*metal::exp(logits - t3);
+  const float grad_logits = targets*d_gather1 + d_logsumexp0*metal::exp(logits + t0) + d_logsumexp1*(1.0f - targets)*metal::exp(logits - logsumexp1);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -240,8 +239,7 @@ const float cotangent = static_cast<float>(cotangent_in[group]);
 const float t0 = -logsumexp0;
 const float t1 = gather1 + t0;
 const float t2 = gamma*t1;
-const float t3 = logsumexp1;
-const float t4 = cotangent*expf(gamma*(-logsumexp0 + t3));
+const float t4 = cotangent*expf(gamma*(-logsumexp0 + logsumexp1));
 const float t5 = gather0*t4;
 const float d_logsumexp1 = -t2*t5;
 const float d_logsumexp0 = t5*(t2 + 1.0f);
@@ -252,7 +250,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_logits = targets*d_gather1 + d_logsumexp0*expf(logits + t0) + d_logsumexp1*(1.0f - targets)*expf(logits - t3);
+  const float grad_logits = targets*d_gather1 + d_logsumexp0*expf(logits + t0) + d_logsumexp1*(1.0f - targets)*expf(logits - logsumexp1);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

@@ -178,7 +178,7 @@ class MLXPrinter(StrPrinter):
         params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
         if params:
             zero = " or ".join(f"{self._print(f)} == 0" for f in params)
-            code = f"mx.where({zero}, 0.0, {code})"
+            code = f"rt.zero_if({zero}, {code})"
         return code
 
     def _print_Add(self, expr, order=None):
@@ -330,6 +330,25 @@ class MLXPrinter(StrPrinter):
     _print_log1p = _print_expm1 = _print_Function
 
 
+def is_costly(expr, conditions, arrays):
+    """Whether ``expr`` prints to an operation far dearer than a pass of arithmetic.
+
+    On a CPU an ``exp`` costs about fifty multiplies and a ``where`` fifteen:
+    a function (exp, log, the stable functions), a root or other non-integer
+    power, a selection on arrays that is not a maximum or a minimum.
+    """
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Piecewise):
+            on_arrays = any(c.free_symbols & arrays for _, c in node.args)
+            if on_arrays and extremum(node, conditions) is None:
+                return True
+        elif isinstance(node, sp.Function) and not isinstance(node, (sp.Abs, sp.sign, sp.Max, sp.Min)):
+            return True
+        elif isinstance(node, sp.Pow) and not node.exp.is_Integer:
+            return True
+    return False
+
+
 def _masked(expr):
     """``(value, condition)`` for ``Piecewise((value, condition), (0, True))`` (or with 0 first)."""
     if not isinstance(expr, sp.Piecewise) or len(expr.args) != 2:
@@ -351,7 +370,7 @@ def _level(statements, element_symbols):
     return element
 
 
-def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None, nan_guard=True):
+def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None, nan_guard=True, given=()):
     """Lines of Python for ``statements``.
 
     ``targets`` maps a ClassTarget to ``"indices"`` or ``"probabilities"``:
@@ -359,15 +378,23 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
     output that is a constant takes. ``nan_guard`` makes a branch whose
     condition compares a NaN give NaN (for the loss: NaN in, NaN out); the
     gradients leave it off and take the last branch, as MLX's autodiff of
-    maximum/where does.
+    maximum/where does. ``given`` are statements computed elsewhere (the
+    forward's residuals and what they depend on) whose symbols ``statements``
+    read: not printed, but what they are (finite, a condition, an
+    exponential) decides how their uses are printed.
     """
+    given = list(given)
+    known = given + list(statements)
+    finite = _finite(known, arrays)
     arrays = set(arrays)
-    element = _level(statements, element_symbols)
-    finite = _finite(statements, arrays)
-    conditions = {s.symbol: s.expr for s in statements if isinstance(s.expr, sp.core.relational.Relational)}
+    for statement in given:
+        if statement.reduction is not None or statement.expr.free_symbols & arrays:
+            arrays.add(statement.symbol)
+    element = _level(known, element_symbols)
+    conditions = {s.symbol: s.expr for s in known if isinstance(s.expr, sp.core.relational.Relational)}
     used_by_elements = set().union(*(s.expr.free_symbols for s in statements if s.symbol in element or (
         s.reduction is not None and s.expr.free_symbols & element)), set())
-    exponentials = {s.symbol for s in statements if s.reduction is None and isinstance(s.expr, sp.exp)}
+    exponentials = {s.symbol for s in known if s.reduction is None and isinstance(s.expr, sp.exp)}
     lines = []
     for statement in statements:
         printer = MLXPrinter(names, arrays, element, finite, conditions, exponentials, nan_guard)
