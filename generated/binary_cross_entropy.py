@@ -17,7 +17,7 @@ __all__ = ["binary_cross_entropy"]
 
 
 @mx.compile
-def _forward_with_logits(inputs, targets, label_smoothing):
+def _forward_with_logits(inputs, targets, label_smoothing, label_smoothing_value):
     """The loss with with_logits=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -28,12 +28,12 @@ def _forward_with_logits(inputs, targets, label_smoothing):
 
 
 @mx.compile
-def _backward_with_logits(inputs, targets, label_smoothing, cotangent):
+def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t0 = label_smoothing - 1
+    t0 = label_smoothing_value - 1
     smoothed_targets = 0.5*(label_smoothing + (-2*t0)*targets)
     grad_inputs = cotangent*(rt.sigmoid(inputs) - smoothed_targets)
     grad_targets = (t0*cotangent)*inputs
@@ -42,7 +42,7 @@ def _backward_with_logits(inputs, targets, label_smoothing, cotangent):
 
 
 @mx.compile
-def _forward_no_with_logits(inputs, targets, label_smoothing):
+def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value):
     """The loss with with_logits=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -55,12 +55,12 @@ def _forward_no_with_logits(inputs, targets, label_smoothing):
 
 
 @mx.compile
-def _backward_no_with_logits(inputs, targets, label_smoothing, cotangent, t0, t1):
+def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t2 = label_smoothing - 1
+    t2 = label_smoothing_value - 1
     t3 = -t2
     t4 = (t1 > -100)
     t5 = (t0 > -100)
@@ -81,7 +81,8 @@ _VARIANTS = {
 def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets, weights)
-    loss, *residuals = forward(inputs, targets, label_smoothing)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing)
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
@@ -100,7 +101,8 @@ def _binary_cross_entropy_vjp(primals, cotangent, output):
     if weights is not None:
         grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
-    grad_inputs, grad_targets, = backward(inputs, targets, label_smoothing, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),

@@ -69,7 +69,8 @@ _VARIANTS = {
 def _cosine_embedding_loss(x1, x2, targets, weights, axis, margin, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(x1, x2, targets)
-    loss, *residuals = forward(x1, x2, targets, margin, axis)
+    compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
+    loss, *residuals = forward(x1, x2, targets, rt.scalar(margin, compute), axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -82,7 +83,8 @@ def _cosine_embedding_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(x1.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_x1, grad_x2, = backward(x1, x2, targets, margin, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
+    grad_x1, grad_x2, = backward(x1, x2, targets, rt.scalar(margin, compute), axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_x1, x1),
         rt.gradient_for(grad_x2, x2),

@@ -47,8 +47,8 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2, t4, t5):
     t8 = (eps < t4*t5)
     t9 = cotangent*sum2
     d_sum2 = mx.contiguous(cotangent*mx.where(t8, t6*t7, 1/eps))
-    d_sum1 = mx.contiguous(mx.where(t8, -0.5*t6*t9/(mx.power(sum1, 1.5)), 0))
-    d_sum0 = mx.contiguous(mx.where(t8, -0.5*t7*t9/(mx.power(sum0, 1.5)), 0))
+    d_sum1 = mx.contiguous(mx.where(t8, -0.5*t6*t9/(rt.power(sum1, 1.5)), 0))
+    d_sum0 = mx.contiguous(mx.where(t8, -0.5*t7*t9/(rt.power(sum0, 1.5)), 0))
     grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
     grad_x2 = d_sum2*x1 + (2*d_sum1)*x2
     return (grad_x1, grad_x2,)
@@ -64,7 +64,8 @@ _VARIANTS = {
 def _cosine_similarity_loss(x1, x2, weights, axis, eps, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(x1, x2)
-    loss, *residuals = forward(x1, x2, eps, axis)
+    compute = rt.compute_dtype(mx.result_type(x1, x2))
+    loss, *residuals = forward(x1, x2, rt.scalar(eps, compute), axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -77,7 +78,8 @@ def _cosine_similarity_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(x1.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_x1, grad_x2, = backward(x1, x2, eps, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(x1, x2))
+    grad_x1, grad_x2, = backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_x1, x1),
         rt.gradient_for(grad_x2, x2),

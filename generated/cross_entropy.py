@@ -17,33 +17,33 @@ __all__ = ["cross_entropy"]
 
 
 @mx.compile
-def _forward_indices(logits, targets, label_smoothing, lse_square_scale, axis):
+def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     gather0 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = rt.row_max(logits, axis)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(logits, axis)
-    loss = logsumexp0 + rt.zero_if(lse_square_scale == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
     return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_indices(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing == 0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale == 0, (2*lse_square_scale)*logsumexp0) + 1))
+    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*logsumexp0) + 1))
     d_gather0 = (label_smoothing - 1)*cotangent
     grad_logits = (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     grad_logits_at_targets = d_gather0
@@ -53,33 +53,33 @@ def _backward_indices(logits, targets, label_smoothing, lse_square_scale, axis, 
 
 
 @mx.compile
-def _forward_probabilities(logits, targets, label_smoothing, lse_square_scale, axis):
+def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
     gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * logits), axis)
-    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = rt.row_max(logits, axis)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(logits, axis)
-    loss = logsumexp0 + rt.zero_if(lse_square_scale == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
     return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_probabilities(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
-    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing == 0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale == 0, (2*lse_square_scale)*logsumexp0) + 1))
+    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*logsumexp0) + 1))
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
     grad_logits = d_gather0*targets + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     return (grad_logits,)
@@ -98,7 +98,8 @@ def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index
     dtype = rt.result_dtype(logits, weights)
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
-    loss, *residuals = forward(logits, targets, label_smoothing, lse_square_scale, axis)
+    compute = rt.compute_dtype(mx.result_type(logits))
+    loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis)
     loss = rt.mask_rows(loss, kept)
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
@@ -122,7 +123,8 @@ def _cross_entropy_vjp(primals, cotangent, output):
     if weights is not None:
         grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
-    grad_logits, = backward(logits, targets, label_smoothing, lse_square_scale, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(logits))
+    grad_logits, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_logits, logits),
         mx.zeros_like(targets),

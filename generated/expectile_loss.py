@@ -17,19 +17,19 @@ __all__ = ["expectile_loss"]
 
 
 @mx.compile
-def _forward(inputs, targets, tau):
+def _forward(inputs, targets, tau, tau_value):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     error = targets - inputs
     t0 = mx.square(error)
-    loss = mx.where((error >= 0), rt.zero_if(tau == 0, tau*t0), mx.where((error < 0), (1 - tau)*t0, math.nan))
+    loss = mx.where((error >= 0), rt.zero_if(tau_value == 0, tau*t0), mx.where((error < 0), (1 - tau)*t0, math.nan))
     return (loss,)
 
 
 @mx.compile
-def _backward(inputs, targets, tau, cotangent):
+def _backward(inputs, targets, tau, tau_value, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -37,7 +37,7 @@ def _backward(inputs, targets, tau, cotangent):
     t1 = inputs - targets
     t2 = 2*t1
     error = -t1
-    grad_inputs = cotangent*mx.where((error >= 0), rt.zero_if(tau == 0, tau*t2), (1 - tau)*t2)
+    grad_inputs = cotangent*mx.where((error >= 0), rt.zero_if(tau_value == 0, tau*t2), (1 - tau)*t2)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -52,7 +52,8 @@ _VARIANTS = {
 def _expectile_loss(inputs, targets, weights, tau, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, tau)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(tau, compute), tau)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -64,7 +65,8 @@ def _expectile_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, tau, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(tau, compute), tau, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),

@@ -88,7 +88,8 @@ _VARIANTS = {
 def _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets, vars)
-    loss, *residuals = forward(inputs, targets, vars, eps)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    loss, *residuals = forward(inputs, targets, vars, rt.scalar(eps, compute))
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -100,7 +101,8 @@ def _gaussian_nll_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, eps, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),

@@ -47,7 +47,8 @@ _VARIANTS = {
 def _hinge_embedding_loss(inputs, targets, weights, margin, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, margin)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(margin, compute))
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -59,7 +60,8 @@ def _hinge_embedding_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, margin, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, = backward(inputs, targets, rt.scalar(margin, compute), cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),

@@ -17,16 +17,16 @@ __all__ = ["jensen_shannon_divergence"]
 
 
 @mx.compile
-def _forward_indices(inputs, targets, beta, axis):
+def _forward_indices(inputs, targets, beta, beta_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
-    t3 = 1 - beta
+    t3 = 1 - beta_value
     t0 = rt.exp(inputs)
     t1 = rt.exp(targets)
-    t2 = rt.logaddexp(targets + math.log(beta), inputs + math.log(t3))
+    t2 = rt.logaddexp(targets + math.log(beta_value), inputs + math.log(t3))
     log_mixture = t2
     t4 = -log_mixture
     sum0 = rt.row_sum(mx.where((t0 == 0), 0.0, t0*(inputs + t4)), axis)
@@ -36,15 +36,15 @@ def _forward_indices(inputs, targets, beta, axis):
 
 
 @mx.compile
-def _backward_indices(inputs, targets, beta, axis, cotangent, t0, t1, t2):
+def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t5 = 1 - beta
-    t6 = inputs + (-math.log(beta) + math.log(t5)) - targets
+    t5 = 1 - beta_value
+    t6 = inputs + (-math.log(beta_value) + math.log(t5)) - targets
     t7 = -rt.sigmoid(t6)
     t10 = -rt.sigmoid(-t6)
     d_sum1 = mx.contiguous(beta*cotangent)
@@ -67,7 +67,8 @@ _VARIANTS = {
 def _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, beta, axis)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(beta, compute), beta, axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -80,7 +81,8 @@ def _jensen_shannon_divergence_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_inputs, grad_targets, = backward(inputs, targets, beta, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(beta, compute), beta, axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),

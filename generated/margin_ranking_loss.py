@@ -53,7 +53,8 @@ _VARIANTS = {
 def _margin_ranking_loss(inputs1, inputs2, targets, weights, margin, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs1, inputs2, targets)
-    loss, *residuals = forward(inputs1, inputs2, targets, margin)
+    compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
+    loss, *residuals = forward(inputs1, inputs2, targets, rt.scalar(margin, compute))
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -65,7 +66,8 @@ def _margin_ranking_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs1.size)
-    grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, margin, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
+    grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs1, inputs1),
         rt.gradient_for(grad_inputs2, inputs2),

@@ -28,7 +28,7 @@ def _forward_indices(inputs, targets, weight, p, margin, axis):
     gather0 = mx.take_along_axis(weight, targets_index, axis=axis)
     gather1 = mx.take_along_axis(inputs, targets_index, axis=axis)
     t1 = inputs + (margin - gather1)
-    t0 = mx.power(t1, p)
+    t0 = rt.power(t1, p)
     mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
     loss = gather0*mean0
     return (mx.squeeze(loss, axis), gather0, gather1, t0,)
@@ -65,7 +65,8 @@ _VARIANTS = {
 def _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, weight)
-    loss, *residuals = forward(inputs, targets, weight, p, margin, axis)
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -78,7 +79,8 @@ def _multi_margin_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_inputs, = backward(inputs, targets, weight, p, margin, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),

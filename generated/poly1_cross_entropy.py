@@ -17,25 +17,25 @@ __all__ = ["poly1_cross_entropy"]
 
 
 @mx.compile
-def _forward_indices(logits, targets, epsilon, axis):
+def _forward_indices(logits, targets, epsilon, epsilon_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     gather0 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = rt.row_max(logits, axis)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     gather1 = mx.take_along_axis(1 - rt.exp(logits - logsumexp0), targets_index, axis=axis)
-    loss = logsumexp0 + rt.zero_if(epsilon == 0, epsilon*gather1) - gather0
+    loss = logsumexp0 + rt.zero_if(epsilon_value == 0, epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_indices(logits, targets, epsilon, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, epsilon, epsilon_value, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -45,7 +45,7 @@ def _backward_indices(logits, targets, epsilon, axis, cotangent, logsumexp0_exp,
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
     t0 = mx.reciprocal(mx.maximum(1, logsumexp0_sum))*logsumexp0_exp
     b0_gather1 = mx.take_along_axis(t0, targets_index, axis=axis)
-    d_gather1 = mx.contiguous(rt.zero_if(epsilon == 0, epsilon*cotangent))
+    d_gather1 = mx.contiguous(rt.zero_if(epsilon_value == 0, epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
     grad_logits = d_gather0*targets_onehot + d_logsumexp0*t0 + (-d_gather1)*t0*targets_onehot
@@ -54,25 +54,25 @@ def _backward_indices(logits, targets, epsilon, axis, cotangent, logsumexp0_exp,
 
 
 @mx.compile
-def _forward_probabilities(logits, targets, epsilon, axis):
+def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
     gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * logits), axis)
-    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = rt.row_max(logits, axis)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
     gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * (1 - rt.exp(logits - logsumexp0))), axis)
-    loss = logsumexp0 + rt.zero_if(epsilon == 0, epsilon*gather1) - gather0
+    loss = logsumexp0 + rt.zero_if(epsilon_value == 0, epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
 @mx.compile
-def _backward_probabilities(logits, targets, epsilon, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -81,7 +81,7 @@ def _backward_probabilities(logits, targets, epsilon, axis, cotangent, logsumexp
     targets = rt.upcast(targets, compute)
     t0 = mx.reciprocal(mx.maximum(1, logsumexp0_sum))*logsumexp0_exp
     b0_gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * t0), axis)
-    d_gather1 = mx.contiguous(rt.zero_if(epsilon == 0, epsilon*cotangent))
+    d_gather1 = mx.contiguous(rt.zero_if(epsilon_value == 0, epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
     grad_logits = d_gather0*targets + d_logsumexp0*t0 + (-d_gather1)*t0*targets
@@ -99,7 +99,8 @@ _VARIANTS = {
 def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(logits, weights)
-    loss, *residuals = forward(logits, targets, epsilon, axis)
+    compute = rt.compute_dtype(mx.result_type(logits))
+    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis)
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
@@ -119,7 +120,8 @@ def _poly1_cross_entropy_vjp(primals, cotangent, output):
     if weights is not None:
         grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
         cotangent = cotangent * weights
-    grad_logits, = backward(logits, targets, epsilon, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(logits))
+    grad_logits, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_logits, logits),
         mx.zeros_like(targets),

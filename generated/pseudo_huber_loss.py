@@ -17,7 +17,7 @@ __all__ = ["pseudo_huber_loss"]
 
 
 @mx.compile
-def _forward(inputs, targets, delta):
+def _forward(inputs, targets, delta, delta_value):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -30,15 +30,15 @@ def _forward(inputs, targets, delta):
 
 
 @mx.compile
-def _backward(inputs, targets, delta, cotangent, t0):
+def _backward(inputs, targets, delta, delta_value, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t2 = mx.reciprocal(t0 + 1)
-    t3 = delta ** (-2)
+    t3 = delta_value ** (-2)
     error = inputs - targets
-    grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t3)*t2*mx.power(error, 3)/(mx.sqrt(t3*mx.square(error) + 1)))
+    grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t3)*t2*rt.power(error, 3)/(mx.sqrt(t3*mx.square(error) + 1)))
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 
@@ -53,7 +53,8 @@ _VARIANTS = {
 def _pseudo_huber_loss(inputs, targets, weights, delta, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, delta)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute), delta)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -65,7 +66,8 @@ def _pseudo_huber_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, delta, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(delta, compute), delta, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),

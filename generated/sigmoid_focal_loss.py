@@ -17,7 +17,7 @@ __all__ = ["sigmoid_focal_loss"]
 
 
 @mx.compile
-def _forward(inputs, targets, alpha, gamma):
+def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -26,14 +26,14 @@ def _forward(inputs, targets, alpha, gamma):
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
     log_one_minus_p_t = -t1*targets - t0*t3
-    t2 = rt.exp(rt.zero_if(gamma == 0, gamma*log_one_minus_p_t))
+    t2 = rt.exp(rt.zero_if(gamma_value == 0, gamma*log_one_minus_p_t))
     cross_entropy = t0*targets + t1*t3
-    loss = mx.where((t2 == 0), 0.0, t2*(rt.zero_if(alpha == 0, alpha*targets) + (1 - alpha)*t3 if (alpha >= 0) else 1)*cross_entropy)
+    loss = mx.where((t2 == 0), 0.0, t2*(rt.zero_if(alpha_value == 0, alpha*targets) + (1 - alpha)*t3 if (alpha_value >= 0) else 1)*cross_entropy)
     return (loss, t0, t1, t2,)
 
 
 @mx.compile
-def _backward(inputs, targets, alpha, gamma, cotangent, t0, t1, t2):
+def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -42,7 +42,7 @@ def _backward(inputs, targets, alpha, gamma, cotangent, t0, t1, t2):
     t5 = rt.sigmoid(inputs)
     t6 = rt.sigmoid(-inputs)
     cross_entropy = t0*targets + t1*t4
-    grad_inputs = mx.where((t2 == 0), 0.0, cotangent*t2*(t4*t5 + rt.zero_if(gamma == 0, gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*(rt.zero_if(alpha == 0, alpha*targets) + (1 - alpha)*t4 if (alpha >= 0) else 1))
+    grad_inputs = mx.where((t2 == 0), 0.0, cotangent*t2*(t4*t5 + rt.zero_if(gamma_value == 0, gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*(rt.zero_if(alpha_value == 0, alpha*targets) + (1 - alpha)*t4 if (alpha_value >= 0) else 1))
     return (grad_inputs,)
 
 
@@ -56,7 +56,8 @@ _VARIANTS = {
 def _sigmoid_focal_loss(inputs, targets, weights, alpha, gamma, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, alpha, gamma)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(gamma, compute), gamma)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -68,7 +69,8 @@ def _sigmoid_focal_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, alpha, gamma, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, = backward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(gamma, compute), gamma, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),

@@ -17,25 +17,25 @@ __all__ = ["smooth_l1_loss"]
 
 
 @mx.compile
-def _forward(predictions, targets, beta):
+def _forward(predictions, targets, beta, beta_value):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t0 = mx.abs(predictions - targets)
     t1 = mx.minimum(beta, t0)
-    loss = (0.5*t1*(2*t0 - t1)/beta if (beta != 0) else t0)
+    loss = (0.5*t1*(2*t0 - t1)/beta if (beta_value != 0) else t0)
     return (loss,)
 
 
 @mx.compile
-def _backward(predictions, targets, beta, cotangent):
+def _backward(predictions, targets, beta, beta_value, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t2 = predictions - targets
-    grad_predictions = cotangent*(mx.minimum(beta, mx.maximum(t2, -beta))/beta if (beta != 0) else mx.sign(t2))
+    grad_predictions = cotangent*(mx.minimum(beta, mx.maximum(t2, -beta))/beta if (beta_value != 0) else mx.sign(t2))
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
@@ -50,7 +50,8 @@ _VARIANTS = {
 def _smooth_l1_loss(predictions, targets, weights, beta, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(predictions, targets)
-    loss, *residuals = forward(predictions, targets, beta)
+    compute = rt.compute_dtype(mx.result_type(predictions, targets))
+    loss, *residuals = forward(predictions, targets, rt.scalar(beta, compute), beta)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -62,7 +63,8 @@ def _smooth_l1_loss_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, predictions.size)
-    grad_predictions, grad_targets, = backward(predictions, targets, beta, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(predictions, targets))
+    grad_predictions, grad_targets, = backward(predictions, targets, rt.scalar(beta, compute), beta, cotangent, *residuals)
     return (
         rt.gradient_for(grad_predictions, predictions),
         rt.gradient_for(grad_targets, targets),

@@ -17,7 +17,7 @@ __all__ = ["softmax_focal_loss"]
 
 
 @mx.compile
-def _forward_indices(logits, targets, alpha, gamma, axis):
+def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
@@ -27,23 +27,23 @@ def _forward_indices(logits, targets, alpha, gamma, axis):
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
     gather0 = mx.take_along_axis(alpha, targets_index, axis=axis)
     gather1 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0_max = mx.max(logits, axis=axis, keepdims=True)
+    logsumexp0_max = rt.row_max(logits, axis)
     logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
     logsumexp0_exp = rt.exp(logits - logsumexp0_max)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    logsumexp1_max = mx.max(logits + mx.log(1 - targets_onehot), axis=axis, keepdims=True)
+    logsumexp1_max = rt.row_max(logits + mx.log(1 - targets_onehot), axis)
     logsumexp1_max = mx.where(mx.isfinite(logsumexp1_max), logsumexp1_max, 0)
     logsumexp1_exp = rt.exp((logits + mx.log(1 - targets_onehot)) - logsumexp1_max)
     logsumexp1_sum = rt.row_sum(logsumexp1_exp, axis)
     logsumexp1 = logsumexp1_max + mx.log(logsumexp1_sum)
-    t0 = rt.exp(rt.zero_if(gamma == 0, gamma*(logsumexp1 - logsumexp0)))
+    t0 = rt.exp(rt.zero_if(gamma_value == 0, gamma*(logsumexp1 - logsumexp0)))
     loss = mx.where((t0 == 0), 0.0, -gather0*t0*(gather1 - logsumexp0))
     return (mx.squeeze(loss, axis), gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0,)
 
 
 @mx.compile
-def _backward_indices(logits, targets, alpha, gamma, axis, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
+def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
@@ -53,7 +53,7 @@ def _backward_indices(logits, targets, alpha, gamma, axis, cotangent, gather0, g
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
     t1 = gather1 - logsumexp0
-    t2 = rt.zero_if(gamma == 0, gamma*t1)
+    t2 = rt.zero_if(gamma_value == 0, gamma*t1)
     t3 = mx.where((t0 == 0), 0.0, cotangent*t0)
     t4 = gather0*t3
     d_logsumexp1 = mx.contiguous(-t2*t4)
@@ -73,7 +73,8 @@ _VARIANTS = {
 def _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(logits, alpha)
-    loss, *residuals = forward(logits, targets, alpha, gamma, axis)
+    compute = rt.compute_dtype(mx.result_type(logits, alpha))
+    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -86,7 +87,8 @@ def _softmax_focal_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_logits, = backward(logits, targets, alpha, gamma, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(logits, alpha))
+    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_logits, logits),
         mx.zeros_like(targets),

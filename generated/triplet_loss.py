@@ -25,10 +25,10 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     t2 = 1/p
-    sum0 = rt.row_sum(mx.power(mx.abs(anchors - negatives), p), axis)
-    t0 = mx.power(sum0 + eps, t2)
-    sum1 = rt.row_sum(mx.power(mx.abs(anchors - positives), p), axis)
-    t1 = mx.power(sum1 + eps, t2)
+    sum0 = rt.row_sum(rt.power(mx.abs(anchors - negatives), p), axis)
+    t0 = rt.power(sum0 + eps, t2)
+    sum1 = rt.row_sum(rt.power(mx.abs(anchors - positives), p), axis)
+    t1 = rt.power(sum1 + eps, t2)
     t3 = t1 + margin - t0
     loss = mx.maximum(t3, 0)
     return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
@@ -49,9 +49,9 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     t7 = p - 1
     t9 = anchors - positives
     d_sum1 = mx.contiguous(mx.where(t5, t4*cotangent*t1/(sum1 + eps), 0))
-    t10 = d_sum1*mx.power(mx.abs(t9), t7)*mx.sign(t9)
+    t10 = d_sum1*rt.power(mx.abs(t9), t7)*mx.sign(t9)
     d_sum0 = mx.contiguous(mx.where(t5, (-t4)*cotangent*t0/(sum0 + eps), 0))
-    t8 = d_sum0*mx.power(mx.abs(t6), t7)*mx.sign(t6)
+    t8 = d_sum0*rt.power(mx.abs(t6), t7)*mx.sign(t6)
     grad_anchors = p*(t10 + t8)
     grad_positives = (-p)*t10
     grad_negatives = (-p)*t8
@@ -68,7 +68,8 @@ _VARIANTS = {
 def _triplet_loss(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(anchors, positives, negatives)
-    loss, *residuals = forward(anchors, positives, negatives, p, margin, eps, axis)
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    loss, *residuals = forward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -81,7 +82,8 @@ def _triplet_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(anchors.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, p, margin, eps, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_anchors, anchors),
         rt.gradient_for(grad_positives, positives),

@@ -17,30 +17,30 @@ __all__ = ["triplet_margin_loss"]
 
 
 @mx.compile
-def _forward_swap_indices(anchors, positives, negatives, margin, p, eps, axis):
+def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=True, indices targets."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
-    t3 = 1/p
+    t3 = 1/p_value
     t4 = -negatives
     t5 = anchors + eps
-    sum0 = rt.row_sum(mx.power(mx.abs(t4 + t5), p), axis)
-    t0 = mx.power(sum0, t3)
-    sum1 = rt.row_sum(mx.power(mx.abs(positives - t5), p), axis)
-    t1 = mx.power(sum1, t3)
+    sum0 = rt.row_sum(rt.power(mx.abs(t4 + t5), p), axis)
+    t0 = rt.power(sum0, t3)
+    sum1 = rt.row_sum(rt.power(mx.abs(positives - t5), p), axis)
+    t1 = rt.power(sum1, t3)
     t7 = t1 + margin
-    sum2 = rt.row_sum(mx.power(mx.abs(positives + t4 + eps), p), axis)
-    t2 = mx.power(sum2, t3)
+    sum2 = rt.row_sum(rt.power(mx.abs(positives + t4 + eps), p), axis)
+    t2 = rt.power(sum2, t3)
     t6 = (t0 < t2)
     loss = mx.where(mx.where(t6, (t0 - t7 < 0), (t2 - t7 < 0)), t7 - mx.minimum(t0, t2), mx.where(mx.logical_and(mx.logical_or((t0 >= t2), (t0 - t7 >= 0)), mx.logical_or((t0 < t2), (t2 - t7 >= 0))), 0, math.nan))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0, t1, t2,)
 
 
 @mx.compile
-def _backward_swap_indices(anchors, positives, negatives, margin, p, eps, axis, cotangent, sum0, sum1, sum2, t0, t1, t2):
+def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, sum2, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
@@ -49,22 +49,22 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, eps, axis, 
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t8 = (t0 < t2)
-    t9 = 1/p
+    t9 = 1/p_value
     t10 = t1 + margin
     t11 = mx.where(t8, (t10 - t0 > 0), (t10 - t2 > 0))
     t12 = -negatives
     t13 = anchors + eps
     t14 = t12 + t13
-    t15 = p - 1
+    t15 = p_value - 1
     t17 = t13 - positives
     t19 = positives + t12 + eps
-    t20 = mx.power(mx.abs(t19), t15)
+    t20 = rt.power(mx.abs(t19), t15)
     t21 = mx.sign(t19)
     d_sum2 = mx.contiguous(mx.where(t11, mx.where(mx.logical_not(t8), (-t9)*cotangent*t2/sum2, 0), 0))
     d_sum1 = mx.contiguous(mx.where(t11, t9*cotangent*t1/sum1, 0))
-    t18 = d_sum1*mx.power(mx.abs(t17), t15)*mx.sign(t17)
+    t18 = d_sum1*rt.power(mx.abs(t17), t15)*mx.sign(t17)
     d_sum0 = mx.contiguous(mx.where(t11, mx.where(t8, (-t9)*cotangent*t0/sum0, 0), 0))
-    t16 = d_sum0*mx.power(mx.abs(t14), t15)*mx.sign(t14)
+    t16 = d_sum0*rt.power(mx.abs(t14), t15)*mx.sign(t14)
     grad_anchors = p*(t16 + t18)
     grad_positives = p*(d_sum2*t20*t21 - t18)
     grad_negatives = (-p)*(t16 + d_sum2*t20*t21)
@@ -73,26 +73,26 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, eps, axis, 
 
 
 @mx.compile
-def _forward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axis):
+def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=False, indices targets."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
-    t2 = 1/p
+    t2 = 1/p_value
     t3 = anchors + eps
-    sum0 = rt.row_sum(mx.power(mx.abs(negatives - t3), p), axis)
-    t0 = mx.power(sum0, t2)
-    sum1 = rt.row_sum(mx.power(mx.abs(positives - t3), p), axis)
-    t1 = mx.power(sum1, t2)
+    sum0 = rt.row_sum(rt.power(mx.abs(negatives - t3), p), axis)
+    t0 = rt.power(sum0, t2)
+    sum1 = rt.row_sum(rt.power(mx.abs(positives - t3), p), axis)
+    t1 = rt.power(sum1, t2)
     t4 = t1 + margin - t0
     loss = mx.maximum(t4, 0)
     return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
 
 
 @mx.compile
-def _backward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axis, cotangent, sum0, sum1, t0, t1):
+def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
@@ -100,16 +100,16 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, eps, axi
     negatives = rt.upcast(negatives, compute)
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
-    t5 = 1/p
+    t5 = 1/p_value
     t6 = (t1 + margin - t0 > 0)
     t7 = anchors + eps
     t8 = t7 - negatives
-    t9 = p - 1
+    t9 = p_value - 1
     t11 = t7 - positives
     d_sum1 = mx.contiguous(mx.where(t6, t5*cotangent*t1/sum1, 0))
-    t12 = d_sum1*mx.power(mx.abs(t11), t9)*mx.sign(t11)
+    t12 = d_sum1*rt.power(mx.abs(t11), t9)*mx.sign(t11)
     d_sum0 = mx.contiguous(mx.where(t6, (-t5)*cotangent*t0/sum0, 0))
-    t10 = d_sum0*mx.power(mx.abs(t8), t9)*mx.sign(t8)
+    t10 = d_sum0*rt.power(mx.abs(t8), t9)*mx.sign(t8)
     grad_anchors = p*(t10 + t12)
     grad_positives = (-p)*t12
     grad_negatives = (-p)*t10
@@ -127,7 +127,8 @@ _VARIANTS = {
 def _triplet_margin_loss(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(anchors, positives, negatives)
-    loss, *residuals = forward(anchors, positives, negatives, margin, p, eps, axis)
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    loss, *residuals = forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -140,7 +141,8 @@ def _triplet_margin_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(anchors.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, margin, p, eps, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_anchors, anchors),
         rt.gradient_for(grad_positives, positives),

@@ -17,7 +17,7 @@ __all__ = ["tversky_loss"]
 
 
 @mx.compile
-def _forward_indices(inputs, targets, alpha, beta, smooth, axis):
+def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -27,12 +27,12 @@ def _forward_indices(inputs, targets, alpha, beta, smooth, axis):
     t0 = sum0 + smooth
     sum1 = rt.row_sum((1 - targets)*inputs, axis)
     sum2 = rt.row_sum((1 - inputs)*targets, axis)
-    loss = 1 - t0/(t0 + rt.zero_if(alpha == 0, alpha*sum1) + rt.zero_if(beta == 0, beta*sum2))
+    loss = 1 - t0/(t0 + rt.zero_if(alpha_value == 0, alpha*sum1) + rt.zero_if(beta_value == 0, beta*sum2))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
 
 @mx.compile
-def _backward_indices(inputs, targets, alpha, beta, smooth, axis, cotangent, sum0, sum1, sum2):
+def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -40,11 +40,11 @@ def _backward_indices(inputs, targets, alpha, beta, smooth, axis, cotangent, sum
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t1 = sum0 + smooth
-    t2 = t1 + rt.zero_if(alpha == 0, alpha*sum1) + rt.zero_if(beta == 0, beta*sum2)
+    t2 = t1 + rt.zero_if(alpha_value == 0, alpha*sum1) + rt.zero_if(beta_value == 0, beta*sum2)
     t3 = cotangent*t1/(mx.square(t2))
     t4 = mx.reciprocal(t2)
-    d_sum2 = mx.contiguous(rt.zero_if(beta == 0, beta*t3))
-    d_sum1 = mx.contiguous(rt.zero_if(alpha == 0, alpha*t3))
+    d_sum2 = mx.contiguous(rt.zero_if(beta_value == 0, beta*t3))
+    d_sum1 = mx.contiguous(rt.zero_if(alpha_value == 0, alpha*t3))
     d_sum0 = mx.contiguous(cotangent*t4*(t1*t4 - 1))
     grad_inputs = d_sum0*targets + d_sum1*(1 - targets) + (-d_sum2)*targets
     grad_targets = d_sum0*inputs + d_sum2*(1 - inputs) + (-d_sum1)*inputs
@@ -61,7 +61,8 @@ _VARIANTS = {
 def _tversky_loss(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, alpha, beta, smooth, axis)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -74,7 +75,8 @@ def _tversky_loss_vjp(primals, cotangent, output):
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_inputs, grad_targets, = backward(inputs, targets, alpha, beta, smooth, axis, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         rt.gradient_for(grad_targets, targets),

@@ -17,27 +17,27 @@ __all__ = ["tweedie_deviance"]
 
 
 @mx.compile
-def _forward(inputs, targets, power):
+def _forward(inputs, targets, power, power_value):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t1 = 1 - power
-    t2 = 2 - power
+    t1 = 1 - power_value
+    t2 = 2 - power_value
     t3 = 1/t2
     t4 = 1/t1
-    t0 = mx.power(inputs, t1)
-    loss = 2*(t3*mx.power(inputs, t2) + (t3*t4)*mx.power(targets, t2) + (-t4)*t0*targets)
+    t0 = rt.power(inputs, t1)
+    loss = 2*(t3*rt.power(inputs, t2) + (t3*t4)*rt.power(targets, t2) + (-t4)*t0*targets)
     return (loss, t0,)
 
 
 @mx.compile
-def _backward(inputs, targets, power, cotangent, t0):
+def _backward(inputs, targets, power, power_value, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = (2*cotangent)*(t0 - mx.power(inputs, -power)*targets)
+    grad_inputs = (2*cotangent)*(t0 - rt.power(inputs, -power)*targets)
     return (grad_inputs,)
 
 
@@ -51,7 +51,8 @@ _VARIANTS = {
 def _tweedie_deviance(inputs, targets, weights, power, reduction, variant):
     forward, _ = _VARIANTS[variant]
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets, power)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(power, compute), power)
     loss = rt.reduce(loss, reduction)
     return (loss.astype(dtype), *residuals)
 
@@ -63,7 +64,8 @@ def _tweedie_deviance_vjp(primals, cotangent, output):
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, power, cotangent, *residuals)
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, = backward(inputs, targets, rt.scalar(power, compute), power, cotangent, *residuals)
     return (
         rt.gradient_for(grad_inputs, inputs),
         mx.zeros_like(targets),

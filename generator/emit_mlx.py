@@ -12,7 +12,7 @@ import sympy as sp
 from .derive import _expand_terms, _is_element_level, collect_terms, used_terms
 from .ir import COTANGENT, TEMP_PREFIX, ElementwiseIR, Reduction
 from .lower import ForwardValues, schedule, shared_calls
-from .printers.mlx import is_costly, logsumexp_parts, print_program
+from .printers.mlx import is_costly, logsumexp_parts, param_name, print_program
 from .spec import ClassTarget, Input
 
 
@@ -67,7 +67,7 @@ def _names(loss, target_form):
     return names
 
 
-def elementwise_variant(loss, variant):
+def elementwise_variant(loss, variant, printed_params):
     ir: ElementwiseIR = variant.ir
     terms = collect_terms(loss.formula)
     arrays = set(loss.inputs)
@@ -89,9 +89,9 @@ def elementwise_variant(loss, variant):
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
-        "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like),
+        "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like, printed_params=printed_params),
         "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, nan_guard=False,
-                                        given=forward),
+                                        given=forward, printed_params=printed_params),
         "aliases": ir.aliases,
         "residuals": residuals,
         "row_gradients": [],
@@ -99,7 +99,7 @@ def elementwise_variant(loss, variant):
     }
 
 
-def rowwise_variant(loss, variant, target_form):
+def rowwise_variant(loss, variant, target_form, printed_params):
     ir = variant.ir
     terms = collect_terms(loss.formula)
     names = _names(loss, target_form)
@@ -153,9 +153,10 @@ def rowwise_variant(loss, variant, target_form):
         "suffix": variant.suffix + f"_{target_form}",
         "flags": variant.flags,
         "target_form": target_form,
-        "forward_lines": print_program(forward, names, arrays, element, targets, like),
+        "forward_lines": print_program(forward, names, arrays, element, targets, like,
+                                       printed_params=printed_params),
         "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like,
-                                        nan_guard=False, given=forward) + scatters,
+                                        nan_guard=False, given=forward, printed_params=printed_params) + scatters,
         "residuals": residuals,
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
@@ -199,15 +200,34 @@ def _split_class_terms(gradient, class_targets):
     return dense, at_class
 
 
+def _param_args(loss, printed):
+    """``(name in the compiled bodies, expression passed)`` of each parameter the bodies read.
+
+    A float parameter is passed as a 0-d array of the compute dtype, its Python
+    value too where a Python decision reads it (see printers/mlx.py).
+    """
+    args = []
+    for param in loss.numeric_params:
+        array, python = param_name(param), param_name(param, python=True)
+        if array in printed:
+            args.append((array, param.name if param.integer else f"rt.scalar({param.name}, compute)"))
+        if python != array and python in printed:
+            args.append((python, param.name))
+    return args
+
+
 def context(loss, variants):
     """Everything the MLX template needs for one loss."""
+    printed = set()
     if loss.kind == "elementwise":
-        rendered = [elementwise_variant(loss, v) for v in variants]
+        rendered = [elementwise_variant(loss, v, printed) for v in variants]
     else:
         forms = ["indices"] + (["probabilities"] if any(t.probabilities for t in loss.class_targets) else [])
-        rendered = [rowwise_variant(loss, v, form) for v in variants for form in forms]
+        rendered = [rowwise_variant(loss, v, form, printed) for v in variants for form in forms]
     return {
         "variants": rendered,
+        "param_args": _param_args(loss, printed),
+        "param_arrays": any(passed.startswith("rt.scalar") for _, passed in _param_args(loss, printed)),
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
         "element_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and not i.per_row],
         "row_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and i.per_row],

@@ -401,6 +401,7 @@ class Loss:
                 raise SpecError(f"ignore_index of {target.name!r} must be an integer Param listed in params")
         names = [d.name for d in self.declarations]
         derived = {f"{t.name}_{suffix}" for t in self.class_targets for suffix in ("index", "onehot")}
+        derived |= {f"{p.name}_value" for p in self.params if isinstance(p, Param) and not p.integer}
         for name in names:
             if names.count(name) > 1:
                 raise SpecError(f"name {name!r} is declared twice")

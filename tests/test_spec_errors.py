@@ -88,6 +88,10 @@ CASES = [
     ("temporary-form", "bad_loss", _loss("x - Input('t0')"), "'t0' has a form the generated code uses"),
     ("reduction-form", "bad_loss", _loss("x - Input('sum0')"), "'sum0' has a form the generated code uses"),
     ("term-reserved", "bad_loss", _loss("Term('loss', x - y)"), "'loss' is reserved"),
+    ("parameter-value-form", "bad_loss",
+     _spec("d = Param('delta', 1.0)\nv = Input('delta_value')\n"
+           "spec = Loss(NAME, inputs=[x, v], params=[d], elementwise=x - v + d)\n"),
+     "'delta_value' has a form the generated code uses"),
     ("kernel-identifier-clash", "bad_loss",
      _spec("v, w = Input('value'), Input('value_')\nspec = Loss(NAME, inputs=[v, w], elementwise=v - w)\n"),
      "'value' and 'value_' are the same identifier in the generated kernels"),
@@ -301,6 +305,7 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
         tree = ast.parse((ROOT / "generated" / f"{loss.name}.py").read_text())
         ours = {d.name for d in loss.declarations} | {t.name for t in collect_terms(loss.formula)} | {loss.name}
         ours |= {f"{t.name}_{s}" for t in loss.class_targets for s in ("index", "onehot")}
+        ours |= {f"{p.name}_value" for p in loss.numeric_params if not p.integer}
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         used |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
         unprotected = sorted(

@@ -1,9 +1,17 @@
 """Print scheduled statements as MLX Python: whole-array ops, rows along ``axis``.
 
 Row-level values keep their reduced axis (``keepdims=True``) so that they
-broadcast against the row's elements. Expressions of parameters alone are
-printed as plain Python arithmetic: Python scalars are weakly typed in MLX, so
-they never promote a half-precision array to float32.
+broadcast against the row's elements.
+
+A float parameter reaches the compiled bodies twice: as a 0-d array of the
+compute dtype under its own name, which the arithmetic reads, and as a Python
+float, ``<name>_value``, which only Python decisions read (``math`` functions,
+a branch picked by a condition on parameters, the 0 * inf guard). A value
+that ``mx.compile`` sees as a constant is written into the C++ it compiles,
+and the compiler then turns selections against it into a branch per element
+(ten times slower on random data); an array argument keeps them branch-free,
+and a new value of the parameter compiles nothing new. An integer parameter
+stays a Python number: exponents and counts pick cheaper code when traced.
 
 The code is printed for as few full-size array operations as possible: under
 ``mx.value_and_grad`` the inputs are tracers and ``mx.compile`` runs the
@@ -39,7 +47,7 @@ _SCALAR_FUNCTIONS = {
 _REDUCERS = {
     "sum": lambda argument: f"rt.row_sum({argument}, axis)",
     "mean": lambda argument: f"rt.row_mean({argument}, axis)",
-    "max": lambda argument: f"mx.max({argument}, axis=axis, keepdims=True)",
+    "max": lambda argument: f"rt.row_max({argument}, axis)",
 }
 
 
@@ -57,8 +65,10 @@ class MLXPrinter(StrPrinter):
     """
 
     def __init__(self, names, arrays, full=frozenset(), finite=frozenset(), conditions=None,
-                 exponentials=frozenset(), nan_guard=False):
+                 exponentials=frozenset(), nan_guard=False, printed_params=None):
         super().__init__({"full_prec": False})
+        self.printed_params = printed_params if printed_params is not None else set()  # the names printed
+        self._python = 0  # > 0 while printing what Python itself evaluates
         self.names = names
         self.arrays = arrays
         self.full = full
@@ -75,12 +85,24 @@ class MLXPrinter(StrPrinter):
             return SCALAR
         return FULL if expr.free_symbols & self.full else ROW
 
+    def python(self, expr):
+        """``expr`` printed for Python to evaluate: float parameters as their Python values."""
+        self._python += 1
+        try:
+            return self._print(expr)
+        finally:
+            self._python -= 1
+
     # atoms
     def _print_Symbol(self, expr):
         if expr == ROW_LENGTH:
             return "row_length"
         if expr == COTANGENT:
             return "cotangent"
+        if isinstance(expr, Param):
+            name = param_name(expr, python=self._python > 0)
+            self.printed_params.add(name)
+            return name
         return self.names.get(expr, expr.name)
 
     def _print_Float(self, expr):
@@ -177,7 +199,7 @@ class MLXPrinter(StrPrinter):
                 code = f"mx.where({' | '.join(zero)}, 0.0, {code})"
         params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
         if params:
-            zero = " or ".join(f"{self._print(f)} == 0" for f in params)
+            zero = " or ".join(f"{self.python(f)} == 0" for f in params)
             code = f"rt.zero_if({zero}, {code})"
         return code
 
@@ -226,9 +248,9 @@ class MLXPrinter(StrPrinter):
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
+        if self.is_scalar(expr) and exponent == sp.Rational(1, 2):
+            return f"math.sqrt({self.python(base)})"
         if self.is_scalar(expr):
-            if exponent == sp.Rational(1, 2):
-                return f"math.sqrt({self._print(base)})"
             if exponent == -1:
                 return f"1/{self.parenthesize(base, PRECEDENCE['Pow'])}"
             return f"{self.parenthesize(base, 60)} ** {self.parenthesize(exponent, 60)}"
@@ -243,6 +265,8 @@ class MLXPrinter(StrPrinter):
             return f"mx.sqrt({code})"
         if exponent == sp.Rational(-1, 2):
             return f"mx.rsqrt({code})"
+        if self.is_scalar(exponent):
+            return f"rt.power({code}, {self._print(exponent)})"  # picks square, sqrt, ... for a Python number
         return f"mx.power({code}, {self._print(exponent)})"
 
     def _print_Relational(self, expr):
@@ -260,9 +284,10 @@ class MLXPrinter(StrPrinter):
 
     def _print_ITE(self, expr):
         # a boolean if-then-else, as SymPy folds nested Piecewise conditions (e.g. relu of a minimum)
-        condition, if_true, if_false = (self._print(a) for a in expr.args)
         if self.is_scalar(expr):
+            condition, if_true, if_false = (self.python(a) for a in expr.args)
             return f"({if_true} if {condition} else {if_false})"
+        condition, if_true, if_false = (self._print(a) for a in expr.args)
         return f"mx.where({condition}, {if_true}, {if_false})"
 
     def _fold(self, func, args):
@@ -275,16 +300,12 @@ class MLXPrinter(StrPrinter):
         *branches, (last, cond) = expr.args
         if cond != sp.true:
             raise ValueError(f"Piecewise without a default branch: {expr}")
-        if self.is_scalar(expr):
-            code = self._print(last)
-            for value, condition in reversed(branches):
-                code = f"({self._print(value)} if {self._print(condition)} else {code})"
-            return code
         if all(self.is_scalar(condition) for _, condition in expr.args):
             # Conditions on parameters alone: Python picks the branch, only it is computed.
-            code = self._print(last)
-            for value, condition in reversed(branches):
-                code = f"({self._print(value)} if {self._print(condition)} else {code})"
+            value = self.python if self.is_scalar(expr) else self._print
+            code = value(last)
+            for branch, condition in reversed(branches):
+                code = f"({value(branch)} if {self.python(condition)} else {code})"
             return code
         chosen = extremum(expr, self.conditions)
         if chosen is not None:
@@ -316,18 +337,24 @@ class MLXPrinter(StrPrinter):
     # functions
     def _print_Function(self, expr):
         name = type(expr).__name__
-        args = [self._print(a) for a in expr.args]
         if self.is_scalar(expr):
+            args = [self.python(a) for a in expr.args]
             if name == "sign":
                 return f"math.copysign(1.0, {args[0]}) if {args[0]} != 0 else 0.0"
             if name in ("sigmoid", "softplus", "logaddexp", "logcosh"):
                 raise ValueError(f"{name} of a parameter alone is not supported")
             return f"{_SCALAR_FUNCTIONS[name]}({', '.join(args)})"
+        args = [self._print(a) for a in expr.args]
         return f"{_ARRAY_FUNCTIONS[name]}({', '.join(args)})"
 
     _print_exp = _print_log = _print_Abs = _print_sign = _print_tanh = _print_Function
     _print_cosh = _print_sinh = _print_sin = _print_cos = _print_atan = _print_erf = _print_Function
     _print_log1p = _print_expm1 = _print_Function
+
+
+def param_name(param, python=False):
+    """How the compiled bodies name a parameter: see the module docstring."""
+    return f"{param.name}_value" if python and not param.integer else param.name
 
 
 def is_costly(expr, conditions, arrays):
@@ -370,7 +397,8 @@ def _level(statements, element_symbols):
     return element
 
 
-def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None, nan_guard=True, given=()):
+def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None, nan_guard=True, given=(),
+                  printed_params=None):
     """Lines of Python for ``statements``.
 
     ``targets`` maps a ClassTarget to ``"indices"`` or ``"probabilities"``:
@@ -381,7 +409,8 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
     maximum/where does. ``given`` are statements computed elsewhere (the
     forward's residuals and what they depend on) whose symbols ``statements``
     read: not printed, but what they are (finite, a condition, an
-    exponential) decides how their uses are printed.
+    exponential) decides how their uses are printed. The names under which
+    parameters are read (see ``param_name``) are added to ``printed_params``.
     """
     given = list(given)
     known = given + list(statements)
@@ -397,7 +426,7 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
     exponentials = {s.symbol for s in known if s.reduction is None and isinstance(s.expr, sp.exp)}
     lines = []
     for statement in statements:
-        printer = MLXPrinter(names, arrays, element, finite, conditions, exponentials, nan_guard)
+        printer = MLXPrinter(names, arrays, element, finite, conditions, exponentials, nan_guard, printed_params)
         if statement.reduction is not None and statement.reduction.kind == "logsumexp":
             lines += _print_logsumexp(printer, statement)
             arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
@@ -410,6 +439,8 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
             # Computed once per row: mx.compile would otherwise fuse it into the
             # element kernel and recompute it for every element of the row.
             code = f"mx.contiguous({printer.doprint(statement.expr)})"
+        elif printer.is_scalar(statement.expr):
+            code = printer.python(statement.expr)  # a Python number, as its uses read it
         else:
             code = printer.doprint(statement.expr)
         if not printer.is_scalar(statement.expr) or statement.reduction is not None:
@@ -446,7 +477,7 @@ def _print_logsumexp(printer, statement):
     exps, sums = logsumexp_parts(statement.symbol)
     argument = printer.doprint(statement.expr)
     return [
-        f"{name}_max = mx.max({argument}, axis=axis, keepdims=True)",
+        f"{name}_max = rt.row_max({argument}, axis)",
         f"{name}_max = mx.where(mx.isfinite({name}_max), {name}_max, 0)",
         f"{exps} = rt.exp({printer.parenthesize(statement.expr, PRECEDENCE['Add'])} - {name}_max)",
         f"{sums} = rt.row_sum({exps}, axis)",
