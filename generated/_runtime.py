@@ -192,7 +192,7 @@ def kept_count(kept):
 # adds) but reduces across rows a vector at a time; so a long reduction is laid out as
 # columns, reduced across rows, and the few partial results are reduced last. Two to four
 # times faster, and the partial sums make the float32 total more accurate, not less.
-_LANES = 64  # partial results per row of a row reduction (a 16th of a row of 1024: 1/16 of its memory)
+_LANES = 16  # partial results per row of a row reduction: (rows, 16) floats held between the two steps
 _COLUMNS = 1024  # partial results of a reduction over every element
 
 
