@@ -186,7 +186,6 @@ def kept_count(kept):
 
 # Reductions of empty arrays are written out, not reduced: MLX 0.32's CPU backend can
 # hang (spinning) evaluating two or more reductions over zero-length axes at once.
-
 #
 # MLX's CPU backend reduces a contiguous axis one element after another (a serial chain of
 # adds) but reduces across rows a vector at a time; so a long reduction is laid out as
@@ -214,7 +213,7 @@ def row_sum(values, axis):
 
 
 def row_max(values, axis):
-    """The maximum along the loss axis, kept (never of empty rows: MLX refuses those first)."""
+    """The maximum along the loss axis, kept; as with ``mx.max``, empty rows are an error."""
     return _row_reduce(mx.max, values, axis)
 
 

@@ -224,10 +224,11 @@ def context(loss, variants):
     else:
         forms = ["indices"] + (["probabilities"] if any(t.probabilities for t in loss.class_targets) else [])
         rendered = [rowwise_variant(loss, v, form, printed) for v in variants for form in forms]
+    param_args = _param_args(loss, printed)
     return {
         "variants": rendered,
-        "param_args": _param_args(loss, printed),
-        "param_arrays": any(passed.startswith("rt.scalar") for _, passed in _param_args(loss, printed)),
+        "param_args": param_args,
+        "param_arrays": any(passed.startswith("rt.scalar") for _, passed in param_args),
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
         "element_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and not i.per_row],
         "row_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and i.per_row],
