@@ -25,21 +25,21 @@ $(TORCH_STAMP): $(STAMP)
 	else echo "warning: torch could not be installed; its parity tests will skip"; fi
 
 generate: $(STAMP)
-	$(PY) -m generator.cli generate
+	$(PY) -m generator generate
 
 check: $(STAMP)
-	$(PY) -m generator.cli check
+	$(PY) -m generator check
 
 list: $(STAMP)
-	$(PY) -m generator.cli list
+	$(PY) -m generator list
 
 docs: $(STAMP)
-	$(PY) -m generator.cli doc
+	$(PY) -m generator doc
 
 test: $(STAMP) $(TORCH_STAMP)
-	$(PY) -m generator.cli check
+	$(PY) -m generator check
 	$(PY) -m pytest
 
 # Speed and memory against mlx.nn.losses: a table, bench/results/bench.json and speedup.png.
 bench: $(BENCH_STAMP)
-	$(PY) -m generator.cli bench
+	$(PY) -m generator bench

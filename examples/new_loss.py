@@ -66,7 +66,7 @@ def compile_spec(workdir):
     specs.mkdir(parents=True, exist_ok=True)
     (specs / "pseudo_huber_loss.py").write_text(SPEC)
     package = workdir / "my_losses"
-    command = [sys.executable, "-m", "generator.cli", "generate", "--specs", str(specs), "--out", str(package)]
+    command = [sys.executable, "-m", "generator", "generate", "--specs", str(specs), "--out", str(package)]
     print("$ python", " ".join(command[1:]))
     subprocess.run(command, check=True)
     return package

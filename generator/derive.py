@@ -14,24 +14,23 @@ from __future__ import annotations
 import itertools
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
-from . import functions as fn
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
-from .printers.c import c_name
-from .spec import ROW_REDUCTIONS, ClassTarget, Flag, Gather, Input, Loss, Param, SpecError, Term
-
-# Functions a formula may use; every backend printer knows each of them.
-ALLOWED_FUNCTIONS = (
-    sp.exp, sp.log, sp.Abs, sp.sign, sp.tanh, sp.cosh, sp.sinh, sp.sin, sp.cos, sp.atan, sp.erf,
-    sp.Piecewise, log1p, expm1, fn.sigmoid, fn.softplus, fn.logaddexp, fn.logcosh, fn.Select,
-) + ROW_REDUCTIONS
+from .spec import functions as fn
+from .spec.terms import collect_terms, expand_terms
+from .spec.validate import check_constructs, check_formula
+from .spec.vocabulary import ROW_REDUCTIONS, Input, Loss, SpecError, is_element_level
 
 
 def derive(loss: Loss) -> list[Variant]:
-    """Validate ``loss``'s formula and derive one IR per flag combination."""
-    formula = _expand_terms(loss.formula)
-    _validate(loss, formula)
+    """A loaded spec in, one :class:`Variant` (flag values and their IR) per flag combination out.
+
+    The formula is validated first (``spec.validate``); a problem raises a
+    :class:`SpecError`. Gradients are exact symbolic derivatives, and the
+    spec's named terms are put back into every derived expression.
+    """
+    formula = expand_terms(loss.formula)
+    check_formula(loss, formula)
     terms = collect_terms(loss.formula)
     variants = []
     for values in itertools.product((True, False), repeat=len(loss.flags)):
@@ -46,140 +45,6 @@ def derive(loss: Loss) -> list[Variant]:
     return variants
 
 
-# ---------------------------------------------------------------- validation
-
-def _expand_terms(expr):
-    for _ in range(1000):
-        terms = [s for s in expr.free_symbols if isinstance(s, Term)]
-        if not terms:
-            return expr
-        expr = expr.xreplace({t: t.definition for t in terms})
-    raise SpecError("named terms refer to each other in a cycle")
-
-
-def collect_terms(expr):
-    """Every Term used, innermost first (so outer terms re-abstract last)."""
-    found, stack = [], [expr]
-    while stack:
-        for symbol in sorted(stack.pop().free_symbols, key=sp.default_sort_key):  # a set: sort for determinism
-            if isinstance(symbol, Term) and symbol not in found:
-                found.append(symbol)
-                stack.append(symbol.definition)
-    return list(reversed(found))
-
-
-# ITE(c, a, b) appears when SymPy folds a Piecewise into a condition (relu(minimum(...)) > 0)
-_BOOLEANS = (sp.core.relational.Relational, sp.And, sp.Or, sp.Not, sp.ITE, sp.logic.boolalg.BooleanAtom)
-_NON_DIFFERENTIABLE = (
-    sp.floor, sp.ceiling, sp.frac, sp.Mod, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min, sp.re, sp.im, sp.arg,
-)
-
-
-def _check_constructs(expr):
-    """Refuse anything the backends cannot print or differentiate (a whitelist).
-
-    Symbols pass here; that a formula's symbols are declared is checked by
-    ``_validate``.
-    """
-
-    def visit(node, condition):
-        if isinstance(node, sp.Symbol):
-            return
-        if isinstance(node, sp.Number):
-            if not (node.is_real and node.is_finite):
-                raise SpecError(f"the number {node} is not a finite real number")
-            return
-        if node in (sp.pi, sp.E):
-            return
-        if isinstance(node, _BOOLEANS):
-            if not condition:
-                raise SpecError(f"the comparison or logic {node} may only be a Piecewise condition")
-            for arg in node.args:
-                visit(arg, isinstance(node, (sp.And, sp.Or, sp.Not, sp.ITE)))
-            return
-        if condition:
-            raise SpecError(f"{node} is not a condition (a comparison such as x > 0)")
-        if isinstance(node, sp.Piecewise):
-            if node.args[-1].cond != sp.true:
-                raise SpecError(f"Piecewise {node} needs a last branch (value, True) for the remaining cases")
-            for value, cond in node.args:
-                visit(value, False)
-                visit(cond, True)
-            return
-        if isinstance(node, _NON_DIFFERENTIABLE):
-            hint = {
-                "Max": "; use maximum(a, b) (MLX's tie convention: the gradient at a tie goes to b) or a Piecewise",
-                "Min": "; use minimum(a, b) (MLX's tie convention: the gradient at a tie goes to b) or a Piecewise",
-                "Heaviside": "; write the step as a Piecewise",
-            }.get(type(node).__name__, "")
-            raise SpecError(f"{type(node).__name__} has no gradient rule here{hint}")
-        if isinstance(node, sp.Function):
-            if not isinstance(node, ALLOWED_FUNCTIONS):
-                raise SpecError(
-                    f"function {type(node).__name__!r} is not supported (the backends print and differentiate only: "
-                    + ", ".join(sorted(f.__name__ for f in ALLOWED_FUNCTIONS)) + ")"
-                )
-        elif not isinstance(node, (sp.Add, sp.Mul, sp.Pow)):
-            raise SpecError(f"{type(node).__name__} ({node}) is not supported in a loss formula")
-        for arg in node.args:
-            visit(arg, False)
-
-    visit(expr, False)
-
-
-def _validate(loss, formula):
-    _check_constructs(formula)
-    declared = set(loss.declarations)
-    for symbol in formula.free_symbols:
-        if symbol not in declared:
-            raise SpecError(f"symbol {symbol.name!r} is used in the formula but not declared in inputs or params")
-        if symbol is loss.weights:
-            raise SpecError(f"weights {symbol.name!r} are applied by the generator; leave them out of the formula")
-        if isinstance(symbol, Param) and symbol.optional:
-            raise SpecError(
-                f"parameter {symbol.name!r} has no default value (None), so the formula cannot use it; "
-                "an optional parameter can only be a ClassTarget's ignore_index"
-            )
-    names = {d.name for d in loss.declarations}
-    for term in collect_terms(loss.formula):
-        if term.name in names:
-            raise SpecError(f"term name {term.name!r} is already used by another term or declaration")
-        names.add(term.name)
-    in_kernels = {}
-    for name in sorted(names):  # the kernels rename what C++ reserves ("value" -> "value_"): still distinct?
-        other = in_kernels.setdefault(c_name(name), name)
-        if other != name:
-            raise SpecError(f"names {other!r} and {name!r} are the same identifier in the generated kernels")
-    for node in sp.preorder_traversal(formula):
-        if isinstance(node, fn.Select) and not isinstance(node.args[0], Flag):
-            raise SpecError(f"Select's first argument must be a Flag, got {node.args[0]}")
-        if isinstance(node, Gather) and not isinstance(node.args[1], ClassTarget):
-            raise SpecError(f"Gather's second argument must be a ClassTarget, got {node.args[1]}")
-    outside = formula.replace(lambda e: isinstance(e, fn.Select), lambda e: e.args[1] + e.args[2])
-    for flag in loss.flags:
-        if flag in outside.free_symbols:
-            raise SpecError(f"flag {flag.name!r} may only appear as Select({flag.name}, if_true, if_false)")
-    reductions = [n for n in sp.preorder_traversal(formula) if isinstance(n, ROW_REDUCTIONS)]
-    if loss.kind == "elementwise":
-        if reductions:
-            raise SpecError(f"{type(reductions[0]).__name__} is a row reduction: declare the loss with row= and axis=")
-        if loss.class_targets:
-            raise SpecError("class targets need a row-wise loss (row= and axis=)")
-        for item in loss.inputs:
-            if item.per_row:
-                raise SpecError(f"input {item.name!r} is per_row but the loss is elementwise")
-    else:
-        outside = formula.replace(lambda e: isinstance(e, ROW_REDUCTIONS), lambda e: sp.Integer(0))
-        for symbol in outside.free_symbols:
-            if _is_element_level(symbol):
-                raise SpecError(
-                    f"element input {symbol.name!r} is used outside a row reduction; "
-                    "wrap it in RowSum, RowMean, RowMax, LogSumExp or Gather"
-                )
-        if not reductions:
-            raise SpecError("a row-wise loss needs at least one row reduction (RowSum, LogSumExp, Gather, ...)")
-
-
 def _check_derived(ir):
     """The derived expressions hold only what the printers know (a safety net)."""
     if isinstance(ir, ElementwiseIR):
@@ -189,13 +54,9 @@ def _check_derived(ir):
                        *(e for _, e in ir.adjoints), *ir.element_gradients.values(), *ir.row_gradients.values()]
     for expr in expressions:
         try:
-            _check_constructs(expr)
+            check_constructs(expr)
         except SpecError as error:
             raise SpecError(f"the derived gradient cannot be printed: {error}") from None
-
-
-def _is_element_level(symbol):
-    return isinstance(symbol, ClassTarget) or (isinstance(symbol, Input) and not symbol.per_row)
 
 
 def _resolve_flags(expr, flags):
@@ -250,7 +111,7 @@ def _derive_elementwise(loss, formula):
 
 def _derive_rowwise(loss, formula):
     epilogue, forward = _extract_reductions(formula)
-    element_inputs = [i for i in loss.inputs if _is_element_level(i) and i.differentiable]
+    element_inputs = [i for i in loss.inputs if is_element_level(i) and i.differentiable]
     row_inputs = [i for i in loss.inputs if isinstance(i, Input) and i.per_row and i.differentiable]
 
     backward = []
@@ -325,7 +186,7 @@ def _extract_reductions(formula):
 def _fold_row_level(node):
     """A reduction of a row-level value needs no pass over the row."""
     argument = node.args[0]
-    if any(_is_element_level(s) for s in argument.free_symbols):
+    if any(is_element_level(s) for s in argument.free_symbols):
         return None
     if node.kind == "sum":
         return ROW_LENGTH * argument
@@ -355,7 +216,7 @@ def _reduction_weight(reduction, backward):
 
 def _linearised(reduction, partial, weights, backward):
     """reduce'_l(partial): the reduction's derivative applied along the row."""
-    if not any(_is_element_level(s) for s in partial.free_symbols) and reduction.kind != "max":
+    if not any(is_element_level(s) for s in partial.free_symbols) and reduction.kind != "max":
         if reduction.kind == "sum":
             return ROW_LENGTH * partial
         if reduction.kind in ("mean", "logsumexp"):
@@ -378,7 +239,7 @@ def _abstract_terms(ir, terms):
 
     def abstract(expr):
         for term in reversed(terms):  # outermost first
-            expr = expr.subs(_expand_terms(term.definition), term)
+            expr = expr.subs(expand_terms(term.definition), term)
             expr = _refold(expr, term)
         return expr
 
@@ -402,7 +263,7 @@ def _refold(expr, term):
     are the same function of the term, and ``g(term) * [c]`` where the other
     branch is 0.
     """
-    definition = _expand_terms(term.definition)
+    definition = expand_terms(term.definition)
     if not isinstance(definition, sp.Piecewise) or len(definition.args) != 2:
         return expr
     (on, condition), (off, _) = definition.args
@@ -424,14 +285,3 @@ def _refold(expr, term):
         lambda e: isinstance(e, sp.Piecewise) and len(e.args) == 2 and e.args[1][1] == sp.true, refold
     )
 
-
-def used_terms(expressions, terms):
-    """The terms (with their dependencies, innermost first) that expressions use."""
-    needed = set()
-    stack = [s for e in expressions for s in e.free_symbols if isinstance(s, Term)]
-    while stack:
-        term = stack.pop()
-        if term not in needed:
-            needed.add(term)
-            stack.extend(s for s in term.definition.free_symbols if isinstance(s, Term))
-    return [t for t in terms if t in needed]

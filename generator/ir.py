@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-# Symbols the generator introduces; spec names may not collide with these.
+# Symbols the generator introduces; their names are reserved (spec.vocabulary.RESERVED_NAMES).
 COTANGENT = sp.Symbol("cotangent", real=True)
 ROW_LENGTH = sp.Symbol("row_length", positive=True, integer=True)
-RESERVED_NAMES = {"cotangent", "row_length", "loss", "output", "primals", "axis", "reduction", "mx", "math"}
-TEMP_PREFIX = "t"
 
 
 @dataclass

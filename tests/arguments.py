@@ -26,7 +26,7 @@ import mpmath
 import numpy as np
 
 import generated
-from generator.load import load_specs
+from generator.spec.load import load_specs
 from generator.spec import ClassTarget, ClassWeights, Input
 from tests import oracle
 

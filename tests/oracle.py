@@ -15,8 +15,8 @@ import numpy as np
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from generator import functions as fn
-from generator import spec as S
+from generator.spec import functions as fn
+from generator.spec import vocabulary as S
 
 
 class _Numpy:

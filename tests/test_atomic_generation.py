@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.load import SpecFileError
+from generator.spec.load import SpecFileError
 from generator.render import OutputError, differences, render_package, write_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,7 +178,7 @@ def test_two_generate_commands_at_once_leave_one_complete_package(tmp_path):
         (folder / f"{name}.py").write_text((ROOT / "specs" / f"{name}.py").read_text())
         folders[name] = folder
     out = tmp_path / "generated"
-    commands = [subprocess.Popen([sys.executable, "-m", "generator.cli", "generate", "--specs", str(f), "--out", str(out)],
+    commands = [subprocess.Popen([sys.executable, "-m", "generator", "generate", "--specs", str(f), "--out", str(out)],
                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for f in folders.values()]
     for command in commands:
@@ -197,7 +197,7 @@ def test_generate_into_a_folder_of_other_files_is_one_error_line_and_touches_not
     out.mkdir()
     (out / "notes.txt").write_text("precious\n")
     (out / "image.bin").write_bytes(bytes(range(256)))
-    result = subprocess.run([sys.executable, "-m", "generator.cli", "generate", "--specs", str(specs), "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "generator", "generate", "--specs", str(specs), "--out", str(out)],
                             cwd=ROOT, capture_output=True, text=True)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and "did not generate" in lines[0], lines

@@ -7,8 +7,8 @@ import matplotlib.image
 import pytest
 from click.testing import CliRunner
 
-from generator import bench
-from generator.cli import main
+from generator.tools import bench
+from generator.tools.cli import main
 
 # One elementwise loss, one row-wise loss with integer targets, one with three float inputs.
 LOSSES = ["mse_loss", "cross_entropy", "triplet_loss"]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from generator import catalog, plots
-from generator.catalog import imported_package
-from generator.load import load_spec, spec_paths
+from generator.tools import catalog, plots
+from generator.tools.catalog import imported_package
+from generator.spec.load import load_spec, spec_paths
 from generator.render import ROOT, render_package
 from tests.helpers import build_package
 

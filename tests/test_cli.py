@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from generator.cli import main
-from generator.load import spec_paths
+from generator.tools.cli import main
+from generator.spec.load import spec_paths
 from generator.render import ROOT
 
 SPECS = ROOT / "specs"

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from generator.load import load_spec
+from generator.spec.load import load_spec
 from generator.render import differences, render_package
 from tests import oracle
 from tests.helpers import build_package

@@ -21,12 +21,13 @@ import sympy as sp
 
 import generated
 from generated import _gpu
-from generator import functions, traffic
-from generator.derive import ALLOWED_FUNCTIONS
-from generator.load import load_spec, spec_paths
-from generator.printers import c as c_printer
+from generator.backends.gpu import traffic
+from generator.spec import functions
+from generator.spec.validate import ALLOWED_FUNCTIONS
+from generator.spec.load import load_spec, spec_paths
+from generator.backends.gpu import printer as c_printer
 from generator.render import ROOT
-from generator.spec import ROW_REDUCTIONS
+from generator.spec.vocabulary import ROW_REDUCTIONS
 from tests.metal_shim import checks, harness
 
 CASES = checks.cases()
@@ -375,7 +376,7 @@ def test_masked_logits(backend, emulated, vocabulary):
 def test_the_command_line_lists_the_traffic_figure():
     from click.testing import CliRunner
 
-    from generator.cli import main
+    from generator.tools.cli import main
 
     result = CliRunner().invoke(main, ["list"])
     assert result.exit_code == 0

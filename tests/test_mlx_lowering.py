@@ -15,11 +15,11 @@ import sympy as sp
 
 import mlx.core as mx
 from generated import _runtime as rt
-from generator.functions import maximum, relu
+from generator.spec.functions import maximum, relu
 from generator.ir import COTANGENT
-from generator.lower import schedule
-from generator.printers.mlx import print_program
-from generator.rewrite import cheaper, extremum
+from generator.lower.schedule import schedule
+from generator.backends.mlx.printer import print_program
+from generator.lower.rewrite import cheaper, extremum
 from generator.spec import Param
 
 RNG = np.random.default_rng(7)

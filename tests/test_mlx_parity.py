@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import generated
-from generator.load import load_spec
+from generator.spec.load import load_spec
 from tests import oracle
 from tests.cases import ELEMENTWISE_SHAPES, MAKERS, ROWWISE_SHAPES
 

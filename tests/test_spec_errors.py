@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from generator.derive import collect_terms
-from generator.load import SpecFileError, load_specs
+from generator.spec.terms import collect_terms
+from generator.spec.load import SpecFileError, load_specs
 from generator.render import render_package, write_package
-from generator.printers.c import _RESERVED as KERNEL_NAMES
-from generator.printers.c import c_name
-from generator.spec import GENERATED_NAME_FORMS, GENERATED_NAMES
+from generator.backends.gpu.printer import _RESERVED as KERNEL_NAMES
+from generator.backends.gpu.printer import c_name
+from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES
 from tests.helpers import build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,9 +201,9 @@ def test_spec_path_that_would_break_the_generated_header_is_refused(tmp_path):
 
 def test_generated_code_that_does_not_compile_is_never_returned(tmp_path, monkeypatch):
     """The last line of defence: render_package compiles each module before handing it over."""
-    import generator.render as render
+    from generator.backends import mlx
 
-    monkeypatch.setattr(render, "render_loss", lambda *args: "def broken(:\n")
+    monkeypatch.setattr(mlx, "render", lambda *args: "def broken(:\n")
     folder = _specs_folder(tmp_path, "good_loss", _loss(name="good_loss"))
     with pytest.raises(SpecFileError, match="the generated good_loss.py does not compile"):
         render_package(folder)
@@ -232,7 +232,7 @@ def test_command_exits_non_zero_with_one_line_and_leaves_the_output_alone(tmp_pa
     before = _snapshot(out)
     siblings = sorted(p.name for p in tmp_path.iterdir())
 
-    result = subprocess.run([sys.executable, "-m", "generator.cli", "generate", "--specs", str(folder),
+    result = subprocess.run([sys.executable, "-m", "generator", "generate", "--specs", str(folder),
                              "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode != 0

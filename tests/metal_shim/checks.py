@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from generator.load import load_spec, spec_paths
+from generator.spec.load import load_spec, spec_paths
 from generator.render import ROOT, render_package, write_package
 from generator.spec import ClassTarget, ClassWeights, Input
 

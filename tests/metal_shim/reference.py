@@ -14,8 +14,8 @@ import math
 import numpy as np
 import sympy as sp
 
-from generator import functions as fn
-from generator.spec import ROW_REDUCTIONS, ClassTarget, Input, Param, Term
+from generator.spec import functions as fn
+from generator.spec.vocabulary import ROW_REDUCTIONS, ClassTarget, Input, Param, Term
 
 _NUMPY = [{
     "sigmoid": lambda u: np.exp(-np.logaddexp(0.0, -u)),

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .functions import STABLE_FUNCTIONS
-from .ir import TEMP_PREFIX, Reduction
+from ..ir import Reduction
+from ..spec.vocabulary import TEMP_PREFIX
 from .rewrite import cheaper, finite_symbols
 
 
@@ -75,73 +75,15 @@ def _inline_aliases(statements):
     aliases, kept = {}, []
     for statement in statements:
         expr = statement.expr.xreplace(aliases)
-        if expr.is_Symbol and statement.reduction is None and not statement.output and _is_temporary(statement.symbol):
+        if expr.is_Symbol and statement.reduction is None and not statement.output and is_temporary(statement.symbol):
             aliases[statement.symbol] = expr
             continue
         kept.append(Statement(statement.symbol, expr, statement.reduction, statement.output))
     return kept
 
 
-def shared_calls(forward, backward, arrays):
-    """The costly calls on arrays (exp, log, roots, the stable functions) in both expression lists.
-
-    The forward computes each as a statement of its own, which the backward
-    then reads (see ForwardValues) instead of calling it again.
-    """
-    def calls(expressions):
-        return {node for expr in expressions for node in sp.preorder_traversal(expr)
-                if _is_costly_call(node) and node.free_symbols & arrays}
-    return sorted(calls(forward) & calls(backward), key=sp.default_sort_key)
-
-
-def _is_costly_call(node):
-    return isinstance(node, (sp.exp, sp.log, sp.tanh, sp.erf, *STABLE_FUNCTIONS)) or (
-        isinstance(node, sp.Pow) and not node.exp.is_Integer)
-
-
-class ForwardValues:
-    """The costly array values a forward program computes, for the backward to read.
-
-    Under ``mx.grad`` MLX runs compiled functions op by op, so an ``exp`` the
-    forward and the backward share would be paid twice; the backward reads it
-    from the forward instead (a residual). Cheap values (``x - y``) are
-    computed again: each residual is an array held from the forward to the
-    backward. ``costly(expr, conditions, arrays)`` is the backend's judgement.
-    """
-
-    def __init__(self, forward, arrays, costly):
-        is_array, expanded, self.by_value = set(arrays), {}, {}
-        conditions = {s.symbol: s.expr for s in forward if isinstance(s.expr, sp.core.relational.Relational)}
-        self.named = set()
-        for statement in forward:
-            value = statement.expr.xreplace(expanded)
-            if statement.reduction is not None or statement.expr.free_symbols & is_array:
-                is_array.add(statement.symbol)
-            if _is_temporary(statement.symbol):
-                expanded[statement.symbol] = value
-            if statement.output or statement.symbol not in is_array or statement.reduction is not None:
-                continue
-            if costly(statement.expr, conditions, is_array):
-                if _is_temporary(statement.symbol):
-                    self.by_value[value] = statement.symbol
-                else:
-                    self.named.add(statement.symbol)
-        free = set().union(set(), *(s.expr.free_symbols for s in forward)) - {s.symbol for s in forward}
-        definitions = {s.symbol: s.reduction or s.expr for s in forward}
-        self.not_finite = set(definitions) - finite_symbols(definitions, free)
-        self.next_temporary = 1 + max((int(s.symbol.name[len(TEMP_PREFIX):]) for s in forward
-                                       if _is_temporary(s.symbol)), default=-1)
-
-    @property
-    def symbols(self):
-        return set(self.by_value.values()) | self.named
-
-    def replace(self, expr):
-        """``expr`` reading every costly value the forward has."""
-        return expr.xreplace(self.by_value)
-
-
-def _is_temporary(symbol):
+def is_temporary(symbol):
+    """Whether ``symbol`` is a temporary of common subexpressions (``t0``, ``t1``, ...)."""
     name = symbol.name
     return name.startswith(TEMP_PREFIX) and name[len(TEMP_PREFIX):].isdigit()
 

@@ -28,9 +28,9 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from ..ir import COTANGENT, ROW_LENGTH
-from ..rewrite import extremum
-from ..spec import Param
+from ...ir import COTANGENT, ROW_LENGTH
+from ...lower.rewrite import extremum
+from ...spec.vocabulary import Param
 
 _ARRAY_FUNCTIONS = {
     "exp": "rt.exp", "log": "mx.log", "Abs": "mx.abs", "sign": "mx.sign", "tanh": "mx.tanh",
@@ -355,25 +355,6 @@ class MLXPrinter(StrPrinter):
 def param_name(param, python=False):
     """How the compiled bodies name a parameter: see the module docstring."""
     return f"{param.name}_value" if python and not param.integer else param.name
-
-
-def is_costly(expr, conditions, arrays):
-    """Whether ``expr`` prints to an operation far dearer than a pass of arithmetic.
-
-    On a CPU an ``exp`` costs about fifty multiplies and a ``where`` fifteen:
-    a function (exp, log, the stable functions), a root or other non-integer
-    power, a selection on arrays that is not a maximum or a minimum.
-    """
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Piecewise):
-            on_arrays = any(c.free_symbols & arrays for _, c in node.args)
-            if on_arrays and extremum(node, conditions) is None:
-                return True
-        elif isinstance(node, sp.Function) and not isinstance(node, (sp.Abs, sp.sign, sp.Max, sp.Min)):
-            return True
-        elif isinstance(node, sp.Pow) and not node.exp.is_Integer:
-            return True
-    return False
 
 
 def _masked(expr):

@@ -1,4 +1,4 @@
-"""The ``losscc`` command line (also ``python -m generator.cli``).
+"""The ``losscc`` command line (also ``python -m generator``).
 
     losscc new NAME          write specs/NAME.py, a commented spec to fill in
     losscc generate [NAMES]  compile specs/ into generated/ (all or nothing)
@@ -21,11 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import catalog, docs, scaffold
-from .derive import derive
-from .load import SpecFileError, load_spec, spec_paths
-from .render import ROOT, differences, loss_files, render_package, write_package
-from .spec import SpecError
+from .. import describe
+from ..derive import derive
+from ..render import ROOT, differences, loss_files, render_package, write_package
+from ..spec.load import SpecFileError, load_spec, spec_paths
+from ..spec.vocabulary import SpecError
+from . import catalog, scaffold
 
 SPECS = ROOT / "specs"
 GENERATED = ROOT / "generated"
@@ -211,7 +212,7 @@ def show(name, latex, spec_dir, out):
     click.echo(f"  {loss.doc.strip()}")
     width = _console().width
     for variant in variants:
-        title = docs.variant_title(variant)
+        title = describe.variant_title(variant)
         suffix = f" ({title})" if title else ""
         formula, gradient = catalog.latex_lines(loss, variant) if latex else catalog.pretty_lines(loss, variant, width)
         heading(f"\nFormula{suffix}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .spec import Param, Term
+from ..spec.terms import expand_terms
+from ..spec.vocabulary import Param, Term
 
 _BOUNDS = (sp.StrictLessThan, sp.LessThan, sp.StrictGreaterThan, sp.GreaterThan)
 
@@ -66,7 +67,7 @@ def _bound(condition):
     if not isinstance(condition, _BOUNDS):
         return None
     small, large = (condition.lhs, condition.rhs) if isinstance(condition, _BOUNDS[:2]) else (condition.rhs, condition.lhs)
-    small = _expand(small)
+    small = expand_terms(small)
     if not isinstance(small, sp.Abs) or large.free_symbols & small.free_symbols:
         return None
     return small.args[0], large
@@ -83,7 +84,7 @@ def _quadratic_then_linear(selection):
     if bound is None:
         return None
     u, a = bound
-    inside, outside = _expand(inside), _expand(outside)
+    inside, outside = expand_terms(inside), expand_terms(outside)
     k = sp.simplify(inside / u**2)
     if k.free_symbols & u.free_symbols or k == 0:
         return None
@@ -110,7 +111,7 @@ def _saturation(selection):
         return None
     symbol, at = linear[0], sp.Dummy("u", real=True)
     solved = sp.solve(u - at, symbol)[0]
-    inside, outside = (sp.simplify(_expand(e).subs(symbol, solved)) for e in (inside, outside))
+    inside, outside = (sp.simplify(expand_terms(e).subs(symbol, solved)) for e in (inside, outside))
     if sp.simplify(inside.subs(at, large * sp.sign(at)) - outside) != 0:
         return None
     return _guarded(inside.subs(at, sp.Min(sp.Max(u, -large), large)), selection, sp.denom(sp.together(inside)))
@@ -165,7 +166,7 @@ def _guarded(rewritten, selection, denominator):
     risky = [s for s in denominator.free_symbols if not _nonzero(s)]
     if len(risky) != 1 or not isinstance(risky[0], Param):
         return None
-    at_zero = _expand(selection).subs(risky[0], 0)
+    at_zero = expand_terms(selection).subs(risky[0], 0)
     if at_zero.has(sp.zoo, sp.nan, sp.oo, -sp.oo) or isinstance(at_zero, sp.Piecewise):
         return None
     return sp.Piecewise((rewritten, sp.Ne(risky[0], 0)), (at_zero, True))
@@ -181,12 +182,3 @@ def _nonzero(expr):
             continue
         return False
     return True
-
-
-def _expand(expr):
-    """``expr`` with the spec's named terms replaced by their definitions."""
-    while True:
-        terms = {s: s.definition for s in expr.free_symbols if isinstance(s, Term)}
-        if not terms:
-            return expr
-        expr = expr.xreplace(terms)

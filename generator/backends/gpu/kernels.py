@@ -30,13 +30,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import jinja2
-
-from .derive import collect_terms, used_terms
-from .ir import ROW_LENGTH, ElementwiseIR
-from .lower import schedule
-from .printers.c import CUDA, METAL, CPrinter, c_name, declaration, is_condition
-from .spec import ClassTarget, Input
+from ...ir import ROW_LENGTH, ElementwiseIR
+from ...lower.schedule import schedule
+from ...spec.terms import collect_terms, term_definitions
+from ...spec.vocabulary import ClassTarget, Input
+from ..source import environment
+from .printer import CUDA, METAL, CPrinter, c_name, check_kernel_names, declaration, is_condition
 
 BACKENDS = {"metal": METAL, "cuda": CUDA}
 ELEMENT_THREADS = 256  # threads per threadgroup of the elementwise kernels
@@ -80,25 +79,10 @@ class VariantKernels:
     backward: Kernel
 
 
-def _environment(templates):
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-
-
-def headers(templates):
+def headers():
     """The helper header of each backend (prepended to every kernel)."""
-    env = _environment(templates)
+    env = environment()
     return {backend: env.get_template(f"{backend}/header.j2").render() for backend in BACKENDS}
-
-
-def _definitions(expressions, terms):
-    return {t: t.definition for t in used_terms(expressions, terms)}
 
 
 def _free(statements):
@@ -169,32 +153,42 @@ class _Program:
 # ---------------------------------------------------------------- elementwise
 
 def _elementwise(loss, variant, dialect):
+    """The forward and the backward kernel of an elementwise variant: (template, context, inputs, outputs, traffic) each."""
     ir: ElementwiseIR = variant.ir
     terms = collect_terms(loss.formula)
-    forward = schedule(_definitions([ir.loss], terms), [("loss", ir.loss)])
+    forward = schedule(term_definitions([ir.loss], terms), [("loss", ir.loss)])
     aliased = {a.name for a in ir.aliases}
     computed = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    backward = schedule(_definitions([e for _, e in computed], terms), computed)
-    weighted = loss.weights is not None
-    element_bytes = lambda symbols: SCALAR_BYTES * sum(1 for i in loss.inputs if i in symbols)
+    backward = schedule(term_definitions([e for _, e in computed], terms), computed)
+    return _elementwise_forward(loss, forward, dialect), _elementwise_backward(loss, ir, forward, backward, dialect)
 
-    # forward
+
+def _element_bytes(loss, symbols):
+    return SCALAR_BYTES * sum(1 for i in loss.inputs if i in symbols)
+
+
+def _elementwise_forward(loss, forward, dialect):
+    weighted = loss.weights is not None
     f = _Program(loss, dialect)
     f_free = _free(forward)
     reads = f.element_reads(f_free, "i")
     if weighted:
         f.use("weights_in", "weights")
     f.use("meta", "meta")
-    forward_context = {
+    context = {
         "params": f.param_reads(f_free), "reads": reads, "lines": f.lines(forward), "weighted": weighted,
     }
-    forward_outputs = [("loss_out", "loss"), ("partial_out", "partial")]
+    outputs = [("loss_out", "loss"), ("partial_out", "partial")]
     # With mean|sum (the figure's setting) a threadgroup writes one float per ELEMENT_THREADS elements.
-    forward_traffic = Traffic(
-        element_bytes(f_free) + SCALAR_BYTES / ELEMENT_THREADS, 0, element_bytes(f_free), 0, 1,
+    traffic = Traffic(
+        _element_bytes(loss, f_free) + SCALAR_BYTES / ELEMENT_THREADS, 0, _element_bytes(loss, f_free), 0, 1,
     )
+    return "elementwise_forward.j2", context, f.arguments(), outputs, traffic
 
-    # backward
+
+def _elementwise_backward(loss, ir, forward, backward, dialect):
+    weighted = loss.weights is not None
+    f_free = _free(forward)
     b = _Program(loss, dialect)
     b_free = _free(backward)
     reads = b.element_reads(b_free, "i")
@@ -216,17 +210,14 @@ def _elementwise(loss, variant, dialect):
         writes.append((f"grad_{c_name(item.name)}_out", value))
     if weighted:
         outputs.append(("grad_weights_out", "grad:weights"))
-    backward_context = {
+    context = {
         "params": b.param_reads(b_free | (f_free if weighted else set())),
         "reads": reads, "lines": b.lines(backward), "writes": writes, "weighted": weighted,
         "forward_reads": forward_reads, "forward_lines": b.lines(forward) if weighted else [],
     }
     written = SCALAR_BYTES * len(writes)
-    backward_traffic = Traffic(element_bytes(b_free) + written, 0, element_bytes(b_free) + written, 0, 1)
-    return (
-        ("elementwise_forward.j2", forward_context, f.arguments(), forward_outputs, forward_traffic),
-        ("elementwise_backward.j2", backward_context, b.arguments(), outputs, backward_traffic),
-    )
+    traffic = Traffic(_element_bytes(loss, b_free) + written, 0, _element_bytes(loss, b_free) + written, 0, 1)
+    return "elementwise_backward.j2", context, b.arguments(), outputs, traffic
 
 
 # ---------------------------------------------------------------- row-wise
@@ -236,13 +227,13 @@ def _rowwise_programs(loss, variant):
     ir = variant.ir
     terms = collect_terms(loss.formula)
     forward_defs = {r.symbol: r for r in ir.forward_reductions}
-    forward_defs.update(_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
+    forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
     forward = schedule(forward_defs, [("loss", ir.loss)])
     outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items()]
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
     backward_defs = {r.symbol: r for r in ir.backward_reductions}
     backward_defs.update(dict(ir.adjoints))
-    backward_defs.update(_definitions(
+    backward_defs.update(term_definitions(
         [r.argument for r in ir.backward_reductions] + [e for _, e in ir.adjoints] + [e for _, e in outputs], terms
     ))
     backward = schedule(backward_defs, outputs)
@@ -250,147 +241,175 @@ def _rowwise_programs(loss, variant):
     return forward, backward, residuals
 
 
-def _rowwise_kernel(loss, statements, dialect, form, direction, residuals):
-    """The template context of one row-wise kernel, its arguments and its traffic."""
-    program = _Program(loss, dialect)
-    target = next(iter(loss.class_targets), None)
-    onehot = f"{c_name(target.name)}_index" if target is not None and form == "indices" else None
-    element_inputs = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
-    row_inputs = [i for i in loss.inputs if isinstance(i, Input) and i.per_row]
-    free = _free(statements)
+class _RowKernel:
+    """One row-wise kernel laid out: a prologue per row, passes over the row, a last pass writing outputs.
 
-    # Which values are per element (they vary along the row) and when row values are known:
-    # a reduction in pass p needs values of stage <= p and gives a value of stage p + 1.
-    element = set(element_inputs)
-    stage = {}
-    pass_of = {}
-    for s in statements:
-        level = max((stage.get(d, 0) for d in s.expr.free_symbols), default=0)
-        if s.reduction is not None:
-            pass_of[s.symbol] = level
-            stage[s.symbol] = level + 1
-        else:
-            stage[s.symbol] = level
-            if s.expr.free_symbols & element:
-                element.add(s.symbol)
-    element_statements = [s for s in statements if s.symbol in element and s.reduction is None]
-    row_statements = [s for s in statements if s.symbol not in element and s.reduction is None]
-    passes = max(pass_of.values(), default=-1) + 1
-    bytes_of = lambda symbols: SCALAR_BYTES * sum(1 for i in loss.inputs if i in symbols and (
-        not isinstance(i, ClassTarget) or form == "probabilities"))
-    element_read_bytes = 0
-    row_bytes = 0
-    read_in_loops = set()
-    read_at_target = set()
+    A value is per element (it varies along the row) or per row. A reduction
+    in pass ``p`` needs values of stage <= ``p`` and gives a value of stage
+    ``p + 1``; row values of a stage are computed after the pass that gives
+    it. The bytes each part moves are counted as it is laid out.
+    """
 
-    def loop_body(exprs, index="at"):
-        needed = _closure(element_statements, set().union(*(e.free_symbols for e in exprs)))
+    def __init__(self, loss, statements, dialect, form, direction, residuals):
+        self.loss, self.statements, self.form, self.direction = loss, statements, form, direction
+        self.residuals = residuals  # read per row by the backward, written per row by the forward
+        self.program = _Program(loss, dialect)
+        self.target = next(iter(loss.class_targets), None)
+        self.onehot = f"{c_name(self.target.name)}_index" if self.target is not None and form == "indices" else None
+        self.row_inputs = [i for i in loss.inputs if isinstance(i, Input) and i.per_row]
+        self.free = _free(statements)
+        self.element = set(i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row)
+        self.stage, self.pass_of = {}, {}
+        for s in statements:
+            level = max((self.stage.get(d, 0) for d in s.expr.free_symbols), default=0)
+            if s.reduction is not None:
+                self.pass_of[s.symbol] = level
+                self.stage[s.symbol] = level + 1
+            else:
+                self.stage[s.symbol] = level
+                if s.expr.free_symbols & self.element:
+                    self.element.add(s.symbol)
+        self.element_statements = [s for s in statements if s.symbol in self.element and s.reduction is None]
+        self.row_statements = [s for s in statements if s.symbol not in self.element and s.reduction is None]
+        self.passes = max(self.pass_of.values(), default=-1) + 1
+        gathers_at_index = any(s.reduction is not None and s.reduction.kind == "gather" for s in statements)
+        self.uses_target = self.onehot is not None and (self.target in self.free or gathers_at_index)
+        self.element_read_bytes = 0
+        self.row_bytes = 0
+        self.read_in_loops = set()
+        self.read_at_target = set()
+
+    def bytes_of(self, symbols):
+        return SCALAR_BYTES * sum(1 for i in self.loss.inputs if i in symbols and (
+            not isinstance(i, ClassTarget) or self.form == "probabilities"))
+
+    def loop_body(self, exprs, index="at"):
+        """``(reads, lines, symbols)`` of one element of the row: what ``exprs`` need of it."""
+        needed = _closure(self.element_statements, set().union(*(e.free_symbols for e in exprs)))
         symbols = set().union(*(e.free_symbols for e in exprs), *(s.expr.free_symbols for s in needed))
-        return program.element_reads(symbols, index, onehot), program.lines(needed), symbols
+        return self.program.element_reads(symbols, index, self.onehot), self.program.lines(needed), symbols
 
-    def row_lines(level):
-        return program.lines([s for s in row_statements if stage[s.symbol] == level])
+    def row_lines(self, level):
+        return self.program.lines([s for s in self.row_statements if self.stage[s.symbol] == level])
 
-    gathers_at_index = any(s.reduction is not None and s.reduction.kind == "gather" for s in statements)
-    uses_target = onehot is not None and (target in free or gathers_at_index)
-    prologue = program.param_reads(free)
-    if uses_target:
-        program.use(f"{c_name(target.name)}_in", f"input:{target.name}")
-        row_bytes += SCALAR_BYTES
-    for item in row_inputs:
-        if item in free:
-            name = c_name(item.name)
-            program.use(f"{name}_in", f"input:{item.name}")
-            prologue.append(f"const float {name} = static_cast<float>({name}_in[group]);")
-            row_bytes += SCALAR_BYTES
-    for symbol in residuals if direction == "backward" else []:
-        name = c_name(symbol.name)
-        program.use(f"{name}_in", f"residual:{symbol.name}")
-        prologue.append(f"const float {name} = static_cast<float>({name}_in[group]);")
-        row_bytes += SCALAR_BYTES
-    if direction == "backward":
-        program.use("cotangent_in", "cotangent")
-        prologue.append("const float cotangent = static_cast<float>(cotangent_in[group]);")
-        row_bytes += SCALAR_BYTES
-    prologue += row_lines(0)
+    def row_read(self, name, key):
+        """Read one value per row (a per-row input, a residual, the cotangent)."""
+        self.program.use(f"{name}_in", key)
+        self.row_bytes += SCALAR_BYTES
+        return f"const float {name} = static_cast<float>({name}_in[group]);"
 
-    stages = []
-    for number in range(passes):
-        reductions = [s for s in statements if s.reduction is not None and pass_of[s.symbol] == number]
-        accumulators, gathers = [], []
-        looped = []
+    def prologue(self):
+        """Once per row, before any pass: parameters, per-row values, row values of stage 0."""
+        lines = self.program.param_reads(self.free)
+        if self.uses_target:
+            self.program.use(f"{c_name(self.target.name)}_in", f"input:{self.target.name}")
+            self.row_bytes += SCALAR_BYTES
+        lines += [self.row_read(c_name(i.name), f"input:{i.name}") for i in self.row_inputs if i in self.free]
+        if self.direction == "backward":
+            lines += [self.row_read(c_name(s.name), f"residual:{s.name}") for s in self.residuals]
+            lines.append(self.row_read("cotangent", "cotangent"))
+        return lines + self.row_lines(0)
+
+    def pass_over_row(self, number):
+        """The reductions of pass ``number``: accumulators over the row and gathers at the target."""
+        reductions = [s for s in self.statements if s.reduction is not None and self.pass_of[s.symbol] == number]
+        accumulators, gathers, looped = [], [], []
         for s in reductions:
             kind = s.reduction.kind
-            if kind == "gather" and form == "indices":
-                if not (s.expr.free_symbols & element):
-                    # A row-level value is the same at every class.
-                    gathers.append({"symbol": c_name(s.name), "reads": [], "lines": [],
-                                    "value": program.printer.doprint(s.expr), "row_level": True})
-                    continue
-                reads, lines, symbols = loop_body([s.expr])
-                row_bytes += bytes_of(symbols)
-                read_at_target |= symbols
-                gathers.append({"symbol": c_name(s.name), "reads": reads, "lines": lines,
-                                "value": program.printer.doprint(s.expr), "row_level": False})
+            if kind == "gather" and self.form == "indices":
+                gathers.append(self.gather(s))
                 continue
-            expr = target * s.expr if kind == "gather" else s.expr
+            expr = self.target * s.expr if kind == "gather" else s.expr
             looped.append(expr)
             accumulators.append({
                 "symbol": c_name(s.name), "kind": "sum" if kind == "gather" else kind,
-                "value": program.printer.doprint(expr),
+                "value": self.program.printer.doprint(expr),
             })
-        reads, lines, symbols = loop_body(looped) if looped else ([], [], set())
-        element_read_bytes += bytes_of(symbols)
-        read_in_loops |= symbols
-        slot = 0
-        for a in accumulators:  # where each partial value waits in threadgroup memory
-            if a["kind"] == "logsumexp":
-                a["slots"] = [(slot, f"acc_{a['symbol']}_max", "-losscc_inf()"),
-                              (slot + 1, f"acc_{a['symbol']}_sum", "0.0f")]
-            else:
-                identity = "-losscc_inf()" if a["kind"] == "max" else "0.0f"
-                a["slots"] = [(slot, f"acc_{a['symbol']}", identity)]
-            slot += len(a["slots"])
-        stages.append({
+        reads, lines, symbols = self.loop_body(looped) if looped else ([], [], set())
+        self.element_read_bytes += self.bytes_of(symbols)
+        self.read_in_loops |= symbols
+        _assign_slots(accumulators)
+        return {
             "number": number, "accumulators": accumulators, "reads": reads, "lines": lines,
-            "gathers": gathers, "after": row_lines(number + 1),
-        })
+            "gathers": gathers, "after": self.row_lines(number + 1),
+        }
 
-    element_outputs = [s for s in statements if s.output and s.symbol in element]
-    row_outputs = [s for s in statements if s.output and s.symbol not in element]
-    outputs, element_writes, row_writes = [], [], []
-    final = None
-    if element_outputs:
-        reads, lines, symbols = loop_body([s.symbol for s in element_outputs])
-        element_read_bytes += bytes_of(symbols)
-        read_in_loops |= symbols
-        final = {"reads": reads, "lines": lines}
-    cast = "static_cast<T>" if direction == "backward" else ""
-    for s in element_outputs:
-        outputs.append((f"{c_name(s.name)}_out", f"grad:{s.name[len('grad_'):]}"))
-        element_writes.append((f"{c_name(s.name)}_out", f"{cast}({c_name(s.name)})"))
-    for s in row_outputs:
-        key = "loss" if s.name == "loss" else f"grad:{s.name[len('grad_'):]}"
-        outputs.append((f"{c_name(s.name)}_out", key))
-        row_writes.append((f"{c_name(s.name)}_out", f"{cast}({c_name(s.name)})"))
-    if direction == "forward":
-        for symbol in residuals:
+    def gather(self, statement):
+        """The value at the target's class: one element read, no pass over the row."""
+        value = self.program.printer.doprint(statement.expr)
+        if not (statement.expr.free_symbols & self.element):
+            # A row-level value is the same at every class.
+            return {"symbol": c_name(statement.name), "reads": [], "lines": [], "value": value, "row_level": True}
+        reads, lines, symbols = self.loop_body([statement.expr])
+        self.row_bytes += self.bytes_of(symbols)
+        self.read_at_target |= symbols
+        return {"symbol": c_name(statement.name), "reads": reads, "lines": lines, "value": value, "row_level": False}
+
+    def outputs(self):
+        """``(final, outputs, element_writes, row_writes)``: the last pass (if any element is written) and the writes.
+
+        The forward also writes its residuals, one value per row each.
+        """
+        element_outputs = [s for s in self.statements if s.output and s.symbol in self.element]
+        row_outputs = [s for s in self.statements if s.output and s.symbol not in self.element]
+        self.row_outputs = len(row_outputs)
+        outputs, element_writes, row_writes = [], [], []
+        final = None
+        if element_outputs:
+            reads, lines, symbols = self.loop_body([s.symbol for s in element_outputs])
+            self.element_read_bytes += self.bytes_of(symbols)
+            self.read_in_loops |= symbols
+            final = {"reads": reads, "lines": lines}
+        cast = "static_cast<T>" if self.direction == "backward" else ""
+        for s in element_outputs:
+            outputs.append((f"{c_name(s.name)}_out", f"grad:{s.name[len('grad_'):]}"))
+            element_writes.append((f"{c_name(s.name)}_out", f"{cast}({c_name(s.name)})"))
+        for s in row_outputs:
+            key = "loss" if s.name == "loss" else f"grad:{s.name[len('grad_'):]}"
+            outputs.append((f"{c_name(s.name)}_out", key))
+            row_writes.append((f"{c_name(s.name)}_out", f"{cast}({c_name(s.name)})"))
+        for symbol in self.residuals if self.direction == "forward" else []:
             name = c_name(symbol.name)
             outputs.append((f"{name}_out", f"residual:{symbol.name}"))
             row_writes.append((f"{name}_out", name))
-    program.use("meta", "meta")
+        return final, outputs, element_writes, row_writes
 
-    minimum_element = bytes_of(read_in_loops) + SCALAR_BYTES * len(element_writes)
-    # An array only read at the target class needs one element per row, no pass over the row.
-    least_row = bytes_of(read_at_target - read_in_loops) + SCALAR_BYTES * (
-        sum(1 for i in row_inputs if i in free) + (1 if uses_target else 0)
-        + (1 if direction == "backward" else 0) + len(row_outputs)
-    )
-    traffic = Traffic(
-        element_read_bytes + SCALAR_BYTES * len(element_writes), row_bytes + SCALAR_BYTES * len(row_writes),
-        minimum_element, least_row, passes + (1 if final else 0),
-    )
-    uses_row_length = ROW_LENGTH in free or any(a["kind"] == "mean" for st in stages for a in st["accumulators"])
+    def traffic(self, element_writes, row_writes, final):
+        """What the kernel moves against the least it could (call after ``outputs``)."""
+        minimum_element = self.bytes_of(self.read_in_loops) + SCALAR_BYTES * len(element_writes)
+        # An array only read at the target class needs one element per row, no pass over the row.
+        least_row = self.bytes_of(self.read_at_target - self.read_in_loops) + SCALAR_BYTES * (
+            sum(1 for i in self.row_inputs if i in self.free) + (1 if self.uses_target else 0)
+            + (1 if self.direction == "backward" else 0) + self.row_outputs
+        )
+        return Traffic(
+            self.element_read_bytes + SCALAR_BYTES * len(element_writes),
+            self.row_bytes + SCALAR_BYTES * len(row_writes),
+            minimum_element, least_row, self.passes + (1 if final else 0),
+        )
+
+
+def _assign_slots(accumulators):
+    """Where each accumulator's partial values wait in threadgroup memory (a logsumexp keeps a max and a sum)."""
+    slot = 0
+    for a in accumulators:
+        if a["kind"] == "logsumexp":
+            a["slots"] = [(slot, f"acc_{a['symbol']}_max", "-losscc_inf()"),
+                          (slot + 1, f"acc_{a['symbol']}_sum", "0.0f")]
+        else:
+            identity = "-losscc_inf()" if a["kind"] == "max" else "0.0f"
+            a["slots"] = [(slot, f"acc_{a['symbol']}", identity)]
+        slot += len(a["slots"])
+
+
+def _rowwise_kernel(loss, statements, dialect, form, direction, residuals):
+    """The template context of one row-wise kernel, its arguments and its traffic."""
+    kernel = _RowKernel(loss, statements, dialect, form, direction, residuals)
+    prologue = kernel.prologue()
+    stages = [kernel.pass_over_row(number) for number in range(kernel.passes)]
+    final, outputs, element_writes, row_writes = kernel.outputs()
+    kernel.program.use("meta", "meta")
+    target = kernel.target
     context = {
         "direction": direction,
         "prologue": prologue,
@@ -399,15 +418,16 @@ def _rowwise_kernel(loss, statements, dialect, form, direction, residuals):
         "element_writes": element_writes,
         "row_writes": row_writes,
         "target": {
-            "index": onehot, "buffer": f"{c_name(target.name)}_in",
+            "index": kernel.onehot, "buffer": f"{c_name(target.name)}_in",
             "ignore": target.ignore_index is not None,
-        } if uses_target else None,
-        "uses_row_length": uses_row_length,
+        } if kernel.uses_target else None,
+        "uses_row_length": ROW_LENGTH in kernel.free or any(
+            a["kind"] == "mean" for st in stages for a in st["accumulators"]),
         "loops": final is not None or any(st["accumulators"] for st in stages),
         "gathers_at_index": any(not g["row_level"] for st in stages for g in st["gathers"]),
         "slots": max([sum(len(a["slots"]) for a in st["accumulators"]) for st in stages], default=0),
     }
-    return context, program.arguments(), outputs, traffic
+    return context, kernel.program.arguments(), outputs, kernel.traffic(element_writes, row_writes, final)
 
 
 def _rowwise(loss, variant, dialect, form):
@@ -428,10 +448,14 @@ def _variant_forms(loss):
     return ["indices"] + (["probabilities"] if any(t.probabilities for t in loss.class_targets) else [])
 
 
-def kernels(loss, variants, templates):
-    """Every kernel of ``loss``: a :class:`VariantKernels` per variant and target form."""
-    env = _environment(templates)
-    header = headers(templates)
+def kernels(loss, variants):
+    """``derive(loss)``'s variants in, every kernel of ``loss`` out: a :class:`VariantKernels` per variant and target form.
+
+    Raises a :class:`SpecError` where the kernels cannot name the spec's values apart.
+    """
+    check_kernel_names(loss)
+    env = environment()
+    header = headers()
     result = []
     for variant in variants:
         for form in _variant_forms(loss):

@@ -1,7 +1,7 @@
 """The loss catalogue: what ``losscc list``, ``show`` and ``doc`` say about each loss.
 
-Everything here is read off the specs (``generator.load``), their derivation
-(``generator.derive``) and the docstring text (``generator.docs``), so the
+Everything here is read off the specs (``generator.spec.load``), their derivation
+(``generator.derive``) and the docstring text (``generator.describe``), so the
 catalogue covers whatever specs exist. ``build`` writes one Markdown page per
 loss (formula and gradient in LaTeX, parameters, a PNG plot of the loss and
 its gradient) and an index table; the plots evaluate the package rendered from
@@ -21,12 +21,14 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import docs, traffic
-from .derive import collect_terms, derive
-from .ir import COTANGENT, ElementwiseIR
-from .load import load_spec, spec_paths
-from .render import ROOT, render_package, write_package
-from .spec import ClassTarget
+from .. import describe
+from ..backends.gpu import traffic
+from ..derive import derive
+from ..ir import COTANGENT, ElementwiseIR
+from ..render import ROOT, render_package, write_package
+from ..spec.load import load_spec, spec_paths
+from ..spec.terms import collect_terms
+from ..spec.vocabulary import ClassTarget
 
 MARKER = "<!-- Loss catalogue built by `losscc doc` (make docs). Do not edit: it is rebuilt from specs/. -->"
 
@@ -46,7 +48,7 @@ def backends(loss):
 
 def inputs_text(loss):
     """The array arguments; [optional] ones (default None) in brackets."""
-    optional = {name for name, default in docs.signature(loss) if default == "None"}
+    optional = {name for name, default in describe.signature(loss) if default == "None"}
     arrays = list(loss.inputs) + ([loss.weights] if loss.weights is not None else [])
     names = [f"{a.name} (class)" if isinstance(a, ClassTarget) else a.name for a in arrays]
     return ", ".join(f"[{n}]" if a.name in optional else n for a, n in zip(arrays, names))
@@ -73,7 +75,7 @@ def summary(loss):
 
 
 def call_signature(loss):
-    args = ", ".join(name if default is None else f"{name}={default}" for name, default in docs.signature(loss))
+    args = ", ".join(name if default is None else f"{name}={default}" for name, default in describe.signature(loss))
     return f"{loss.name}({args})"
 
 
@@ -89,7 +91,7 @@ def mlx_twin(loss):
 def latex_lines(loss, variant):
     """The formula (named terms first) and derived gradient of one variant, one LaTeX equation a line."""
     definitions = [rf"{sp.latex(t)} = {sp.latex(t.definition)}" for t in collect_terms(loss.formula)]
-    return definitions + docs.formula_lines(loss, variant), docs.gradient_lines(loss, variant)
+    return definitions + describe.formula_lines(loss, variant), describe.gradient_lines(loss, variant)
 
 
 def pretty_lines(loss, variant, width=100):
@@ -141,7 +143,7 @@ def page(loss, variants, curve, out):
         facts.append(f"drop-in for `{twin}`")
     lines += [" · ".join(facts), ""]
     for variant in variants:
-        title = docs.variant_title(variant)
+        title = describe.variant_title(variant)
         suffix = f" ({title})" if title else ""
         formula, gradient = latex_lines(loss, variant)
         lines += [f"## Formula{suffix}", ""] + _math(formula)
@@ -149,7 +151,7 @@ def page(loss, variants, curve, out):
     if loss.kind == "rowwise":
         lines += [ROWWISE_NOTE, ""]
     lines += ["## Kinks", "", loss.kinks.strip() or "None: the loss is smooth where it is defined.", ""]
-    lines += ["## Arguments", ""] + [f"- {line}" for line in docs.argument_docs(loss)] + [""]
+    lines += ["## Arguments", ""] + [f"- {line}" for line in describe.argument_docs(loss)] + [""]
     held = "; ".join(curve.held)
     lines += ["## Plot", "", f"![{loss.name}: loss and gradient]({loss.name}.png)", ""]
     lines += [f"The loss (`reduction='none'`) and its gradient with respect to `{curve.wrt}`, "

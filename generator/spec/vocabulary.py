@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .ir import RESERVED_NAMES, TEMP_PREFIX
 from .functions import Select, log_sigmoid, logaddexp, logcosh, maximum, minimum, relu, sigmoid, softplus
 
 __all__ = [
@@ -40,6 +39,12 @@ REDUCTIONS = ("none", "mean", "sum")
 
 class SpecError(ValueError):
     """A spec that cannot be compiled; the loader prefixes the spec file."""
+
+
+# What the generated code names its own values: the IR's symbols (ir.COTANGENT, ir.ROW_LENGTH), the
+# public function's arguments and modules, and the temporaries t0, t1, ... of common subexpressions.
+RESERVED_NAMES = {"cotangent", "row_length", "loss", "output", "primals", "axis", "reduction", "mx", "math"}
+TEMP_PREFIX = "t"
 
 
 # Names the generated module uses for itself: a spec name equal to one would
@@ -328,6 +333,11 @@ class Gather(_RowReduction):
 ROW_REDUCTIONS = (RowSum, RowMean, RowMax, LogSumExp, Gather)
 
 
+def is_element_level(symbol):
+    """Whether ``symbol`` holds one value per element of a row (a class target or an Input not per_row)."""
+    return isinstance(symbol, ClassTarget) or (isinstance(symbol, Input) and not symbol.per_row)
+
+
 @dataclass
 class Loss:
     """One loss: its public signature and its math.
@@ -362,6 +372,12 @@ class Loss:
             raise SpecError(f"default reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
         self.reduction = str.__str__(self.reduction)
         self.broadcast = bool(self.broadcast)
+        self._check_shape()
+        self._check_declarations()
+        self._check_names()
+        self.formula = _formula(self.elementwise if self.row is None else self.row)
+
+    def _check_shape(self):
         if (self.elementwise is None) == (self.row is None):
             raise SpecError("give exactly one of elementwise= (per-element loss) or row= (row-wise loss)")
         if self.row is not None and (isinstance(self.axis, bool) or not isinstance(self.axis, int)):
@@ -370,6 +386,8 @@ class Loss:
             raise SpecError("axis= is only for row-wise losses")
         if self.axis is not None:
             self.axis = int.__int__(self.axis)
+
+    def _check_declarations(self):
         for what in ("inputs", "params"):
             if not isinstance(getattr(self, what), (list, tuple)):
                 raise SpecError(f"{what}= must be a list of declarations, got {getattr(self, what)!r}")
@@ -399,6 +417,9 @@ class Loss:
                 and target.ignore_index in self.params
             ):
                 raise SpecError(f"ignore_index of {target.name!r} must be an integer Param listed in params")
+
+    def _check_names(self):
+        """Declared once each, none the loss's own name or a name the generated code derives from another."""
         names = [d.name for d in self.declarations]
         derived = {f"{t.name}_{suffix}" for t in self.class_targets for suffix in ("index", "onehot")}
         derived |= {f"{p.name}_value" for p in self.params if isinstance(p, Param) and not p.integer}
@@ -409,15 +430,6 @@ class Loss:
                 raise SpecError(f"name {name!r} is reserved: it is the loss's own name (the generated function's)")
             if name in derived:
                 raise SpecError(f"name {name!r} has a form the generated code uses for its own variables")
-        formula = self.elementwise if self.row is None else self.row
-        if isinstance(formula, str):
-            raise SpecError("the formula must be a SymPy expression of the declarations, not a string")
-        try:
-            self.formula = sp.sympify(formula, strict=True)
-        except (sp.SympifyError, TypeError) as err:
-            raise SpecError(f"the formula is not a SymPy expression: {err}") from None
-        if not isinstance(self.formula, sp.Expr):
-            raise SpecError(f"the formula must be a numeric SymPy expression, got {type(self.formula).__name__}")
 
     @property
     def kind(self):
@@ -438,3 +450,16 @@ class Loss:
     @property
     def declarations(self):
         return list(self.inputs) + ([self.weights] if self.weights is not None else []) + list(self.params)
+
+
+def _formula(formula):
+    """The spec's formula as a numeric SymPy expression."""
+    if isinstance(formula, str):
+        raise SpecError("the formula must be a SymPy expression of the declarations, not a string")
+    try:
+        formula = sp.sympify(formula, strict=True)
+    except (sp.SympifyError, TypeError) as err:
+        raise SpecError(f"the formula is not a SymPy expression: {err}") from None
+    if not isinstance(formula, sp.Expr):
+        raise SpecError(f"the formula must be a numeric SymPy expression, got {type(formula).__name__}")
+    return formula

@@ -10,12 +10,9 @@ class indices, ``reduction='mean'`` and, for row-wise losses, rows of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from .derive import derive
-from .emit_kernels import kernels
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from ...derive import derive
+from .kernels import kernels
 
 ROW_LENGTH = 1024
 
@@ -37,7 +34,7 @@ class Figure:
 
 
 def figures_of(loss, built, row_length=ROW_LENGTH):
-    """Figures for already built kernels (``emit_kernels.kernels``) of ``loss``."""
+    """Figures for already built kernels (``kernels.kernels``) of ``loss``."""
     found = []
     for v in built:
         # A row-wise loss without class targets has only the "_indices" form: leave it out of the name.
@@ -49,7 +46,7 @@ def figures_of(loss, built, row_length=ROW_LENGTH):
 
 def figures(loss, row_length=ROW_LENGTH):
     """One :class:`Figure` per variant of ``loss`` (a loaded spec)."""
-    return figures_of(loss, kernels(loss, derive(loss), TEMPLATES), row_length)
+    return figures_of(loss, kernels(loss, derive(loss)), row_length)
 
 
 def summary(loss):

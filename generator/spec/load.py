@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .spec import Loss, SpecError
+from .vocabulary import Loss, SpecError
 
 
 class SpecFileError(Exception):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import jinja2
 
-from .load import SpecFileError, load_spec
-from .render import TEMPLATES
+from ..backends.source import TEMPLATES
+from ..spec.load import SpecFileError, load_spec
 
 KINDS = ("elementwise", "rowwise")
 

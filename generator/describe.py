@@ -8,7 +8,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .ir import COTANGENT, ElementwiseIR
-from .spec import ClassTarget, ClassWeights, Flag
+from .spec.vocabulary import ClassTarget, ClassWeights, Flag
 
 
 def signature(loss):

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from . import docs
-from .spec import ClassTarget, Input, Select, Term
+from .. import describe
+from ..spec.terms import expand_terms
+from ..spec.vocabulary import ClassTarget, Input, Select
 
 # An even number of points: no sample falls on 0 or on a one-decimal value, so
 # none sits exactly on a kink (a residual of 0, a tie with a fixed row value).
@@ -49,17 +50,10 @@ class Curve:
     held: list  # "name = value" for everything held fixed
 
 
-def _expand(expr):
-    """The formula with every named Term replaced by its definition."""
-    while terms := [s for s in expr.free_symbols if isinstance(s, Term)]:
-        expr = expr.xreplace({t: t.definition for t in terms})
-    return expr
-
-
 def _default_formula(loss):
     """The formula with flags at their defaults and terms expanded."""
     defaults = {f.name: f.default for f in loss.flags}
-    formula = _expand(loss.formula)
+    formula = expand_terms(loss.formula)
     return formula.replace(
         lambda e: isinstance(e, Select), lambda e: e.args[1] if defaults[e.args[0].name] else e.args[2]
     )
@@ -73,7 +67,7 @@ def _is_residual(formula, x, y):
 
 def _required(loss):
     """The array inputs a call must pass (optional ones, default None, are left out)."""
-    needed = {name for name, default in docs.signature(loss) if default is None}
+    needed = {name for name, default in describe.signature(loss) if default is None}
     return [i for i in loss.inputs if i.name in needed]
 
 

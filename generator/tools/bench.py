@@ -28,10 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .load import load_spec, spec_paths
-from .spec import ClassTarget, Input
-
-ROOT = Path(__file__).resolve().parent.parent
+from ..render import ROOT
+from ..spec.load import load_spec, spec_paths
+from ..spec.vocabulary import ClassTarget, Input
 RESULTS = ROOT / "bench" / "results"
 
 VARIANTS = ("generated", "eager", "compiled", "generated_compiled")
@@ -229,7 +228,7 @@ def time_generate(spec_dir):
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "generator.cli", "generate", "--specs", str(spec_dir), "--out",
+            [sys.executable, "-m", "generator", "generate", "--specs", str(spec_dir), "--out",
              str(Path(scratch) / "generated")],
             cwd=ROOT, check=True, capture_output=True,
         )

@@ -1,4 +1,4 @@
-"""The MLX backend: the context ``templates/mlx/loss.py.j2`` renders.
+"""The MLX path's programs: the forward and backward bodies of each variant, printed.
 
 Forward and backward bodies are printed from the scheduled IR; everything
 around them (checks, reduction, weights, ignored rows, custom_function
@@ -9,46 +9,14 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .derive import _expand_terms, _is_element_level, collect_terms, used_terms
-from .ir import COTANGENT, TEMP_PREFIX, ElementwiseIR, Reduction
-from .lower import ForwardValues, schedule, shared_calls
-from .printers.mlx import is_costly, logsumexp_parts, param_name, print_program
-from .spec import ClassTarget, Input
-
-
-def _definitions(expressions, terms):
-    return {t: t.definition for t in used_terms(expressions, terms)}
-
-
-def _lift_shared_calls(definitions, roots, backward, arrays, temps):
-    """``(definitions, lifted)``: the forward's with each costly call the backward makes too as a
-    statement of its own (a symbol from ``temps``), which the backward then reads (ForwardValues)."""
-    calls = shared_calls(roots + _expressions(definitions), backward, arrays)
-    lifted = {call: next(temps) for call in calls}
-    own = {symbol: call.xreplace({c: s for c, s in lifted.items() if c != call}) for call, symbol in lifted.items()}
-    return {**own, **{s: _replace(lifted, d) for s, d in definitions.items()}}, lifted
-
-
-def _expressions(definitions):
-    return [getattr(d, "argument", d) for d in definitions.values()]
-
-
-def _replace(replacements, definition):
-    """A definition (expression or row reduction) with ``replacements`` (a dict or ForwardValues) made."""
-    replace = replacements.replace if isinstance(replacements, ForwardValues) else lambda e: e.xreplace(replacements)
-    if isinstance(definition, Reduction):
-        return Reduction(definition.symbol, definition.kind, replace(definition.argument), definition.target)
-    return replace(definition)
-
-
-def _temps_after(values):
-    return sp.numbered_symbols(TEMP_PREFIX, start=values.next_temporary, real=True)
-
-
-def _residuals(forward, backward, values):
-    """The forward's costly values the backward reads, in the forward's order."""
-    read = set().union(set(), *(s.expr.free_symbols for s in backward))
-    return [s.name for s in forward if s.symbol in values.symbols and s.symbol in read]
+from ...ir import COTANGENT, ElementwiseIR, Reduction
+from ...lower.residuals import (
+    ForwardValues, definition_expressions, lift_shared_calls, read_residuals, replace_in, temporaries_after,
+)
+from ...lower.schedule import schedule
+from ...spec.terms import collect_terms, expand_terms, term_definitions
+from ...spec.vocabulary import TEMP_PREFIX, ClassTarget, Input, is_element_level
+from .printer import logsumexp_parts, param_name, print_program
 
 
 def _array_symbols(inputs, terms):
@@ -67,25 +35,35 @@ def _names(loss, target_form):
     return names
 
 
+def _programs(forward_definitions, loss, backward_definitions, outputs, arrays, values_of_arrays):
+    """``(forward, backward, residuals)``: both programs scheduled, the backward reading the forward's costly values.
+
+    ``arrays`` are the inputs; ``values_of_arrays`` every symbol holding an
+    array (terms and reductions computed from the inputs too).
+    """
+    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
+    forward_definitions, lifted = lift_shared_calls(
+        forward_definitions, [loss], definition_expressions(backward_definitions) + [e for _, e in outputs],
+        values_of_arrays, temps)
+    forward = schedule(forward_definitions, [("loss", loss.xreplace(lifted))], temps)
+    values = ForwardValues(forward, arrays)
+    outputs = [(name, values.replace(e)) for name, e in outputs]
+    backward_definitions = {s: replace_in(values, d) for s, d in backward_definitions.items() if s not in values.symbols}
+    backward = schedule(backward_definitions, outputs, temporaries_after(values), not_finite=values.not_finite)
+    return forward, backward, read_residuals(forward, backward, values)
+
+
 def elementwise_variant(loss, variant, printed_params):
+    """The template context of one elementwise variant: its printed forward and backward."""
     ir: ElementwiseIR = variant.ir
     terms = collect_terms(loss.formula)
     arrays = set(loss.inputs)
     like = loss.inputs[0].name
     aliased = {a.name for a in ir.aliases}
     gradients = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    forward_definitions = _definitions([ir.loss], terms)
-    backward_definitions = _definitions([e for _, e in gradients], terms)
-    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
-    forward_definitions, lifted = _lift_shared_calls(
-        forward_definitions, [ir.loss], [e for _, e in gradients] + list(backward_definitions.values()),
-        _array_symbols(arrays, terms), temps)
-    forward = schedule(forward_definitions, [("loss", ir.loss.xreplace(lifted))], temps)
-    values = ForwardValues(forward, arrays, is_costly)
-    gradients = [(name, values.replace(e)) for name, e in gradients]
-    definitions = {t: _replace(values, d) for t, d in backward_definitions.items() if t not in values.symbols}
-    backward = schedule(definitions, gradients, _temps_after(values), not_finite=values.not_finite)
-    residuals = _residuals(forward, backward, values)
+    forward, backward, residuals = _programs(
+        term_definitions([ir.loss], terms), ir.loss, term_definitions([e for _, e in gradients], terms), gradients,
+        arrays, _array_symbols(arrays, terms))
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
@@ -100,17 +78,53 @@ def elementwise_variant(loss, variant, printed_params):
 
 
 def rowwise_variant(loss, variant, target_form, printed_params):
+    """The template context of one row-wise variant, class targets given as ``target_form``."""
     ir = variant.ir
     terms = collect_terms(loss.formula)
-    names = _names(loss, target_form)
     arrays = set(loss.inputs)
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
     like = loss.inputs[0].name
-    targets = {t: target_form for t in loss.class_targets}
+    outputs, scatters = _gradient_outputs(loss, ir, target_form, like)
 
     forward_defs = {r.symbol: r for r in ir.forward_reductions}
-    forward_defs.update(_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
+    forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
+    softmax = _softmax_residuals(ir.forward_reductions)
+    outputs = [(n, e.subs(softmax)) for n, e in outputs]
+    backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(softmax), r.target)
+                     for r in ir.backward_reductions}
+    backward_defs.update({s: e.subs(softmax) for s, e in ir.adjoints})
+    backward_defs.update(term_definitions(definition_expressions(backward_defs) + [e for _, e in outputs], terms))
+    row_values = _array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
+    forward, backward, costly = _programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values)
 
+    saved = [r.symbol for r in ir.forward_reductions]
+    saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
+    element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
+    backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
+    names, targets = _names(loss, target_form), {t: target_form for t in loss.class_targets}
+    uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
+    return {
+        "suffix": variant.suffix + f"_{target_form}",
+        "flags": variant.flags,
+        "target_form": target_form,
+        "forward_lines": print_program(forward, names, arrays, element, targets, like,
+                                       printed_params=printed_params),
+        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like,
+                                        nan_guard=False, given=forward, printed_params=printed_params) + scatters,
+        "residuals": [s.name for s in saved if s in backward_free] + costly,
+        "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
+        "aliases": [],
+        "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
+        "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
+    }
+
+
+def _gradient_outputs(loss, ir, target_form, like):
+    """``(outputs, scatters)``: the backward's named results, and the lines that add class terms at the target.
+
+    With class indices a gradient term at the target's class is one value per
+    row (``grad_<input>_at_<target>``), added at one element of the row.
+    """
     outputs, scatters = [], []
     for name, gradient in ir.element_gradients.items():
         dense, at_class = _split_class_terms(gradient, loss.class_targets) if target_form == "indices" else (gradient, {})
@@ -124,45 +138,7 @@ def rowwise_variant(loss, variant, target_form, printed_params):
             else:
                 scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
-    softmax = _softmax_residuals(ir.forward_reductions)
-    outputs = [(n, e.subs(softmax)) for n, e in outputs]
-    backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(softmax), r.target)
-                     for r in ir.backward_reductions}
-    backward_defs.update({s: e.subs(softmax) for s, e in ir.adjoints})
-    backward_defs.update(_definitions(
-        [r.argument for r in backward_defs.values() if isinstance(r, Reduction)]
-        + [e for s, e in backward_defs.items() if not isinstance(e, Reduction)] + [e for _, e in outputs], terms
-    ))
-    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
-    row_values = _array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
-    forward_defs, lifted = _lift_shared_calls(forward_defs, [ir.loss], _expressions(backward_defs) + [
-        e for _, e in outputs], row_values, temps)
-    forward = schedule(forward_defs, [("loss", ir.loss.xreplace(lifted))], temps)
-    values = ForwardValues(forward, arrays, is_costly)
-    outputs = [(n, values.replace(e)) for n, e in outputs]
-    backward_defs = {s: _replace(values, d) for s, d in backward_defs.items() if s not in values.symbols}
-    backward = schedule(backward_defs, outputs, _temps_after(values), not_finite=values.not_finite)
-
-    saved = [r.symbol for r in ir.forward_reductions]
-    saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
-    element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
-    backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
-    residuals = [s.name for s in saved if s in backward_free] + _residuals(forward, backward, values)
-    uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
-    return {
-        "suffix": variant.suffix + f"_{target_form}",
-        "flags": variant.flags,
-        "target_form": target_form,
-        "forward_lines": print_program(forward, names, arrays, element, targets, like,
-                                       printed_params=printed_params),
-        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like,
-                                        nan_guard=False, given=forward, printed_params=printed_params) + scatters,
-        "residuals": residuals,
-        "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
-        "aliases": [],
-        "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
-        "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
-    }
+    return outputs, scatters
 
 
 def _softmax_residuals(forward_reductions):
@@ -192,8 +168,8 @@ def _split_class_terms(gradient, class_targets):
         if target not in gradient.free_symbols:
             continue
         coefficient = sp.diff(gradient, target)
-        expanded = _expand_terms(coefficient).free_symbols
-        if target in expanded or any(_is_element_level(s) for s in expanded):
+        expanded = expand_terms(coefficient).free_symbols
+        if target in expanded or any(is_element_level(s) for s in expanded):
             return gradient, {}
         at_class[target] = coefficient
     dense = gradient.subs({target: 0 for target in at_class})

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from ..ir import COTANGENT, ROW_LENGTH
+from ...ir import COTANGENT, ROW_LENGTH
+from ...spec.terms import collect_terms
+from ...spec.vocabulary import SpecError
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,16 @@ def c_name(name):
     """
     own = name.startswith(("losscc", "acc_")) or name.endswith(("_in", "_out", "_index", "_valid"))
     return f"{name}_" if name in _RESERVED or own else name
+
+
+def check_kernel_names(loss):
+    """Raise a :class:`SpecError` where two of ``loss``'s names are one kernel identifier ("value", "value_")."""
+    names = {d.name for d in loss.declarations} | {t.name for t in collect_terms(loss.formula)}
+    in_kernels = {}
+    for name in sorted(names):
+        other = in_kernels.setdefault(c_name(name), name)
+        if other != name:
+            raise SpecError(f"names {other!r} and {name!r} are the same identifier in the generated kernels")
 
 
 def float_literal(value):

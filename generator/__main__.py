@@ -1,0 +1,5 @@
+"""``python -m generator``: the ``losscc`` command line."""
+
+from .tools.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The MLX backend's module of one loss: ``<loss>.py`` in the package, rendered from ``templates/mlx/loss.py.j2``.
+
+The public function checks its arguments, picks the variant (flags, target
+form) and runs either the loss's kernels (on a GPU) or the MLX bodies that
+``programs`` prints, wired to MLX's transformations by ``mx.custom_function``.
+"""
+
+from __future__ import annotations
+
+from ... import describe
+from ...spec.vocabulary import ClassTarget, ClassWeights, Flag, Input
+from ..source import docstring, header
+from .programs import context
+
+
+def _describe(loss, variants):
+    """The docstring of the public function: the spec's doc, math, args."""
+    parts = [loss.doc.strip() or f"The {loss.name} loss.", ""]
+    for variant in variants:
+        title = describe.variant_title(variant)
+        parts.append(f"Loss{f' ({title})' if title else ''}:")
+        parts += ["", ".. math::", ""] + [f"    {line}" for line in describe.formula_lines(loss, variant)] + [""]
+        parts.append("Gradient (derived symbolically, per unit cotangent):")
+        parts += ["", ".. math::", ""] + [f"    {line}" for line in describe.gradient_lines(loss, variant)] + [""]
+    if loss.kinks:
+        parts += ["Kinks: " + loss.kinks.strip(), ""]
+    parts.append("Args:")
+    parts += [f"    {line}" for line in describe.argument_docs(loss)]
+    parts += ["", "Returns:", "    array: The computed loss."]
+    return "\n".join(parts)
+
+
+def _checks(loss):
+    """The argument checks at the top of the public function.
+
+    Every name printed here is a checked identifier (generator.spec), every
+    number a plain int or float; the messages live in the runtime.
+    """
+    first = loss.inputs[0].name
+    lines = _array_checks(loss) + ["rt.check_reduction(reduction)"] + _param_checks(loss) + _shape_checks(loss)
+    loss_shape = f"rt.drop_axis({first}.shape, axis)" if loss.kind == "rowwise" else f"{first}.shape"
+    for item in loss.inputs:
+        if isinstance(item, Input) and item.per_row:
+            lines.append(f'rt.check_shape("{item.name}", {item.name}, {loss_shape})')
+    lines += _target_checks(loss, loss_shape)
+    if loss.weights is not None:
+        w = loss.weights.name
+        lines += [f"if {w} is not None:", f'    {w} = rt.check_weights({w}, {loss_shape}, "{w}")']
+    return lines
+
+
+def _array_checks(loss):
+    lines = []
+    for item in loss.inputs:
+        if isinstance(item, (ClassTarget, ClassWeights)):
+            continue
+        # Only the first input must be floating point; targets may be integers (as in MLX).
+        floating = "True" if item is loss.inputs[0] else "False"
+        lines.append(f'{item.name} = rt.check_array("{item.name}", {item.name}, floating={floating})')
+    return lines
+
+
+def _param_checks(loss):
+    lines = []
+    for p in loss.params:
+        if isinstance(p, Flag):
+            lines.append(f'rt.check_flag("{p.name}", {p.name})')
+        else:
+            r = p.range
+            check = (
+                f'rt.check_param("{p.name}", {p.name}, {_bound(r.low)}, {_bound(r.high)}, '
+                f"{r.low_open}, {r.high_open}, {p.integer})"
+            )
+            assign = f"{p.name} = {check}"
+            lines += [f"if {p.name} is not None:", f"    {assign}"] if p.optional else [assign]
+    return lines
+
+
+def _shape_checks(loss):
+    """Element inputs broadcast (or checked equal), then the axis, then class weights laid along it."""
+    first = loss.inputs[0].name
+    lines = []
+    element = [i.name for i in loss.inputs if isinstance(i, Input) and not i.per_row and not isinstance(i, ClassWeights)]
+    if len(element) > 1:
+        named = ", ".join(f'("{n}", {n})' for n in element)
+        if loss.broadcast:
+            lines.append(f"{', '.join(element)} = rt.broadcast({named})")
+        else:
+            lines.append(f"rt.check_same_shapes({named})")
+    if loss.kind == "rowwise":
+        # After broadcasting: the axis counts in the broadcast shape, as in MLX.
+        lines.append(f'axis = rt.check_axis(axis, "{first}", {first}.ndim)')
+    class_axis = "axis" if loss.kind == "rowwise" else "-1"
+    for item in loss.inputs:
+        if isinstance(item, ClassWeights):
+            lines.append(f'{item.name} = rt.class_weights("{item.name}", {item.name}, {first}, {class_axis})')
+    return lines
+
+
+def _target_checks(loss, loss_shape):
+    """Class targets: indices of the loss's shape, or (where allowed) probabilities of the input's."""
+    first = loss.inputs[0].name
+    lines = ['form = "indices"'] if loss.kind == "rowwise" else []
+    for target in loss.class_targets:
+        t = target.name
+        indices = f'{t} = rt.check_indices("{t}", {t}, "{first}", {first}, {loss_shape}, {target.probabilities})'
+        if target.probabilities:
+            lines += [
+                f'{t} = rt.check_array("{t}", {t})',
+                f"if {t}.ndim == {first}.ndim:",
+                f'    {t} = rt.check_array("{t}", {t}, floating=True)',
+                f'    rt.check_same_shapes(("{t}", {t}), ("{first}", {first}))',
+                '    form = "probabilities"',
+                "else:",
+                f"    {indices}",
+            ]
+        else:
+            lines.append(indices)
+    return lines
+
+
+def _bound(value):
+    return {float("inf"): "math.inf", float("-inf"): "-math.inf"}.get(value, repr(value))
+
+
+def _variant_expr(loss):
+    parts = [f'("_{f.name}" if {f.name} else "_no_{f.name}")' for f in loss.flags]
+    if loss.kind == "rowwise":
+        parts.append('"_" + form')
+    return " + ".join(parts) if parts else '""'
+
+
+def module_path(name):
+    """Where the MLX module of the loss ``name`` lies in the package."""
+    return f"{name}.py"
+
+
+def render(env, loss, variants):
+    """The source of the package's ``<loss>.py``: the public function, its checks and the MLX path.
+
+    ``variants`` are ``derive(loss)``'s; the module dispatches to the loss's
+    kernels (``kernels/<loss>.py``) on a GPU and runs the printed MLX bodies elsewhere.
+    """
+    ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
+    signature = ", ".join(n if d is None else f"{n}={d}" for n, d in describe.signature(loss))
+    return env.get_template("mlx/loss.py.j2").render(
+        name=loss.name,
+        header=header(loss.source),
+        docstring=docstring(f"{loss.name}: generated from {loss.source}.\n\n{loss.doc.strip()}"),
+        public_docstring=docstring(_describe(loss, variants), indent="    "),
+        signature=signature,
+        rowwise=loss.kind == "rowwise",
+        inputs=[i.name for i in loss.inputs],
+        params=[p.name for p in loss.params],
+        # optional params (an ignore_index) are not in the formula: the compiled bodies never see them
+        numeric_params=[p.name for p in loss.numeric_params if not p.optional],
+        # the kernels read every numeric parameter by its position, an optional one too (None reads 0)
+        kernel_params=[p.name for p in loss.numeric_params],
+        # the kernels read every array element by element: class weights are broadcast to the first input
+        kernel_inputs=[
+            f"mx.broadcast_to({i.name}, {loss.inputs[0].name}.shape)" if isinstance(i, ClassWeights) else i.name
+            for i in loss.inputs
+        ],
+        has_weights=loss.weights is not None,
+        weights_name=loss.weights.name if loss.weights is not None else None,  # the public name; the core says weights
+        ignore={"target": ignore.name, "param": ignore.ignore_index.name} if ignore else None,
+        checks=_checks(loss),
+        variant_expr=_variant_expr(loss),
+        **context(loss, variants),
+    )
+
+
+def package_files(env, names):
+    """The files the MLX backend adds to the package once: its runtime and ``__init__.py`` importing ``names``."""
+    return {
+        "_runtime.py": env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2")),
+        "__init__.py": env.get_template("mlx/__init__.py.j2").render(header=header("specs/"), names=names),
+    }

@@ -1,0 +1,126 @@
+"""Residuals: which costly values the backward reads from the forward instead of computing again.
+
+Under ``mx.grad`` MLX runs the generated bodies op by op, so a value the
+forward and the backward share (an ``exp``, a ``log``, a root, a selection)
+would be paid twice. The forward computes each shared costly call as a
+statement of its own and the backward reads it (a residual, held from the
+forward to the backward); cheap values (``x - y``) are computed again.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..ir import Reduction
+from ..spec.functions import STABLE_FUNCTIONS
+from ..spec.vocabulary import TEMP_PREFIX
+from .rewrite import extremum, finite_symbols
+from .schedule import is_temporary
+
+
+def shared_calls(forward, backward, arrays):
+    """The costly calls on arrays (exp, log, roots, the stable functions) in both expression lists.
+
+    The forward computes each as a statement of its own, which the backward
+    then reads (see ForwardValues) instead of calling it again.
+    """
+    def calls(expressions):
+        return {node for expr in expressions for node in sp.preorder_traversal(expr)
+                if _is_costly_call(node) and node.free_symbols & arrays}
+    return sorted(calls(forward) & calls(backward), key=sp.default_sort_key)
+
+
+def _is_costly_call(node):
+    return isinstance(node, (sp.exp, sp.log, sp.tanh, sp.erf, *STABLE_FUNCTIONS)) or (
+        isinstance(node, sp.Pow) and not node.exp.is_Integer)
+
+
+def is_costly(expr, conditions, arrays):
+    """Whether ``expr`` prints to an operation far dearer than a pass of arithmetic.
+
+    On a CPU an ``exp`` costs about fifty multiplies and a ``where`` fifteen:
+    a function (exp, log, the stable functions), a root or other non-integer
+    power, a selection on arrays that is not a maximum or a minimum.
+    """
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Piecewise):
+            on_arrays = any(c.free_symbols & arrays for _, c in node.args)
+            if on_arrays and extremum(node, conditions) is None:
+                return True
+        elif isinstance(node, sp.Function) and not isinstance(node, (sp.Abs, sp.sign, sp.Max, sp.Min)):
+            return True
+        elif isinstance(node, sp.Pow) and not node.exp.is_Integer:
+            return True
+    return False
+
+
+class ForwardValues:
+    """The costly array values a forward program computes, for the backward to read.
+
+    Each residual is an array held from the forward to the backward, so only
+    values that ``costly(expr, conditions, arrays)`` judges dear are kept.
+    """
+
+    def __init__(self, forward, arrays, costly=is_costly):
+        is_array, expanded, self.by_value = set(arrays), {}, {}
+        conditions = {s.symbol: s.expr for s in forward if isinstance(s.expr, sp.core.relational.Relational)}
+        self.named = set()
+        for statement in forward:
+            value = statement.expr.xreplace(expanded)
+            if statement.reduction is not None or statement.expr.free_symbols & is_array:
+                is_array.add(statement.symbol)
+            if is_temporary(statement.symbol):
+                expanded[statement.symbol] = value
+            if statement.output or statement.symbol not in is_array or statement.reduction is not None:
+                continue
+            if costly(statement.expr, conditions, is_array):
+                if is_temporary(statement.symbol):
+                    self.by_value[value] = statement.symbol
+                else:
+                    self.named.add(statement.symbol)
+        free = set().union(set(), *(s.expr.free_symbols for s in forward)) - {s.symbol for s in forward}
+        definitions = {s.symbol: s.reduction or s.expr for s in forward}
+        self.not_finite = set(definitions) - finite_symbols(definitions, free)
+        self.next_temporary = 1 + max((int(s.symbol.name[len(TEMP_PREFIX):]) for s in forward
+                                       if is_temporary(s.symbol)), default=-1)
+
+    @property
+    def symbols(self):
+        return set(self.by_value.values()) | self.named
+
+    def replace(self, expr):
+        """``expr`` reading every costly value the forward has."""
+        return expr.xreplace(self.by_value)
+
+
+def lift_shared_calls(definitions, roots, backward, arrays, temps):
+    """``(definitions, lifted)``: the forward's with each costly call the backward makes too as a
+    statement of its own (a symbol from ``temps``), which the backward then reads (ForwardValues)."""
+    calls = shared_calls(roots + definition_expressions(definitions), backward, arrays)
+    lifted = {call: next(temps) for call in calls}
+    own = {symbol: call.xreplace({c: s for c, s in lifted.items() if c != call}) for call, symbol in lifted.items()}
+    return {**own, **{s: replace_in(lifted, d) for s, d in definitions.items()}}, lifted
+
+
+def definition_expressions(definitions):
+    """The expressions of ``definitions``: a reduction's argument, else the value."""
+    return [getattr(d, "argument", d) for d in definitions.values()]
+
+
+def replace_in(replacements, definition):
+    """A definition (expression or row reduction) with ``replacements`` (a dict or ForwardValues) made."""
+    replace = replacements.replace if isinstance(replacements, ForwardValues) else lambda e: e.xreplace(replacements)
+    if isinstance(definition, Reduction):
+        return Reduction(definition.symbol, definition.kind, replace(definition.argument), definition.target)
+    return replace(definition)
+
+
+def temporaries_after(values):
+    """Fresh temporaries numbered after the forward's (the backward reads both)."""
+    return sp.numbered_symbols(TEMP_PREFIX, start=values.next_temporary, real=True)
+
+
+def read_residuals(forward, backward, values):
+    """The forward's costly values the backward reads, in the forward's order."""
+    read = set().union(set(), *(s.expr.free_symbols for s in backward))
+    return [s.name for s in forward if s.symbol in values.symbols and s.symbol in read]
