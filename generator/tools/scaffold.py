@@ -33,7 +33,7 @@ def template(name, kind="elementwise"):
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
-    return env.get_template(f"spec/{kind}.py.j2").render(name=name)
+    return env.get_template(f"scaffold/{kind}.py.j2").render(name=name)
 
 
 def write_spec(spec_dir, name, kind="elementwise"):

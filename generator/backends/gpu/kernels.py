@@ -3,8 +3,8 @@
 Each variant of a loss (flags, target form) gets a forward and a backward
 kernel. The statements are the ones ``lower.schedule`` gives the MLX printer;
 here the C printer prints them once per backend and the templates in
-``templates/gpu/`` lay them out, spelled by ``templates/<backend>/dialect.j2``
-and preceded by ``templates/<backend>/header.j2`` (the ``losscc_*`` helpers).
+``templates/gpu/`` lay them out, spelled by ``templates/gpu/<language>/dialect.j2``
+and preceded by ``templates/gpu/<language>/header.j2`` (the ``losscc_*`` helpers).
 
 * Elementwise: one thread per element. The forward kernel writes the loss of
   each element, or (``mean``/``sum``) each threadgroup writes the sum of its
@@ -82,7 +82,7 @@ class VariantKernels:
 def headers():
     """The helper header of each backend (prepended to every kernel)."""
     env = environment()
-    return {backend: env.get_template(f"{backend}/header.j2").render() for backend in BACKENDS}
+    return {backend: env.get_template(f"gpu/{backend}/header.j2").render() for backend in BACKENDS}
 
 
 def _free(statements):
@@ -474,7 +474,7 @@ def kernels(loss, variants):
                     template, context, inputs, outputs, traffic = per_backend[backend][index]
                     title = f"{loss.name}{shown} {direction} ({loss.source})"
                     sources[backend] = env.get_template(f"gpu/{template}").render(
-                        dialect=f"{backend}/dialect.j2", title=title, **context,
+                        dialect=f"gpu/{backend}/dialect.j2", title=title, **context,
                     )
                 digest = hashlib.sha256(
                     "\0".join(header[b] + sources[b] for b in BACKENDS).encode()

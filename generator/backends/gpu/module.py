@@ -34,7 +34,7 @@ def render(env, loss, variants):
         *[f"    {figure}" for figure in traffic.figures_of(loss, built)],
     ])
     ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
-    return env.get_template("mlx/kernels.py.j2").render(
+    return env.get_template("gpu/kernels.py.j2").render(
         header=header(loss.source),
         docstring=docstring(text),
         name=loss.name,
@@ -54,8 +54,8 @@ def package_files(env, names):
     gpu_headers = headers()
     return {
         "kernels/__init__.py": header("specs/") + '\n"""The Metal and CUDA kernels of each loss."""\n',
-        "_gpu.py": env.get_template("mlx/_gpu.py.j2").render(
-            header=header("templates/mlx/_gpu.py.j2"),
+        "_gpu.py": env.get_template("gpu/_gpu.py.j2").render(
+            header=header("templates/gpu/_gpu.py.j2"),
             metal_header=gpu_headers["metal"],
             cuda_header=gpu_headers["cuda"],
             element_threads=ELEMENT_THREADS,

@@ -6,7 +6,7 @@ functions. Every value is a ``float`` (inputs are read with
 every literal carries an ``f`` suffix (Metal has no ``double``, and a double
 literal would silently promote CUDA arithmetic), and the stable functions
 (sigmoid, softplus, logcosh, log1p, ...) call the ``losscc_*`` helpers of the
-kernel header (``templates/<backend>/header.j2``).
+kernel header (``templates/gpu/<language>/header.j2``).
 """
 
 from __future__ import annotations
