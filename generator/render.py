@@ -23,7 +23,6 @@ from .derive import derive
 from .spec.load import SpecFileError, check_spec_names, load_spec, spec_paths
 from .spec.vocabulary import SpecError
 
-ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = (mlx, gpu)  # each renders one module per loss and adds its shared files to the package
 
 
@@ -52,7 +51,7 @@ def _render_checked(env, loss):
     return files
 
 
-def render_package(spec_dir, root=ROOT, *, reuse=None, progress=None):
+def render_package(spec_dir, *, reuse=None, progress=None):
     """The specs in ``spec_dir`` in, every file of their package out, as {relative path: text}.
 
     ``reuse`` maps loss names to their files ({path: text}, see loss_files) taken
@@ -69,7 +68,7 @@ def render_package(spec_dir, root=ROOT, *, reuse=None, progress=None):
         if name in reuse:
             files.update(reuse[name])
         else:
-            files.update(_render_checked(env, load_spec(path, root)))
+            files.update(_render_checked(env, load_spec(path)))
         names.append(name)
         if progress is not None:
             progress(name)

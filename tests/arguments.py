@@ -26,12 +26,12 @@ import mpmath
 import numpy as np
 
 import generated
-from generator.spec.load import load_specs
 from generator.spec import ClassTarget, ClassWeights, Input
+from generator.spec.load import load_specs
 from tests import oracle
 
 ROOT = Path(__file__).resolve().parent.parent
-LOSSES = {loss.name: loss for loss in load_specs(ROOT / "specs", ROOT)}
+LOSSES = {loss.name: loss for loss in load_specs(ROOT / "specs")}
 MLX_LOSSES = sorted(name for name in LOSSES if hasattr(mlx_losses, name))
 HALF = (mx.float16, mx.bfloat16)
 FLOAT32_MAX = float(np.finfo(np.float32).max)

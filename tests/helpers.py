@@ -9,6 +9,8 @@ from pathlib import Path
 
 from generator.render import render_package, write_package
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+
 
 def build_package(tmp_path: Path, specs: dict):
     """Write ``specs`` ({loss name: source}) to tmp_path/specs, generate, import the package."""

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from generator.render import render_package
+from generator.spec.load import load_spec, spec_paths
 from generator.tools import catalog, plots
 from generator.tools.catalog import imported_package
-from generator.spec.load import load_spec, spec_paths
-from generator.render import ROOT, render_package
-from tests.helpers import build_package
+from tests.helpers import ROOT, build_package
 
 SPECS = ROOT / "specs"
 NAMES = [path.stem for path in spec_paths(SPECS)]
@@ -33,7 +33,7 @@ def package():
 
 
 def curve_of(name, package):
-    return plots.curve(load_spec(SPECS / f"{name}.py", ROOT), getattr(package, name))
+    return plots.curve(load_spec(SPECS / f"{name}.py"), getattr(package, name))
 
 
 # ---------------------------------------------------------------- files
@@ -50,7 +50,7 @@ def test_the_index_names_every_loss_once(built):
 def test_every_loss_has_a_page_with_formula_gradient_and_plot(built, name):
     out, _ = built
     text = (out / f"{name}.md").read_text()
-    loss = load_spec(SPECS / f"{name}.py", ROOT)
+    loss = load_spec(SPECS / f"{name}.py")
     assert f"# {name}\n" in text
     assert text.count("```math") >= 2  # at least the loss and one gradient
     assert "## Formula" in text and "## Gradient" in text and "## Kinks" in text
@@ -72,7 +72,7 @@ def test_page_links_point_at_existing_files(built):
 
 def test_pages_inside_the_repository_link_relatively():
     out = ROOT / "docs" / "catalog"
-    assert catalog._link("specs/huber_loss.py", out) == "../../specs/huber_loss.py"
+    assert catalog._link(ROOT / "specs" / "huber_loss.py", out) == "../../specs/huber_loss.py"
 
 
 def test_a_page_carries_the_spec_s_words(built):

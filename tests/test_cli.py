@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from generator.tools.cli import main
 from generator.spec.load import spec_paths
-from generator.render import ROOT
+from generator.tools.cli import main
+from tests.helpers import ROOT
 
 SPECS = ROOT / "specs"
 COMMANDS = ("new", "generate", "check", "list", "show", "doc")

@@ -12,8 +12,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from generator.spec.load import load_spec
 from generator.render import differences, render_package
+from generator.spec.load import load_spec
 from tests import oracle
 from tests.helpers import build_package
 

@@ -22,12 +22,12 @@ import sympy as sp
 import generated
 from generated import _gpu
 from generator.backends.gpu import traffic
-from generator.spec import functions
-from generator.spec.validate import ALLOWED_FUNCTIONS
-from generator.spec.load import load_spec, spec_paths
 from generator.backends.gpu import printer as c_printer
-from generator.render import ROOT
+from generator.spec import functions
+from generator.spec.load import load_spec, spec_paths
+from generator.spec.validate import ALLOWED_FUNCTIONS
 from generator.spec.vocabulary import ROW_REDUCTIONS
+from tests.helpers import ROOT
 from tests.metal_shim import checks, harness
 
 CASES = checks.cases()
@@ -259,7 +259,7 @@ SECOND_PASS = {
 
 @pytest.mark.parametrize("path", spec_paths(ROOT / "specs"), ids=lambda p: p.stem)
 def test_every_loss_moves_the_minimum_bytes(path):
-    figures = traffic.figures(load_spec(path, ROOT))
+    figures = traffic.figures(load_spec(path))
     if path.stem in SECOND_PASS:
         found = [(f.variant, f.forward, f.forward_passes, f.backward, f.backward_passes) for f in figures]
         assert found == [(v, pytest.approx(fw, abs=0.01), fp, pytest.approx(bw, abs=0.01), bp)
@@ -271,7 +271,7 @@ def test_every_loss_moves_the_minimum_bytes(path):
 
 
 def test_the_traffic_figure_counts_extra_passes():
-    variance = load_spec(checks.VOCABULARY_SPECS / "row_variance.py", ROOT)
+    variance = load_spec(checks.VOCABULARY_SPECS / "row_variance.py")
     figure, = traffic.figures(variance)
     # mean(x), then mean((x - mean(x))^2): x is read twice; the backward adds one reduction pass
     assert figure.forward_passes == 2 and figure.forward == pytest.approx(2.0, abs=0.01)

@@ -15,12 +15,12 @@ import sympy as sp
 
 import mlx.core as mx
 from generated import _runtime as rt
-from generator.spec.functions import maximum, relu
-from generator.ir import COTANGENT
-from generator.lower.schedule import schedule
 from generator.backends.mlx.printer import print_program
+from generator.ir import COTANGENT
 from generator.lower.rewrite import cheaper, extremum
+from generator.lower.schedule import schedule
 from generator.spec import Param
+from generator.spec.functions import maximum, relu
 
 RNG = np.random.default_rng(7)
 GENERATED = Path(__file__).resolve().parent.parent / "generated"

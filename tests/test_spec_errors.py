@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from generator.spec.terms import collect_terms
-from generator.spec.load import SpecFileError, load_specs
-from generator.render import render_package, write_package
 from generator.backends.gpu.printer import _RESERVED as KERNEL_NAMES
 from generator.backends.gpu.printer import c_name
+from generator.render import render_package, write_package
+from generator.spec.load import SpecFileError, load_specs
+from generator.spec.terms import collect_terms
 from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES
 from tests.helpers import build_package
 
@@ -300,7 +300,7 @@ def test_values_whose_repr_is_code_are_printed_as_plain_values(tmp_path):
 
 def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
     """A new local in the template that a spec could also declare would be shadowed silently."""
-    losses = load_specs(ROOT / "specs", ROOT)
+    losses = load_specs(ROOT / "specs")
     for loss in losses:
         tree = ast.parse((ROOT / "generated" / f"{loss.name}.py").read_text())
         ours = {d.name for d in loss.declarations} | {t.name for t in collect_terms(loss.formula)} | {loss.name}
@@ -326,7 +326,7 @@ def test_every_name_the_generated_kernels_use_is_the_specs_or_reserved():
     import re
 
     own_forms = re.compile(r"losscc_\w*|acc_\w*|\w+_(in|out|index|valid)")
-    for loss in load_specs(ROOT / "specs", ROOT):
+    for loss in load_specs(ROOT / "specs"):
         module = ROOT / "generated" / "kernels" / f"{loss.name}.py"
         if not module.exists():
             pytest.skip("no generated kernels")

@@ -34,8 +34,8 @@ def header(loss_source):
     """The comment every generated file starts with (``write_package`` replaces only files that start so)."""
     source = loss_source if loss_source.isprintable() else ascii(loss_source)  # a comment is one line
     return (
-        f"{GENERATED_MARK} from {source}. Do not edit: change the spec and run `make generate`.\n"
-        "# `make check` fails when this file differs from what the spec produces."
+        f"{GENERATED_MARK} from {source}. Do not edit: change the spec and run `losscc generate`.\n"
+        "# `losscc check` fails when this file differs from what the spec produces."
     )
 
 

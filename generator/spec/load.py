@@ -1,7 +1,7 @@
 """Loading spec files: run each one, take its ``spec``, check it.
 
 Every problem is reported as a :class:`SpecFileError` naming the file, so
-``make generate`` prints one readable line instead of a traceback.
+``losscc generate`` prints one readable line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -61,10 +61,15 @@ def _line_in(path, error):
     return f"line {frame.lineno}: " if frame else ""
 
 
-def load_spec(path, root=None):
-    """Execute one spec file and return its validated :class:`Loss`."""
+def load_spec(path):
+    """Execute one spec file and return its validated :class:`Loss`.
+
+    Its ``source``, which errors and the generated files' headers name, is
+    the spec folder's name and the file's (``specs/<loss>.py``): the same
+    wherever the project lies, so generation does not depend on it.
+    """
     path = Path(path)
-    shown = path.relative_to(root) if root and path.is_relative_to(root) else path
+    shown = Path(path.resolve().parent.name, path.name)
     if not str(shown).isprintable():
         # The path is printed into the generated files' headers.
         raise SpecFileError(ascii(str(shown)), "the spec's path holds unprintable characters")
@@ -93,8 +98,8 @@ def load_spec(path, root=None):
     return loss
 
 
-def load_specs(spec_dir, root=None):
+def load_specs(spec_dir):
     """The validated losses of every spec in ``spec_dir``."""
     paths = spec_paths(spec_dir)
     check_spec_names(spec_dir, paths)
-    return [load_spec(path, root) for path in paths]
+    return [load_spec(path) for path in paths]

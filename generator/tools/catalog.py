@@ -25,7 +25,7 @@ from .. import describe
 from ..backends.gpu import traffic
 from ..derive import derive
 from ..ir import COTANGENT, ElementwiseIR
-from ..render import ROOT, render_package, write_package
+from ..render import render_package, write_package
 from ..spec.load import load_spec, spec_paths
 from ..spec.terms import collect_terms
 from ..spec.vocabulary import ClassTarget
@@ -123,20 +123,18 @@ def _math(lines):
 
 
 def _link(path, out):
-    """A link from the catalogue folder to ``path`` (relative inside the repository)."""
-    path = Path(ROOT, path)
-    if out.is_relative_to(ROOT) and path.is_relative_to(ROOT):
-        return Path(os.path.relpath(path, out)).as_posix()
-    return path.as_posix()
+    """A link from the catalogue folder ``out`` to the file ``path``, relative (the project moves as one)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
 
 
-def page(loss, variants, curve, out):
-    """The Markdown page of one loss."""
+def page(loss, variants, curve, out, spec_dir):
+    """The Markdown page of one loss (its spec in ``spec_dir``)."""
     lines = [MARKER, "", f"# {loss.name}", "", loss.doc.strip(), ""]
     lines += [f"```python\n{call_signature(loss)}\n```", ""]
-    facts = [f"**{loss.kind}** loss", f"spec [`{loss.source}`]({_link(loss.source, out)})"]
-    if Path(ROOT, loss.source).parent == ROOT / "specs":  # the project's own specs compile to generated/
-        facts.append(f"generated [`generated/{loss.name}.py`]({_link(f'generated/{loss.name}.py', out)})")
+    facts = [f"**{loss.kind}** loss", f"spec [`{loss.source}`]({_link(Path(spec_dir, f'{loss.name}.py'), out)})"]
+    module = Path(spec_dir).resolve().parent / "generated" / f"{loss.name}.py"  # where `losscc generate` puts it
+    if module.is_file():
+        facts.append(f"generated [`generated/{loss.name}.py`]({_link(module, out)})")
     facts.append("backends: " + ", ".join(backends(loss)))
     twin = mlx_twin(loss)
     if twin:
@@ -237,7 +235,7 @@ def build(spec_dir, out, progress=None):
     out = Path(out).resolve()
     _check_replaceable(out)
     step = progress or (lambda _: None)
-    losses = [load_spec(path, ROOT) for path in spec_paths(spec_dir)]
+    losses = [load_spec(path) for path in spec_paths(spec_dir)]
     if not losses:
         raise ValueError(f"{spec_dir} has no spec files")
     files = {}
@@ -246,7 +244,7 @@ def build(spec_dir, out, progress=None):
         for loss in losses:
             curve = plots.curve(loss, getattr(package, loss.name))
             files[f"{loss.name}.png"] = plots.figure_png(loss.name, curve)
-            files[f"{loss.name}.md"] = page(loss, derive(loss), curve, out)
+            files[f"{loss.name}.md"] = page(loss, derive(loss), curve, out, spec_dir)
             step(f"plotted {loss.name}")
     files["index.md"] = index(losses, out)
     _replace_folder(out, files)

@@ -6,6 +6,10 @@
     losscc list              the losses as a table
     losscc show NAME         formula, derived gradient, kinks, generated files
     losscc doc               build the catalogue in docs/catalog/
+
+The folders are those of the current one (``--specs DIR`` and ``--out DIR``
+name others): a project compiles its own specs into its own package with
+``losscc generate --specs specs --out mylosses``.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ from rich.text import Text
 
 from .. import describe
 from ..derive import derive
-from ..render import ROOT, differences, loss_files, render_package, write_package
+from ..render import differences, loss_files, render_package, write_package
 from ..spec.load import SpecFileError, load_spec, spec_paths
 from ..spec.vocabulary import SpecError
 from . import catalog, scaffold
 
-SPECS = ROOT / "specs"
-GENERATED = ROOT / "generated"
-CATALOGUE = ROOT / "docs" / "catalog"
+# Folders of the project the command runs in (a repository laid out like this one, or a user's project).
+SPECS = Path("specs")
+GENERATED = Path("generated")
+CATALOGUE = Path("docs", "catalog")
 
 
 def _console():
@@ -79,7 +84,7 @@ def _known(names, available, spec_dir):
 
 def _load(spec_dir, name):
     try:
-        return load_spec(Path(spec_dir) / f"{name}.py", ROOT)
+        return load_spec(Path(spec_dir) / f"{name}.py")
     except SpecFileError as error:
         raise click.ClickException(str(error)) from None
 
@@ -96,7 +101,7 @@ PACKAGE_OPTION = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
-    """losscc: a loss compiler for MLX. Specs in specs/, output in generated/."""
+    """losscc: a loss compiler for MLX. Specs in ./specs, the package in ./generated (or --specs DIR, --out DIR)."""
 
 
 @main.command()
@@ -173,7 +178,7 @@ def check(spec_dir, out):
     stale = differences(files, out)
     if stale:
         raise click.ClickException(
-            f"{_shown(out)} is stale; run `make generate`. Differing files: {', '.join(stale)}"
+            f"{_shown(out)} is stale; run `losscc generate` (`make generate` in the losscc repository). Differing files: {', '.join(stale)}"
         )
     click.echo(f"{_shown(out)} is up to date ({len(files)} files)")
 

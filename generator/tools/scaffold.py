@@ -1,7 +1,7 @@
 """``losscc new NAME``: a commented spec to fill in, valid as written.
 
 The template compiles as it stands, so ``losscc new`` followed by
-``make generate`` always works; the user then edits the formula.
+``losscc generate`` always works; the user then edits the formula.
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ def write_spec(spec_dir, name, kind="elementwise"):
         raise FileExistsError(f"{path} already exists; edit it, or choose another name")
     text = template(name, kind)
     with tempfile.TemporaryDirectory() as scratch:
-        trial = Path(scratch) / f"{name}.py"
+        trial = Path(scratch, Path(spec_dir).resolve().name, f"{name}.py")  # errors name it as it will be
+        trial.parent.mkdir()
         trial.write_text(text)
         try:
-            load_spec(trial, root=Path(scratch))
+            load_spec(trial)
         except SpecFileError as error:
             raise ValueError(f"cannot write a spec named {name!r}: {error}") from None
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from generator.spec.load import load_spec, spec_paths
-from generator.render import ROOT, render_package, write_package
+from generator.render import render_package, write_package
 from generator.spec import ClassTarget, ClassWeights, Input
+from generator.spec.load import load_spec, spec_paths
+from tests.helpers import ROOT
 
 from . import harness
 from . import reference as ref
@@ -59,7 +60,7 @@ class Case:
         return "-".join(parts + ([self.form] if self.targets else []))
 
     def loss(self):
-        return load_spec(Path(self.spec_dir) / f"{self.spec}.py", ROOT)
+        return load_spec(Path(self.spec_dir) / f"{self.spec}.py")
 
     def module(self):
         return importlib.import_module(f"{self.package}.{self.spec}")
@@ -69,7 +70,7 @@ def cases(spec_dir=ROOT / "specs", package="generated"):
     """Every variant of every spec in ``spec_dir`` (generated into ``package``)."""
     found = []
     for path in spec_paths(spec_dir):
-        loss = load_spec(path, ROOT)
+        loss = load_spec(path)
         forms = [None] if loss.kind == "elementwise" else ["indices"] + (
             ["probabilities"] if any(t.probabilities for t in loss.class_targets) else []
         )

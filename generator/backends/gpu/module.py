@@ -28,7 +28,7 @@ def render(env, loss, variants):
         f"{loss.name}: Metal and CUDA kernels, generated from {loss.source}.",
         "",
         "Lowered from the same scheduled statements as the MLX path and used on GPUs",
-        "(see generated/_gpu.py). Bytes each kernel moves per element against the minimum",
+        "(see _gpu.py in this package). Bytes each kernel moves per element against the minimum",
         f"(each input read once, each output written once; {setting}):",
         "",
         *[f"    {figure}" for figure in traffic.figures_of(loss, built)],
