@@ -33,6 +33,7 @@ def signature(loss):
 
 
 def argument_docs(loss):
+    """The ``Args:`` lines of the public function's docstring, one per argument."""
     lines = []
     for item in loss.inputs:
         kind = "array"
@@ -83,6 +84,7 @@ def gradient_lines(loss, variant):
 
 
 def formula_lines(loss, variant):
+    """LaTeX lines of the loss: each row reduction, then the loss."""
     ir = variant.ir
     if isinstance(ir, ElementwiseIR):
         return [rf"\ell = {sp.latex(ir.loss)}"]
@@ -91,4 +93,5 @@ def formula_lines(loss, variant):
 
 
 def variant_title(variant):
+    """The flag values of ``variant``, ``flag=True, ...`` (empty without flags)."""
     return ", ".join(f"{k}={v}" for k, v in variant.flags.items())

@@ -44,6 +44,8 @@ class GradientAlias:
 
 @dataclass
 class ElementwiseIR:
+    """An elementwise loss: its value and the gradient of each differentiable input, per element."""
+
     loss: sp.Expr
     gradients: dict  # input name -> expression in inputs, params, COTANGENT
     aliases: list = field(default_factory=list)
@@ -51,6 +53,8 @@ class ElementwiseIR:
 
 @dataclass
 class RowwiseIR:
+    """A row-wise loss: forward reductions, the row epilogue, then the backward's reductions, adjoints and gradients."""
+
     forward_reductions: list  # [Reduction] in dependency order
     loss: sp.Expr  # the row epilogue, in reduction symbols, per-row inputs, params
     backward_reductions: list  # [Reduction] computed in the backward pass

@@ -112,12 +112,21 @@ def _check_replaceable(target):
 
 
 def write_package(files, target):
-    """Replace the folder ``target`` by ``files`` in one swap.
+    """Replace the folder ``target`` by the package ``files`` ({relative path: text}) in one swap.
+
+    Only an empty folder or one losscc generated is replaced (see write_folder).
+    """
+    write_folder(files, target, _check_replaceable)
+
+
+def write_folder(files, target, check_replaceable):
+    """Replace the folder ``target`` by ``files`` ({relative path: text or bytes}) in one swap.
 
     The files are written to a staging folder beside ``target``; under a
-    lock, ``target`` is moved aside and the staging folder renamed into its
-    place. A failure leaves ``target`` as it was; two writers at once each
-    swap in a complete package, one after the other.
+    lock, ``check_replaceable(target)`` may refuse, else ``target`` is moved
+    aside and the staging folder renamed into its place. A failure leaves
+    ``target`` as it was; two writers at once each swap in a complete
+    folder, one after the other.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,13 +134,13 @@ def write_package(files, target):
     try:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the package is not
-        for relative, text in sorted(files.items()):
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the folder is not
+        for relative, content in sorted(files.items()):
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
         with _lock(target):
-            _check_replaceable(target)  # under the lock: no other writer is swapping it meanwhile
+            check_replaceable(target)  # under the lock: no other writer is swapping it meanwhile
             for stale in target.parent.glob(f".{target.name}-old-*"):  # left by a writer that was killed
                 shutil.rmtree(stale, ignore_errors=True)
             retired = None

@@ -19,6 +19,8 @@ from .rewrite import cheaper, finite_symbols
 
 @dataclass
 class Statement:
+    """One line of a scheduled program: ``symbol = expr``, or ``symbol = reduce(expr)`` along the row."""
+
     symbol: sp.Symbol
     expr: sp.Expr  # the value, or the argument of the reduction
     reduction: Reduction | None = None  # set when the statement reduces along the row

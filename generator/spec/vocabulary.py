@@ -186,6 +186,8 @@ _RANGE = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])\s*$")
 
 @dataclass(frozen=True)
 class Range:
+    """A parameter's allowed interval, parsed from ``range="[a, b)"``."""
+
     low: float
     high: float
     low_open: bool
@@ -297,11 +299,15 @@ class _RowReduction(sp.Function):
 
 
 class RowSum(_RowReduction):
+    """The sum of an expression over the row's elements."""
+
     nargs = 1
     kind = "sum"
 
 
 class RowMean(_RowReduction):
+    """The mean of an expression over the row's elements."""
+
     nargs = 1
     kind = "mean"
 

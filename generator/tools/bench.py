@@ -106,6 +106,7 @@ def benchmark_losses(spec_dir=ROOT / "specs"):
 
 
 def make_case(spec, size, seed=0):
+    """A :class:`Case` of ``spec``'s loss at ``size`` elements, its inputs drawn from their domains."""
     import mlx.core as mx
 
     key = mx.random.key(seed)
@@ -301,6 +302,7 @@ def _progress(entry):
 
 
 def geometric_mean(values):
+    """The geometric mean of positive ``values`` (the mean of ratios)."""
     values = list(values)
     return math.exp(sum(math.log(v) for v in values) / len(values))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
 import tempfile
 import uuid
@@ -25,7 +24,7 @@ from .. import describe
 from ..backends.gpu import traffic
 from ..derive import derive
 from ..ir import COTANGENT, ElementwiseIR
-from ..render import render_package, write_package
+from ..render import render_package, write_folder, write_package
 from ..spec.load import load_spec, spec_paths
 from ..spec.terms import collect_terms
 from ..spec.vocabulary import ClassTarget
@@ -55,6 +54,7 @@ def inputs_text(loss):
 
 
 def parameters_text(loss):
+    """The parameters with their defaults, ``delta=1.0, ...``."""
     return ", ".join(f"{p.name}={p.default!r}" for p in loss.params)
 
 
@@ -75,6 +75,7 @@ def summary(loss):
 
 
 def call_signature(loss):
+    """The public function's signature as a call, ``huber_loss(inputs, targets, delta=1.0, ...)``."""
     args = ", ".join(name if default is None else f"{name}={default}" for name, default in describe.signature(loss))
     return f"{loss.name}({args})"
 
@@ -194,27 +195,6 @@ def imported_package(files):
                 del sys.modules[key]
 
 
-def _replace_folder(out, files):
-    """Write ``files`` ({name: text or bytes}) as the folder ``out``, swapped in at once."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-new-", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the catalogue is for everyone to read
-    try:
-        for relative, content in sorted(files.items()):
-            target = staging / relative
-            target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
-        retired = None
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
-            os.rename(out, retired / out.name)
-        os.rename(staging, out)
-        if retired is not None:
-            shutil.rmtree(retired)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
 def _check_replaceable(out):
     """Refuse to replace a folder that is not a catalogue (a typo in --out must not delete work)."""
     if not out.exists() or not any(out.iterdir()):
@@ -247,6 +227,6 @@ def build(spec_dir, out, progress=None):
             files[f"{loss.name}.md"] = page(loss, derive(loss), curve, out, spec_dir)
             step(f"plotted {loss.name}")
     files["index.md"] = index(losses, out)
-    _replace_folder(out, files)
+    write_folder(files, out, _check_replaceable)
     return [loss.name for loss in losses]
 

@@ -205,6 +205,7 @@ def rowwise_curve(loss, function):
 
 
 def curve(loss, function):
+    """The :class:`Curve` of ``loss`` as the generated ``function`` computes it."""
     return elementwise_curve(loss, function) if loss.kind == "elementwise" else rowwise_curve(loss, function)
 
 

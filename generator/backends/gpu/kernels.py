@@ -64,6 +64,8 @@ class Traffic:
 
 @dataclass
 class Kernel:
+    """One kernel: its name (with a hash of its source), its arguments and traffic, its Metal and CUDA body."""
+
     name: str
     inputs: list  # [(argument name, runtime key)]
     outputs: list  # [(argument name, runtime key)]
@@ -74,6 +76,8 @@ class Kernel:
 
 @dataclass
 class VariantKernels:
+    """The forward and the backward kernel of one variant."""
+
     suffix: str  # the variant's key in the generated module (flags, then the target form)
     forward: Kernel
     backward: Kernel

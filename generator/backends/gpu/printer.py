@@ -25,6 +25,8 @@ from ...spec.vocabulary import SpecError
 
 @dataclass(frozen=True)
 class Dialect:
+    """A GPU language as the printer spells it: the name of each math function."""
+
     name: str
     functions: dict  # SymPy function name -> C function
 
@@ -96,6 +98,7 @@ def check_kernel_names(loss):
 
 
 def float_literal(value):
+    """``value`` as a float32 literal (``1.5f``; infinities and NaN through the header's helpers)."""
     value = float(value)
     if math.isinf(value):
         return "losscc_inf()" if value > 0 else "(-losscc_inf())"

@@ -19,6 +19,8 @@ ROW_LENGTH = 1024
 
 @dataclass
 class Figure:
+    """The traffic ratios and passes of one variant's forward and backward kernel."""
+
     variant: str
     forward: float
     backward: float
