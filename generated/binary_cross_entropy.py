@@ -16,7 +16,6 @@ from .kernels import binary_cross_entropy as _kernels
 __all__ = ["binary_cross_entropy"]
 
 
-@mx.compile
 def _forward_with_logits(inputs, targets, label_smoothing, label_smoothing_value):
     """The loss with with_logits=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -27,7 +26,6 @@ def _forward_with_logits(inputs, targets, label_smoothing, label_smoothing_value
     return (loss,)
 
 
-@mx.compile
 def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -41,7 +39,6 @@ def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_valu
 
 
 
-@mx.compile
 def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value):
     """The loss with with_logits=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -54,7 +51,6 @@ def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_va
     return (loss, t0, t1,)
 
 
-@mx.compile
 def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -71,47 +67,120 @@ def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_v
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_with_logits": (_forward_with_logits, _backward_with_logits),
     "_no_with_logits": (_forward_no_with_logits, _backward_no_with_logits),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
 
 
-@mx.custom_function
-def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
-    forward, _ = _VARIANTS[variant]
-    dtype = rt.result_dtype(inputs, targets, weights)
+def _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing)
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
+    return loss, residuals
+
+
+def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs (then of the weights, if given), given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    of_weights = []
+    if weights is not None:
+        *residuals, loss = residuals
+        of_weights = [rt.gradient_for(cotangent * loss, weights)]
+        cotangent = cotangent * weights
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
+
+
+@mx.custom_function
+def _binary_cross_entropy_residuals(residuals, inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _binary_cross_entropy_recomputed_residuals(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+    return _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, True)[1]
+
+
+@_binary_cross_entropy_residuals.vjp
+def _binary_cross_entropy_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_binary_cross_entropy_recomputed_residuals, arguments, cotangents))
+
+
+@_binary_cross_entropy_residuals.jvp
+def _binary_cross_entropy_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_binary_cross_entropy_recomputed_residuals, primals[1:], tangents[1:])
+
+
+@mx.custom_function
+def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+    inputs, targets, weights, with_logits, label_smoothing, reduction, variant = rt.held(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)  # the derivatives are the vjp's and the jvp's below
+    dtype = rt.result_dtype(inputs, targets, weights)
+    loss, residuals = _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, False)
+    if weights is not None:
         loss = loss * weights
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_binary_cross_entropy.vjp
 def _binary_cross_entropy_vjp(primals, cotangent, output):
     inputs, targets, weights, with_logits, label_smoothing, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_weights = None
-    if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
-        cotangent = cotangent * weights
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _binary_cross_entropy_residuals(residuals, inputs, targets, weights, with_logits, label_smoothing, reduction, variant)
+    grads = _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
-        grad_weights,
+        grads[0],
+        grads[1],
+        grads[-1] if weights is not None else None,
         None,
         None,
         None,
         None,
     )
+
+
+@_binary_cross_entropy.jvp
+def _binary_cross_entropy_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, with_logits, label_smoothing, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets, weights)
+    loss, residuals = _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, True)
+    unweighted = residuals[:-1] if weights is not None else residuals
+    grads = _binary_cross_entropy_gradients_from(inputs, targets, None, with_logits, label_smoothing, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    if weights is not None:
+        derivative = derivative * weights
+        if tangents[2] is not None:
+            derivative = derivative + loss * tangents[2]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduction='mean', *, label_smoothing=0.0):

@@ -16,7 +16,6 @@ from .kernels import binary_cross_entropy_with_logits as _kernels
 __all__ = ["binary_cross_entropy_with_logits"]
 
 
-@mx.compile
 def _forward(inputs, targets, pos_weight):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
@@ -29,7 +28,6 @@ def _forward(inputs, targets, pos_weight):
     return (loss, t0, t1,)
 
 
-@mx.compile
 def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
@@ -42,43 +40,116 @@ def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "": (_forward, _backward),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    loss, *residuals = forward(inputs, targets, pos_weight)
+    if weights is not None:
+        residuals.append(loss)  # each element's loss: the gradient of the weights
+    return loss, residuals
+
+
+def _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight, weights, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs (then of the weights, if given), given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    of_weights = []
+    if weights is not None:
+        *residuals, loss = residuals
+        of_weights = [rt.gradient_for(cotangent * loss, weights)]
+        cotangent = cotangent * weights
+    grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
+
+
+@mx.custom_function
+def _binary_cross_entropy_with_logits_residuals(residuals, inputs, targets, pos_weight, weights, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _binary_cross_entropy_with_logits_recomputed_residuals(inputs, targets, pos_weight, weights, reduction, variant):
+    return _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, True)[1]
+
+
+@_binary_cross_entropy_with_logits_residuals.vjp
+def _binary_cross_entropy_with_logits_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_binary_cross_entropy_with_logits_recomputed_residuals, arguments, cotangents))
+
+
+@_binary_cross_entropy_with_logits_residuals.jvp
+def _binary_cross_entropy_with_logits_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_binary_cross_entropy_with_logits_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weights, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, pos_weight, weights, reduction, variant = rt.held(inputs, targets, pos_weight, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, pos_weight, weights)
-    loss, *residuals = forward(inputs, targets, pos_weight)
+    loss, residuals = _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, False)
     if weights is not None:
-        residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_binary_cross_entropy_with_logits.vjp
 def _binary_cross_entropy_with_logits_vjp(primals, cotangent, output):
     inputs, targets, pos_weight, weights, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_weights = None
-    if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
-        cotangent = cotangent * weights
-    grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _binary_cross_entropy_with_logits_residuals(residuals, inputs, targets, pos_weight, weights, reduction, variant)
+    grads = _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight, weights, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         mx.zeros_like(pos_weight),
-        grad_weights,
+        grads[-1] if weights is not None else None,
         None,
         None,
     )
+
+
+@_binary_cross_entropy_with_logits.jvp
+def _binary_cross_entropy_with_logits_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, pos_weight, weights, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets, pos_weight, weights)
+    loss, residuals = _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, True)
+    unweighted = residuals[:-1] if weights is not None else residuals
+    grads = _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight, None, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    if weights is not None:
+        derivative = derivative * weights
+        if tangents[3] is not None:
+            derivative = derivative + loss * tangents[3]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='mean', *, pos_weight=None):

@@ -16,7 +16,6 @@ from .kernels import cosine_similarity_loss as _kernels
 __all__ = ["cosine_similarity_loss"]
 
 
-@mx.compile
 def _forward_indices(x1, x2, eps, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(x1, x2))
@@ -34,7 +33,6 @@ def _forward_indices(x1, x2, eps, axis):
     return (mx.squeeze(loss, axis), sum0, sum1, sum2, t4, t5,)
 
 
-@mx.compile
 def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2, t4, t5):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(x1, x2))
@@ -55,40 +53,107 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2, t4, t5):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(x1, x2))
+    loss, *residuals = forward(x1, x2, rt.scalar(eps, compute), axis)
+    return loss, residuals
+
+
+def _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(x1, x2))
+    grad_x1, grad_x2, = backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]
+
+
+@mx.custom_function
+def _cosine_similarity_loss_residuals(residuals, x1, x2, weights, axis, eps, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _cosine_similarity_loss_recomputed_residuals(x1, x2, weights, axis, eps, reduction, variant):
+    return _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, True)[1]
+
+
+@_cosine_similarity_loss_residuals.vjp
+def _cosine_similarity_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_cosine_similarity_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_cosine_similarity_loss_residuals.jvp
+def _cosine_similarity_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_cosine_similarity_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _cosine_similarity_loss(x1, x2, weights, axis, eps, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    x1, x2, weights, axis, eps, reduction, variant = rt.held(x1, x2, weights, axis, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(x1, x2)
-    compute = rt.compute_dtype(mx.result_type(x1, x2))
-    loss, *residuals = forward(x1, x2, rt.scalar(eps, compute), axis)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_cosine_similarity_loss.vjp
 def _cosine_similarity_loss_vjp(primals, cotangent, output):
     x1, x2, weights, axis, eps, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(x1.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    compute = rt.compute_dtype(mx.result_type(x1, x2))
-    grad_x1, grad_x2, = backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _cosine_similarity_loss_residuals(residuals, x1, x2, weights, axis, eps, reduction, variant)
+    grads = _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_x1, x1),
-        rt.gradient_for(grad_x2, x2),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
         None,
         None,
     )
+
+
+@_cosine_similarity_loss.jvp
+def _cosine_similarity_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    x1, x2, weights, axis, eps, reduction, variant = primals
+    dtype = rt.result_dtype(x1, x2)
+    loss, residuals = _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, True)
+    unweighted = residuals
+    grads = _cosine_similarity_loss_gradients_from(x1, x2, None, axis, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if tangents[1] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):

@@ -16,7 +16,6 @@ from .kernels import cross_entropy as _kernels
 __all__ = ["cross_entropy"]
 
 
-@mx.compile
 def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -34,7 +33,6 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
-@mx.compile
 def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -52,7 +50,6 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
 
 
 
-@mx.compile
 def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -70,7 +67,6 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
     return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
-@mx.compile
 def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -86,49 +82,101 @@ def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_va
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
     "_probabilities": (_forward_probabilities, _backward_probabilities),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
 
 
-@mx.custom_function
-def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
-    forward, _ = _VARIANTS[variant]
-    dtype = rt.result_dtype(logits, weights)
+def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     compute = rt.compute_dtype(mx.result_type(logits))
     loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis)
     loss = rt.mask_rows(loss, kept)
     if weights is not None:
-        residuals.append(loss)  # each element's loss: the gradient of the weights
+        residuals.append(loss)  # each row's loss: the gradient of the weights
+    return loss, residuals
+
+
+def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs (then of the weights, if given), given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    targets = rt.mask_rows(targets, rt.kept_rows(targets, ignore_index))
+    of_weights = []
+    if weights is not None:
+        *residuals, loss = residuals
+        of_weights = [rt.gradient_for(cotangent * loss, weights)]
+        cotangent = cotangent * weights
+    compute = rt.compute_dtype(mx.result_type(logits))
+    grad_logits, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_logits, logits)] + of_weights
+
+
+@mx.custom_function
+def _cross_entropy_residuals(residuals, logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _cross_entropy_recomputed_residuals(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
+    return _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, True)[1]
+
+
+@_cross_entropy_residuals.vjp
+def _cross_entropy_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_cross_entropy_recomputed_residuals, arguments, cotangents))
+
+
+@_cross_entropy_residuals.jvp
+def _cross_entropy_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_cross_entropy_recomputed_residuals, primals[1:], tangents[1:])
+
+
+@mx.custom_function
+def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
+    logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = rt.held(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)  # the derivatives are the vjp's and the jvp's below
+    dtype = rt.result_dtype(logits, weights)
+    loss, residuals = _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, False)
+    if weights is not None:
         loss = loss * weights
-    loss = rt.reduce(loss, reduction, count=rt.kept_count(kept))
-    return (loss.astype(dtype), *residuals)
+    return (rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *residuals)
 
 
 @_cross_entropy.vjp
 def _cross_entropy_vjp(primals, cotangent, output):
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     kept = rt.kept_rows(targets, ignore_index)
-    targets = rt.mask_rows(targets, kept)
-    cotangent = rt.spread(cotangent, reduction, rows, count=rt.kept_count(kept))
-    cotangent = rt.mask_rows(cotangent, kept)
-    grad_weights = None
-    if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
-        cotangent = cotangent * weights
-    compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, cotangent, *residuals)
+    cotangent = rt.mask_rows(rt.spread(cotangent, reduction, rows, count=rt.kept_count(kept)), kept)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _cross_entropy_residuals(residuals, logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)
+    grads = _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_logits, logits),
+        grads[0],
         mx.zeros_like(targets),
-        grad_weights,
+        grads[-1] if weights is not None else None,
         None,
         None,
         None,
@@ -136,6 +184,25 @@ def _cross_entropy_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_cross_entropy.jvp
+def _cross_entropy_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = primals
+    dtype = rt.result_dtype(logits, weights)
+    loss, residuals = _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, True)
+    unweighted = residuals[:-1] if weights is not None else residuals
+    grads = _cross_entropy_gradients_from(logits, targets, None, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    derivative = rt.mask_rows(derivative, rt.kept_rows(targets, ignore_index))
+    if weights is not None:
+        derivative = derivative * weights
+        if tangents[2] is not None:
+            derivative = derivative + loss * tangents[2]
+    return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
 
 
 def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0):

@@ -16,7 +16,6 @@ from .kernels import gaussian_nll_loss as _kernels
 __all__ = ["gaussian_nll_loss"]
 
 
-@mx.compile
 def _forward_full(inputs, targets, vars, eps):
     """The loss with full=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
@@ -28,7 +27,6 @@ def _forward_full(inputs, targets, vars, eps):
     return (loss,)
 
 
-@mx.compile
 def _backward_full(inputs, targets, vars, eps, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
@@ -47,7 +45,6 @@ def _backward_full(inputs, targets, vars, eps, cotangent):
 
 
 
-@mx.compile
 def _forward_no_full(inputs, targets, vars, eps):
     """The loss with full=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
@@ -59,7 +56,6 @@ def _forward_no_full(inputs, targets, vars, eps):
     return (loss,)
 
 
-@mx.compile
 def _backward_no_full(inputs, targets, vars, eps, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
@@ -78,41 +74,110 @@ def _backward_no_full(inputs, targets, vars, eps, cotangent):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_full": (_forward_full, _backward_full),
     "_no_full": (_forward_no_full, _backward_no_full),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    loss, *residuals = forward(inputs, targets, vars, rt.scalar(eps, compute))
+    return loss, residuals
+
+
+def _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets), rt.gradient_for(grad_vars, vars)]
+
+
+@mx.custom_function
+def _gaussian_nll_loss_residuals(residuals, inputs, targets, vars, weights, full, eps, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _gaussian_nll_loss_recomputed_residuals(inputs, targets, vars, weights, full, eps, reduction, variant):
+    return _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, True)[1]
+
+
+@_gaussian_nll_loss_residuals.vjp
+def _gaussian_nll_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_gaussian_nll_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_gaussian_nll_loss_residuals.jvp
+def _gaussian_nll_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_gaussian_nll_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, vars, weights, full, eps, reduction, variant = rt.held(inputs, targets, vars, weights, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, vars)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
-    loss, *residuals = forward(inputs, targets, vars, rt.scalar(eps, compute))
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_gaussian_nll_loss.vjp
 def _gaussian_nll_loss_vjp(primals, cotangent, output):
     inputs, targets, vars, weights, full, eps, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
-    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _gaussian_nll_loss_residuals(residuals, inputs, targets, vars, weights, full, eps, reduction, variant)
+    grads = _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
-        rt.gradient_for(grad_vars, vars),
+        grads[0],
+        grads[1],
+        grads[2],
         None,
         None,
         None,
         None,
         None,
     )
+
+
+@_gaussian_nll_loss.jvp
+def _gaussian_nll_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, vars, weights, full, eps, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets, vars)
+    loss, residuals = _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, True)
+    unweighted = residuals
+    grads = _gaussian_nll_loss_gradients_from(inputs, targets, vars, None, full, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    if tangents[2] is not None:
+        derivative = derivative + grads[2] * tangents[2]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='mean'):

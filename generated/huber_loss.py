@@ -16,7 +16,6 @@ from .kernels import huber_loss as _kernels
 __all__ = ["huber_loss"]
 
 
-@mx.compile
 def _forward(inputs, targets, delta):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -29,7 +28,6 @@ def _forward(inputs, targets, delta):
     return (loss,)
 
 
-@mx.compile
 def _backward(inputs, targets, delta, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -42,38 +40,105 @@ def _backward(inputs, targets, delta, cotangent):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "": (_forward, _backward),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute))
+    return loss, residuals
+
+
+def _huber_loss_gradients_from(inputs, targets, weights, delta, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(delta, compute), cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+@mx.custom_function
+def _huber_loss_residuals(residuals, inputs, targets, weights, delta, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _huber_loss_recomputed_residuals(inputs, targets, weights, delta, reduction, variant):
+    return _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, True)[1]
+
+
+@_huber_loss_residuals.vjp
+def _huber_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_huber_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_huber_loss_residuals.jvp
+def _huber_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_huber_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _huber_loss(inputs, targets, weights, delta, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weights, delta, reduction, variant = rt.held(inputs, targets, weights, delta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute))
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_huber_loss.vjp
 def _huber_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, delta, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(delta, compute), cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _huber_loss_residuals(residuals, inputs, targets, weights, delta, reduction, variant)
+    grads = _huber_loss_gradients_from(inputs, targets, weights, delta, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
         None,
     )
+
+
+@_huber_loss.jvp
+def _huber_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, delta, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets)
+    loss, residuals = _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, True)
+    unweighted = residuals
+    grads = _huber_loss_gradients_from(inputs, targets, None, delta, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def huber_loss(inputs, targets, delta=1.0, reduction='none'):

@@ -16,7 +16,6 @@ from .kernels import jensen_shannon_divergence as _kernels
 __all__ = ["jensen_shannon_divergence"]
 
 
-@mx.compile
 def _forward_indices(inputs, targets, beta, beta_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -35,7 +34,6 @@ def _forward_indices(inputs, targets, beta, beta_value, axis):
     return (mx.squeeze(loss, axis), t0, t1, t2,)
 
 
-@mx.compile
 def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -58,40 +56,107 @@ def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(beta, compute), beta, axis)
+    return loss, residuals
+
+
+def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, beta, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(beta, compute), beta, axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+@mx.custom_function
+def _jensen_shannon_divergence_residuals(residuals, inputs, targets, weights, axis, beta, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _jensen_shannon_divergence_recomputed_residuals(inputs, targets, weights, axis, beta, reduction, variant):
+    return _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, True)[1]
+
+
+@_jensen_shannon_divergence_residuals.vjp
+def _jensen_shannon_divergence_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_jensen_shannon_divergence_recomputed_residuals, arguments, cotangents))
+
+
+@_jensen_shannon_divergence_residuals.jvp
+def _jensen_shannon_divergence_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_jensen_shannon_divergence_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weights, axis, beta, reduction, variant = rt.held(inputs, targets, weights, axis, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(beta, compute), beta, axis)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_jensen_shannon_divergence.vjp
 def _jensen_shannon_divergence_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, beta, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(beta, compute), beta, axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _jensen_shannon_divergence_residuals(residuals, inputs, targets, weights, axis, beta, reduction, variant)
+    grads = _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, beta, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
         None,
         None,
     )
+
+
+@_jensen_shannon_divergence.jvp
+def _jensen_shannon_divergence_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, axis, beta, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets)
+    loss, residuals = _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, True)
+    unweighted = residuals
+    grads = _jensen_shannon_divergence_gradients_from(inputs, targets, None, axis, beta, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if tangents[1] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mean'):

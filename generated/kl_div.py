@@ -16,7 +16,6 @@ from .kernels import kl_div as _kernels
 __all__ = ["kl_div"]
 
 
-@mx.compile
 def _forward_log_target(inputs, targets):
     """The loss with log_target=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -27,7 +26,6 @@ def _forward_log_target(inputs, targets):
     return (loss, t0,)
 
 
-@mx.compile
 def _backward_log_target(inputs, targets, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -40,7 +38,6 @@ def _backward_log_target(inputs, targets, cotangent, t0):
 
 
 
-@mx.compile
 def _forward_no_log_target(inputs, targets):
     """The loss with log_target=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -51,7 +48,6 @@ def _forward_no_log_target(inputs, targets):
     return (loss, t0,)
 
 
-@mx.compile
 def _backward_no_log_target(inputs, targets, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -63,37 +59,104 @@ def _backward_no_log_target(inputs, targets, cotangent, t0):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_log_target": (_forward_log_target, _backward_log_target),
     "_no_log_target": (_forward_no_log_target, _backward_no_log_target),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    loss, *residuals = forward(inputs, targets)
+    return loss, residuals
+
+
+def _kl_div_gradients_from(inputs, targets, weights, log_target, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+@mx.custom_function
+def _kl_div_residuals(residuals, inputs, targets, weights, log_target, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _kl_div_recomputed_residuals(inputs, targets, weights, log_target, reduction, variant):
+    return _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, True)[1]
+
+
+@_kl_div_residuals.vjp
+def _kl_div_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_kl_div_recomputed_residuals, arguments, cotangents))
+
+
+@_kl_div_residuals.jvp
+def _kl_div_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_kl_div_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _kl_div(inputs, targets, weights, log_target, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weights, log_target, reduction, variant = rt.held(inputs, targets, weights, log_target, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_kl_div.vjp
 def _kl_div_vjp(primals, cotangent, output):
     inputs, targets, weights, log_target, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _kl_div_residuals(residuals, inputs, targets, weights, log_target, reduction, variant)
+    grads = _kl_div_gradients_from(inputs, targets, weights, log_target, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
         None,
     )
+
+
+@_kl_div.jvp
+def _kl_div_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, log_target, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets)
+    loss, residuals = _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, True)
+    unweighted = residuals
+    grads = _kl_div_gradients_from(inputs, targets, None, log_target, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def kl_div(inputs, targets, log_target=False, reduction='mean'):

@@ -16,7 +16,6 @@ from .kernels import l1_loss as _kernels
 __all__ = ["l1_loss"]
 
 
-@mx.compile
 def _forward(predictions, targets):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
@@ -26,7 +25,6 @@ def _forward(predictions, targets):
     return (loss,)
 
 
-@mx.compile
 def _backward(predictions, targets, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
@@ -38,35 +36,102 @@ def _backward(predictions, targets, cotangent):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "": (_forward, _backward),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _l1_loss_elements(predictions, targets, weights, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    loss, *residuals = forward(predictions, targets)
+    return loss, residuals
+
+
+def _l1_loss_gradients_from(predictions, targets, weights, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    grad_predictions, grad_targets, = backward(predictions, targets, cotangent, *residuals)
+    return [rt.gradient_for(grad_predictions, predictions), rt.gradient_for(grad_targets, targets)]
+
+
+@mx.custom_function
+def _l1_loss_residuals(residuals, predictions, targets, weights, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _l1_loss_recomputed_residuals(predictions, targets, weights, reduction, variant):
+    return _l1_loss_elements(predictions, targets, weights, reduction, variant, True)[1]
+
+
+@_l1_loss_residuals.vjp
+def _l1_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_l1_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_l1_loss_residuals.jvp
+def _l1_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_l1_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _l1_loss(predictions, targets, weights, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    predictions, targets, weights, reduction, variant = rt.held(predictions, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(predictions, targets)
-    loss, *residuals = forward(predictions, targets)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _l1_loss_elements(predictions, targets, weights, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_l1_loss.vjp
 def _l1_loss_vjp(primals, cotangent, output):
     predictions, targets, weights, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, predictions.size)
-    grad_predictions, grad_targets, = backward(predictions, targets, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _l1_loss_residuals(residuals, predictions, targets, weights, reduction, variant)
+    grads = _l1_loss_gradients_from(predictions, targets, weights, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_predictions, predictions),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
     )
+
+
+@_l1_loss.jvp
+def _l1_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    predictions, targets, weights, reduction, variant = primals
+    dtype = rt.result_dtype(predictions, targets)
+    loss, residuals = _l1_loss_elements(predictions, targets, weights, reduction, variant, True)
+    unweighted = residuals
+    grads = _l1_loss_gradients_from(predictions, targets, None, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def l1_loss(predictions, targets, reduction='mean'):

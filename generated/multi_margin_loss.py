@@ -16,7 +16,6 @@ from .kernels import multi_margin_loss as _kernels
 __all__ = ["multi_margin_loss"]
 
 
-@mx.compile
 def _forward_indices(inputs, targets, weight, p, margin, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
@@ -34,7 +33,6 @@ def _forward_indices(inputs, targets, weight, p, margin, axis):
     return (mx.squeeze(loss, axis), gather0, gather1, t0,)
 
 
-@mx.compile
 def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gather0, gather1, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
@@ -56,33 +54,84 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gathe
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis)
+    return loss, residuals
+
+
+def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p, margin, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs)]
+
+
+@mx.custom_function
+def _multi_margin_loss_residuals(residuals, inputs, targets, weight, weights, axis, p, margin, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _multi_margin_loss_recomputed_residuals(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
+    return _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, True)[1]
+
+
+@_multi_margin_loss_residuals.vjp
+def _multi_margin_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_multi_margin_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_multi_margin_loss_residuals.jvp
+def _multi_margin_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_multi_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weight, weights, axis, p, margin, reduction, variant = rt.held(inputs, targets, weight, weights, axis, p, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, weight)
-    compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_multi_margin_loss.vjp
 def _multi_margin_loss_vjp(primals, cotangent, output):
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _multi_margin_loss_residuals(residuals, inputs, targets, weight, weights, axis, p, margin, reduction, variant)
+    grads = _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p, margin, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
+        grads[0],
         mx.zeros_like(targets),
         mx.zeros_like(weight),
         None,
@@ -92,6 +141,20 @@ def _multi_margin_loss_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_multi_margin_loss.jvp
+def _multi_margin_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    inputs, targets, weight, weights, axis, p, margin, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, weight)
+    loss, residuals = _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, True)
+    unweighted = residuals
+    grads = _multi_margin_loss_gradients_from(inputs, targets, weight, None, axis, p, margin, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, reduction='mean'):

@@ -16,7 +16,6 @@ from .kernels import nll_loss as _kernels
 __all__ = ["nll_loss"]
 
 
-@mx.compile
 def _forward_indices(inputs, targets, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs))
@@ -28,7 +27,6 @@ def _forward_indices(inputs, targets, axis):
     return (mx.squeeze(loss, axis),)
 
 
-@mx.compile
 def _backward_indices(inputs, targets, axis, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs))
@@ -43,37 +41,87 @@ def _backward_indices(inputs, targets, axis, cotangent):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
 
 
-@mx.custom_function
-def _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant):
-    forward, _ = _VARIANTS[variant]
-    dtype = rt.result_dtype(inputs)
+def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     loss, *residuals = forward(inputs, targets, axis)
     loss = rt.mask_rows(loss, kept)
-    loss = rt.reduce(loss, reduction, count=rt.kept_count(kept))
-    return (loss.astype(dtype), *residuals)
+    return loss, residuals
+
+
+def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    targets = rt.mask_rows(targets, rt.kept_rows(targets, ignore_index))
+    grad_inputs, = backward(inputs, targets, axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs)]
+
+
+@mx.custom_function
+def _nll_loss_residuals(residuals, inputs, targets, weights, axis, ignore_index, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _nll_loss_recomputed_residuals(inputs, targets, weights, axis, ignore_index, reduction, variant):
+    return _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, True)[1]
+
+
+@_nll_loss_residuals.vjp
+def _nll_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_nll_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_nll_loss_residuals.jvp
+def _nll_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_nll_loss_recomputed_residuals, primals[1:], tangents[1:])
+
+
+@mx.custom_function
+def _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant):
+    inputs, targets, weights, axis, ignore_index, reduction, variant = rt.held(inputs, targets, weights, axis, ignore_index, reduction, variant)  # the derivatives are the vjp's and the jvp's below
+    dtype = rt.result_dtype(inputs)
+    loss, residuals = _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, False)
+    return (rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *residuals)
 
 
 @_nll_loss.vjp
 def _nll_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, ignore_index, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     kept = rt.kept_rows(targets, ignore_index)
-    targets = rt.mask_rows(targets, kept)
-    cotangent = rt.spread(cotangent, reduction, rows, count=rt.kept_count(kept))
-    cotangent = rt.mask_rows(cotangent, kept)
-    grad_inputs, = backward(inputs, targets, axis, cotangent, *residuals)
+    cotangent = rt.mask_rows(rt.spread(cotangent, reduction, rows, count=rt.kept_count(kept)), kept)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _nll_loss_residuals(residuals, inputs, targets, weights, axis, ignore_index, reduction, variant)
+    grads = _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
+        grads[0],
         mx.zeros_like(targets),
         None,
         None,
@@ -81,6 +129,21 @@ def _nll_loss_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_nll_loss.jvp
+def _nll_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, axis, ignore_index, reduction, variant = primals
+    dtype = rt.result_dtype(inputs)
+    loss, residuals = _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, True)
+    unweighted = residuals
+    grads = _nll_loss_gradients_from(inputs, targets, None, axis, ignore_index, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    derivative = rt.mask_rows(derivative, rt.kept_rows(targets, ignore_index))
+    return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
 
 
 def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):

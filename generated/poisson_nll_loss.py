@@ -16,7 +16,6 @@ from .kernels import poisson_nll_loss as _kernels
 __all__ = ["poisson_nll_loss"]
 
 
-@mx.compile
 def _forward_log_input_full(inputs, targets, eps):
     """The loss with log_input=True, full=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -29,7 +28,6 @@ def _forward_log_input_full(inputs, targets, eps):
     return (loss, t0, t1,)
 
 
-@mx.compile
 def _backward_log_input_full(inputs, targets, eps, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -41,7 +39,6 @@ def _backward_log_input_full(inputs, targets, eps, cotangent, t0, t1):
 
 
 
-@mx.compile
 def _forward_log_input_no_full(inputs, targets, eps):
     """The loss with log_input=True, full=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -52,7 +49,6 @@ def _forward_log_input_no_full(inputs, targets, eps):
     return (loss, t0,)
 
 
-@mx.compile
 def _backward_log_input_no_full(inputs, targets, eps, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -64,7 +60,6 @@ def _backward_log_input_no_full(inputs, targets, eps, cotangent, t0):
 
 
 
-@mx.compile
 def _forward_no_log_input_full(inputs, targets, eps):
     """The loss with log_input=False, full=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -77,7 +72,6 @@ def _forward_no_log_input_full(inputs, targets, eps):
     return (loss, t0, t1,)
 
 
-@mx.compile
 def _backward_no_log_input_full(inputs, targets, eps, cotangent, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -89,7 +83,6 @@ def _backward_no_log_input_full(inputs, targets, eps, cotangent, t0, t1):
 
 
 
-@mx.compile
 def _forward_no_log_input_no_full(inputs, targets, eps):
     """The loss with log_input=False, full=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -100,7 +93,6 @@ def _forward_no_log_input_no_full(inputs, targets, eps):
     return (loss, t0,)
 
 
-@mx.compile
 def _backward_no_log_input_no_full(inputs, targets, eps, cotangent, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -112,36 +104,87 @@ def _backward_no_log_input_no_full(inputs, targets, eps, cotangent, t0):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_log_input_full": (_forward_log_input_full, _backward_log_input_full),
     "_log_input_no_full": (_forward_log_input_no_full, _backward_log_input_no_full),
     "_no_log_input_full": (_forward_no_log_input_full, _backward_no_log_input_full),
     "_no_log_input_no_full": (_forward_no_log_input_no_full, _backward_no_log_input_no_full),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(eps, compute))
+    return loss, residuals
+
+
+def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, eps, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+@mx.custom_function
+def _poisson_nll_loss_residuals(residuals, inputs, targets, weights, log_input, full, eps, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _poisson_nll_loss_recomputed_residuals(inputs, targets, weights, log_input, full, eps, reduction, variant):
+    return _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, True)[1]
+
+
+@_poisson_nll_loss_residuals.vjp
+def _poisson_nll_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_poisson_nll_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_poisson_nll_loss_residuals.jvp
+def _poisson_nll_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_poisson_nll_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _poisson_nll_loss(inputs, targets, weights, log_input, full, eps, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weights, log_input, full, eps, reduction, variant = rt.held(inputs, targets, weights, log_input, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(eps, compute))
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_poisson_nll_loss.vjp
 def _poisson_nll_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, log_input, full, eps, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _poisson_nll_loss_residuals(residuals, inputs, targets, weights, log_input, full, eps, reduction, variant)
+    grads = _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, eps, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
@@ -149,6 +192,22 @@ def _poisson_nll_loss_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_poisson_nll_loss.jvp
+def _poisson_nll_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, log_input, full, eps, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets)
+    loss, residuals = _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, True)
+    unweighted = residuals
+    grads = _poisson_nll_loss_gradients_from(inputs, targets, None, log_input, full, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    if tangents[1] is not None:
+        derivative = derivative + grads[1] * tangents[1]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, reduction='mean'):

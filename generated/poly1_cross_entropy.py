@@ -16,7 +16,6 @@ from .kernels import poly1_cross_entropy as _kernels
 __all__ = ["poly1_cross_entropy"]
 
 
-@mx.compile
 def _forward_indices(logits, targets, epsilon, epsilon_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -34,7 +33,6 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis):
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
-@mx.compile
 def _backward_indices(logits, targets, epsilon, epsilon_value, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -53,7 +51,6 @@ def _backward_indices(logits, targets, epsilon, epsilon_value, axis, cotangent, 
 
 
 
-@mx.compile
 def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -71,7 +68,6 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis):
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
-@mx.compile
 def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -89,48 +85,119 @@ def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, cotan
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
     "_probabilities": (_forward_probabilities, _backward_probabilities),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(logits))
+    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis)
+    if weights is not None:
+        residuals.append(loss)  # each row's loss: the gradient of the weights
+    return loss, residuals
+
+
+def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs (then of the weights, if given), given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    of_weights = []
+    if weights is not None:
+        *residuals, loss = residuals
+        of_weights = [rt.gradient_for(cotangent * loss, weights)]
+        cotangent = cotangent * weights
+    compute = rt.compute_dtype(mx.result_type(logits))
+    grad_logits, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_logits, logits)] + of_weights
+
+
+@mx.custom_function
+def _poly1_cross_entropy_residuals(residuals, logits, targets, weights, axis, epsilon, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _poly1_cross_entropy_recomputed_residuals(logits, targets, weights, axis, epsilon, reduction, variant):
+    return _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, True)[1]
+
+
+@_poly1_cross_entropy_residuals.vjp
+def _poly1_cross_entropy_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_poly1_cross_entropy_recomputed_residuals, arguments, cotangents))
+
+
+@_poly1_cross_entropy_residuals.jvp
+def _poly1_cross_entropy_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_poly1_cross_entropy_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    logits, targets, weights, axis, epsilon, reduction, variant = rt.held(logits, targets, weights, axis, epsilon, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(logits, weights)
-    compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis)
+    loss, residuals = _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, False)
     if weights is not None:
-        residuals.append(loss)  # each element's loss: the gradient of the weights
         loss = loss * weights
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_poly1_cross_entropy.vjp
 def _poly1_cross_entropy_vjp(primals, cotangent, output):
     logits, targets, weights, axis, epsilon, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    grad_weights = None
-    if weights is not None:
-        grad_weights = rt.gradient_for(cotangent * residuals.pop(), weights)
-        cotangent = cotangent * weights
-    compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _poly1_cross_entropy_residuals(residuals, logits, targets, weights, axis, epsilon, reduction, variant)
+    grads = _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_logits, logits),
+        grads[0],
         mx.zeros_like(targets),
-        grad_weights,
+        grads[-1] if weights is not None else None,
         None,
         None,
         None,
         None,
     )
+
+
+@_poly1_cross_entropy.jvp
+def _poly1_cross_entropy_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    logits, targets, weights, axis, epsilon, reduction, variant = primals
+    dtype = rt.result_dtype(logits, weights)
+    loss, residuals = _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, True)
+    unweighted = residuals[:-1] if weights is not None else residuals
+    grads = _poly1_cross_entropy_gradients_from(logits, targets, None, axis, epsilon, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if weights is not None:
+        derivative = derivative * weights
+        if tangents[2] is not None:
+            derivative = derivative + loss * tangents[2]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, reduction='mean'):

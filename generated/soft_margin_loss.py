@@ -16,7 +16,6 @@ from .kernels import soft_margin_loss as _kernels
 __all__ = ["soft_margin_loss"]
 
 
-@mx.compile
 def _forward(inputs, targets):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -26,7 +25,6 @@ def _forward(inputs, targets):
     return (loss,)
 
 
-@mx.compile
 def _backward(inputs, targets, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -37,35 +35,100 @@ def _backward(inputs, targets, cotangent):
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "": (_forward, _backward),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _soft_margin_loss_elements(inputs, targets, weights, reduction, variant, differentiable):
+    """The loss of each element before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    loss, *residuals = forward(inputs, targets)
+    return loss, residuals
+
+
+def _soft_margin_loss_gradients_from(inputs, targets, weights, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each element's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    grad_inputs, = backward(inputs, targets, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs)]
+
+
+@mx.custom_function
+def _soft_margin_loss_residuals(residuals, inputs, targets, weights, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _soft_margin_loss_recomputed_residuals(inputs, targets, weights, reduction, variant):
+    return _soft_margin_loss_elements(inputs, targets, weights, reduction, variant, True)[1]
+
+
+@_soft_margin_loss_residuals.vjp
+def _soft_margin_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_soft_margin_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_soft_margin_loss_residuals.jvp
+def _soft_margin_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_soft_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _soft_margin_loss(inputs, targets, weights, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weights, reduction, variant = rt.held(inputs, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
-    loss, *residuals = forward(inputs, targets)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _soft_margin_loss_elements(inputs, targets, weights, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_soft_margin_loss.vjp
 def _soft_margin_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     cotangent = rt.spread(cotangent, reduction, inputs.size)
-    grad_inputs, = backward(inputs, targets, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _soft_margin_loss_residuals(residuals, inputs, targets, weights, reduction, variant)
+    grads = _soft_margin_loss_gradients_from(inputs, targets, weights, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
+        grads[0],
         mx.zeros_like(targets),
         None,
         None,
         None,
     )
+
+
+@_soft_margin_loss.jvp
+def _soft_margin_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets)
+    loss, residuals = _soft_margin_loss_elements(inputs, targets, weights, reduction, variant, True)
+    unweighted = residuals
+    grads = _soft_margin_loss_gradients_from(inputs, targets, None, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + grads[0] * tangents[0]
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def soft_margin_loss(inputs, targets, reduction='mean'):

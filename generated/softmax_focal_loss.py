@@ -16,7 +16,6 @@ from .kernels import softmax_focal_loss as _kernels
 __all__ = ["softmax_focal_loss"]
 
 
-@mx.compile
 def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
@@ -42,7 +41,6 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis):
     return (mx.squeeze(loss, axis), gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0,)
 
 
-@mx.compile
 def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
@@ -64,33 +62,84 @@ def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, cotangen
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(logits, alpha))
+    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis)
+    return loss, residuals
+
+
+def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, gamma, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(logits, alpha))
+    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_logits, logits)]
+
+
+@mx.custom_function
+def _softmax_focal_loss_residuals(residuals, logits, targets, alpha, weights, axis, gamma, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _softmax_focal_loss_recomputed_residuals(logits, targets, alpha, weights, axis, gamma, reduction, variant):
+    return _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, True)[1]
+
+
+@_softmax_focal_loss_residuals.vjp
+def _softmax_focal_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_softmax_focal_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_softmax_focal_loss_residuals.jvp
+def _softmax_focal_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_softmax_focal_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    logits, targets, alpha, weights, axis, gamma, reduction, variant = rt.held(logits, targets, alpha, weights, axis, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(logits, alpha)
-    compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_softmax_focal_loss.vjp
 def _softmax_focal_loss_vjp(primals, cotangent, output):
     logits, targets, alpha, weights, axis, gamma, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(logits.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _softmax_focal_loss_residuals(residuals, logits, targets, alpha, weights, axis, gamma, reduction, variant)
+    grads = _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, gamma, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_logits, logits),
+        grads[0],
         mx.zeros_like(targets),
         mx.zeros_like(alpha),
         None,
@@ -99,6 +148,20 @@ def _softmax_focal_loss_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_softmax_focal_loss.jvp
+def _softmax_focal_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    logits, targets, alpha, weights, axis, gamma, reduction, variant = primals
+    dtype = rt.result_dtype(logits, alpha)
+    loss, residuals = _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, True)
+    unweighted = residuals
+    grads = _softmax_focal_loss_gradients_from(logits, targets, alpha, None, axis, gamma, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reduction='mean'):

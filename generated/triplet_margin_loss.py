@@ -16,7 +16,6 @@ from .kernels import triplet_margin_loss as _kernels
 __all__ = ["triplet_margin_loss"]
 
 
-@mx.compile
 def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=True, indices targets."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -39,7 +38,6 @@ def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps
     return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0, t1, t2,)
 
 
-@mx.compile
 def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, sum2, t0, t1, t2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -72,7 +70,6 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, ep
 
 
 
-@mx.compile
 def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=False, indices targets."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -91,7 +88,6 @@ def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, 
     return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
 
 
-@mx.compile
 def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, t0, t1):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -117,36 +113,87 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value,
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_swap_indices": (_forward_swap_indices, _backward_swap_indices),
     "_no_swap_indices": (_forward_no_swap_indices, _backward_no_swap_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    loss, *residuals = forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis)
+    return loss, residuals
+
+
+def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
+
+
+@mx.custom_function
+def _triplet_margin_loss_residuals(residuals, anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _triplet_margin_loss_recomputed_residuals(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
+    return _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, True)[1]
+
+
+@_triplet_margin_loss_residuals.vjp
+def _triplet_margin_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_triplet_margin_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_triplet_margin_loss_residuals.jvp
+def _triplet_margin_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_triplet_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _triplet_margin_loss(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = rt.held(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(anchors, positives, negatives)
-    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    loss, *residuals = forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_triplet_margin_loss.vjp
 def _triplet_margin_loss_vjp(primals, cotangent, output):
     anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(anchors.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _triplet_margin_loss_residuals(residuals, anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant)
+    grads = _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_anchors, anchors),
-        rt.gradient_for(grad_positives, positives),
-        rt.gradient_for(grad_negatives, negatives),
+        grads[0],
+        grads[1],
+        grads[2],
         None,
         None,
         None,
@@ -156,6 +203,24 @@ def _triplet_margin_loss_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_triplet_margin_loss.jvp
+def _triplet_margin_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = primals
+    dtype = rt.result_dtype(anchors, positives, negatives)
+    loss, residuals = _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, True)
+    unweighted = residuals
+    grads = _triplet_margin_loss_gradients_from(anchors, positives, negatives, None, axis, margin, p, eps, swap, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if tangents[1] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    if tangents[2] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[2] * tangents[2], axis), axis)
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction='mean'):

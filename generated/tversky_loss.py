@@ -16,7 +16,6 @@ from .kernels import tversky_loss as _kernels
 __all__ = ["tversky_loss"]
 
 
-@mx.compile
 def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -31,7 +30,6 @@ def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smoo
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
 
-@mx.compile
 def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
@@ -52,34 +50,85 @@ def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smo
 
 
 
-_VARIANTS = {
+# The forward and backward of each variant: compiled, and as they are for MLX's transformations to
+# differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
+_PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
+_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+
+
+def _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, differentiable):
+    """The loss of each row before weights and reduction, and the residuals the backward reads.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis)
+    return loss, residuals
+
+
+def _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, cotangent, residuals, differentiable):
+    """The gradients of the differentiable inputs, given each row's cotangent.
+
+    ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
+    """
+    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis, cotangent, *residuals)
+    return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+@mx.custom_function
+def _tversky_loss_residuals(residuals, inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
+    """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
+
+    The residuals are outputs of the loss, whose derivative MLX would take
+    through the loss's vjp (which knows the loss's cotangent alone). The
+    backward reads them through this function instead, so the second order
+    (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) is exact, while
+    the first order computes nothing again.
+    """
+    return [*rt.held(*residuals)]
+
+
+def _tversky_loss_recomputed_residuals(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
+    return _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, True)[1]
+
+
+@_tversky_loss_residuals.vjp
+def _tversky_loss_residuals_vjp(primals, cotangents, outputs):
+    residuals, *arguments = primals
+    return (rt.zeros_each(residuals), *rt.vjp_of(_tversky_loss_recomputed_residuals, arguments, cotangents))
+
+
+@_tversky_loss_residuals.jvp
+def _tversky_loss_residuals_jvp(primals, tangents):
+    return rt.jvp_of(_tversky_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
 @mx.custom_function
 def _tversky_loss(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
-    forward, _ = _VARIANTS[variant]
+    inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = rt.held(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis)
-    loss = rt.reduce(loss, reduction)
-    return (loss.astype(dtype), *residuals)
+    loss, residuals = _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, False)
+    return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
 
 @_tversky_loss.vjp
 def _tversky_loss_vjp(primals, cotangent, output):
     inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = primals
-    _, backward = _VARIANTS[variant]
     cotangent, output, residuals = cotangent[0], output[0], [*output[1:]]
     cotangent = rt.upcast(cotangent, rt.compute_dtype(output.dtype))
     rows = math.prod(rt.drop_axis(inputs.shape, axis))
     cotangent = rt.spread(cotangent, reduction, rows)
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis, cotangent, *residuals)
+    if residuals:  # (MLX cannot take a custom function of no arrays)
+        residuals = _tversky_loss_residuals(residuals, inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant)
+    grads = _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, cotangent, residuals, False)
     return (
-        rt.gradient_for(grad_inputs, inputs),
-        rt.gradient_for(grad_targets, targets),
+        grads[0],
+        grads[1],
         None,
         None,
         None,
@@ -88,6 +137,22 @@ def _tversky_loss_vjp(primals, cotangent, output):
         None,
         None,
     )
+
+
+@_tversky_loss.jvp
+def _tversky_loss_jvp(primals, tangents):
+    """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
+    inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = primals
+    dtype = rt.result_dtype(inputs, targets)
+    loss, residuals = _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, True)
+    unweighted = residuals
+    grads = _tversky_loss_gradients_from(inputs, targets, None, axis, alpha, beta, smooth, reduction, variant, mx.ones_like(loss), unweighted, True)
+    derivative = mx.zeros_like(loss)
+    if tangents[0] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if tangents[1] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
 def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, reduction='mean'):

@@ -312,7 +312,7 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
             n for n in used - ours
             if not n.startswith("_") and n not in GENERATED_NAMES and not GENERATED_NAME_FORMS.fullmatch(n)
         )
-        assert not unprotected, f"{loss.name}: spec names may shadow {unprotected}; reserve them in generator/spec.py"
+        assert not unprotected, f"{loss.name}: spec names may shadow {unprotected}; reserve them in generator/spec/vocabulary.py"
         shadowable = {n for n in used - ours if hasattr(builtins, n)} - GENERATED_NAMES
         assert not shadowable, f"{loss.name}: builtins {shadowable} are used but not reserved"
 
@@ -321,7 +321,7 @@ def test_every_name_the_generated_kernels_use_is_the_specs_or_reserved():
     """Spec names are C++ variables in the Metal and CUDA kernels, renamed where C++ or the kernel reserves them.
 
     A kernel variable that is neither a (renamed) spec name nor reserved by
-    generator/printers/c.py is one a spec could declare: the two would clash.
+    generator/backends/gpu/printer.py is one a spec could declare: the two would clash.
     """
     import re
 

@@ -54,6 +54,9 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "weights",  # the Weights argument's own name, nothing else's
     "abs",  # printed for |.| of parameters
     "backend",  # the public function's choice of path (MLX, Metal, CUDA)
+    "differentiable",  # whether the backward will be differentiated again (second order)
+    # the locals of the custom functions' vjp and jvp
+    "arguments", "cotangents", "tangents", "outputs", "grads", "of_weights", "unweighted", "derivative",
 })
 # Forms of the generated code's own variables: temporaries, adjoints,
 # gradients, reduction results.

@@ -180,7 +180,7 @@ def _param_args(loss, printed):
     """``(name in the compiled bodies, expression passed)`` of each parameter the bodies read.
 
     A float parameter is passed as a 0-d array of the compute dtype, its Python
-    value too where a Python decision reads it (see printers/mlx.py).
+    value too where a Python decision reads it (see printer.py).
     """
     args = []
     for param in loss.numeric_params:
