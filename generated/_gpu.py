@@ -40,6 +40,9 @@ inline float losscc_nan() { return metal::numeric_limits<float>::quiet_NaN(); }
 
 inline float losscc_square(float x) { return x * x; }
 
+// A row's shift: its maximum where finite, else 0 (see generator/shift.py).
+inline float losscc_finite_or_zero(float x) { return metal::isfinite(x) ? x : 0.0f; }
+
 // 1 above zero, -1 below, the argument itself at +-0 and NaN
 inline float losscc_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
 
@@ -162,6 +165,9 @@ __device__ inline float losscc_inf() { return __int_as_float(0x7f800000); }
 __device__ inline float losscc_nan() { return __int_as_float(0x7fffffff); }
 
 __device__ inline float losscc_square(float x) { return x * x; }
+
+// A row's shift: its maximum where finite, else 0 (see generator/shift.py).
+__device__ inline float losscc_finite_or_zero(float x) { return isfinite(x) ? x : 0.0f; }
 
 // 1 above zero, -1 below, the argument itself at +-0 and NaN
 __device__ inline float losscc_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }

@@ -180,6 +180,22 @@ def mask_rows(values, kept):
     return values if kept is None else mx.where(kept, values, 0)
 
 
+def rows_inside(targets, classes):
+    """Rows whose class index is in ``[0, classes)``; ``None`` for probability targets.
+
+    Lazy (no value is read on the host): a row outside is computed at class 0
+    and made NaN (``nan_rows``), so nothing reads or writes out of bounds.
+    """
+    if not mx.issubdtype(targets.dtype, mx.integer):
+        return None
+    return (targets >= 0) & (targets < classes)
+
+
+def nan_rows(values, inside):
+    """``values`` with the rows ``rows_inside`` found outside set to NaN."""
+    return values if inside is None else mx.where(inside, values, math.nan)
+
+
 def kept_count(kept):
     return None if kept is None else sum_all(kept)
 
@@ -217,6 +233,18 @@ def row_max(values, axis):
     return _row_reduce(mx.max, values, axis)
 
 
+def row_shift(values, axis):
+    """The maximum along the loss axis, kept, where it is finite, else 0 (0 for empty rows).
+
+    Row-wise losses are computed relative to it (see generator/shift.py); a
+    row holding an infinity or a NaN is not shifted, so they reach the loss.
+    """
+    if values.size == 0:
+        return mx.zeros(_kept_axis(values.shape, axis), dtype=values.dtype)
+    maximum = row_max(values, axis)
+    return mx.where(mx.isfinite(maximum), maximum, 0)
+
+
 def row_mean(values, axis):
     """The mean along the loss axis, kept; NaN (0/0) for empty rows."""
     if values.size == 0:
@@ -252,13 +280,14 @@ def drop_axis(shape, axis):
 
 
 def compute_dtype(dtype):
-    """Half-precision inputs are computed in float32 and rounded once at the end."""
-    return mx.float32 if dtype in _HALF else dtype
+    """Half-precision inputs are computed in float32 and rounded once at the end; integers in float32."""
+    return mx.float32 if dtype in _HALF or not mx.issubdtype(dtype, mx.floating) else dtype
 
 
 def result_dtype(*arrays):
-    """The dtype MLX's own ops would give the loss (``None`` arguments skipped)."""
-    return mx.result_type(*[a for a in arrays if a is not None])
+    """The dtype MLX's own ops would give the loss (``None`` arguments skipped): float32 for integers alone."""
+    dtype = mx.result_type(*[a for a in arrays if a is not None])
+    return dtype if mx.issubdtype(dtype, mx.floating) else mx.float32
 
 
 def upcast(array, dtype):
@@ -398,10 +427,10 @@ def add_at_class(array, index, value, axis):
 
 
 def at_class(like, index, value, axis):
-    """Zeros shaped like ``like`` but ``value`` at the class ``index`` of each row."""
-    if like.size == 0:
-        return mx.zeros(like.shape, like.dtype)
-    return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
+    """Zeros shaped like ``like`` but ``value`` at the class ``index`` of each row; a NaN value fills its row."""
+    value = value.astype(like.dtype)
+    elsewhere = mx.where(mx.isnan(value), value, 0)  # a row outside the classes (see rows_inside) is NaN throughout
+    return mx.where(positions(like.shape[axis], axis, like.ndim) == index, value, elsewhere)
 
 
 def row_cotangent(cotangent, axis):

@@ -225,8 +225,8 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_flag("with_logits", with_logits)
     label_smoothing = rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, False, False)

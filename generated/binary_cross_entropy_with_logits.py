@@ -168,6 +168,8 @@ def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='me
         \frac{\partial \ell}{\partial inputs} = - pos_{weight} targets \operatorname{sigmoid}{\left(- inputs \right)} + \left(1 - targets\right) \operatorname{sigmoid}{\left(inputs \right)}
         \frac{\partial \ell}{\partial targets} = pos_{weight} \operatorname{softplus}{\left(- inputs \right)} - \operatorname{softplus}{\left(inputs \right)}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted logits.
         targets (array): The targets: 0 or 1, or probabilities.
@@ -178,8 +180,8 @@ def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='me
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     pos_weight = rt.class_weights("pos_weight", pos_weight, inputs, -1)

@@ -172,6 +172,8 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
         \frac{\partial \ell}{\partial inputs_j} = targets d_{sum2} + d_{sum0}
         \frac{\partial \ell}{\partial targets_j} = inputs d_{sum2} + d_{sum1}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted probabilities.
         targets (array): The target mask, 0 or 1 (or probabilities).
@@ -182,8 +184,8 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     smooth = rt.check_param("smooth", smooth, 0.0, math.inf, False, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))

@@ -154,6 +154,8 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
         \frac{\partial \ell}{\partial inputs} = \frac{inputs - targets}{\sqrt{eps^{2} + \left(inputs - targets\right)^{2}}}
         \frac{\partial \ell}{\partial targets} = \frac{- inputs + targets}{\sqrt{eps^{2} + \left(inputs - targets\right)^{2}}}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted values.
         targets (array): The target values.
@@ -163,8 +165,8 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))

@@ -197,9 +197,9 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
     Returns:
         array: The computed loss.
     """
-    x1 = rt.check_array("x1", x1, floating=True)
-    x2 = rt.check_array("x2", x2, floating=False)
-    targets = rt.check_array("targets", targets, floating=False)
+    x1 = rt.check_array("x1", x1)
+    x2 = rt.check_array("x2", x2)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     margin = rt.check_param("margin", margin, -1.0, 1.0, False, False, False)
     rt.check_same_shapes(("x1", x1), ("x2", x2))

@@ -190,8 +190,8 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
     Returns:
         array: The computed loss.
     """
-    x1 = rt.check_array("x1", x1, floating=True)
-    x2 = rt.check_array("x2", x2, floating=False)
+    x1 = rt.check_array("x1", x1)
+    x2 = rt.check_array("x2", x2)
     rt.check_reduction(reduction)
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
     x1, x2 = rt.broadcast(("x1", x1), ("x2", x2))

@@ -22,18 +22,18 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
-    gather0 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0_max = rt.row_max(logits, axis)
-    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
-    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    shift0 = rt.row_shift(logits, axis)
+    shifted0 = logits - shift0
+    gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    mean0 = rt.row_mean(logits, axis)
-    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
-    return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
+    logsumexp0 = mx.log(logsumexp0_sum)
+    mean0 = rt.row_mean(shifted0, axis)
+    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0 + shift0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -41,7 +41,7 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     d_mean0 = mx.contiguous(rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*logsumexp0) + 1))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
     d_gather0 = (label_smoothing - 1)*cotangent
     grad_logits = (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     grad_logits_at_targets = d_gather0
@@ -56,18 +56,18 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
-    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * logits), axis)
-    logsumexp0_max = rt.row_max(logits, axis)
-    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
-    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    shift0 = rt.row_shift(logits, axis)
+    shifted0 = logits - shift0
+    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * shifted0), axis)
+    logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    mean0 = rt.row_mean(logits, axis)
-    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
-    return (mx.squeeze(loss, axis), logsumexp0, logsumexp0_exp, logsumexp0_sum,)
+    logsumexp0 = mx.log(logsumexp0_sum)
+    mean0 = rt.row_mean(shifted0, axis)
+    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0 + shift0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -75,7 +75,7 @@ def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_va
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
     d_mean0 = mx.contiguous(rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*logsumexp0) + 1))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
     grad_logits = d_gather0*targets + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
     return (grad_logits,)
@@ -99,9 +99,12 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
+    inside = rt.rows_inside(targets, logits.shape[axis])
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
     compute = rt.compute_dtype(mx.result_type(logits))
     loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis)
     loss = rt.mask_rows(loss, kept)
+    loss = rt.nan_rows(loss, inside)
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -114,6 +117,9 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     targets = rt.mask_rows(targets, rt.kept_rows(targets, ignore_index))
+    inside = rt.rows_inside(targets, logits.shape[axis])
+    targets = rt.mask_rows(targets, inside)
+    cotangent = rt.nan_rows(cotangent, inside)
     of_weights = []
     if weights is not None:
         *residuals, loss = residuals
@@ -155,7 +161,7 @@ def _cross_entropy_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = rt.held(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(logits, weights)
+    dtype = rt.result_dtype(logits, targets, weights)
     loss, residuals = _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, False)
     if weights is not None:
         loss = loss * weights
@@ -190,7 +196,7 @@ def _cross_entropy_vjp(primals, cotangent, output):
 def _cross_entropy_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = primals
-    dtype = rt.result_dtype(logits, weights)
+    dtype = rt.result_dtype(logits, targets, weights)
     loss, residuals = _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, True)
     unweighted = residuals[:-1] if weights is not None else residuals
     grads = _cross_entropy_gradients_from(logits, targets, None, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -212,23 +218,26 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
 
     .. math::
 
-        gather_{0} = \mathrm{gather}_j\left(logits\right)
-        logsumexp_{0} = \mathrm{logsumexp}_j\left(logits\right)
-        mean_{0} = \mathrm{mean}_j\left(logits\right)
-        \ell = - label_{smoothing} mean_{0} + lse_{square scale} logsumexp_{0}^{2} - gather_{0} \left(1 - label_{smoothing}\right) + logsumexp_{0}
+        shift_{0} = \mathrm{shift}_j\left(logits\right)
+        gather_{0} = \mathrm{gather}_j\left(shifted_{0}\right)
+        logsumexp_{0} = \mathrm{logsumexp}_j\left(shifted_{0}\right)
+        mean_{0} = \mathrm{mean}_j\left(shifted_{0}\right)
+        \ell = - label_{smoothing} mean_{0} + lse_{square scale} \left(logsumexp_{0} + shift_{0}\right)^{2} - gather_{0} \left(1 - label_{smoothing}\right) + logsumexp_{0}
 
     Gradient (derived symbolically, per unit cotangent):
 
     .. math::
 
         d_{mean0} = - label_{smoothing}
-        d_{logsumexp0} = 2 lse_{square scale} logsumexp_{0} + 1
+        d_{logsumexp0} = lse_{square scale} \left(2 logsumexp_{0} + 2 shift_{0}\right) + 1
         d_{gather0} = label_{smoothing} - 1
-        \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} + d_{logsumexp0} e^{logits - logsumexp_{0}} + \frac{d_{mean0}}{row_{length}}
+        \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} + d_{logsumexp0} e^{- logsumexp_{0} + shifted_{0}} + \frac{d_{mean0}}{row_{length}}
+
+    Kinks: None: the loss is smooth where it is defined.
 
     Args:
         logits (array): The unnormalized logits.
-        targets (array of int or float probabilities): The ground truth: class indices (the logits' shape without ``axis``) or probabilities (the logits' shape).
+        targets (array of int or float probabilities): The ground truth: class indices (the logits' shape without ``axis``) or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         label_smoothing (float, optional): Label smoothing factor. Must be in [0.0, 1.0). Default: ``0.0``.
@@ -239,7 +248,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     Returns:
         array: The computed loss.
     """
-    logits = rt.check_array("logits", logits, floating=True)
+    logits = rt.check_array("logits", logits)
     rt.check_reduction(reduction)
     label_smoothing = rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, True, False)
     if ignore_index is not None:

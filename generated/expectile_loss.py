@@ -158,6 +158,8 @@ def expectile_loss(inputs, targets, tau=0.5, reduction='mean'):
         \frac{\partial \ell}{\partial inputs} = \begin{cases} \tau \left(2 inputs - 2 targets\right) & \text{for}\: error \geq 0 \\\left(1 - \tau\right) \left(2 inputs - 2 targets\right) & \text{otherwise} \end{cases}
         \frac{\partial \ell}{\partial targets} = \begin{cases} \tau \left(- 2 inputs + 2 targets\right) & \text{for}\: error \geq 0 \\\left(1 - \tau\right) \left(- 2 inputs + 2 targets\right) & \text{otherwise} \end{cases}
 
+    Kinks: Not documented by the spec (no kinks=); the formula switches branches where inputs - targets <= 0.
+
     Args:
         inputs (array): The predicted expectiles.
         targets (array): The target values.
@@ -167,8 +169,8 @@ def expectile_loss(inputs, targets, tau=0.5, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     tau = rt.check_param("tau", tau, 0.0, 1.0, False, False, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))

@@ -224,9 +224,9 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
-    vars = rt.check_array("vars", vars, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
+    vars = rt.check_array("vars", vars)
     rt.check_reduction(reduction)
     rt.check_flag("full", full)
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)

@@ -161,8 +161,8 @@ def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))

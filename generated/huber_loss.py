@@ -168,8 +168,8 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     delta = rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))

@@ -179,6 +179,8 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
         \frac{\partial \ell}{\partial inputs_j} = d_{sum0} \left(\left(1 - \operatorname{sigmoid}{\left(inputs - targets - \log{\left(\beta \right)} + \log{\left(1 - \beta \right)} \right)}\right) e^{inputs} + \left(inputs - log_{mixture}\right) e^{inputs}\right) - d_{sum1} \operatorname{sigmoid}{\left(inputs - targets - \log{\left(\beta \right)} + \log{\left(1 - \beta \right)} \right)} e^{targets}
         \frac{\partial \ell}{\partial targets_j} = - d_{sum0} \operatorname{sigmoid}{\left(- inputs + targets + \log{\left(\beta \right)} - \log{\left(1 - \beta \right)} \right)} e^{inputs} + d_{sum1} \left(\left(1 - \operatorname{sigmoid}{\left(- inputs + targets + \log{\left(\beta \right)} - \log{\left(1 - \beta \right)} \right)}\right) e^{targets} + \left(targets - log_{mixture}\right) e^{targets}\right)
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): Log probabilities of the predicted distribution Q.
         targets (array): Log probabilities of the target distribution P.
@@ -189,8 +191,8 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     beta = rt.check_param("beta", beta, 0.0, 1.0, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))

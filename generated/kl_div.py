@@ -199,8 +199,8 @@ def kl_div(inputs, targets, log_target=False, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_flag("log_target", log_target)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))

@@ -161,6 +161,8 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
         \frac{\partial \ell}{\partial inputs_j} = - d_{sum0} e^{targets}
         \frac{\partial \ell}{\partial targets_j} = d_{sum0} \left(\left(- inputs + targets\right) e^{targets} + e^{targets}\right)
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): Log probabilities for the predicted distribution.
         targets (array): Log probabilities for the target distribution.
@@ -170,8 +172,8 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     axis = rt.check_axis(axis, "inputs", inputs.ndim)

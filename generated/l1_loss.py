@@ -160,8 +160,8 @@ def l1_loss(predictions, targets, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    predictions = rt.check_array("predictions", predictions, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    predictions = rt.check_array("predictions", predictions)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""

@@ -150,6 +150,8 @@ def log_cosh_loss(inputs, targets, reduction='none'):
         \frac{\partial \ell}{\partial inputs} = \tanh{\left(inputs - targets \right)}
         \frac{\partial \ell}{\partial targets} = - \tanh{\left(inputs - targets \right)}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted values.
         targets (array): The target values.
@@ -158,8 +160,8 @@ def log_cosh_loss(inputs, targets, reduction='none'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""

@@ -175,9 +175,9 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
     Returns:
         array: The computed loss.
     """
-    inputs1 = rt.check_array("inputs1", inputs1, floating=True)
-    inputs2 = rt.check_array("inputs2", inputs2, floating=False)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs1 = rt.check_array("inputs1", inputs1)
+    inputs2 = rt.check_array("inputs2", inputs2)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
     rt.check_same_shapes(("inputs1", inputs1), ("inputs2", inputs2), ("targets", targets))

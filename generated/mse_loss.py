@@ -150,6 +150,8 @@ def mse_loss(predictions, targets, reduction='mean'):
         \frac{\partial \ell}{\partial predictions} = 2 predictions - 2 targets
         \frac{\partial \ell}{\partial targets} = - 2 predictions + 2 targets
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         predictions (array): The predicted values.
         targets (array): The target values.
@@ -158,8 +160,8 @@ def mse_loss(predictions, targets, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    predictions = rt.check_array("predictions", predictions, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    predictions = rt.check_array("predictions", predictions)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""

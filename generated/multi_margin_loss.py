@@ -24,16 +24,18 @@ def _forward_indices(inputs, targets, weight, p, margin, axis):
     row_length = inputs.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
+    shift0 = rt.row_shift(inputs, axis)
     gather0 = mx.take_along_axis(weight, targets_index, axis=axis)
-    gather1 = mx.take_along_axis(inputs, targets_index, axis=axis)
-    t1 = inputs + (margin - gather1)
+    shifted0 = inputs - shift0
+    gather1 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    t1 = shifted0 + (margin - gather1)
     t0 = rt.power(t1, p)
     mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
     loss = gather0*mean0
-    return (mx.squeeze(loss, axis), gather0, gather1, t0,)
+    return (mx.squeeze(loss, axis), shift0, gather0, gather1, t0,)
 
 
-def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gather0, gather1, t0):
+def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, shift0, gather0, gather1, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
@@ -42,12 +44,13 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, gathe
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
-    t2 = inputs + (margin - gather1)
+    t5 = (1 - targets_onehot)/row_length
+    d_mean0 = mx.contiguous(cotangent*gather0)
+    shifted0 = inputs - shift0
+    t2 = shifted0 + (margin - gather1)
     t3 = p*t0/t2
     t4 = (t2 > 0)
-    t5 = (1 - targets_onehot)/row_length
     b0_mean0 = rt.row_sum(mx.where(t4, -t3*t5, 0), axis)
-    d_mean0 = mx.contiguous(cotangent*gather0)
     d_gather1 = mx.contiguous(b0_mean0*d_mean0)
     grad_inputs = d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0)
     return (grad_inputs,)
@@ -68,8 +71,11 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, inputs.shape[axis])
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis)
+    loss = rt.nan_rows(loss, inside)
     return loss, residuals
 
 
@@ -79,6 +85,9 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, inputs.shape[axis])
+    targets = rt.mask_rows(targets, inside)
+    cotangent = rt.nan_rows(cotangent, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
@@ -115,7 +124,7 @@ def _multi_margin_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = rt.held(inputs, targets, weight, weights, axis, p, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, weight)
+    dtype = rt.result_dtype(inputs, weight, targets)
     loss, residuals = _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -147,7 +156,7 @@ def _multi_margin_loss_vjp(primals, cotangent, output):
 def _multi_margin_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, weight)
+    dtype = rt.result_dtype(inputs, weight, targets)
     loss, residuals = _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, True)
     unweighted = residuals
     grads = _multi_margin_loss_gradients_from(inputs, targets, weight, None, axis, p, margin, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -164,9 +173,10 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
 
     .. math::
 
+        shift_{0} = \mathrm{shift}_j\left(inputs\right)
         gather_{0} = \mathrm{gather}_j\left(weight\right)
-        gather_{1} = \mathrm{gather}_j\left(inputs\right)
-        mean_{0} = \mathrm{mean}_j\left(\left(1 - targets\right) \left(\begin{cases} \left(inputs + margin - gather_{1}\right)^{p} & \text{for}\: inputs + margin - gather_{1} > 0 \\0^{p} & \text{otherwise} \end{cases}\right)\right)
+        gather_{1} = \mathrm{gather}_j\left(shifted_{0}\right)
+        mean_{0} = \mathrm{mean}_j\left(\left(1 - targets\right) \left(\begin{cases} \left(margin - gather_{1} + shifted_{0}\right)^{p} & \text{for}\: margin - gather_{1} + shifted_{0} > 0 \\0^{p} & \text{otherwise} \end{cases}\right)\right)
         \ell = gather_{0} mean_{0}
 
     Gradient (derived symbolically, per unit cotangent):
@@ -176,13 +186,13 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
         d_{mean0} = gather_{0}
         d_{gather1} = b_{0 mean0} d_{mean0}
         d_{gather0} = mean_{0}
-        \frac{\partial \ell}{\partial inputs_j} = targets d_{gather1} + \frac{d_{mean0} \left(1 - targets\right) \left(\begin{cases} \frac{p \left(inputs + margin - gather_{1}\right)^{p}}{inputs + margin - gather_{1}} & \text{for}\: inputs + margin - gather_{1} > 0 \\0 & \text{otherwise} \end{cases}\right)}{row_{length}}
+        \frac{\partial \ell}{\partial inputs_j} = targets d_{gather1} + \frac{d_{mean0} \left(1 - targets\right) \left(\begin{cases} \frac{p \left(margin - gather_{1} + shifted_{0}\right)^{p}}{margin - gather_{1} + shifted_{0}} & \text{for}\: margin - gather_{1} + shifted_{0} > 0 \\0 & \text{otherwise} \end{cases}\right)}{row_{length}}
 
     Kinks: where margin - x[y] + x[i] == 0 the hinge's gradient is 0.
 
     Args:
         inputs (array): The class scores.
-        targets (array of int): The target class indices.
+        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
         weight (array, optional): Optional weight of each class, applied to the rows of that target class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         p (int, optional): The power of each hinge: 1 or 2. Must be in [1.0, 2.0]. Default: ``1``.
@@ -192,7 +202,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
+    inputs = rt.check_array("inputs", inputs)
     rt.check_reduction(reduction)
     p = rt.check_param("p", p, 1.0, 2.0, False, False, True)
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)

@@ -57,8 +57,11 @@ def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, 
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
+    inside = rt.rows_inside(targets, inputs.shape[axis])
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
     loss, *residuals = forward(inputs, targets, axis)
     loss = rt.mask_rows(loss, kept)
+    loss = rt.nan_rows(loss, inside)
     return loss, residuals
 
 
@@ -69,6 +72,9 @@ def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduc
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     targets = rt.mask_rows(targets, rt.kept_rows(targets, ignore_index))
+    inside = rt.rows_inside(targets, inputs.shape[axis])
+    targets = rt.mask_rows(targets, inside)
+    cotangent = rt.nan_rows(cotangent, inside)
     grad_inputs, = backward(inputs, targets, axis, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
 
@@ -104,7 +110,7 @@ def _nll_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant):
     inputs, targets, weights, axis, ignore_index, reduction, variant = rt.held(inputs, targets, weights, axis, ignore_index, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs)
+    dtype = rt.result_dtype(inputs, targets)
     loss, residuals = _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, False)
     return (rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *residuals)
 
@@ -135,7 +141,7 @@ def _nll_loss_vjp(primals, cotangent, output):
 def _nll_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     inputs, targets, weights, axis, ignore_index, reduction, variant = primals
-    dtype = rt.result_dtype(inputs)
+    dtype = rt.result_dtype(inputs, targets)
     loss, residuals = _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, True)
     unweighted = residuals
     grads = _nll_loss_gradients_from(inputs, targets, None, axis, ignore_index, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -163,9 +169,11 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
         d_{gather0} = -1
         \frac{\partial \ell}{\partial inputs_j} = targets d_{gather0}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted distribution in log space.
-        targets (array of int): The target class indices.
+        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Default: ``None`` (off).
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
@@ -173,7 +181,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
+    inputs = rt.check_array("inputs", inputs)
     rt.check_reduction(reduction)
     if ignore_index is not None:
         ignore_index = rt.check_param("ignore_index", ignore_index, -math.inf, math.inf, True, True, True)

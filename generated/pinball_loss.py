@@ -169,8 +169,8 @@ def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     tau = rt.check_param("tau", tau, 0.0, 1.0, False, False, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))

@@ -265,6 +265,8 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
         \frac{\partial \ell}{\partial inputs} = - \frac{targets}{inputs + eps} + 1
         \frac{\partial \ell}{\partial targets} = - \log{\left(inputs + eps \right)}
 
+    Kinks: Not documented by the spec (no kinks=); the formula switches branches where targets > 1.
+
     Args:
         inputs (array): The expectation of the Poisson distribution: its log (log_input=True) or itself.
         targets (array): Samples from the Poisson distribution (counts).
@@ -276,8 +278,8 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_flag("log_input", log_input)
     rt.check_flag("full", full)

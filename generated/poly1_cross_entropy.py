@@ -22,13 +22,13 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis):
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
-    gather0 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0_max = rt.row_max(logits, axis)
-    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
-    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    shift0 = rt.row_shift(logits, axis)
+    shifted0 = logits - shift0
+    gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    gather1 = mx.take_along_axis(1 - rt.exp(logits - logsumexp0), targets_index, axis=axis)
+    logsumexp0 = mx.log(logsumexp0_sum)
+    gather1 = mx.take_along_axis(1 - rt.exp(shifted0 - logsumexp0), targets_index, axis=axis)
     loss = logsumexp0 + rt.zero_if(epsilon_value == 0, epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
@@ -57,13 +57,13 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis):
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
-    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * logits), axis)
-    logsumexp0_max = rt.row_max(logits, axis)
-    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
-    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    shift0 = rt.row_shift(logits, axis)
+    shifted0 = logits - shift0
+    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * shifted0), axis)
+    logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * (1 - rt.exp(logits - logsumexp0))), axis)
+    logsumexp0 = mx.log(logsumexp0_sum)
+    gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * (1 - rt.exp(shifted0 - logsumexp0))), axis)
     loss = logsumexp0 + rt.zero_if(epsilon_value == 0, epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
@@ -100,8 +100,11 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, logits.shape[axis])
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
     compute = rt.compute_dtype(mx.result_type(logits))
     loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis)
+    loss = rt.nan_rows(loss, inside)
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -113,6 +116,9 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, logits.shape[axis])
+    targets = rt.mask_rows(targets, inside)
+    cotangent = rt.nan_rows(cotangent, inside)
     of_weights = []
     if weights is not None:
         *residuals, loss = residuals
@@ -154,7 +160,7 @@ def _poly1_cross_entropy_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant):
     logits, targets, weights, axis, epsilon, reduction, variant = rt.held(logits, targets, weights, axis, epsilon, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(logits, weights)
+    dtype = rt.result_dtype(logits, targets, weights)
     loss, residuals = _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, False)
     if weights is not None:
         loss = loss * weights
@@ -186,7 +192,7 @@ def _poly1_cross_entropy_vjp(primals, cotangent, output):
 def _poly1_cross_entropy_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     logits, targets, weights, axis, epsilon, reduction, variant = primals
-    dtype = rt.result_dtype(logits, weights)
+    dtype = rt.result_dtype(logits, targets, weights)
     loss, residuals = _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, True)
     unweighted = residuals[:-1] if weights is not None else residuals
     grads = _poly1_cross_entropy_gradients_from(logits, targets, None, axis, epsilon, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -207,9 +213,10 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
 
     .. math::
 
-        gather_{0} = \mathrm{gather}_j\left(logits\right)
-        logsumexp_{0} = \mathrm{logsumexp}_j\left(logits\right)
-        gather_{1} = \mathrm{gather}_j\left(1 - e^{logits - logsumexp_{0}}\right)
+        shift_{0} = \mathrm{shift}_j\left(logits\right)
+        gather_{0} = \mathrm{gather}_j\left(shifted_{0}\right)
+        logsumexp_{0} = \mathrm{logsumexp}_j\left(shifted_{0}\right)
+        gather_{1} = \mathrm{gather}_j\left(1 - e^{- logsumexp_{0} + shifted_{0}}\right)
         \ell = \epsilon gather_{1} - gather_{0} + logsumexp_{0}
 
     Gradient (derived symbolically, per unit cotangent):
@@ -219,11 +226,13 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         d_{gather1} = \epsilon
         d_{logsumexp0} = b_{0 gather1} d_{gather1} + 1
         d_{gather0} = -1
-        \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} - targets d_{gather1} e^{logits - logsumexp_{0}} + d_{logsumexp0} e^{logits - logsumexp_{0}}
+        \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} - targets d_{gather1} e^{- logsumexp_{0} + shifted_{0}} + d_{logsumexp0} e^{- logsumexp_{0} + shifted_{0}}
+
+    Kinks: None: the loss is smooth where it is defined.
 
     Args:
         logits (array): The unnormalized logits.
-        targets (array of int or float probabilities): The ground truth: class indices or probabilities (the logits' shape).
+        targets (array of int or float probabilities): The ground truth: class indices or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         epsilon (float, optional): The weight of the first polynomial term, (1 - p_t). Must be in [-1.0, inf). Default: ``2.0``.
@@ -232,7 +241,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
     Returns:
         array: The computed loss.
     """
-    logits = rt.check_array("logits", logits, floating=True)
+    logits = rt.check_array("logits", logits)
     rt.check_reduction(reduction)
     epsilon = rt.check_param("epsilon", epsilon, -1.0, math.inf, False, True, False)
     axis = rt.check_axis(axis, "logits", logits.ndim)

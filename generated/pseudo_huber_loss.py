@@ -159,6 +159,8 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
         \frac{\partial \ell}{\partial inputs} = \frac{2 inputs - 2 targets}{\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1} - \frac{error^{3}}{\delta^{2} \sqrt{1 + \frac{error^{2}}{\delta^{2}}} \left(\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1\right)^{2}}
         \frac{\partial \ell}{\partial targets} = \frac{- 2 inputs + 2 targets}{\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1} + \frac{error^{3}}{\delta^{2} \sqrt{1 + \frac{error^{2}}{\delta^{2}}} \left(\sqrt{1 + \frac{error^{2}}{\delta^{2}}} + 1\right)^{2}}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted values.
         targets (array): The target values.
@@ -168,8 +170,8 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     delta = rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))

@@ -160,6 +160,8 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
 
         \frac{\partial \ell}{\partial inputs} = \gamma cross_{entropy} \left(- targets \operatorname{sigmoid}{\left(inputs \right)} + \left(1 - targets\right) \operatorname{sigmoid}{\left(- inputs \right)}\right) \left(\begin{cases} targets \alpha + \left(1 - targets\right) \left(1 - \alpha\right) & \text{for}\: \alpha \geq 0 \\1 & \text{otherwise} \end{cases}\right) e^{\gamma log_{one minus p t}} + \left(- targets \operatorname{sigmoid}{\left(- inputs \right)} + \left(1 - targets\right) \operatorname{sigmoid}{\left(inputs \right)}\right) \left(\begin{cases} targets \alpha + \left(1 - targets\right) \left(1 - \alpha\right) & \text{for}\: \alpha \geq 0 \\1 & \text{otherwise} \end{cases}\right) e^{\gamma log_{one minus p t}}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted logits.
         targets (array): The binary labels, 0 or 1.
@@ -170,8 +172,8 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     alpha = rt.check_param("alpha", alpha, -1.0, 1.0, False, False, False)
     gamma = rt.check_param("gamma", gamma, 0.0, math.inf, False, True, False)

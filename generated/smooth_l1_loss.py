@@ -167,8 +167,8 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    predictions = rt.check_array("predictions", predictions, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    predictions = rt.check_array("predictions", predictions)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     beta = rt.check_param("beta", beta, 0.0, math.inf, False, True, False)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))

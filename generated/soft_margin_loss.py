@@ -146,6 +146,8 @@ def soft_margin_loss(inputs, targets, reduction='mean'):
 
         \frac{\partial \ell}{\partial inputs} = - targets \operatorname{sigmoid}{\left(- inputs targets \right)}
 
+    Kinks: None: the loss is smooth where it is defined.
+
     Args:
         inputs (array): The predicted scores.
         targets (array): The labels, -1 or 1.
@@ -154,8 +156,8 @@ def soft_margin_loss(inputs, targets, reduction='mean'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""

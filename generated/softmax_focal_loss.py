@@ -24,16 +24,16 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis):
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    shift0 = rt.row_shift(logits, axis)
     gather0 = mx.take_along_axis(alpha, targets_index, axis=axis)
-    gather1 = mx.take_along_axis(logits, targets_index, axis=axis)
-    logsumexp0_max = rt.row_max(logits, axis)
-    logsumexp0_max = mx.where(mx.isfinite(logsumexp0_max), logsumexp0_max, 0)
-    logsumexp0_exp = rt.exp(logits - logsumexp0_max)
+    shifted0 = logits - shift0
+    gather1 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = logsumexp0_max + mx.log(logsumexp0_sum)
-    logsumexp1_max = rt.row_max(logits + mx.log(1 - targets_onehot), axis)
+    logsumexp0 = mx.log(logsumexp0_sum)
+    logsumexp1_max = rt.row_max(shifted0 + mx.log(1 - targets_onehot), axis)
     logsumexp1_max = mx.where(mx.isfinite(logsumexp1_max), logsumexp1_max, 0)
-    logsumexp1_exp = rt.exp((logits + mx.log(1 - targets_onehot)) - logsumexp1_max)
+    logsumexp1_exp = rt.exp((shifted0 + mx.log(1 - targets_onehot)) - logsumexp1_max)
     logsumexp1_sum = rt.row_sum(logsumexp1_exp, axis)
     logsumexp1 = logsumexp1_max + mx.log(logsumexp1_sum)
     t0 = rt.exp(rt.zero_if(gamma_value == 0, gamma*(logsumexp1 - logsumexp0)))
@@ -76,8 +76,11 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, logits.shape[axis])
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis)
+    loss = rt.nan_rows(loss, inside)
     return loss, residuals
 
 
@@ -87,6 +90,9 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, logits.shape[axis])
+    targets = rt.mask_rows(targets, inside)
+    cotangent = rt.nan_rows(cotangent, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits)]
@@ -123,7 +129,7 @@ def _softmax_focal_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant):
     logits, targets, alpha, weights, axis, gamma, reduction, variant = rt.held(logits, targets, alpha, weights, axis, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(logits, alpha)
+    dtype = rt.result_dtype(logits, alpha, targets)
     loss, residuals = _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -154,7 +160,7 @@ def _softmax_focal_loss_vjp(primals, cotangent, output):
 def _softmax_focal_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     logits, targets, alpha, weights, axis, gamma, reduction, variant = primals
-    dtype = rt.result_dtype(logits, alpha)
+    dtype = rt.result_dtype(logits, alpha, targets)
     loss, residuals = _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, True)
     unweighted = residuals
     grads = _softmax_focal_loss_gradients_from(logits, targets, alpha, None, axis, gamma, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -171,10 +177,11 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
 
     .. math::
 
+        shift_{0} = \mathrm{shift}_j\left(logits\right)
         gather_{0} = \mathrm{gather}_j\left(\alpha\right)
-        gather_{1} = \mathrm{gather}_j\left(logits\right)
-        logsumexp_{0} = \mathrm{logsumexp}_j\left(logits\right)
-        logsumexp_{1} = \mathrm{logsumexp}_j\left(logits + \log{\left(1 - targets \right)}\right)
+        gather_{1} = \mathrm{gather}_j\left(shifted_{0}\right)
+        logsumexp_{0} = \mathrm{logsumexp}_j\left(shifted_{0}\right)
+        logsumexp_{1} = \mathrm{logsumexp}_j\left(shifted_{0} + \log{\left(1 - targets \right)}\right)
         \ell = - gather_{0} \left(gather_{1} - logsumexp_{0}\right) e^{\gamma \left(- logsumexp_{0} + logsumexp_{1}\right)}
 
     Gradient (derived symbolically, per unit cotangent):
@@ -185,11 +192,13 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
         d_{logsumexp0} = \gamma gather_{0} \left(gather_{1} - logsumexp_{0}\right) e^{\gamma \left(- logsumexp_{0} + logsumexp_{1}\right)} + gather_{0} e^{\gamma \left(- logsumexp_{0} + logsumexp_{1}\right)}
         d_{gather1} = - gather_{0} e^{\gamma \left(- logsumexp_{0} + logsumexp_{1}\right)}
         d_{gather0} = \left(- gather_{1} + logsumexp_{0}\right) e^{\gamma \left(- logsumexp_{0} + logsumexp_{1}\right)}
-        \frac{\partial \ell}{\partial logits_j} = targets d_{gather1} + d_{logsumexp0} e^{logits - logsumexp_{0}} + d_{logsumexp1} \left(1 - targets\right) e^{logits - logsumexp_{1}}
+        \frac{\partial \ell}{\partial logits_j} = targets d_{gather1} + d_{logsumexp0} e^{- logsumexp_{0} + shifted_{0}} + d_{logsumexp1} \left(1 - targets\right) e^{- logsumexp_{1} + shifted_{0}}
+
+    Kinks: None: the loss is smooth where it is defined.
 
     Args:
         logits (array): The unnormalized logits.
-        targets (array of int): The target class indices.
+        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
         alpha (array, optional): Optional weight (alpha) of each class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         gamma (float, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``.
@@ -198,7 +207,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
     Returns:
         array: The computed loss.
     """
-    logits = rt.check_array("logits", logits, floating=True)
+    logits = rt.check_array("logits", logits)
     rt.check_reduction(reduction)
     gamma = rt.check_param("gamma", gamma, 0.0, math.inf, False, True, False)
     axis = rt.check_axis(axis, "logits", logits.ndim)

@@ -148,6 +148,8 @@ def squared_hinge_loss(inputs, targets, reduction='none'):
 
         \frac{\partial \ell}{\partial inputs} = \begin{cases} - 2 targets \left(- inputs targets + 1\right) & \text{for}\: inputs targets < 1 \\0 & \text{otherwise} \end{cases}
 
+    Kinks: Not documented by the spec (no kinks=); the formula switches branches where inputs*targets < 1.
+
     Args:
         inputs (array): The predicted values.
         targets (array): The labels, -1 or 1.
@@ -156,8 +158,8 @@ def squared_hinge_loss(inputs, targets, reduction='none'):
     Returns:
         array: The computed loss.
     """
-    inputs = rt.check_array("inputs", inputs, floating=True)
-    targets = rt.check_array("targets", targets, floating=False)
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""

@@ -201,9 +201,9 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     Returns:
         array: The computed loss.
     """
-    anchors = rt.check_array("anchors", anchors, floating=True)
-    positives = rt.check_array("positives", positives, floating=False)
-    negatives = rt.check_array("negatives", negatives, floating=False)
+    anchors = rt.check_array("anchors", anchors)
+    positives = rt.check_array("positives", positives)
+    negatives = rt.check_array("negatives", negatives)
     rt.check_reduction(reduction)
     p = rt.check_param("p", p, 1.0, math.inf, False, True, True)
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)

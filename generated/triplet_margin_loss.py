@@ -280,9 +280,9 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
     Returns:
         array: The computed loss.
     """
-    anchors = rt.check_array("anchors", anchors, floating=True)
-    positives = rt.check_array("positives", positives, floating=False)
-    negatives = rt.check_array("negatives", negatives, floating=False)
+    anchors = rt.check_array("anchors", anchors)
+    positives = rt.check_array("positives", positives)
+    negatives = rt.check_array("negatives", negatives)
     rt.check_reduction(reduction)
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
     p = rt.check_param("p", p, 0.0, math.inf, True, True, False)

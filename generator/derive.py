@@ -16,6 +16,7 @@ import itertools
 import sympy as sp
 
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
+from .shift import shift_rows
 from .spec import functions as fn
 from .spec.terms import collect_terms, expand_terms
 from .spec.validate import check_constructs, check_formula
@@ -37,22 +38,17 @@ def derive(loss: Loss) -> list[Variant]:
         flags = {flag.name: value for flag, value in zip(loss.flags, values)}
         resolved = fn.stable_rewrite(_resolve_flags(formula, flags))
         if loss.kind == "elementwise":
-            ir = _derive_elementwise(loss, resolved)
+            ir, shifted = _derive_elementwise(loss, resolved), []
         else:
-            ir = _derive_rowwise(loss, resolved)
+            ir, shifted = _derive_rowwise(loss, resolved)
         _check_derived(ir)
-        variants.append(Variant(flags, _abstract_terms(ir, terms)))
+        variants.append(Variant(flags, _abstract_terms(ir, shifted + terms)))
     return variants
 
 
 def _check_derived(ir):
     """The derived expressions hold only what the printers know (a safety net)."""
-    if isinstance(ir, ElementwiseIR):
-        expressions = [ir.loss, *ir.gradients.values()]
-    else:
-        expressions = [ir.loss, *(r.argument for r in ir.forward_reductions + ir.backward_reductions),
-                       *(e for _, e in ir.adjoints), *ir.element_gradients.values(), *ir.row_gradients.values()]
-    for expr in expressions:
+    for expr in ir.expressions():
         try:
             check_constructs(expr)
         except SpecError as error:
@@ -110,6 +106,7 @@ def _derive_elementwise(loss, formula):
 
 
 def _derive_rowwise(loss, formula):
+    formula, shifts, shifted = shift_rows(loss, formula)  # the shifts are constants: the loss does not depend on them
     epilogue, forward = _extract_reductions(formula)
     element_inputs = [i for i in loss.inputs if is_element_level(i) and i.differentiable]
     row_inputs = [i for i in loss.inputs if isinstance(i, Input) and i.per_row and i.differentiable]
@@ -149,7 +146,7 @@ def _derive_rowwise(loss, formula):
                 total += adjoint_of[reduction.symbol] * _linearised(reduction, partial, weights, backward)
         row_gradients[item.name] = total
 
-    return RowwiseIR(forward, epilogue, backward, adjoints, element_gradients, row_gradients)
+    return RowwiseIR(shifts + forward, epilogue, backward, adjoints, element_gradients, row_gradients), shifted
 
 
 def _extract_reductions(formula):

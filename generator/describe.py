@@ -8,6 +8,8 @@ from __future__ import annotations
 import sympy as sp
 
 from .ir import COTANGENT, ElementwiseIR
+from .spec import functions as fn
+from .spec.terms import expand_terms
 from .spec.vocabulary import ClassTarget, ClassWeights, Flag
 
 
@@ -37,11 +39,13 @@ def argument_docs(loss):
     lines = []
     for item in loss.inputs:
         kind = "array"
+        doc = item.doc or "An input."
         if isinstance(item, ClassTarget):
             kind = "array of int" + (" or float probabilities" if item.probabilities else "")
+            doc += " A class index outside ``[0, classes)`` gives NaN for its row (value and gradient)."
         if isinstance(item, ClassWeights):
             kind = "array, optional"
-        lines.append(f"{item.name} ({kind}): {item.doc or 'An input.'}")
+        lines.append(f"{item.name} ({kind}): {doc}")
     if loss.weights is not None:
         lines.append(f"{loss.weights.name} (array, optional): {loss.weights.doc}")
     if loss.kind == "rowwise":
@@ -95,3 +99,21 @@ def formula_lines(loss, variant):
 def variant_title(variant):
     """The flag values of ``variant``, ``flag=True, ...`` (empty without flags)."""
     return ", ".join(f"{k}={v}" for k, v in variant.flags.items())
+
+
+def kinks_text(loss):
+    """What the docs say of the loss's kinks: the spec's words, else where its formula has them, else smooth."""
+    if loss.kinks.strip():
+        return loss.kinks.strip()
+    formula = expand_terms(loss.formula).replace(lambda e: isinstance(e, fn.Select), lambda e: e.args[1] + e.args[2])
+    arrays, places = set(loss.inputs), []
+    for node in sp.preorder_traversal(formula):
+        if isinstance(node, sp.Piecewise):
+            places += [str(condition) for _, condition in node.args[:-1] if condition.free_symbols & arrays]
+        elif isinstance(node, (sp.Abs, sp.sign)) and node.args[0].free_symbols & arrays:
+            places.append(f"{node.args[0]} = 0")
+    places = list(dict.fromkeys(places))  # in order, once each
+    if not places:
+        return "None: the loss is smooth where it is defined."
+    return ("Not documented by the spec (no kinks=); the formula switches branches where "
+            + "; ".join(places) + ".")

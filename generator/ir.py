@@ -28,7 +28,7 @@ class Reduction:
     """
 
     symbol: sp.Symbol
-    kind: str  # sum | mean | max | logsumexp | gather
+    kind: str  # sum | mean | max | logsumexp | gather | shift (the finite maximum or 0, never differentiated)
     argument: sp.Expr
     target: sp.Symbol | None = None
 
@@ -50,6 +50,10 @@ class ElementwiseIR:
     gradients: dict  # input name -> expression in inputs, params, COTANGENT
     aliases: list = field(default_factory=list)
 
+    def expressions(self):
+        """Every expression of the program."""
+        return [self.loss, *self.gradients.values()]
+
 
 @dataclass
 class RowwiseIR:
@@ -61,6 +65,11 @@ class RowwiseIR:
     adjoints: list  # [(symbol, expression)]: d loss / d row variable, times COTANGENT
     element_gradients: dict  # element-level input name -> expression
     row_gradients: dict  # per-row input name -> expression
+
+    def expressions(self):
+        """Every expression of the program."""
+        return [self.loss, *(r.argument for r in self.forward_reductions + self.backward_reductions),
+                *(e for _, e in self.adjoints), *self.element_gradients.values(), *self.row_gradients.values()]
 
 
 @dataclass

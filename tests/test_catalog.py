@@ -200,3 +200,14 @@ def test_a_rowwise_plot_with_a_pole_on_signed_rows_uses_probability_rows(tmp_pat
     overlap, total = (inputs * targets).sum(axis=1), inputs.sum(axis=1) + targets.sum() + 1
     np.testing.assert_allclose(curve.loss, 1 - (2 * overlap + 1) / total, rtol=1e-5)
     np.testing.assert_allclose(curve.gradient, -(2 * targets[0] * total - (2 * overlap + 1)) / total**2, rtol=1e-4)
+
+
+def test_kinks_are_the_spec_s_words_else_where_the_formula_has_them():
+    """A formula with branches and no kinks= is not called smooth: the places where it switches are named."""
+    from generator.describe import kinks_text
+
+    assert kinks_text(load_spec(SPECS / "huber_loss.py")) == load_spec(SPECS / "huber_loss.py").kinks.strip()
+    assert kinks_text(load_spec(SPECS / "mse_loss.py")) == "None: the loss is smooth where it is defined."
+    expectile = kinks_text(load_spec(SPECS / "expectile_loss.py"))
+    assert expectile.startswith("Not documented") and "inputs - targets <= 0" in expectile
+    assert "alpha" not in kinks_text(load_spec(SPECS / "sigmoid_focal_loss.py"))  # a parameter's branch is no kink

@@ -45,11 +45,11 @@ def _scenarios(loss):
 
     yield "reduction", reduction
 
-    def integer_predictions(call, args):
-        args[first] = mx.array(np.arange(args[first].size).reshape(args[first].shape).astype(np.int32))
-        return [_sentence(first), "floating-point", "int32"]
+    def complex_predictions(call, args):
+        args[first] = args[first].astype(mx.complex64)
+        return [_sentence(first), "real dtype", "complex64"]
 
-    yield f"{first}-integer", integer_predictions
+    yield f"{first}-complex", complex_predictions
 
     for item in loss.inputs:
         def not_an_array(call, args, name=item.name):
@@ -250,3 +250,17 @@ def test_a_per_row_input_of_the_wrong_shape_is_named(tmp_path):
     np.testing.assert_allclose(np.asarray(function(scores, mx.array([1.0, 2.0, 3.0]))), [4.0, 8.0, 12.0])
     with pytest.raises(ValueError, match=re.escape("Scale shape (4,) does not match the loss shape (3,).")):
         function(scores, mx.ones((4,)))
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_integer_arrays_are_taken_as_mlx_takes_them(name):
+    """Integer (or bool) float inputs are computed in float32, as MLX's own ops do; they are no error."""
+    loss = LOSSES[name]
+    call = make_call(loss, np.random.default_rng(3))
+    arrays = call.mx_arrays()
+    whole = {k: mx.round(v) if k in call.differentiable else v for k, v in arrays.items()}
+    as_integers = {k: v.astype(mx.int32) if k in call.differentiable else v for k, v in whole.items()}
+    got = ours(name)(**as_integers, **call.kwargs(), reduction="none")
+    want = ours(name)(**whole, **call.kwargs(), reduction="none")
+    assert got.dtype == mx.float32
+    np.testing.assert_array_equal(np.array(got), np.array(want))

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_cc517f894b9e",
+        name="losscc_binary_cross_entropy_with_logits_forward_4d10e7da1094",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -101,7 +101,7 @@ if (reduce) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_forward_efe1fc50dfd7",
+        name="losscc_binary_cross_entropy_no_with_logits_forward_b10a2b3ebe8b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -195,7 +195,7 @@ if (reduce) {
 
 BACKWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_100e02eb1655",
+        name="losscc_binary_cross_entropy_with_logits_backward_ebf0312e3466",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -264,7 +264,7 @@ if (i < n) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_backward_d0506567309e",
+        name="losscc_binary_cross_entropy_no_with_logits_backward_b60d2dff88ae",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""

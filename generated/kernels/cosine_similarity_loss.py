@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_forward_2a35e9899231",
+        name="losscc_cosine_similarity_loss_indices_forward_7458fa21b39b",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -145,7 +145,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_backward_fefae84b6c7e",
+        name="losscc_cosine_similarity_loss_indices_backward_5c8f126ccc8b",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""

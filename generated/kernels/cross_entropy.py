@@ -6,17 +6,17 @@ Lowered from the same scheduled statements as the MLX path and used on GPUs
 (see _gpu.py in this package). Bytes each kernel moves per element against the minimum
 (each input read once, each output written once; float32 arrays, reduction='mean', rows of 1024):
 
-    indices: forward 1.00 (1 pass), backward 1.00 (1 pass)
-    probabilities: forward 1.00 (1 pass), backward 1.00 (1 pass)
+    indices: forward 2.00 (2 passes), backward 1.00 (1 pass)
+    probabilities: forward 1.50 (2 passes), backward 1.00 (1 pass)
 """
 
 from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_forward_e754b880a8b9",
+        name="losscc_cross_entropy_indices_forward_e35598e2b73c",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
 // cross_entropy_indices forward (specs/cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -42,15 +42,36 @@ const bool targets_index_valid = targets_index >= 0 && targets_index < static_ca
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 
-// pass 1 over the row: logsumexp0, mean0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = metal::max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = metal::simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = metal::simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0, mean0
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
 float acc_mean0 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
-  acc_mean0 += logits;
+  const float shifted0 = logits - shift0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  acc_mean0 += shifted0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
@@ -77,11 +98,13 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather0 = logits;
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
 }
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
@@ -110,15 +133,36 @@ const bool targets_index_valid = targets_index >= 0 && targets_index < static_ca
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 
-// pass 1 over the row: logsumexp0, mean0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = fmaxf(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0, mean0
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
 float acc_mean0 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
-  acc_mean0 += logits;
+  const float shifted0 = logits - shift0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  acc_mean0 += shifted0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
@@ -145,19 +189,21 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather0 = logits;
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
 }
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_forward_49fc87724662",
+        name="losscc_cross_entropy_probabilities_forward_1452f040dcd7",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
 // cross_entropy_probabilities forward (specs/cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -178,7 +224,27 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 
-// pass 1 over the row: gather0, logsumexp0, mean0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = metal::max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = metal::simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = metal::simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: gather0, logsumexp0, mean0
 float acc_gather0 = 0.0f;
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
@@ -187,9 +253,10 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_gather0 += targets*logits;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
-  acc_mean0 += logits;
+  const float shifted0 = logits - shift0;
+  acc_gather0 += targets*shifted0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  acc_mean0 += shifted0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather0 = metal::simd_sum(acc_gather0);
@@ -215,9 +282,10 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
@@ -241,7 +309,27 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 
-// pass 1 over the row: gather0, logsumexp0, mean0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = fmaxf(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: gather0, logsumexp0, mean0
 float acc_gather0 = 0.0f;
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
@@ -250,9 +338,10 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_gather0 += targets*logits;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
-  acc_mean0 += logits;
+  const float shifted0 = logits - shift0;
+  acc_gather0 += targets*shifted0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  acc_mean0 += shifted0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather0 = losscc_warp_sum(acc_gather0);
@@ -278,9 +367,10 @@ __syncthreads();
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
@@ -289,8 +379,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_edf5a0622577",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_cross_entropy_indices_backward_c5003a814369",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // cross_entropy_indices backward (specs/cross_entropy.py)
@@ -311,10 +401,11 @@ if (targets_index == static_cast<int64_t>(meta[2])) {
 }
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -322,7 +413,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*metal::exp(logits - logsumexp0) + d_mean0/row_length;
+  const float shifted0 = logits - shift0;
+  const float grad_logits = targets*d_gather0 + d_logsumexp0*metal::exp(-logsumexp0 + shifted0) + d_mean0/row_length;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -345,10 +437,11 @@ if (targets_index == static_cast<int64_t>(meta[2])) {
 }
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -356,14 +449,15 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*expf(logits - logsumexp0) + d_mean0/row_length;
+  const float shifted0 = logits - shift0;
+  const float grad_logits = targets*d_gather0 + d_logsumexp0*expf(-logsumexp0 + shifted0) + d_mean0/row_length;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_backward_ae3eb59d8c7a",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_cross_entropy_probabilities_backward_b3eca5f9b693",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // cross_entropy_probabilities backward (specs/cross_entropy.py)
@@ -380,10 +474,11 @@ const float row_length = static_cast<float>(row_length_count);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -391,7 +486,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*metal::exp(logits - logsumexp0) + d_mean0/row_length;
+  const float shifted0 = logits - shift0;
+  const float grad_logits = targets*d_gather0 + d_logsumexp0*metal::exp(-logsumexp0 + shifted0) + d_mean0/row_length;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -410,10 +506,11 @@ const float row_length = static_cast<float>(row_length_count);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*logsumexp0 + 1.0f);
+const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
 const float d_gather0 = cotangent*(label_smoothing - 1.0f);
 
 // the gradient of each element
@@ -421,7 +518,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*expf(logits - logsumexp0) + d_mean0/row_length;
+  const float shifted0 = logits - shift0;
+  const float grad_logits = targets*d_gather0 + d_logsumexp0*expf(-logsumexp0 + shifted0) + d_mean0/row_length;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

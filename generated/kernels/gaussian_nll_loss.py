@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_forward_85972fd93c6e",
+        name="losscc_gaussian_nll_loss_full_forward_d5b2b08f5d62",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -95,7 +95,7 @@ if (reduce) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_forward_27762083728a",
+        name="losscc_gaussian_nll_loss_no_full_forward_4d5f6cee7a97",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -179,7 +179,7 @@ if (reduce) {
 
 BACKWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_backward_851b44bb2584",
+        name="losscc_gaussian_nll_loss_full_backward_507700b5cfba",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -234,7 +234,7 @@ if (i < n) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_backward_56a8e2afab64",
+        name="losscc_gaussian_nll_loss_no_full_backward_1dd0954086c5",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""

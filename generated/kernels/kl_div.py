@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_log_target": _gpu.Kernel(
-        name="losscc_kl_div_log_target_forward_d60512860df8",
+        name="losscc_kl_div_log_target_forward_b874efd68d35",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -89,7 +89,7 @@ if (reduce) {
 """,
     ),
     "_no_log_target": _gpu.Kernel(
-        name="losscc_kl_div_no_log_target_forward_dcfffe7b173d",
+        name="losscc_kl_div_no_log_target_forward_1dc5fcf97e28",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -167,7 +167,7 @@ if (reduce) {
 
 BACKWARD = {
     "_log_target": _gpu.Kernel(
-        name="losscc_kl_div_log_target_backward_9b6b02c54bcf",
+        name="losscc_kl_div_log_target_backward_7ada8c686dac",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -208,7 +208,7 @@ if (i < n) {
 """,
     ),
     "_no_log_target": _gpu.Kernel(
-        name="losscc_kl_div_no_log_target_backward_e868100786e1",
+        name="losscc_kl_div_no_log_target_backward_192a70692966",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

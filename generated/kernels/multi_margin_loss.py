@@ -6,16 +6,16 @@ Lowered from the same scheduled statements as the MLX path and used on GPUs
 (see _gpu.py in this package). Bytes each kernel moves per element against the minimum
 (each input read once, each output written once; float32 arrays, reduction='mean', rows of 1024):
 
-    indices: forward 1.00 (2 passes), backward 1.50 (2 passes)
+    indices: forward 2.00 (3 passes), backward 1.50 (2 passes)
 """
 
 from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multi_margin_loss_indices_forward_0474fdab2445",
+        name="losscc_multi_margin_loss_indices_forward_b798115fc18c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1')],
         metal=r"""
 // multi_margin_loss_indices forward (specs/multi_margin_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -38,6 +38,25 @@ const bool targets_index_valid = targets_index >= 0 && targets_index < static_ca
 const float p = params[0];
 const float margin = params[1];
 
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float inputs = static_cast<float>(inputs_in[at]);
+  acc_shift0 = metal::max(acc_shift0, inputs);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = metal::simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = metal::simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
 // gather0: the value at the target class (NaN for a class outside the row)
 float gather0 = losscc_nan();
 if (targets_index_valid) {
@@ -46,22 +65,25 @@ if (targets_index_valid) {
   const float weight = static_cast<float>(weight_in[at]);
   gather0 = weight;
 }
+
 // gather1: the value at the target class (NaN for a class outside the row)
 float gather1 = losscc_nan();
 if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
-  gather1 = inputs;
+  const float shifted0 = inputs - shift0;
+  gather1 = shifted0;
 }
 
-// pass 2 over the row: mean0
+// pass 3 over the row: mean0
 float acc_mean0 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = inputs + margin - gather1;
+  const float shifted0 = inputs - shift0;
+  const float t0 = margin - gather1 + shifted0;
   acc_mean0 += (1.0f - targets)*((t0 > 0.0f) ? losscc_pow(t0, p) : losscc_pow(0.0f, p));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -79,6 +101,7 @@ const float mean0 = acc_mean0 / row_length;
 const float loss = gather0*mean0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   gather0_out[group] = gather0;
   gather1_out[group] = gather1;
 }
@@ -105,6 +128,25 @@ const bool targets_index_valid = targets_index >= 0 && targets_index < static_ca
 const float p = params[0];
 const float margin = params[1];
 
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float inputs = static_cast<float>(inputs_in[at]);
+  acc_shift0 = fmaxf(acc_shift0, inputs);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
 // gather0: the value at the target class (NaN for a class outside the row)
 float gather0 = losscc_nan();
 if (targets_index_valid) {
@@ -113,22 +155,25 @@ if (targets_index_valid) {
   const float weight = static_cast<float>(weight_in[at]);
   gather0 = weight;
 }
+
 // gather1: the value at the target class (NaN for a class outside the row)
 float gather1 = losscc_nan();
 if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
-  gather1 = inputs;
+  const float shifted0 = inputs - shift0;
+  gather1 = shifted0;
 }
 
-// pass 2 over the row: mean0
+// pass 3 over the row: mean0
 float acc_mean0 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = inputs + margin - gather1;
+  const float shifted0 = inputs - shift0;
+  const float t0 = margin - gather1 + shifted0;
   acc_mean0 += (1.0f - targets)*((t0 > 0.0f) ? powf(t0, p) : powf(0.0f, p));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -146,6 +191,7 @@ const float mean0 = acc_mean0 / row_length;
 const float loss = gather0*mean0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   gather0_out[group] = gather0;
   gather1_out[group] = gather1;
 }
@@ -155,8 +201,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multi_margin_loss_indices_backward_8c473aaa5a5c",
-        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_multi_margin_loss_indices_backward_11d542f0af33",
+        inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
 // multi_margin_loss_indices backward (specs/multi_margin_loss.py)
@@ -178,6 +224,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const float p = params[0];
 const float margin = params[1];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
 const float gather1 = static_cast<float>(gather1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
@@ -189,10 +236,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = inputs + margin - gather1;
+  const float t3 = (1.0f - targets)/row_length;
+  const float shifted0 = inputs - shift0;
+  const float t0 = margin - gather1 + shifted0;
   const float t1 = p*losscc_pow(t0, p)/t0;
   const bool t2 = (t0 > 0.0f);
-  const float t3 = (1.0f - targets)/row_length;
   acc_b0_mean0 += t3*(t2 ? -t1 : 0.0f);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -214,10 +262,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = inputs + margin - gather1;
+  const float t3 = (1.0f - targets)/row_length;
+  const float shifted0 = inputs - shift0;
+  const float t0 = margin - gather1 + shifted0;
   const float t1 = p*losscc_pow(t0, p)/t0;
   const bool t2 = (t0 > 0.0f);
-  const float t3 = (1.0f - targets)/row_length;
   const float grad_inputs = targets*d_gather1 + d_mean0*t3*(t2 ? t1 : 0.0f);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
@@ -242,6 +291,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const float p = params[0];
 const float margin = params[1];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
 const float gather1 = static_cast<float>(gather1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
@@ -253,10 +303,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = inputs + margin - gather1;
+  const float t3 = (1.0f - targets)/row_length;
+  const float shifted0 = inputs - shift0;
+  const float t0 = margin - gather1 + shifted0;
   const float t1 = p*powf(t0, p)/t0;
   const bool t2 = (t0 > 0.0f);
-  const float t3 = (1.0f - targets)/row_length;
   acc_b0_mean0 += t3*(t2 ? -t1 : 0.0f);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -278,10 +329,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = inputs + margin - gather1;
+  const float t3 = (1.0f - targets)/row_length;
+  const float shifted0 = inputs - shift0;
+  const float t0 = margin - gather1 + shifted0;
   const float t1 = p*powf(t0, p)/t0;
   const bool t2 = (t0 > 0.0f);
-  const float t3 = (1.0f - targets)/row_length;
   const float grad_inputs = targets*d_gather1 + d_mean0*t3*(t2 ? t1 : 0.0f);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }

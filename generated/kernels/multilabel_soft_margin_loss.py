@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multilabel_soft_margin_loss_indices_forward_7df5b5fee817",
+        name="losscc_multilabel_soft_margin_loss_indices_forward_e4a3d2b30258",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -109,7 +109,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multilabel_soft_margin_loss_indices_backward_18867be6b5c2",
+        name="losscc_multilabel_soft_margin_loss_indices_backward_6505ce3fbc2e",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_forward_b9d4296b4a2a",
+        name="losscc_nll_loss_indices_forward_55f826dccddb",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         loops=False,
@@ -82,7 +82,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_57a50c0bb878",
+        name="losscc_nll_loss_indices_backward_5adf28de2b50",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""

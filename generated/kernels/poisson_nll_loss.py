@@ -16,7 +16,7 @@ from .. import _gpu
 
 FORWARD = {
     "_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_full_forward_2cd4b90730f2",
+        name="losscc_poisson_nll_loss_log_input_full_forward_8c60f265ce74",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -93,7 +93,7 @@ if (reduce) {
 """,
     ),
     "_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_no_full_forward_4967feed28ca",
+        name="losscc_poisson_nll_loss_log_input_no_full_forward_d953bde70f4b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -168,7 +168,7 @@ if (reduce) {
 """,
     ),
     "_no_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_full_forward_967aef4d9a52",
+        name="losscc_poisson_nll_loss_no_log_input_full_forward_1da3cc1f8395",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -247,7 +247,7 @@ if (reduce) {
 """,
     ),
     "_no_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_no_full_forward_669f29cd24b8",
+        name="losscc_poisson_nll_loss_no_log_input_no_full_forward_ccc15fe07dea",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -327,7 +327,7 @@ if (reduce) {
 
 BACKWARD = {
     "_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_full_backward_38b8935ce3cf",
+        name="losscc_poisson_nll_loss_log_input_full_backward_fa32d3d4f0b0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -366,7 +366,7 @@ if (i < n) {
 """,
     ),
     "_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_no_full_backward_9fe60014bd67",
+        name="losscc_poisson_nll_loss_log_input_no_full_backward_3e094deff7d7",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -405,7 +405,7 @@ if (i < n) {
 """,
     ),
     "_no_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_full_backward_5752b4891df4",
+        name="losscc_poisson_nll_loss_no_log_input_full_backward_bd3924cd7354",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -448,7 +448,7 @@ if (i < n) {
 """,
     ),
     "_no_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_no_full_backward_55b5a29ba4a3",
+        name="losscc_poisson_nll_loss_no_log_input_no_full_backward_d23fd04be408",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -6,17 +6,17 @@ Lowered from the same scheduled statements as the MLX path and used on GPUs
 (see _gpu.py in this package). Bytes each kernel moves per element against the minimum
 (each input read once, each output written once; float32 arrays, reduction='mean', rows of 1024):
 
-    indices: forward 1.00 (2 passes), backward 1.00 (2 passes)
-    probabilities: forward 2.00 (2 passes), backward 1.67 (2 passes)
+    indices: forward 2.00 (3 passes), backward 1.00 (2 passes)
+    probabilities: forward 2.50 (3 passes), backward 1.67 (2 passes)
 """
 
 from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_forward_723a86ee1ef5",
+        name="losscc_poly1_cross_entropy_indices_forward_5108b15d63ba",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
 // poly1_cross_entropy_indices forward (specs/poly1_cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -37,13 +37,34 @@ int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float epsilon = params[0];
 
-// pass 1 over the row: logsumexp0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = metal::max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = metal::simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = metal::simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
+  const float shifted0 = logits - shift0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
@@ -65,7 +86,8 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather0 = logits;
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
 }
 
 // gather1: the value at the target class (NaN for a class outside the row)
@@ -74,11 +96,13 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather1 = 1.0f - metal::exp(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  gather1 = 1.0f - metal::exp(-logsumexp0 + shifted0);
 }
 const float loss = epsilon*gather1 - gather0 + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
@@ -102,13 +126,34 @@ int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float epsilon = params[0];
 
-// pass 1 over the row: logsumexp0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = fmaxf(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
+  const float shifted0 = logits - shift0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
@@ -130,7 +175,8 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather0 = logits;
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
 }
 
 // gather1: the value at the target class (NaN for a class outside the row)
@@ -139,19 +185,21 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather1 = 1.0f - expf(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  gather1 = 1.0f - expf(-logsumexp0 + shifted0);
 }
 const float loss = epsilon*gather1 - gather0 + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_forward_4c3d2bf1ab1b",
+        name="losscc_poly1_cross_entropy_probabilities_forward_5ea008bba249",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('logsumexp0_out', 'residual:logsumexp0')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
 // poly1_cross_entropy_probabilities forward (specs/poly1_cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -170,7 +218,27 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float epsilon = params[0];
 
-// pass 1 over the row: gather0, logsumexp0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = metal::max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = metal::simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = metal::simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: gather0, logsumexp0
 float acc_gather0 = 0.0f;
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
@@ -178,8 +246,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_gather0 += targets*logits;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
+  const float shifted0 = logits - shift0;
+  acc_gather0 += targets*shifted0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather0 = metal::simd_sum(acc_gather0);
@@ -201,13 +270,14 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 
-// pass 2 over the row: gather1
+// pass 3 over the row: gather1
 float acc_gather1 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_gather1 += targets*(1.0f - metal::exp(logits - logsumexp0));
+  const float shifted0 = logits - shift0;
+  acc_gather1 += targets*(1.0f - metal::exp(-logsumexp0 + shifted0));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather1 = metal::simd_sum(acc_gather1);
@@ -224,6 +294,7 @@ const float gather1 = acc_gather1;
 const float loss = epsilon*gather1 - gather0 + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
@@ -245,7 +316,27 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float epsilon = params[0];
 
-// pass 1 over the row: gather0, logsumexp0
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = fmaxf(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: gather0, logsumexp0
 float acc_gather0 = 0.0f;
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
@@ -253,8 +344,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_gather0 += targets*logits;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
+  const float shifted0 = logits - shift0;
+  acc_gather0 += targets*shifted0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather0 = losscc_warp_sum(acc_gather0);
@@ -276,13 +368,14 @@ __syncthreads();
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 
-// pass 2 over the row: gather1
+// pass 3 over the row: gather1
 float acc_gather1 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_gather1 += targets*(1.0f - expf(logits - logsumexp0));
+  const float shifted0 = logits - shift0;
+  acc_gather1 += targets*(1.0f - expf(-logsumexp0 + shifted0));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather1 = losscc_warp_sum(acc_gather1);
@@ -299,6 +392,7 @@ const float gather1 = acc_gather1;
 const float loss = epsilon*gather1 - gather0 + logsumexp0;
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   logsumexp0_out[group] = logsumexp0;
 }
 """,
@@ -307,8 +401,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_backward_d5f46c4160fb",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_poly1_cross_entropy_indices_backward_7a72e1627aac",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // poly1_cross_entropy_indices backward (specs/poly1_cross_entropy.py)
@@ -325,6 +419,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float epsilon = params[0];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = epsilon*cotangent;
@@ -336,7 +431,8 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  const float t0 = metal::exp(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = metal::exp(-logsumexp0 + shifted0);
   b0_gather1 = t0;
 }
 const float d_logsumexp0 = b0_gather1*d_gather1 + cotangent;
@@ -346,7 +442,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = metal::exp(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = metal::exp(-logsumexp0 + shifted0);
   const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
@@ -366,6 +463,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float epsilon = params[0];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = epsilon*cotangent;
@@ -377,7 +475,8 @@ if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  const float t0 = expf(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = expf(-logsumexp0 + shifted0);
   b0_gather1 = t0;
 }
 const float d_logsumexp0 = b0_gather1*d_gather1 + cotangent;
@@ -387,15 +486,16 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t0 = expf(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = expf(-logsumexp0 + shifted0);
   const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_backward_597928a53ed4",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_poly1_cross_entropy_probabilities_backward_42cd44fa9295",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // poly1_cross_entropy_probabilities backward (specs/poly1_cross_entropy.py)
@@ -414,6 +514,7 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float epsilon = params[0];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = epsilon*cotangent;
@@ -425,7 +526,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = metal::exp(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = metal::exp(-logsumexp0 + shifted0);
   acc_b0_gather1 += targets*t0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -447,7 +549,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = metal::exp(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = metal::exp(-logsumexp0 + shifted0);
   const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
@@ -469,6 +572,7 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float epsilon = params[0];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = epsilon*cotangent;
@@ -480,7 +584,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = expf(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = expf(-logsumexp0 + shifted0);
   acc_b0_gather1 += targets*t0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -502,7 +607,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = expf(logits - logsumexp0);
+  const float shifted0 = logits - shift0;
+  const float t0 = expf(-logsumexp0 + shifted0);
   const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }

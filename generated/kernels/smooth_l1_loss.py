@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_forward_a2135019482f",
+        name="losscc_smooth_l1_loss_forward_2c7e9cef6b2c",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_backward_b8437763312c",
+        name="losscc_smooth_l1_loss_backward_c8ad5e06a741",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -6,16 +6,16 @@ Lowered from the same scheduled statements as the MLX path and used on GPUs
 (see _gpu.py in this package). Bytes each kernel moves per element against the minimum
 (each input read once, each output written once; float32 arrays, reduction='mean', rows of 1024):
 
-    indices: forward 1.00 (1 pass), backward 1.00 (1 pass)
+    indices: forward 2.00 (2 passes), backward 1.00 (1 pass)
 """
 
 from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_forward_a96975699f53",
+        name="losscc_softmax_focal_loss_indices_forward_a89a2b4d593d",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('alpha_in', 'input:alpha'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1'), ('logsumexp0_out', 'residual:logsumexp0'), ('logsumexp1_out', 'residual:logsumexp1')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1'), ('logsumexp0_out', 'residual:logsumexp0'), ('logsumexp1_out', 'residual:logsumexp1')],
         metal=r"""
 // softmax_focal_loss_indices forward (specs/softmax_focal_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -36,7 +36,35 @@ int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float gamma = params[0];
 
-// pass 1 over the row: logsumexp0, logsumexp1
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = metal::max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = metal::simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = metal::simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+// gather0: the value at the target class (NaN for a class outside the row)
+float gather0 = losscc_nan();
+if (targets_index_valid) {
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float alpha = static_cast<float>(alpha_in[at]);
+  gather0 = alpha;
+}
+
+// pass 2 over the row: logsumexp0, logsumexp1
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
 float acc_logsumexp1_max = -losscc_inf();
@@ -45,8 +73,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
-  losscc_lse_push(acc_logsumexp1_max, acc_logsumexp1_sum, logits + metal::log(1.0f - targets));
+  const float shifted0 = logits - shift0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  losscc_lse_push(acc_logsumexp1_max, acc_logsumexp1_sum, shifted0 + metal::log(1.0f - targets));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
@@ -69,25 +98,19 @@ losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 const float logsumexp1 = acc_logsumexp1_max + metal::log(acc_logsumexp1_sum);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float alpha = static_cast<float>(alpha_in[at]);
-  gather0 = alpha;
-}
 // gather1: the value at the target class (NaN for a class outside the row)
 float gather1 = losscc_nan();
 if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather1 = logits;
+  const float shifted0 = logits - shift0;
+  gather1 = shifted0;
 }
 const float loss = -gather0*(gather1 - logsumexp0)*metal::exp(gamma*(-logsumexp0 + logsumexp1));
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   gather0_out[group] = gather0;
   gather1_out[group] = gather1;
   logsumexp0_out[group] = logsumexp0;
@@ -114,7 +137,35 @@ int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float gamma = params[0];
 
-// pass 1 over the row: logsumexp0, logsumexp1
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = fmaxf(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+// gather0: the value at the target class (NaN for a class outside the row)
+float gather0 = losscc_nan();
+if (targets_index_valid) {
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float alpha = static_cast<float>(alpha_in[at]);
+  gather0 = alpha;
+}
+
+// pass 2 over the row: logsumexp0, logsumexp1
 float acc_logsumexp0_max = -losscc_inf();
 float acc_logsumexp0_sum = 0.0f;
 float acc_logsumexp1_max = -losscc_inf();
@@ -123,8 +174,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, logits);
-  losscc_lse_push(acc_logsumexp1_max, acc_logsumexp1_sum, logits + logf(1.0f - targets));
+  const float shifted0 = logits - shift0;
+  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  losscc_lse_push(acc_logsumexp1_max, acc_logsumexp1_sum, shifted0 + logf(1.0f - targets));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
@@ -147,25 +199,19 @@ losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 __syncthreads();
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 const float logsumexp1 = acc_logsumexp1_max + logf(acc_logsumexp1_sum);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float alpha = static_cast<float>(alpha_in[at]);
-  gather0 = alpha;
-}
 // gather1: the value at the target class (NaN for a class outside the row)
 float gather1 = losscc_nan();
 if (targets_index_valid) {
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  gather1 = logits;
+  const float shifted0 = logits - shift0;
+  gather1 = shifted0;
 }
 const float loss = -gather0*(gather1 - logsumexp0)*expf(gamma*(-logsumexp0 + logsumexp1));
 if (tid == 0) {
   loss_out[group] = (loss);
+  shift0_out[group] = shift0;
   gather0_out[group] = gather0;
   gather1_out[group] = gather1;
   logsumexp0_out[group] = logsumexp0;
@@ -177,8 +223,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_backward_23636847da9a",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_softmax_focal_loss_indices_backward_885a33fcdf1d",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // softmax_focal_loss_indices backward (specs/softmax_focal_loss.py)
@@ -194,26 +240,27 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const float gamma = params[0];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
 const float gather1 = static_cast<float>(gather1_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float logsumexp1 = static_cast<float>(logsumexp1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = -logsumexp0;
-const float t1 = gather1 + t0;
-const float t2 = gamma*t1;
-const float t4 = cotangent*metal::exp(gamma*(-logsumexp0 + logsumexp1));
-const float t5 = gather0*t4;
-const float d_logsumexp1 = -t2*t5;
-const float d_logsumexp0 = t5*(t2 + 1.0f);
-const float d_gather1 = -t5;
+const float t0 = gather1 - logsumexp0;
+const float t1 = gamma*t0;
+const float t2 = cotangent*metal::exp(gamma*(-logsumexp0 + logsumexp1));
+const float t3 = gather0*t2;
+const float d_logsumexp1 = -t1*t3;
+const float d_logsumexp0 = t3*(t1 + 1.0f);
+const float d_gather1 = -t3;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_logits = targets*d_gather1 + d_logsumexp0*metal::exp(logits + t0) + d_logsumexp1*(1.0f - targets)*metal::exp(logits - logsumexp1);
+  const float shifted0 = logits - shift0;
+  const float grad_logits = targets*d_gather1 + d_logsumexp0*metal::exp(-logsumexp0 + shifted0) + d_logsumexp1*(1.0f - targets)*metal::exp(-logsumexp1 + shifted0);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -231,26 +278,27 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
 const float gamma = params[0];
+const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
 const float gather1 = static_cast<float>(gather1_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float logsumexp1 = static_cast<float>(logsumexp1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = -logsumexp0;
-const float t1 = gather1 + t0;
-const float t2 = gamma*t1;
-const float t4 = cotangent*expf(gamma*(-logsumexp0 + logsumexp1));
-const float t5 = gather0*t4;
-const float d_logsumexp1 = -t2*t5;
-const float d_logsumexp0 = t5*(t2 + 1.0f);
-const float d_gather1 = -t5;
+const float t0 = gather1 - logsumexp0;
+const float t1 = gamma*t0;
+const float t2 = cotangent*expf(gamma*(-logsumexp0 + logsumexp1));
+const float t3 = gather0*t2;
+const float d_logsumexp1 = -t1*t3;
+const float d_logsumexp0 = t3*(t1 + 1.0f);
+const float d_gather1 = -t3;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_logits = targets*d_gather1 + d_logsumexp0*expf(logits + t0) + d_logsumexp1*(1.0f - targets)*expf(logits - logsumexp1);
+  const float shifted0 = logits - shift0;
+  const float grad_logits = targets*d_gather1 + d_logsumexp0*expf(-logsumexp0 + shifted0) + d_logsumexp1*(1.0f - targets)*expf(-logsumexp1 + shifted0);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

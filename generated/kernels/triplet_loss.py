@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_forward_3aed098c305e",
+        name="losscc_triplet_loss_indices_forward_fed3b8a4bbe4",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
@@ -135,7 +135,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_backward_42435fd47455",
+        name="losscc_triplet_loss_indices_backward_1043eba283da",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_swap_indices_forward_d198d21cf0e3",
+        name="losscc_triplet_margin_loss_swap_indices_forward_9318d58331dc",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -159,7 +159,7 @@ if (tid == 0) {
 """,
     ),
     "_no_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_no_swap_indices_forward_0d2b876b5b6d",
+        name="losscc_triplet_margin_loss_no_swap_indices_forward_bfe5fb0f2f96",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
@@ -283,7 +283,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_swap_indices_backward_1f1bba8ef2b3",
+        name="losscc_triplet_margin_loss_swap_indices_backward_696da432901c",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -396,7 +396,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 """,
     ),
     "_no_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_no_swap_indices_backward_0bb5476153b5",
+        name="losscc_triplet_margin_loss_no_swap_indices_backward_532519e344dc",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""

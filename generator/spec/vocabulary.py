@@ -57,11 +57,15 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "differentiable",  # whether the backward will be differentiated again (second order)
     # the locals of the custom functions' vjp and jvp
     "arguments", "cotangents", "tangents", "outputs", "grads", "of_weights", "unweighted", "derivative",
+    "inside",  # the rows whose class index is inside the row
 })
+# Names the generated package gives its own members besides the losses (its kernels' subpackage, the
+# function that picks a backend): a loss so named could not be imported.
+PACKAGE_NAMES = frozenset({"kernels", "set_backend"})
 # Forms of the generated code's own variables: temporaries, adjoints,
 # gradients, reduction results.
 GENERATED_NAME_FORMS = re.compile(
-    rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather)\d+(_\w+)?"
+    rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather|shift|shifted)\d+(_\w+)?"
 )
 
 
@@ -294,6 +298,13 @@ class Term(_Declared):
             raise SpecError(f"term {name!r} is not a SymPy expression: {err}") from None
         return obj
 
+    @classmethod
+    def generated(cls, name, definition):
+        """A term the generator introduces, under a name of the forms specs may not use (``shifted0``)."""
+        obj = sp.Symbol.__xnew__(cls, name, real=True)
+        obj.definition = definition
+        return obj
+
 
 class _RowReduction(sp.Function):
     """A reduction of a per-element expression along the loss axis."""
@@ -375,6 +386,8 @@ class Loss:
         # built-in values here (names, numbers, text), so a spec cannot smuggle
         # code in through a str/int subclass or an odd repr.
         self.name = check_name(self.name, "Loss")
+        if self.name in PACKAGE_NAMES:
+            raise SpecError(f"loss name {self.name!r} is reserved: the generated package uses it for its own")
         self.doc = _check_text(self.doc, "doc")
         self.kinks = _check_text(self.kinks, "kinks")
         if not isinstance(self.reduction, str) or str.__str__(self.reduction) not in REDUCTIONS:

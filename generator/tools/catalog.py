@@ -149,7 +149,7 @@ def page(loss, variants, curve, out, spec_dir):
         lines += [f"## Gradient{suffix}", "", "Derived symbolically, per unit cotangent:", ""] + _math(gradient)
     if loss.kind == "rowwise":
         lines += [ROWWISE_NOTE, ""]
-    lines += ["## Kinks", "", loss.kinks.strip() or "None: the loss is smooth where it is defined.", ""]
+    lines += ["## Kinks", "", describe.kinks_text(loss), ""]
     lines += ["## Arguments", ""] + [f"- {line}" for line in describe.argument_docs(loss)] + [""]
     held = "; ".join(curve.held)
     lines += ["## Plot", "", f"![{loss.name}: loss and gradient]({loss.name}.png)", ""]

@@ -227,7 +227,7 @@ def show(name, latex, spec_dir, out):
     if loss.kind == "rowwise":
         click.echo("\n" + catalog.ROWWISE_NOTE.replace("$", ""))
     heading("\nKinks")
-    click.echo(loss.kinks.strip() or "none: the loss is smooth where it is defined")
+    click.echo(describe.kinks_text(loss))
     heading("\nGenerated files")
     others = {n: {} for n in available if n != name}  # render this loss only
     try:

@@ -99,3 +99,4 @@ using ::fmaxf;
 using ::fminf;
 using ::floorf;
 inline float rsqrtf(float x) { return 1.0f / ::sqrtf(x); }
+inline bool isfinite(float x) { return std::isfinite(x); }

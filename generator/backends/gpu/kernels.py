@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import sympy as sp
+
 from ...ir import ROW_LENGTH, ElementwiseIR
 from ...lower.schedule import schedule
 from ...spec.terms import collect_terms, term_definitions
@@ -159,7 +161,7 @@ class _Program:
 def _elementwise(loss, variant, dialect):
     """The forward and the backward kernel of an elementwise variant: (template, context, inputs, outputs, traffic) each."""
     ir: ElementwiseIR = variant.ir
-    terms = collect_terms(loss.formula)
+    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
     forward = schedule(term_definitions([ir.loss], terms), [("loss", ir.loss)])
     aliased = {a.name for a in ir.aliases}
     computed = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
@@ -229,7 +231,7 @@ def _elementwise_backward(loss, ir, forward, backward, dialect):
 def _rowwise_programs(loss, variant):
     """The scheduled forward and backward programs, as the MLX backend builds them."""
     ir = variant.ir
-    terms = collect_terms(loss.formula)
+    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
     forward_defs = {r.symbol: r for r in ir.forward_reductions}
     forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
     forward = schedule(forward_defs, [("loss", ir.loss)])
@@ -401,7 +403,7 @@ def _assign_slots(accumulators):
             a["slots"] = [(slot, f"acc_{a['symbol']}_max", "-losscc_inf()"),
                           (slot + 1, f"acc_{a['symbol']}_sum", "0.0f")]
         else:
-            identity = "-losscc_inf()" if a["kind"] == "max" else "0.0f"
+            identity = "-losscc_inf()" if a["kind"] in ("max", "shift") else "0.0f"
             a["slots"] = [(slot, f"acc_{a['symbol']}", identity)]
         slot += len(a["slots"])
 

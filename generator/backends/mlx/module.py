@@ -22,8 +22,7 @@ def _describe(loss, variants):
         parts += ["", ".. math::", ""] + [f"    {line}" for line in describe.formula_lines(loss, variant)] + [""]
         parts.append("Gradient (derived symbolically, per unit cotangent):")
         parts += ["", ".. math::", ""] + [f"    {line}" for line in describe.gradient_lines(loss, variant)] + [""]
-    if loss.kinks:
-        parts += ["Kinks: " + loss.kinks.strip(), ""]
+    parts += ["Kinks: " + describe.kinks_text(loss), ""]
     parts.append("Args:")
     parts += [f"    {line}" for line in describe.argument_docs(loss)]
     parts += ["", "Returns:", "    array: The computed loss."]
@@ -54,9 +53,8 @@ def _array_checks(loss):
     for item in loss.inputs:
         if isinstance(item, (ClassTarget, ClassWeights)):
             continue
-        # Only the first input must be floating point; targets may be integers (as in MLX).
-        floating = "True" if item is loss.inputs[0] else "False"
-        lines.append(f'{item.name} = rt.check_array("{item.name}", {item.name}, floating={floating})')
+        # Integers are taken as MLX takes them (computed in float32), so the floating check is for probabilities.
+        lines.append(f'{item.name} = rt.check_array("{item.name}", {item.name})')
     return lines
 
 

@@ -48,6 +48,7 @@ _REDUCERS = {
     "sum": lambda argument: f"rt.row_sum({argument}, axis)",
     "mean": lambda argument: f"rt.row_mean({argument}, axis)",
     "max": lambda argument: f"rt.row_max({argument}, axis)",
+    "shift": lambda argument: f"rt.row_shift({argument}, axis)",
 }
 
 
@@ -405,11 +406,13 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
     used_by_elements = set().union(*(s.expr.free_symbols for s in statements if s.symbol in element or (
         s.reduction is not None and s.expr.free_symbols & element)), set())
     exponentials = {s.symbol for s in known if s.reduction is None and isinstance(s.expr, sp.exp)}
+    values = {s.symbol: s.expr for s in known if s.reduction is None}
+    shifts = {s.symbol: s.expr for s in known if s.reduction is not None and s.reduction.kind == "shift"}
     lines = []
     for statement in statements:
         printer = MLXPrinter(names, arrays, element, finite, conditions, exponentials, nan_guard, printed_params)
         if statement.reduction is not None and statement.reduction.kind == "logsumexp":
-            lines += _print_logsumexp(printer, statement)
+            lines += _print_logsumexp(printer, statement, _at_most_zero(statement.expr, values, shifts))
             arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
             continue
         if statement.reduction is not None:
@@ -436,7 +439,7 @@ def _finite(statements, arrays):
     finite = {a for a in arrays if a not in defined}
     for statement in statements:
         printer = MLXPrinter({}, set(arrays) | defined, finite=finite)
-        if statement.reduction is not None and statement.reduction.kind not in ("sum", "mean", "max", "gather"):
+        if statement.reduction is not None and statement.reduction.kind not in ("sum", "mean", "max", "gather", "shift"):
             continue
         if printer._is_finite(statement.expr):
             finite.add(statement.symbol)
@@ -448,15 +451,25 @@ def logsumexp_parts(symbol):
     return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
 
 
-def _print_logsumexp(printer, statement):
+def _at_most_zero(expr, values, shifts):
+    """Whether ``expr`` is ``z - m`` with ``m`` the shift of ``z``: at most 0, and 0 somewhere, in a finite row."""
+    expr = values.get(expr, expr)
+    return any(expr == argument - shift for shift, argument in shifts.items())
+
+
+def _print_logsumexp(printer, statement, shifted=False):
     """``max + log(sum(exp(g - max)))``, keeping ``exp(g - max)`` and its sum for the backward.
 
     A row whose maximum is infinite is shifted by 0 instead: its logsumexp
-    is then +-inf (or NaN) as it should be, not NaN from inf - inf.
+    is then +-inf (or NaN) as it should be, not NaN from inf - inf. A
+    ``shifted`` argument (see ``_at_most_zero``) needs no maximum of its own:
+    its shift was the row's (or 0 in a row that is not finite).
     """
     name = statement.symbol.name
     exps, sums = logsumexp_parts(statement.symbol)
     argument = printer.doprint(statement.expr)
+    if shifted:
+        return [f"{exps} = rt.exp({argument})", f"{sums} = rt.row_sum({exps}, axis)", f"{name} = mx.log({sums})"]
     return [
         f"{name}_max = rt.row_max({argument}, axis)",
         f"{name}_max = mx.where(mx.isfinite({name}_max), {name}_max, 0)",

@@ -56,7 +56,7 @@ def _programs(forward_definitions, loss, backward_definitions, outputs, arrays, 
 def elementwise_variant(loss, variant, printed_params):
     """The template context of one elementwise variant: its printed forward and backward."""
     ir: ElementwiseIR = variant.ir
-    terms = collect_terms(loss.formula)
+    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
     arrays = set(loss.inputs)
     like = loss.inputs[0].name
     aliased = {a.name for a in ir.aliases}
@@ -80,7 +80,7 @@ def elementwise_variant(loss, variant, printed_params):
 def rowwise_variant(loss, variant, target_form, printed_params):
     """The template context of one row-wise variant, class targets given as ``target_form``."""
     ir = variant.ir
-    terms = collect_terms(loss.formula)
+    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
     arrays = set(loss.inputs)
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
     like = loss.inputs[0].name
