@@ -237,7 +237,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
 
     Args:
         logits (array): The unnormalized logits.
-        targets (array of int or float probabilities): The ground truth: class indices (the logits' shape without ``axis``) or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
+        targets (array of int or float probabilities): The ground truth: class indices (the logits' shape without ``axis``) or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         label_smoothing (float, optional): Label smoothing factor. Must be in [0.0, 1.0). Default: ``0.0``.

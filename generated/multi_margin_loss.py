@@ -192,7 +192,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
 
     Args:
         inputs (array): The class scores.
-        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
+        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         weight (array, optional): Optional weight of each class, applied to the rows of that target class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         p (int, optional): The power of each hinge: 1 or 2. Must be in [1.0, 2.0]. Default: ``1``.

@@ -173,7 +173,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
 
     Args:
         inputs (array): The predicted distribution in log space.
-        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
+        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Default: ``None`` (off).
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.

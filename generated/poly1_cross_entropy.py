@@ -232,7 +232,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
 
     Args:
         logits (array): The unnormalized logits.
-        targets (array of int or float probabilities): The ground truth: class indices or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
+        targets (array of int or float probabilities): The ground truth: class indices or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         epsilon (float, optional): The weight of the first polynomial term, (1 - p_t). Must be in [-1.0, inf). Default: ``2.0``.

@@ -198,7 +198,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
 
     Args:
         logits (array): The unnormalized logits.
-        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives NaN for its row (value and gradient).
+        targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         alpha (array, optional): Optional weight (alpha) of each class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         gamma (float, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``.

@@ -42,7 +42,7 @@ def argument_docs(loss):
         doc = item.doc or "An input."
         if isinstance(item, ClassTarget):
             kind = "array of int" + (" or float probabilities" if item.probabilities else "")
-            doc += " A class index outside ``[0, classes)`` gives NaN for its row (value and gradient)."
+            doc += " A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient."
         if isinstance(item, ClassWeights):
             kind = "array, optional"
         lines.append(f"{item.name} ({kind}): {doc}")
