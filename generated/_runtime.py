@@ -356,8 +356,8 @@ def held(*values):
     """``values`` with every array (in lists too) behind ``mx.stop_gradient``.
 
     Inside a custom function, whose derivatives are its own vjp and jvp: MLX's
-    ``jvp`` otherwise also walks the operations inside it, and some have no jvp
-    (a scatter; a gather at class indices).
+    ``jvp`` otherwise also walks the operations inside it, and some have none
+    (the default jvp of a gather takes one of its class indices too).
     """
     def hold(value):
         if isinstance(value, mx.array):

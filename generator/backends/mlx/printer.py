@@ -460,8 +460,8 @@ def _at_most_zero(expr, values, shifts):
 def _print_logsumexp(printer, statement, shifted=False):
     """``max + log(sum(exp(g - max)))``, keeping ``exp(g - max)`` and its sum for the backward.
 
-    A row whose maximum is infinite is shifted by 0 instead: its logsumexp
-    is then +-inf (or NaN) as it should be, not NaN from inf - inf. A
+    A row whose maximum is infinite is shifted by 0 instead (``rt.row_shift``):
+    its logsumexp is then +-inf (or NaN) as it should be, not NaN from inf - inf. A
     ``shifted`` argument (see ``_at_most_zero``) needs no maximum of its own:
     its shift was the row's (or 0 in a row that is not finite).
     """
@@ -471,8 +471,7 @@ def _print_logsumexp(printer, statement, shifted=False):
     if shifted:
         return [f"{exps} = rt.exp({argument})", f"{sums} = rt.row_sum({exps}, axis)", f"{name} = mx.log({sums})"]
     return [
-        f"{name}_max = rt.row_max({argument}, axis)",
-        f"{name}_max = mx.where(mx.isfinite({name}_max), {name}_max, 0)",
+        f"{name}_max = rt.row_shift({argument}, axis)",
         f"{exps} = rt.exp({printer.parenthesize(statement.expr, PRECEDENCE['Add'])} - {name}_max)",
         f"{sums} = rt.row_sum({exps}, axis)",
         f"{name} = {name}_max + mx.log({sums})",
