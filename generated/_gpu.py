@@ -43,8 +43,18 @@ inline float losscc_square(float x) { return x * x; }
 // A row's shift: its maximum where finite, else 0 (see generator/shift.py).
 inline float losscc_finite_or_zero(float x) { return metal::isfinite(x) ? x : 0.0f; }
 
-// 1 above zero, -1 below, the argument itself at +-0 and NaN
-inline float losscc_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+// The larger (smaller) of two values, NaN if either is NaN, as mx.maximum (metal::max drops a NaN)
+inline float losscc_max(float a, float b) { return (a > b || a != a) ? a : b; }
+
+inline float losscc_min(float a, float b) { return (a < b || a != a) ? a : b; }
+
+// The maximum over a simdgroup, NaN if any lane holds NaN (metal::simd_max need not keep one)
+inline float losscc_simd_max(float x) {
+  return metal::simd_sum(x != x ? 1.0f : 0.0f) > 0.0f ? losscc_nan() : metal::simd_max(x);
+}
+
+// 1 above zero, -1 below, 0 at +-0 and at NaN (as mx.sign, and so MLX's autodiff of |x|)
+inline float losscc_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
 
 // log(1 + x) keeping the low bits of x (Goldberg's correction)
 inline float losscc_log1p(float x) {
@@ -93,7 +103,7 @@ inline float losscc_erf(float x) {
   return x < 0.0f ? -value : value;
 }
 
-// C's pow: a negative base has a real power only for an integer exponent
+// pow as MLX computes it: a negative base (-inf included) has a real power only for an integer exponent
 inline float losscc_pow(float x, float y) {
   if (!(x < 0.0f)) {
     return metal::pow(x, y);
@@ -169,8 +179,26 @@ __device__ inline float losscc_square(float x) { return x * x; }
 // A row's shift: its maximum where finite, else 0 (see generator/shift.py).
 __device__ inline float losscc_finite_or_zero(float x) { return isfinite(x) ? x : 0.0f; }
 
-// 1 above zero, -1 below, the argument itself at +-0 and NaN
-__device__ inline float losscc_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x); }
+// The larger (smaller) of two values, NaN if either is NaN, as mx.maximum (fmaxf drops a NaN)
+__device__ inline float losscc_max(float a, float b) { return (a > b || a != a) ? a : b; }
+
+__device__ inline float losscc_min(float a, float b) { return (a < b || a != a) ? a : b; }
+
+// 1 above zero, -1 below, 0 at +-0 and at NaN (as mx.sign, and so MLX's autodiff of |x|)
+__device__ inline float losscc_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
+
+// pow as MLX computes it: a negative base (-inf included) has a real power only for an integer exponent
+// (C's powf gives pow(-inf, 0.5) = inf)
+__device__ inline float losscc_pow(float x, float y) {
+  if (!(x < 0.0f)) {
+    return powf(x, y);
+  }
+  if (floorf(y) != y) {
+    return losscc_nan();
+  }
+  const float magnitude = powf(-x, y);
+  return fmodf(y, 2.0f) != 0.0f ? -magnitude : magnitude;
+}
 
 __device__ inline float losscc_sigmoid(float x) {
   const float e = expf(-fabsf(x));
@@ -212,7 +240,7 @@ __device__ inline float losscc_warp_sum(float v) {
 
 __device__ inline float losscc_warp_max(float v) {
   for (int offset = 16; offset > 0; offset /= 2) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    v = losscc_max(v, __shfl_xor_sync(0xffffffffu, v, offset));
   }
   return v;
 }
@@ -460,9 +488,9 @@ class RowwiseLoss:
         return values
 
     def _meta(self, row_length, inner, params):
-        # with no ignore_index the kernel's "class 0 for an ignored row" swap turns class 0 into 0: a no-op
+        """The sizes, the ignore_index and whether one is given (the kernels read ``meta``)."""
         ignore_index = params[self.ignore] if self.ignore is not None else None
-        return (row_length, inner, int(ignore_index) if ignore_index is not None else 0)
+        return (row_length, inner, int(ignore_index) if ignore_index is not None else 0, ignore_index is not None)
 
     def _forward(self, arrays, weights, axis, params, reduction, variant, backend):
         dtype = _kernel_dtype(list(arrays) + [weights])
@@ -474,10 +502,8 @@ class RowwiseLoss:
         result = run(backend, kernel, values, dtype, rows * group, group, outputs)
         loss_rows = result["loss"]
         residuals = [result[key] for _, key in kernel.outputs if key.startswith("residual:")]
-        loss = loss_rows
+        loss = loss_rows  # 0 in an ignored row, NaN in a row whose class is outside it (see the kernels)
         kept = self._kept(arrays, params, variant)
-        if kept is not None:
-            loss = mx.where(kept, loss, 0.0)
         if weights is not None:
             loss = loss * weights.reshape(-1)
         if reduction == "mean":
@@ -499,8 +525,6 @@ class RowwiseLoss:
         else:
             count = mx.sum(kept) if kept is not None and reduction == "mean" else rows
             cotangent = mx.broadcast_to(cotangent / count if reduction == "mean" else cotangent, (rows,))
-        if kept is not None:
-            cotangent = mx.where(kept, cotangent, 0.0)
         grad_weights = None
         if weights is not None:
             grad_weights = (cotangent * loss_rows).reshape(weights.shape).astype(weights.dtype)

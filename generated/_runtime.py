@@ -184,16 +184,16 @@ def rows_inside(targets, classes):
     """Rows whose class index is in ``[0, classes)``; ``None`` for probability targets.
 
     Lazy (no value is read on the host): a row outside is computed at class 0
-    and made NaN (``nan_rows``), so nothing reads or writes out of bounds.
+    and made NaN (``lower.safety.masked_rows``), so nothing reads or writes out of bounds.
     """
     if not mx.issubdtype(targets.dtype, mx.integer):
         return None
     return (targets >= 0) & (targets < classes)
 
 
-def nan_rows(values, inside):
-    """``values`` with the rows ``rows_inside`` found outside set to NaN."""
-    return values if inside is None else mx.where(inside, values, math.nan)
+def row_flag(flags, axis):
+    """Per-row truth values (``kept_rows``, ``rows_inside``) as the programs read them: along ``axis``, kept."""
+    return mx.array(True) if flags is None else mx.expand_dims(flags, axis)
 
 
 def kept_count(kept):
@@ -426,16 +426,17 @@ def add_at_class(array, index, value, axis):
     return mx.where(positions(array.shape[axis], axis, array.ndim) == index, array + value, array)
 
 
-def at_class(like, index, value, axis):
-    """Zeros shaped like ``like`` but ``value`` at the class ``index`` of each row.
+def at_class(like, index, value, axis, inside):
+    """Zeros shaped like ``like`` (NaN in the rows not ``inside``) but ``value`` at the class ``index`` of each row.
 
-    Written in place of zeros (a selection over the whole array costs three times as much for nll_loss's
-    value_and_grad); ``put_along_axis`` has a jvp. A row outside the classes (see ``rows_inside``) holds
-    its NaN at the class it was computed at.
+    Written in place of the zeros (a selection over the whole array costs three times as much for
+    nll_loss's value_and_grad); ``put_along_axis`` has a jvp. ``inside``: the rows whose class is in the
+    row (``row_flag(rows_inside(...))``); the others are NaN throughout, their loss too.
     """
     if like.size == 0:
         return mx.zeros(like.shape, like.dtype)
-    return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
+    base = mx.contiguous(mx.broadcast_to(mx.where(inside, 0.0, math.nan).astype(like.dtype), like.shape))
+    return mx.put_along_axis(base, index, value.astype(like.dtype), axis=axis)
 
 
 def row_cotangent(cotangent, axis):

@@ -47,7 +47,7 @@ def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_va
     t0 = mx.log(inputs)
     t1 = mx.log(1 - inputs)
     smoothed_targets = 0.5*((2 - 2*label_smoothing)*targets + label_smoothing)
-    loss = -mx.maximum(t0, -100)*smoothed_targets - (1 - smoothed_targets)*mx.maximum(t1, -100)
+    loss = -mx.maximum(-100, t0)*smoothed_targets - (1 - smoothed_targets)*mx.maximum(-100, t1)
     return (loss, t0, t1,)
 
 
@@ -62,7 +62,7 @@ def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_v
     t5 = (t0 > -100)
     smoothed_targets = 0.5*((2*t3)*targets + label_smoothing)
     grad_inputs = (-cotangent)*(mx.where(t5, smoothed_targets/inputs, 0) + mx.where(t4, -(1 - smoothed_targets)/(1 - inputs), 0))
-    grad_targets = (-cotangent)*(t2*mx.maximum(t1, -100) + t3*mx.maximum(t0, -100))
+    grad_targets = (-cotangent)*(t2*mx.maximum(-100, t1) + t3*mx.maximum(-100, t0))
     return (grad_inputs, grad_targets,)
 
 

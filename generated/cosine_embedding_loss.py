@@ -30,7 +30,7 @@ def _forward_indices(x1, x2, targets, margin, axis):
     sum2 = rt.row_sum(x1*x2, axis)
     t1 = -sum2*t0
     t2 = t1 + margin
-    loss = mx.where((targets == 1), t1 + 1, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(-t2, 0), math.nan))
+    loss = mx.where((targets == 1), t1 + 1, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(0, -t2), math.nan))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0,)
 
 

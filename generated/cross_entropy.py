@@ -16,7 +16,7 @@ from .kernels import cross_entropy as _kernels
 __all__ = ["cross_entropy"]
 
 
-def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis):
+def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -29,28 +29,28 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(shifted0, axis)
-    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0 + shift0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    loss = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0, math.nan))
     return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
+    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
     d_gather0 = (label_smoothing - 1)*cotangent
-    grad_logits = (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
-    grad_logits_at_targets = d_gather0
+    grad_logits = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, math.nan))
+    grad_logits_at_targets = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, d_gather0, math.nan))
     grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
     return (grad_logits,)
 
 
 
-def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis):
+def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -58,26 +58,26 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
     targets = rt.upcast(targets, compute)
     shift0 = rt.row_shift(logits, axis)
     shifted0 = logits - shift0
-    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * shifted0), axis)
+    gather0 = rt.row_sum(mx.where((targets == 0), 0, targets*shifted0), axis)
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(shifted0, axis)
-    loss = logsumexp0 + rt.zero_if(lse_square_scale_value == 0, lse_square_scale*mx.square(logsumexp0 + shift0)) + rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*mean0) + (label_smoothing - 1)*gather0
+    loss = logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0
     return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
-    d_mean0 = mx.contiguous(rt.zero_if(label_smoothing_value == 0, (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if(lse_square_scale_value == 0, (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
+    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
-    grad_logits = d_gather0*targets + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + d_mean0/row_length
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length
     return (grad_logits,)
 
 
@@ -100,11 +100,9 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, logits.shape[axis])
-    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis)
-    loss = rt.mask_rows(loss, kept)
-    loss = rt.nan_rows(loss, inside)
+    loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -116,17 +114,17 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    targets = rt.mask_rows(targets, rt.kept_rows(targets, ignore_index))
+    kept = rt.kept_rows(targets, ignore_index)
+    targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    cotangent = rt.nan_rows(cotangent, inside)
     of_weights = []
     if weights is not None:
         *residuals, loss = residuals
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, cotangent, *residuals)
+    grad_logits, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits)] + of_weights
 
 

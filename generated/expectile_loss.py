@@ -23,7 +23,7 @@ def _forward(inputs, targets, tau, tau_value):
     targets = rt.upcast(targets, compute)
     error = targets - inputs
     t0 = mx.square(error)
-    loss = mx.where((error >= 0), rt.zero_if(tau_value == 0, tau*t0), mx.where((error < 0), (1 - tau)*t0, math.nan))
+    loss = mx.where((error >= 0), rt.zero_if((tau_value == 0), tau*t0), mx.where((error < 0), (1 - tau)*t0, math.nan))
     return (loss,)
 
 
@@ -35,7 +35,7 @@ def _backward(inputs, targets, tau, tau_value, cotangent):
     t1 = inputs - targets
     t2 = 2*t1
     error = -t1
-    grad_inputs = cotangent*mx.where((error >= 0), rt.zero_if(tau_value == 0, tau*t2), (1 - tau)*t2)
+    grad_inputs = cotangent*mx.where((error >= 0), rt.zero_if((tau_value == 0), tau*t2), (1 - tau)*t2)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 

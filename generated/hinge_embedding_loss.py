@@ -22,7 +22,7 @@ def _forward(inputs, targets, margin):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = margin - inputs
-    loss = mx.where((targets == 1), inputs, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(t0, 0), math.nan))
+    loss = mx.where((targets == 1), inputs, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(0, t0), math.nan))
     return (loss,)
 
 

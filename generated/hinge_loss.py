@@ -22,7 +22,7 @@ def _forward(inputs, targets):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = inputs*targets
-    loss = mx.maximum(1 - t0, 0)
+    loss = mx.maximum(0, 1 - t0)
     return (loss,)
 
 

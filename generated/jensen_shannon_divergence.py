@@ -28,8 +28,8 @@ def _forward_indices(inputs, targets, beta, beta_value, axis):
     t2 = rt.logaddexp(targets + math.log(beta_value), inputs + math.log(t3))
     log_mixture = t2
     t4 = -log_mixture
-    sum0 = rt.row_sum(mx.where((t0 == 0), 0.0, t0*(inputs + t4)), axis)
-    sum1 = rt.row_sum(mx.where((t1 == 0), 0.0, t1*(targets + t4)), axis)
+    sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(inputs + t4)), axis)
+    sum1 = rt.row_sum(mx.where((t1 == 0), 0, t1*(targets + t4)), axis)
     loss = beta*sum1 + t3*sum0
     return (mx.squeeze(loss, axis), t0, t1, t2,)
 
@@ -42,16 +42,16 @@ def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t5 = 1 - beta_value
-    t6 = inputs + (-math.log(beta_value) + math.log(t5)) - targets
+    t6 = inputs - targets + (-math.log(beta_value) + math.log(t5))
     t7 = -rt.sigmoid(t6)
     t10 = -rt.sigmoid(-t6)
     d_sum1 = mx.contiguous(beta*cotangent)
     d_sum0 = mx.contiguous(t5*cotangent)
-    t9 = mx.where((t0 == 0), 0.0, d_sum0*t0)
+    t9 = mx.where((t0 == 0), 0, d_sum0*t0)
     log_mixture = t2
     t8 = 1 - log_mixture
-    grad_inputs = t9*(inputs + t7 + t8) + mx.where((t1 == 0), 0.0, d_sum1*t1*t7)
-    grad_targets = t10*t9 + mx.where((t1 == 0), 0.0, d_sum1*t1*(targets + t10 + t8))
+    grad_inputs = mx.where((t0 == 0), 0, t9*(inputs + t7 + t8)) + mx.where((t1 == 0), 0, d_sum1*t1*t7)
+    grad_targets = mx.where((t0 == 0), 0, t10*t9) + mx.where((t1 == 0), 0, d_sum1*t1*(targets + t10 + t8))
     return (grad_inputs, grad_targets,)
 
 

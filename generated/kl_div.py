@@ -22,7 +22,7 @@ def _forward_log_target(inputs, targets):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = rt.exp(targets)
-    loss = mx.where((t0 == 0), 0.0, t0*(targets - inputs))
+    loss = mx.where((t0 == 0), 0, t0*(targets - inputs))
     return (loss, t0,)
 
 
@@ -31,9 +31,9 @@ def _backward_log_target(inputs, targets, cotangent, t0):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    t1 = mx.where((t0 == 0), 0.0, cotangent*t0)
+    t1 = mx.where((t0 == 0), 0, cotangent*t0)
     grad_inputs = -t1
-    grad_targets = t1*(targets + 1 - inputs)
+    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
     return (grad_inputs, grad_targets,)
 
 

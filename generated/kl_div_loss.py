@@ -23,7 +23,7 @@ def _forward_indices(inputs, targets, axis):
     targets = rt.upcast(targets, compute)
     row_length = inputs.shape[axis]
     t0 = rt.exp(targets)
-    sum0 = rt.row_sum(mx.where((t0 == 0), 0.0, t0*(targets - inputs)), axis)
+    sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(targets - inputs)), axis)
     loss = sum0
     return (mx.squeeze(loss, axis), t0,)
 
@@ -36,9 +36,9 @@ def _backward_indices(inputs, targets, axis, cotangent, t0):
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     d_sum0 = cotangent
-    t1 = mx.where((t0 == 0), 0.0, d_sum0*t0)
+    t1 = mx.where((t0 == 0), 0, d_sum0*t0)
     grad_inputs = -t1
-    grad_targets = t1*(targets + 1 - inputs)
+    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
     return (grad_inputs, grad_targets,)
 
 

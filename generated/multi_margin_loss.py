@@ -16,7 +16,7 @@ from .kernels import multi_margin_loss as _kernels
 __all__ = ["multi_margin_loss"]
 
 
-def _forward_indices(inputs, targets, weight, p, margin, axis):
+def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
@@ -31,11 +31,11 @@ def _forward_indices(inputs, targets, weight, p, margin, axis):
     t1 = shifted0 + (margin - gather1)
     t0 = rt.power(t1, p)
     mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
-    loss = gather0*mean0
+    loss = mx.where(inside_row, gather0*mean0, math.nan)
     return (mx.squeeze(loss, axis), shift0, gather0, gather1, t0,)
 
 
-def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, shift0, gather0, gather1, t0):
+def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
@@ -52,7 +52,7 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, cotangent, shift
     t4 = (t2 > 0)
     b0_mean0 = rt.row_sum(mx.where(t4, -t3*t5, 0), axis)
     d_gather1 = mx.contiguous(b0_mean0*d_mean0)
-    grad_inputs = d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0)
+    grad_inputs = mx.where(inside_row, d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0), math.nan)
     return (grad_inputs,)
 
 
@@ -72,10 +72,9 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, inputs.shape[axis])
-    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis)
-    loss = rt.nan_rows(loss, inside)
+    loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, rt.row_flag(inside, axis))
     return loss, residuals
 
 
@@ -87,9 +86,8 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    cotangent = rt.nan_rows(cotangent, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, cotangent, *residuals)
+    grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

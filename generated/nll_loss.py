@@ -16,18 +16,18 @@ from .kernels import nll_loss as _kernels
 __all__ = ["nll_loss"]
 
 
-def _forward_indices(inputs, targets, axis):
+def _forward_indices(inputs, targets, axis, kept_row, inside_row):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs))
     inputs = rt.upcast(inputs, compute)
     row_length = inputs.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     gather0 = mx.take_along_axis(inputs, targets_index, axis=axis)
-    loss = -gather0
+    loss = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, -gather0, math.nan))
     return (mx.squeeze(loss, axis),)
 
 
-def _backward_indices(inputs, targets, axis, cotangent):
+def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(inputs))
     inputs = rt.upcast(inputs, compute)
@@ -35,8 +35,8 @@ def _backward_indices(inputs, targets, axis, cotangent):
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     d_gather0 = -cotangent
-    grad_inputs_at_targets = d_gather0
-    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis)
+    grad_inputs_at_targets = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, d_gather0, math.nan))
+    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis, inside_row)
     return (grad_inputs,)
 
 
@@ -58,10 +58,8 @@ def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, 
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
-    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
-    loss, *residuals = forward(inputs, targets, axis)
-    loss = rt.mask_rows(loss, kept)
-    loss = rt.nan_rows(loss, inside)
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
+    loss, *residuals = forward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
     return loss, residuals
 
 
@@ -71,11 +69,11 @@ def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduc
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    targets = rt.mask_rows(targets, rt.kept_rows(targets, ignore_index))
+    kept = rt.kept_rows(targets, ignore_index)
+    targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    cotangent = rt.nan_rows(cotangent, inside)
-    grad_inputs, = backward(inputs, targets, axis, cotangent, *residuals)
+    grad_inputs, = backward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

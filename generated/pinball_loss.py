@@ -22,7 +22,7 @@ def _forward(inputs, targets, tau, tau_value):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     error = targets - inputs
-    t0 = rt.zero_if(tau_value == 0, tau*error)
+    t0 = rt.zero_if((tau_value == 0), tau*error)
     t1 = (tau - 1)*error
     loss = mx.maximum(t0, t1)
     return (loss,)
@@ -35,7 +35,7 @@ def _backward(inputs, targets, tau, tau_value, cotangent):
     targets = rt.upcast(targets, compute)
     t2 = tau_value - 1
     error = targets - inputs
-    grad_inputs = cotangent*mx.where((rt.zero_if(tau_value == 0, tau*error) > t2*error), -tau, -t2)
+    grad_inputs = cotangent*mx.where((rt.zero_if((tau_value == 0), tau*error) > t2*error), -tau, -t2)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 

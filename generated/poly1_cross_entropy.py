@@ -16,7 +16,7 @@ from .kernels import poly1_cross_entropy as _kernels
 __all__ = ["poly1_cross_entropy"]
 
 
-def _forward_indices(logits, targets, epsilon, epsilon_value, axis):
+def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -29,11 +29,11 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis):
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
     gather1 = mx.take_along_axis(1 - rt.exp(shifted0 - logsumexp0), targets_index, axis=axis)
-    loss = logsumexp0 + rt.zero_if(epsilon_value == 0, epsilon*gather1) - gather0
+    loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_indices(logits, targets, epsilon, epsilon_value, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -41,17 +41,17 @@ def _backward_indices(logits, targets, epsilon, epsilon_value, axis, cotangent, 
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
-    t0 = mx.reciprocal(mx.maximum(1, logsumexp0_sum))*logsumexp0_exp
+    t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
     b0_gather1 = mx.take_along_axis(t0, targets_index, axis=axis)
-    d_gather1 = mx.contiguous(rt.zero_if(epsilon_value == 0, epsilon*cotangent))
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
-    grad_logits = d_gather0*targets_onehot + d_logsumexp0*t0 + (-d_gather1)*t0*targets_onehot
+    grad_logits = mx.where(inside_row, d_gather0*targets_onehot + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets_onehot), math.nan)
     return (grad_logits,)
 
 
 
-def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis):
+def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, probabilities targets."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -59,28 +59,28 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis):
     targets = rt.upcast(targets, compute)
     shift0 = rt.row_shift(logits, axis)
     shifted0 = logits - shift0
-    gather0 = rt.row_sum(mx.where(targets == 0, 0.0, targets * shifted0), axis)
+    gather0 = rt.row_sum(mx.where((targets == 0), 0, targets*shifted0), axis)
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
-    gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * (1 - rt.exp(shifted0 - logsumexp0))), axis)
-    loss = logsumexp0 + rt.zero_if(epsilon_value == 0, epsilon*gather1) - gather0
+    gather1 = rt.row_sum(mx.where((targets == 0), 0, (1 - rt.exp(shifted0 - logsumexp0))*targets), axis)
+    loss = logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
-    t0 = mx.reciprocal(mx.maximum(1, logsumexp0_sum))*logsumexp0_exp
-    b0_gather1 = rt.row_sum(mx.where(targets == 0, 0.0, targets * t0), axis)
-    d_gather1 = mx.contiguous(rt.zero_if(epsilon_value == 0, epsilon*cotangent))
+    t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    b0_gather1 = rt.row_sum(mx.where((targets == 0), 0, t0*targets), axis)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
-    grad_logits = d_gather0*targets + d_logsumexp0*t0 + (-d_gather1)*t0*targets
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets)
     return (grad_logits,)
 
 
@@ -101,10 +101,9 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, logits.shape[axis])
-    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis)
-    loss = rt.nan_rows(loss, inside)
+    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, rt.row_flag(inside, axis))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -118,14 +117,13 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    cotangent = rt.nan_rows(cotangent, inside)
     of_weights = []
     if weights is not None:
         *residuals, loss = residuals
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, cotangent, *residuals)
+    grad_logits, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits)] + of_weights
 
 

@@ -25,9 +25,9 @@ def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value):
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
     log_one_minus_p_t = -t1*targets - t0*t3
-    t2 = rt.exp(rt.zero_if(gamma_value == 0, gamma*log_one_minus_p_t))
+    t2 = rt.exp(rt.zero_if((gamma_value == 0), gamma*log_one_minus_p_t))
     cross_entropy = t0*targets + t1*t3
-    loss = mx.where((t2 == 0), 0.0, t2*(rt.zero_if(alpha_value == 0, alpha*targets) + (1 - alpha)*t3 if (alpha_value >= 0) else 1)*cross_entropy)
+    loss = mx.where((t2 == 0), 0, t2*((1 - alpha)*t3 + rt.zero_if((alpha_value == 0), alpha*targets) if (alpha_value >= 0) else 1)*cross_entropy)
     return (loss, t0, t1, t2,)
 
 
@@ -40,7 +40,7 @@ def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent
     t5 = rt.sigmoid(inputs)
     t6 = rt.sigmoid(-inputs)
     cross_entropy = t0*targets + t1*t4
-    grad_inputs = mx.where((t2 == 0), 0.0, cotangent*t2*(t4*t5 + rt.zero_if(gamma_value == 0, gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*(rt.zero_if(alpha_value == 0, alpha*targets) + (1 - alpha)*t4 if (alpha_value >= 0) else 1))
+    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + rt.zero_if((gamma_value == 0), gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*((1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets) if (alpha_value >= 0) else 1))
     return (grad_inputs,)
 
 

@@ -16,7 +16,7 @@ from .kernels import softmax_focal_loss as _kernels
 __all__ = ["softmax_focal_loss"]
 
 
-def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis):
+def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
@@ -35,12 +35,12 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis):
     logsumexp1_exp = rt.exp((shifted0 + mx.log(1 - targets_onehot)) - logsumexp1_max)
     logsumexp1_sum = rt.row_sum(logsumexp1_exp, axis)
     logsumexp1 = logsumexp1_max + mx.log(logsumexp1_sum)
-    t0 = rt.exp(rt.zero_if(gamma_value == 0, gamma*(logsumexp1 - logsumexp0)))
-    loss = mx.where((t0 == 0), 0.0, -gather0*t0*(gather1 - logsumexp0))
+    t0 = rt.exp(rt.zero_if((gamma_value == 0), gamma*(logsumexp1 - logsumexp0)))
+    loss = mx.where(inside_row, mx.where((t0 == 0), 0, -gather0*t0*(gather1 - logsumexp0)), math.nan)
     return (mx.squeeze(loss, axis), gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0,)
 
 
-def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
+def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
@@ -50,13 +50,13 @@ def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, cotangen
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
     t1 = gather1 - logsumexp0
-    t2 = rt.zero_if(gamma_value == 0, gamma*t1)
-    t3 = mx.where((t0 == 0), 0.0, cotangent*t0)
-    t4 = gather0*t3
-    d_logsumexp1 = mx.contiguous(-t2*t4)
-    d_logsumexp0 = mx.contiguous(t4*(t2 + 1))
+    t2 = rt.zero_if((gamma_value == 0), gamma*t1)
+    t3 = mx.where((t0 == 0), 0, cotangent*t0)
+    t4 = mx.where((t0 == 0), 0, gather0*t3)
+    d_logsumexp1 = mx.contiguous(mx.where((t0 == 0), 0, -t2*t4))
+    d_logsumexp0 = mx.contiguous(mx.where((t0 == 0), 0, t4*(t2 + 1)))
     d_gather1 = mx.contiguous(-t4)
-    grad_logits = d_gather1*targets_onehot + (d_logsumexp0/mx.maximum(1, logsumexp0_sum))*logsumexp0_exp + (d_logsumexp1/mx.maximum(1, logsumexp1_sum))*logsumexp1_exp
+    grad_logits = mx.where(inside_row, mx.where((t0 == 0), 0, d_gather1*targets_onehot) + mx.where(mx.logical_or((logsumexp0_exp == 0), (t0 == 0)), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + mx.where(mx.logical_or((logsumexp1_exp == 0), (t0 == 0)), 0, (d_logsumexp1/logsumexp1_sum)*logsumexp1_exp), math.nan)
     return (grad_logits,)
 
 
@@ -76,10 +76,9 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, logits.shape[axis])
-    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: its row is NaN
+    targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis)
-    loss = rt.nan_rows(loss, inside)
+    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, rt.row_flag(inside, axis))
     return loss, residuals
 
 
@@ -91,9 +90,8 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    cotangent = rt.nan_rows(cotangent, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, cotangent, *residuals)
+    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits)]
 
 

@@ -28,8 +28,8 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     t0 = rt.power(sum0 + eps, t2)
     sum1 = rt.row_sum(rt.power(mx.abs(anchors - positives), p), axis)
     t1 = rt.power(sum1 + eps, t2)
-    t3 = t1 + margin - t0
-    loss = mx.maximum(t3, 0)
+    t3 = t1 - t0 + margin
+    loss = mx.maximum(0, t3)
     return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
 
 
@@ -42,7 +42,7 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t4 = 1/p
-    t5 = (t1 + margin - t0 > 0)
+    t5 = (t1 - t0 + margin > 0)
     t6 = anchors - negatives
     t7 = p - 1
     t9 = anchors - positives

@@ -83,8 +83,8 @@ def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, 
     t0 = rt.power(sum0, t2)
     sum1 = rt.row_sum(rt.power(mx.abs(positives - t3), p), axis)
     t1 = rt.power(sum1, t2)
-    t4 = t1 + margin - t0
-    loss = mx.maximum(t4, 0)
+    t4 = t1 - t0 + margin
+    loss = mx.maximum(0, t4)
     return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
 
 
@@ -97,7 +97,7 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value,
     row_length = anchors.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t5 = 1/p_value
-    t6 = (t1 + margin - t0 > 0)
+    t6 = (t1 - t0 + margin > 0)
     t7 = anchors + eps
     t8 = t7 - negatives
     t9 = p_value - 1

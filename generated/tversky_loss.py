@@ -26,7 +26,7 @@ def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smoo
     t0 = sum0 + smooth
     sum1 = rt.row_sum((1 - targets)*inputs, axis)
     sum2 = rt.row_sum((1 - inputs)*targets, axis)
-    loss = 1 - t0/(t0 + rt.zero_if(alpha_value == 0, alpha*sum1) + rt.zero_if(beta_value == 0, beta*sum2))
+    loss = 1 - t0/(t0 + rt.zero_if((alpha_value == 0), alpha*sum1) + rt.zero_if((beta_value == 0), beta*sum2))
     return (mx.squeeze(loss, axis), sum0, sum1, sum2,)
 
 
@@ -38,11 +38,11 @@ def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smo
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t1 = sum0 + smooth
-    t2 = t1 + rt.zero_if(alpha_value == 0, alpha*sum1) + rt.zero_if(beta_value == 0, beta*sum2)
+    t2 = t1 + rt.zero_if((alpha_value == 0), alpha*sum1) + rt.zero_if((beta_value == 0), beta*sum2)
     t3 = cotangent*t1/(mx.square(t2))
     t4 = mx.reciprocal(t2)
-    d_sum2 = mx.contiguous(rt.zero_if(beta_value == 0, beta*t3))
-    d_sum1 = mx.contiguous(rt.zero_if(alpha_value == 0, alpha*t3))
+    d_sum2 = mx.contiguous(rt.zero_if((beta_value == 0), beta*t3))
+    d_sum1 = mx.contiguous(rt.zero_if((alpha_value == 0), alpha*t3))
     d_sum0 = mx.contiguous(cotangent*t4*(t1*t4 - 1))
     grad_inputs = d_sum0*targets + d_sum1*(1 - targets) + (-d_sum2)*targets
     grad_targets = d_sum0*inputs + d_sum2*(1 - inputs) + (-d_sum1)*inputs

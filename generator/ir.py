@@ -17,6 +17,9 @@ import sympy as sp
 # Symbols the generator introduces; their names are reserved (spec.vocabulary.RESERVED_NAMES).
 COTANGENT = sp.Symbol("cotangent", real=True)
 ROW_LENGTH = sp.Symbol("row_length", positive=True, integer=True)
+# Per row, with class indices: the class is not the ignore_index; the class is inside the row (lower/safety.py).
+KEPT_ROW = sp.Symbol("kept_row")
+INSIDE_ROW = sp.Symbol("inside_row")
 
 
 @dataclass
@@ -82,3 +85,13 @@ class Variant:
     @property
     def suffix(self):
         return "".join(f"_{name}" if value else f"_no_{name}" for name, value in self.flags.items())
+
+
+class IsMinusInfinity(sp.logic.boolalg.BooleanFunction):
+    """True where the argument is -inf (an ``exp`` of it is exactly 0); the safety rewrites put it in."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, argument):
+        return None

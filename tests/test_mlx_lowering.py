@@ -83,9 +83,10 @@ def test_class_scatters_match_a_one_hot_reference(axis):
     value = RNG.normal(size=classes.shape).astype(np.float32)
     one_hot = np.arange(shape[axis]).reshape([-1 if d == axis else 1 for d in range(3)]) == classes
     added = rt.add_at_class(mx.array(dense), mx.array(classes), mx.array(value), axis)
-    placed = rt.at_class(mx.array(dense), mx.array(classes), mx.array(value), axis)
+    inside = RNG.random(classes.shape) < 0.7  # the rows whose class is in the row; the others are NaN
+    placed = rt.at_class(mx.array(dense), mx.array(classes), mx.array(value), axis, mx.array(inside))
     np.testing.assert_allclose(np.asarray(added), dense + one_hot * value, rtol=1e-6)
-    np.testing.assert_array_equal(np.asarray(placed), one_hot * value)
+    np.testing.assert_array_equal(np.asarray(placed), np.where(one_hot, value, np.where(inside, 0.0, np.nan)))
 
 
 x, y, a, c = sp.symbols("x y a c", real=True)

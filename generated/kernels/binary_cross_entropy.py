@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_4d10e7da1094",
+        name="losscc_binary_cross_entropy_with_logits_forward_ec3eee3f5f9f",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -32,8 +32,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-  const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
+  const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+  const float loss = losscc_softplus(inputs) - inputs*smoothed_targets;
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -73,8 +73,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-  const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
+  const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+  const float loss = losscc_softplus(inputs) - inputs*smoothed_targets;
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -101,7 +101,7 @@ if (reduce) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_forward_b10a2b3ebe8b",
+        name="losscc_binary_cross_entropy_no_with_logits_forward_fcba10ff74fc",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -119,10 +119,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = metal::log(1.0f - inputs);
-  const float t1 = metal::log(inputs);
-  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-  const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
+  const float t0 = metal::log(inputs);
+  const float t1 = metal::log(1.0f - inputs);
+  const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+  const float loss = -losscc_max(-100.0f, t0)*smoothed_targets - (1.0f - smoothed_targets)*losscc_max(-100.0f, t1);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -162,10 +162,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = logf(1.0f - inputs);
-  const float t1 = logf(inputs);
-  const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-  const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
+  const float t0 = logf(inputs);
+  const float t1 = logf(1.0f - inputs);
+  const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+  const float loss = -losscc_max(-100.0f, t0)*smoothed_targets - (1.0f - smoothed_targets)*losscc_max(-100.0f, t1);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -195,7 +195,7 @@ if (reduce) {
 
 BACKWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_ebf0312e3466",
+        name="losscc_binary_cross_entropy_with_logits_backward_54791841b723",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -215,17 +215,17 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-      const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
+      const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+      const float loss = losscc_softplus(inputs) - inputs*smoothed_targets;
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
   const float t0 = label_smoothing - 1.0f;
-  const float smoothed_targets = -targets*t0 + label_smoothing/2.0f;
-  const float grad_inputs = cotangent*(-smoothed_targets + losscc_sigmoid(inputs));
-  const float grad_targets = inputs*cotangent*t0;
+  const float smoothed_targets = 0.5f*(label_smoothing + (-2.0f*t0)*targets);
+  const float grad_inputs = cotangent*(losscc_sigmoid(inputs) - smoothed_targets);
+  const float grad_targets = (t0*cotangent)*inputs;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -247,24 +247,24 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-      const float loss = -inputs*smoothed_targets + losscc_softplus(inputs);
+      const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+      const float loss = losscc_softplus(inputs) - inputs*smoothed_targets;
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
   const float t0 = label_smoothing - 1.0f;
-  const float smoothed_targets = -targets*t0 + label_smoothing/2.0f;
-  const float grad_inputs = cotangent*(-smoothed_targets + losscc_sigmoid(inputs));
-  const float grad_targets = inputs*cotangent*t0;
+  const float smoothed_targets = 0.5f*(label_smoothing + (-2.0f*t0)*targets);
+  const float grad_inputs = cotangent*(losscc_sigmoid(inputs) - smoothed_targets);
+  const float grad_targets = (t0*cotangent)*inputs;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_backward_b60d2dff88ae",
+        name="losscc_binary_cross_entropy_no_with_logits_backward_7179e97b0e7e",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -284,25 +284,24 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float t0 = metal::log(1.0f - inputs);
-      const float t1 = metal::log(inputs);
-      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-      const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
+      const float t0 = metal::log(inputs);
+      const float t1 = metal::log(1.0f - inputs);
+      const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+      const float loss = -losscc_max(-100.0f, t0)*smoothed_targets - (1.0f - smoothed_targets)*losscc_max(-100.0f, t1);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = label_smoothing - 1.0f;
-  const float t1 = -t0;
-  const float t2 = inputs - 1.0f;
-  const float t3 = metal::log(-t2);
-  const bool t4 = (t3 > -100.0f);
-  const float t5 = metal::log(inputs);
-  const bool t6 = (t5 > -100.0f);
-  const float smoothed_targets = targets*t1 + label_smoothing/2.0f;
-  const float grad_inputs = -cotangent*(smoothed_targets*(t6 ? (1.0f / inputs) : 0.0f) + (1.0f - smoothed_targets)*(t4 ? (1.0f / t2) : 0.0f));
-  const float grad_targets = -cotangent*(t0*(t4 ? t3 : -100.0f) + t1*(t6 ? t5 : -100.0f));
+  const float t0 = metal::log(inputs);
+  const float t1 = metal::log(1.0f - inputs);
+  const float t2 = label_smoothing - 1.0f;
+  const float t3 = -t2;
+  const bool t4 = (t1 > -100.0f);
+  const bool t5 = (t0 > -100.0f);
+  const float smoothed_targets = 0.5f*((2.0f*t3)*targets + label_smoothing);
+  const float grad_inputs = (-cotangent)*((t5 ? smoothed_targets / inputs : 0.0f) + (t4 ? -(1.0f - smoothed_targets) / (1.0f - inputs) : 0.0f));
+  const float grad_targets = (-cotangent)*(t2*losscc_max(-100.0f, t1) + t3*losscc_max(-100.0f, t0));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -324,25 +323,24 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float t0 = logf(1.0f - inputs);
-      const float t1 = logf(inputs);
-      const float smoothed_targets = targets*(1.0f - label_smoothing) + label_smoothing/2.0f;
-      const float loss = -smoothed_targets*((t1 > -100.0f) ? t1 : -100.0f) - (1.0f - smoothed_targets)*((t0 > -100.0f) ? t0 : -100.0f);
+      const float t0 = logf(inputs);
+      const float t1 = logf(1.0f - inputs);
+      const float smoothed_targets = 0.5f*((2.0f - 2.0f*label_smoothing)*targets + label_smoothing);
+      const float loss = -losscc_max(-100.0f, t0)*smoothed_targets - (1.0f - smoothed_targets)*losscc_max(-100.0f, t1);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = label_smoothing - 1.0f;
-  const float t1 = -t0;
-  const float t2 = inputs - 1.0f;
-  const float t3 = logf(-t2);
-  const bool t4 = (t3 > -100.0f);
-  const float t5 = logf(inputs);
-  const bool t6 = (t5 > -100.0f);
-  const float smoothed_targets = targets*t1 + label_smoothing/2.0f;
-  const float grad_inputs = -cotangent*(smoothed_targets*(t6 ? (1.0f / inputs) : 0.0f) + (1.0f - smoothed_targets)*(t4 ? (1.0f / t2) : 0.0f));
-  const float grad_targets = -cotangent*(t0*(t4 ? t3 : -100.0f) + t1*(t6 ? t5 : -100.0f));
+  const float t0 = logf(inputs);
+  const float t1 = logf(1.0f - inputs);
+  const float t2 = label_smoothing - 1.0f;
+  const float t3 = -t2;
+  const bool t4 = (t1 > -100.0f);
+  const bool t5 = (t0 > -100.0f);
+  const float smoothed_targets = 0.5f*((2.0f*t3)*targets + label_smoothing);
+  const float grad_inputs = (-cotangent)*((t5 ? smoothed_targets / inputs : 0.0f) + (t4 ? -(1.0f - smoothed_targets) / (1.0f - inputs) : 0.0f));
+  const float grad_targets = (-cotangent)*(t2*losscc_max(-100.0f, t1) + t3*losscc_max(-100.0f, t0));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

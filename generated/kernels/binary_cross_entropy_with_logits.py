@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_68da017853c8",
+        name="losscc_binary_cross_entropy_with_logits_forward_4b409d37bd03",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('pos_weight_in', 'input:pos_weight'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -31,7 +31,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float pos_weight = static_cast<float>(pos_weight_in[i]);
-  const float loss = pos_weight*targets*losscc_softplus(-inputs) + (1.0f - targets)*losscc_softplus(inputs);
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float loss = t1*(1.0f - targets) + t0*pos_weight*targets;
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -71,7 +73,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float pos_weight = static_cast<float>(pos_weight_in[i]);
-  const float loss = pos_weight*targets*losscc_softplus(-inputs) + (1.0f - targets)*losscc_softplus(inputs);
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float loss = t1*(1.0f - targets) + t0*pos_weight*targets;
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -101,7 +105,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_cf639deb1ac3",
+        name="losscc_binary_cross_entropy_with_logits_backward_a9f4540e87a1",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('pos_weight_in', 'input:pos_weight'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -121,15 +125,18 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float loss = pos_weight*targets*losscc_softplus(-inputs) + (1.0f - targets)*losscc_softplus(inputs);
+      const float t0 = losscc_softplus(-inputs);
+      const float t1 = losscc_softplus(inputs);
+      const float loss = t1*(1.0f - targets) + t0*pos_weight*targets;
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = -inputs;
-  const float grad_inputs = cotangent*(-pos_weight*targets*losscc_sigmoid(t0) + (1.0f - targets)*losscc_sigmoid(inputs));
-  const float grad_targets = cotangent*(pos_weight*losscc_softplus(t0) - losscc_softplus(inputs));
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float grad_inputs = cotangent*((1.0f - targets)*losscc_sigmoid(inputs) - pos_weight*targets*losscc_sigmoid(-inputs));
+  const float grad_targets = cotangent*(t0*pos_weight - t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -151,15 +158,18 @@ if (i < n) {
     // d loss / d weights = cotangent * loss; the inputs see the weighted cotangent
     float loss_value = 0.0f;
     {
-      const float loss = pos_weight*targets*losscc_softplus(-inputs) + (1.0f - targets)*losscc_softplus(inputs);
+      const float t0 = losscc_softplus(-inputs);
+      const float t1 = losscc_softplus(inputs);
+      const float loss = t1*(1.0f - targets) + t0*pos_weight*targets;
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
     cotangent *= static_cast<float>(weights_in[i]);
   }
-  const float t0 = -inputs;
-  const float grad_inputs = cotangent*(-pos_weight*targets*losscc_sigmoid(t0) + (1.0f - targets)*losscc_sigmoid(inputs));
-  const float grad_targets = cotangent*(pos_weight*losscc_softplus(t0) - losscc_softplus(inputs));
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float grad_inputs = cotangent*((1.0f - targets)*losscc_sigmoid(inputs) - pos_weight*targets*losscc_sigmoid(-inputs));
+  const float grad_targets = cotangent*(t0*pos_weight - t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_binary_dice_loss_indices_forward_a58c05fd49ec",
+        name="losscc_binary_dice_loss_indices_forward_e211e5d52c6b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -68,7 +68,7 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float loss = -(smooth + 2.0f*sum2)/(smooth + sum0 + sum1) + 1.0f;
+const float loss = 1.0f - (2.0f*sum2 + smooth) / (sum0 + sum1 + smooth);
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -128,7 +128,7 @@ __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float loss = -(smooth + 2.0f*sum2)/(smooth + sum0 + sum1) + 1.0f;
+const float loss = 1.0f - (2.0f*sum2 + smooth) / (sum0 + sum1 + smooth);
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -141,7 +141,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_binary_dice_loss_indices_backward_beea3204c905",
+        name="losscc_binary_dice_loss_indices_backward_b8b116560e80",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -161,9 +161,9 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = smooth + sum0 + sum1;
-const float t1 = cotangent*(smooth + 2.0f*sum2)/losscc_square(t0);
-const float d_sum2 = -2.0f*cotangent/t0;
+const float t0 = sum0 + sum1 + smooth;
+const float t1 = cotangent*(2.0f*sum2 + smooth) / (losscc_square(t0));
+const float d_sum2 = -2.0f*cotangent / t0;
 const float d_sum1 = t1;
 const float d_sum0 = t1;
 
@@ -172,8 +172,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float grad_inputs = targets*d_sum2 + d_sum0;
-  const float grad_targets = inputs*d_sum2 + d_sum1;
+  const float grad_inputs = d_sum2*targets + d_sum0;
+  const float grad_targets = d_sum2*inputs + d_sum1;
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }
@@ -195,9 +195,9 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = smooth + sum0 + sum1;
-const float t1 = cotangent*(smooth + 2.0f*sum2)/losscc_square(t0);
-const float d_sum2 = -2.0f*cotangent/t0;
+const float t0 = sum0 + sum1 + smooth;
+const float t1 = cotangent*(2.0f*sum2 + smooth) / (losscc_square(t0));
+const float d_sum2 = -2.0f*cotangent / t0;
 const float d_sum1 = t1;
 const float d_sum0 = t1;
 
@@ -206,8 +206,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float grad_inputs = targets*d_sum2 + d_sum0;
-  const float grad_targets = inputs*d_sum2 + d_sum1;
+  const float grad_inputs = d_sum2*targets + d_sum0;
+  const float grad_targets = d_sum2*inputs + d_sum1;
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_charbonnier_loss_forward_5520426ed43f",
+        name="losscc_charbonnier_loss_forward_1147f788964f",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,7 +30,7 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = metal::sqrt(losscc_square(eps) + losscc_square(inputs - targets));
+  const float loss = metal::sqrt(losscc_square(inputs - targets) + losscc_square(eps));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -66,7 +66,7 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = sqrtf(losscc_square(eps) + losscc_square(inputs - targets));
+  const float loss = sqrtf(losscc_square(inputs - targets) + losscc_square(eps));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -93,7 +93,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_charbonnier_loss_backward_d9a0c666d039",
+        name="losscc_charbonnier_loss_backward_2cef5dbb799b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -109,7 +109,7 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t0 = inputs - targets;
-  const float grad_inputs = cotangent*t0/metal::sqrt(losscc_square(eps) + losscc_square(t0));
+  const float grad_inputs = cotangent*t0 / (metal::sqrt(losscc_square(t0) + losscc_square(eps)));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -127,7 +127,7 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t0 = inputs - targets;
-  const float grad_inputs = cotangent*t0/sqrtf(losscc_square(eps) + losscc_square(t0));
+  const float grad_inputs = cotangent*t0 / (sqrtf(losscc_square(t0) + losscc_square(eps)));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }

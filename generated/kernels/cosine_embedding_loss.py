@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_embedding_loss_indices_forward_cdccb04a148b",
+        name="losscc_cosine_embedding_loss_indices_forward_4e59f84ce291",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -69,9 +69,10 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t0 = -sum2/metal::sqrt((sum0 + 1e-12f)*(sum1 + 1e-12f));
-const float t1 = margin + t0;
-const float loss = ((targets == 1.0f) ? t0 + 1.0f : ((t1 < 0.0f) ? -t1 : 0.0f));
+const float t0 = metal::rsqrt((sum0 + 1e-12f)*(sum1 + 1e-12f));
+const float t1 = -sum2*t0;
+const float t2 = t1 + margin;
+const float loss = ((targets == 1.0f) ? t1 + 1.0f : (((targets > 1.0f) || (targets < 1.0f)) ? losscc_max(0.0f, -t2) : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -132,9 +133,10 @@ __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t0 = -sum2/sqrtf((sum0 + 1e-12f)*(sum1 + 1e-12f));
-const float t1 = margin + t0;
-const float loss = ((targets == 1.0f) ? t0 + 1.0f : ((t1 < 0.0f) ? -t1 : 0.0f));
+const float t0 = rsqrtf((sum0 + 1e-12f)*(sum1 + 1e-12f));
+const float t1 = -sum2*t0;
+const float t2 = t1 + margin;
+const float loss = ((targets == 1.0f) ? t1 + 1.0f : (((targets > 1.0f) || (targets < 1.0f)) ? losscc_max(0.0f, -t2) : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -147,7 +149,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_embedding_loss_indices_backward_fdd177cccaf6",
+        name="losscc_cosine_embedding_loss_indices_backward_899081c6fb22",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('targets_in', 'input:targets'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""
@@ -168,16 +170,14 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = sum0 + 1e-12f;
-const float t1 = sum1 + 1e-12f;
-const float t2 = metal::rsqrt(t0*t1);
+const float t0 = metal::rsqrt((sum0 + 1e-12f)*(sum1 + 1e-12f));
 const bool t3 = (targets == 1.0f);
-const float t4 = sum2*t2;
+const float t4 = sum2*t0;
 const bool t5 = (margin - t4 < 0.0f);
-const float t6 = t4/2.0f;
-const float t7 = t6/t1;
-const float t8 = t6/t0;
-const float d_sum2 = cotangent*(t3 ? -t2 : (t5 ? t2 : 0.0f));
+const float t6 = 0.5f*t4;
+const float t7 = t6 / (sum1 + 1e-12f);
+const float t8 = t6 / (sum0 + 1e-12f);
+const float d_sum2 = cotangent*(t3 ? -t0 : (t5 ? t0 : 0.0f));
 const float d_sum1 = cotangent*(t3 ? t7 : (t5 ? -t7 : 0.0f));
 const float d_sum0 = cotangent*(t3 ? t8 : (t5 ? -t8 : 0.0f));
 
@@ -186,8 +186,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float x1 = static_cast<float>(x1_in[at]);
   const float x2 = static_cast<float>(x2_in[at]);
-  const float grad_x1 = 2.0f*x1*d_sum0 + x2*d_sum2;
-  const float grad_x2 = x1*d_sum2 + 2.0f*x2*d_sum1;
+  const float grad_x1 = (2.0f*d_sum0)*x1 + d_sum2*x2;
+  const float grad_x2 = d_sum2*x1 + (2.0f*d_sum1)*x2;
   grad_x1_out[at] = static_cast<T>(grad_x1);
   grad_x2_out[at] = static_cast<T>(grad_x2);
 }
@@ -210,16 +210,14 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = sum0 + 1e-12f;
-const float t1 = sum1 + 1e-12f;
-const float t2 = rsqrtf(t0*t1);
+const float t0 = rsqrtf((sum0 + 1e-12f)*(sum1 + 1e-12f));
 const bool t3 = (targets == 1.0f);
-const float t4 = sum2*t2;
+const float t4 = sum2*t0;
 const bool t5 = (margin - t4 < 0.0f);
-const float t6 = t4/2.0f;
-const float t7 = t6/t1;
-const float t8 = t6/t0;
-const float d_sum2 = cotangent*(t3 ? -t2 : (t5 ? t2 : 0.0f));
+const float t6 = 0.5f*t4;
+const float t7 = t6 / (sum1 + 1e-12f);
+const float t8 = t6 / (sum0 + 1e-12f);
+const float d_sum2 = cotangent*(t3 ? -t0 : (t5 ? t0 : 0.0f));
 const float d_sum1 = cotangent*(t3 ? t7 : (t5 ? -t7 : 0.0f));
 const float d_sum0 = cotangent*(t3 ? t8 : (t5 ? -t8 : 0.0f));
 
@@ -228,8 +226,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float x1 = static_cast<float>(x1_in[at]);
   const float x2 = static_cast<float>(x2_in[at]);
-  const float grad_x1 = 2.0f*x1*d_sum0 + x2*d_sum2;
-  const float grad_x2 = x1*d_sum2 + 2.0f*x2*d_sum1;
+  const float grad_x1 = (2.0f*d_sum0)*x1 + d_sum2*x2;
+  const float grad_x2 = d_sum2*x1 + (2.0f*d_sum1)*x2;
   grad_x1_out[at] = static_cast<T>(grad_x1);
   grad_x2_out[at] = static_cast<T>(grad_x2);
 }

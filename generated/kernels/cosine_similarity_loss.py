@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_forward_7458fa21b39b",
+        name="losscc_cosine_similarity_loss_indices_forward_cb72d3dba7cf",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -68,9 +68,11 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t0 = metal::sqrt(sum0);
-const float t1 = metal::sqrt(sum1);
-const float loss = sum2*((eps < t0*t1) ? 1.0f/(t0*t1) : (1.0f / eps));
+const float t4 = metal::sqrt(sum0);
+const float t0 = (1.0f / t4);
+const float t5 = metal::sqrt(sum1);
+const float t2 = (1.0f / t5);
+const float loss = sum2*((eps < t4*t5) ? t0*t2 : ((eps >= t4*t5) ? (1.0f / eps) : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -130,9 +132,11 @@ __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t0 = sqrtf(sum0);
-const float t1 = sqrtf(sum1);
-const float loss = sum2*((eps < t0*t1) ? 1.0f/(t0*t1) : (1.0f / eps));
+const float t4 = sqrtf(sum0);
+const float t0 = (1.0f / t4);
+const float t5 = sqrtf(sum1);
+const float t2 = (1.0f / t5);
+const float loss = sum2*((eps < t4*t5) ? t0*t2 : ((eps >= t4*t5) ? (1.0f / eps) : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -145,7 +149,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_backward_5c8f126ccc8b",
+        name="losscc_cosine_similarity_loss_indices_backward_c13279f2cfa3",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""
@@ -165,23 +169,23 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = metal::sqrt(sum0);
-const float t1 = (1.0f / t0);
-const float t2 = metal::sqrt(sum1);
-const float t3 = (1.0f / t2);
-const bool t4 = (eps < t0*t2);
-const float t5 = cotangent*sum2;
-const float d_sum2 = cotangent*(t4 ? t1*t3 : (1.0f / eps));
-const float d_sum1 = t5*(t4 ? -t1/(2.0f*(sum1 * metal::sqrt(sum1))) : 0.0f);
-const float d_sum0 = t5*(t4 ? -t3/(2.0f*(sum0 * metal::sqrt(sum0))) : 0.0f);
+const float t4 = metal::sqrt(sum0);
+const float t5 = metal::sqrt(sum1);
+const float t6 = metal::rsqrt(sum0);
+const float t7 = metal::rsqrt(sum1);
+const bool t8 = (eps < t4*t5);
+const float t9 = cotangent*sum2;
+const float d_sum2 = cotangent*(t8 ? t6*t7 : (1.0f / eps));
+const float d_sum1 = (t8 ? -0.5f*t6*t9 / ((sum1 * metal::sqrt(sum1))) : 0.0f);
+const float d_sum0 = (t8 ? -0.5f*t7*t9 / ((sum0 * metal::sqrt(sum0))) : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float x1 = static_cast<float>(x1_in[at]);
   const float x2 = static_cast<float>(x2_in[at]);
-  const float grad_x1 = 2.0f*x1*d_sum0 + x2*d_sum2;
-  const float grad_x2 = x1*d_sum2 + 2.0f*x2*d_sum1;
+  const float grad_x1 = (2.0f*d_sum0)*x1 + d_sum2*x2;
+  const float grad_x2 = d_sum2*x1 + (2.0f*d_sum1)*x2;
   grad_x1_out[at] = static_cast<T>(grad_x1);
   grad_x2_out[at] = static_cast<T>(grad_x2);
 }
@@ -203,23 +207,23 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = sqrtf(sum0);
-const float t1 = (1.0f / t0);
-const float t2 = sqrtf(sum1);
-const float t3 = (1.0f / t2);
-const bool t4 = (eps < t0*t2);
-const float t5 = cotangent*sum2;
-const float d_sum2 = cotangent*(t4 ? t1*t3 : (1.0f / eps));
-const float d_sum1 = t5*(t4 ? -t1/(2.0f*(sum1 * sqrtf(sum1))) : 0.0f);
-const float d_sum0 = t5*(t4 ? -t3/(2.0f*(sum0 * sqrtf(sum0))) : 0.0f);
+const float t4 = sqrtf(sum0);
+const float t5 = sqrtf(sum1);
+const float t6 = rsqrtf(sum0);
+const float t7 = rsqrtf(sum1);
+const bool t8 = (eps < t4*t5);
+const float t9 = cotangent*sum2;
+const float d_sum2 = cotangent*(t8 ? t6*t7 : (1.0f / eps));
+const float d_sum1 = (t8 ? -0.5f*t6*t9 / ((sum1 * sqrtf(sum1))) : 0.0f);
+const float d_sum0 = (t8 ? -0.5f*t7*t9 / ((sum0 * sqrtf(sum0))) : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float x1 = static_cast<float>(x1_in[at]);
   const float x2 = static_cast<float>(x2_in[at]);
-  const float grad_x1 = 2.0f*x1*d_sum0 + x2*d_sum2;
-  const float grad_x2 = x1*d_sum2 + 2.0f*x2*d_sum1;
+  const float grad_x1 = (2.0f*d_sum0)*x1 + d_sum2*x2;
+  const float grad_x2 = d_sum2*x1 + (2.0f*d_sum1)*x2;
   grad_x1_out[at] = static_cast<T>(grad_x1);
   grad_x2_out[at] = static_cast<T>(grad_x2);
 }

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_forward_e35598e2b73c",
+        name="losscc_cross_entropy_indices_forward_29f7fcff57ef",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -35,10 +35,11 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 
@@ -47,17 +48,17 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = metal::max(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 if (lane == 0) {
   scratch[0][simdgroup] = acc_shift0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
@@ -92,16 +93,16 @@ acc_mean0 = metal::simd_sum(acc_mean0);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
   gather0 = shifted0;
 }
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = ((!kept_row) ? 0.0f : (inside_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -126,10 +127,11 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 
@@ -138,7 +140,7 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = fmaxf(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_shift0 = losscc_warp_max(acc_shift0);
@@ -183,16 +185,16 @@ acc_mean0 = losscc_warp_sum(acc_mean0);
 __syncthreads();
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
   gather0 = shifted0;
 }
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = ((!kept_row) ? 0.0f : (inside_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -201,7 +203,7 @@ if (tid == 0) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_forward_1452f040dcd7",
+        name="losscc_cross_entropy_probabilities_forward_b4edd211de9c",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -229,17 +231,17 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = metal::max(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 if (lane == 0) {
   scratch[0][simdgroup] = acc_shift0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
@@ -254,7 +256,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  acc_gather0 += targets*shifted0;
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
   losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
   acc_mean0 += shifted0;
 }
@@ -282,7 +284,7 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -314,7 +316,7 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = fmaxf(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_shift0 = losscc_warp_max(acc_shift0);
@@ -339,7 +341,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  acc_gather0 += targets*shifted0;
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
   losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
   acc_mean0 += shifted0;
 }
@@ -367,7 +369,7 @@ __syncthreads();
 const float gather0 = acc_gather0;
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 const float mean0 = acc_mean0 / row_length;
-const float loss = -label_smoothing*mean0 + lse_square_scale*losscc_square(logsumexp0 + shift0) - gather0*(1.0f - label_smoothing) + logsumexp0;
+const float loss = logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -379,7 +381,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_c5003a814369",
+        name="losscc_cross_entropy_indices_backward_3e15a313ea5f",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -396,17 +398,19 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
-const float d_gather0 = cotangent*(label_smoothing - 1.0f);
+const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
+const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
+const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -414,7 +418,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*metal::exp(-logsumexp0 + shifted0) + d_mean0/row_length;
+  const float grad_logits = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length : losscc_nan()));
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -432,17 +436,19 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
-const float d_gather0 = cotangent*(label_smoothing - 1.0f);
+const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
+const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
+const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -450,13 +456,13 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*expf(-logsumexp0 + shifted0) + d_mean0/row_length;
+  const float grad_logits = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length : losscc_nan()));
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_backward_b3eca5f9b693",
+        name="losscc_cross_entropy_probabilities_backward_c11ccf504353",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -477,9 +483,9 @@ const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
-const float d_gather0 = cotangent*(label_smoothing - 1.0f);
+const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
+const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
+const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -487,7 +493,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*metal::exp(-logsumexp0 + shifted0) + d_mean0/row_length;
+  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -509,9 +515,9 @@ const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_mean0 = -label_smoothing*cotangent;
-const float d_logsumexp0 = cotangent*(2.0f*lse_square_scale*(logsumexp0 + shift0) + 1.0f);
-const float d_gather0 = cotangent*(label_smoothing - 1.0f);
+const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
+const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
+const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -519,7 +525,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float grad_logits = targets*d_gather0 + d_logsumexp0*expf(-logsumexp0 + shifted0) + d_mean0/row_length;
+  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length;
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_expectile_loss_forward_b6960f3b7c5e",
+        name="losscc_expectile_loss_forward_b3599605d6b1",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,9 +30,9 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float error = -inputs + targets;
+  const float error = targets - inputs;
   const float t0 = losscc_square(error);
-  const float loss = ((error >= 0.0f) ? tau*t0 : t0*(1.0f - tau));
+  const float loss = ((error >= 0.0f) ? ((tau == 0.0f) ? 0.0f : tau*t0) : ((error < 0.0f) ? (1.0f - tau)*t0 : losscc_nan()));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -68,9 +68,9 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float error = -inputs + targets;
+  const float error = targets - inputs;
   const float t0 = losscc_square(error);
-  const float loss = ((error >= 0.0f) ? tau*t0 : t0*(1.0f - tau));
+  const float loss = ((error >= 0.0f) ? ((tau == 0.0f) ? 0.0f : tau*t0) : ((error < 0.0f) ? (1.0f - tau)*t0 : losscc_nan()));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_expectile_loss_backward_b91352b802cc",
+        name="losscc_expectile_loss_backward_b9a7b545e452",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -112,10 +112,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs - targets;
-  const float t1 = 2.0f*t0;
-  const float error = -t0;
-  const float grad_inputs = cotangent*((error >= 0.0f) ? tau*t1 : t1*(1.0f - tau));
+  const float t1 = inputs - targets;
+  const float t2 = 2.0f*t1;
+  const float error = -t1;
+  const float grad_inputs = cotangent*((error >= 0.0f) ? ((tau == 0.0f) ? 0.0f : tau*t2) : (1.0f - tau)*t2);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -132,10 +132,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs - targets;
-  const float t1 = 2.0f*t0;
-  const float error = -t0;
-  const float grad_inputs = cotangent*((error >= 0.0f) ? tau*t1 : t1*(1.0f - tau));
+  const float t1 = inputs - targets;
+  const float t2 = 2.0f*t1;
+  const float error = -t1;
+  const float grad_inputs = cotangent*((error >= 0.0f) ? ((tau == 0.0f) ? 0.0f : tau*t2) : (1.0f - tau)*t2);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }

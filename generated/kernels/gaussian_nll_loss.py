@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_forward_d5b2b08f5d62",
+        name="losscc_gaussian_nll_loss_full_forward_5cf149ef24bc",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -32,8 +32,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const float variance = ((vars > eps) ? vars : eps);
-  const float loss = metal::log(variance)/2.0f + 0.9189385332046728f + losscc_square(-inputs + targets)/(2.0f*variance);
+  const float variance = losscc_max(vars, eps);
+  const float loss = 0.5f*(losscc_square(targets - inputs) / variance + metal::log(variance) + 1.8378770664093456f);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -70,8 +70,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const float variance = ((vars > eps) ? vars : eps);
-  const float loss = logf(variance)/2.0f + 0.9189385332046728f + losscc_square(-inputs + targets)/(2.0f*variance);
+  const float variance = losscc_max(vars, eps);
+  const float loss = 0.5f*(losscc_square(targets - inputs) / variance + logf(variance) + 1.8378770664093456f);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -95,7 +95,7 @@ if (reduce) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_forward_4d5f6cee7a97",
+        name="losscc_gaussian_nll_loss_no_full_forward_0663fc761cd7",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -113,8 +113,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const float variance = ((vars > eps) ? vars : eps);
-  const float loss = metal::log(variance)/2.0f + losscc_square(-inputs + targets)/(2.0f*variance);
+  const float variance = losscc_max(vars, eps);
+  const float loss = 0.5f*(losscc_square(targets - inputs) / variance + metal::log(variance));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -151,8 +151,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float vars = static_cast<float>(vars_in[i]);
-  const float variance = ((vars > eps) ? vars : eps);
-  const float loss = logf(variance)/2.0f + losscc_square(-inputs + targets)/(2.0f*variance);
+  const float variance = losscc_max(vars, eps);
+  const float loss = 0.5f*(losscc_square(targets - inputs) / variance + logf(variance));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -179,7 +179,7 @@ if (reduce) {
 
 BACKWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_backward_507700b5cfba",
+        name="losscc_gaussian_nll_loss_full_backward_45c1449a3f78",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -197,11 +197,11 @@ if (i < n) {
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
   const float t1 = inputs - targets;
-  const float variance = (t0 ? vars : eps);
+  const float variance = losscc_max(vars, eps);
   const float t2 = (1.0f / variance);
   const float t3 = cotangent*t2;
   const float grad_inputs = t1*t3;
-  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
+  const float grad_vars = (t0 ? 0.5f*t3*(1.0f - t2*losscc_square(t1)) : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);
@@ -222,11 +222,11 @@ if (i < n) {
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
   const float t1 = inputs - targets;
-  const float variance = (t0 ? vars : eps);
+  const float variance = losscc_max(vars, eps);
   const float t2 = (1.0f / variance);
   const float t3 = cotangent*t2;
   const float grad_inputs = t1*t3;
-  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
+  const float grad_vars = (t0 ? 0.5f*t3*(1.0f - t2*losscc_square(t1)) : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);
@@ -234,7 +234,7 @@ if (i < n) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_backward_1dd0954086c5",
+        name="losscc_gaussian_nll_loss_no_full_backward_ebf906ba8884",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -252,11 +252,11 @@ if (i < n) {
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
   const float t1 = inputs - targets;
-  const float variance = (t0 ? vars : eps);
+  const float variance = losscc_max(vars, eps);
   const float t2 = (1.0f / variance);
   const float t3 = cotangent*t2;
   const float grad_inputs = t1*t3;
-  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
+  const float grad_vars = (t0 ? 0.5f*t3*(1.0f - t2*losscc_square(t1)) : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);
@@ -277,11 +277,11 @@ if (i < n) {
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const bool t0 = (vars > eps);
   const float t1 = inputs - targets;
-  const float variance = (t0 ? vars : eps);
+  const float variance = losscc_max(vars, eps);
   const float t2 = (1.0f / variance);
   const float t3 = cotangent*t2;
   const float grad_inputs = t1*t3;
-  const float grad_vars = t3*(-losscc_square(t1)*t2 + 1.0f)*(t0 ? 1.0f : 0.0f)/2.0f;
+  const float grad_vars = (t0 ? 0.5f*t3*(1.0f - t2*losscc_square(t1)) : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
   grad_vars_out[i] = static_cast<T>(grad_vars);

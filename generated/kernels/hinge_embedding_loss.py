@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_hinge_embedding_loss_forward_090d09fdd226",
+        name="losscc_hinge_embedding_loss_forward_f8d5762f1512",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,8 +30,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = -inputs + margin;
-  const float loss = ((targets == 1.0f) ? inputs : ((t0 > 0.0f) ? t0 : 0.0f));
+  const float t0 = margin - inputs;
+  const float loss = ((targets == 1.0f) ? inputs : (((targets > 1.0f) || (targets < 1.0f)) ? losscc_max(0.0f, t0) : losscc_nan()));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -67,8 +67,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = -inputs + margin;
-  const float loss = ((targets == 1.0f) ? inputs : ((t0 > 0.0f) ? t0 : 0.0f));
+  const float t0 = margin - inputs;
+  const float loss = ((targets == 1.0f) ? inputs : (((targets > 1.0f) || (targets < 1.0f)) ? losscc_max(0.0f, t0) : losscc_nan()));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -95,7 +95,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_hinge_embedding_loss_backward_f2fd9da92f03",
+        name="losscc_hinge_embedding_loss_backward_2d9378462492",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_hinge_loss_forward_657f9551361a",
+        name="losscc_hinge_loss_forward_459337c5823d",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,7 +30,7 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = inputs*targets;
-  const float loss = ((t0 < 1.0f) ? 1.0f - t0 : 0.0f);
+  const float loss = losscc_max(0.0f, 1.0f - t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -66,7 +66,7 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = inputs*targets;
-  const float loss = ((t0 < 1.0f) ? 1.0f - t0 : 0.0f);
+  const float loss = losscc_max(0.0f, 1.0f - t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -93,7 +93,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_hinge_loss_backward_c4611e31fe1b",
+        name="losscc_hinge_loss_backward_a78b3e69ab72",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -107,9 +107,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = -cotangent*((inputs*targets < 1.0f) ? 1.0f : 0.0f);
-  const float grad_inputs = targets*t0;
-  const float grad_targets = inputs*t0;
+  const float t1 = (-cotangent)*((inputs*targets < 1.0f) ? 1.0f : 0.0f);
+  const float grad_inputs = t1*targets;
+  const float grad_targets = t1*inputs;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -125,9 +125,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = -cotangent*((inputs*targets < 1.0f) ? 1.0f : 0.0f);
-  const float grad_inputs = targets*t0;
-  const float grad_targets = inputs*t0;
+  const float t1 = (-cotangent)*((inputs*targets < 1.0f) ? 1.0f : 0.0f);
+  const float grad_inputs = t1*targets;
+  const float grad_targets = t1*inputs;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_huber_loss_forward_1eae1baa19c8",
+        name="losscc_huber_loss_forward_e412e9101b96",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -32,8 +32,8 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = inputs - targets;
   const float t1 = metal::abs(t0);
-  const float t2 = metal::min(delta, t1);
-  const float loss = t2*(2.0f*t1 - t2)/2.0f;
+  const float t2 = losscc_min(delta, t1);
+  const float loss = 0.5f*t2*(2.0f*t1 - t2);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -71,8 +71,8 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = inputs - targets;
   const float t1 = fabsf(t0);
-  const float t2 = fminf(delta, t1);
-  const float loss = t2*(2.0f*t1 - t2)/2.0f;
+  const float t2 = losscc_min(delta, t1);
+  const float loss = 0.5f*t2*(2.0f*t1 - t2);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -99,7 +99,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_huber_loss_backward_7d86ed49d40d",
+        name="losscc_huber_loss_backward_6cc6083e890b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -114,8 +114,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs - targets;
-  const float grad_inputs = cotangent*metal::min(delta, metal::max(t0, -delta));
+  const float t3 = inputs - targets;
+  const float grad_inputs = cotangent*losscc_min(delta, losscc_max(t3, -delta));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -132,8 +132,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs - targets;
-  const float grad_inputs = cotangent*fminf(delta, fmaxf(t0, -delta));
+  const float t3 = inputs - targets;
+  const float grad_inputs = cotangent*losscc_min(delta, losscc_max(t3, -delta));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_jensen_shannon_divergence_indices_forward_c5e066ebc665",
+        name="losscc_jensen_shannon_divergence_indices_forward_c5cc89ff7ef4",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -33,7 +33,7 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float beta = params[0];
-const float t1 = 1.0f - beta;
+const float t3 = 1.0f - beta;
 
 // pass 1 over the row: sum0, sum1
 float acc_sum0 = 0.0f;
@@ -42,10 +42,13 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float log_mixture = losscc_logaddexp(targets + metal::log(beta), inputs + metal::log(t1));
-  const float t0 = -log_mixture;
-  acc_sum0 += (inputs + t0)*metal::exp(inputs);
-  acc_sum1 += (targets + t0)*metal::exp(targets);
+  const float t0 = metal::exp(inputs);
+  const float t1 = metal::exp(targets);
+  const float t2 = losscc_logaddexp(targets + metal::log(beta), inputs + metal::log(t3));
+  const float log_mixture = t2;
+  const float t4 = -log_mixture;
+  acc_sum0 += ((t0 == 0.0f) ? 0.0f : t0*(inputs + t4));
+  acc_sum1 += ((t1 == 0.0f) ? 0.0f : t1*(targets + t4));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = metal::simd_sum(acc_sum0);
@@ -64,7 +67,7 @@ acc_sum1 = metal::simd_sum(acc_sum1);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
-const float loss = beta*sum1 + sum0*t1;
+const float loss = beta*sum1 + t3*sum0;
 if (tid == 0) {
   loss_out[group] = (loss);
 }
@@ -86,7 +89,7 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float beta = params[0];
-const float t1 = 1.0f - beta;
+const float t3 = 1.0f - beta;
 
 // pass 1 over the row: sum0, sum1
 float acc_sum0 = 0.0f;
@@ -95,10 +98,13 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float log_mixture = losscc_logaddexp(targets + logf(beta), inputs + logf(t1));
-  const float t0 = -log_mixture;
-  acc_sum0 += (inputs + t0)*expf(inputs);
-  acc_sum1 += (targets + t0)*expf(targets);
+  const float t0 = expf(inputs);
+  const float t1 = expf(targets);
+  const float t2 = losscc_logaddexp(targets + logf(beta), inputs + logf(t3));
+  const float log_mixture = t2;
+  const float t4 = -log_mixture;
+  acc_sum0 += ((t0 == 0.0f) ? 0.0f : t0*(inputs + t4));
+  acc_sum1 += ((t1 == 0.0f) ? 0.0f : t1*(targets + t4));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);
@@ -117,7 +123,7 @@ acc_sum1 = losscc_warp_sum(acc_sum1);
 __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
-const float loss = beta*sum1 + sum0*t1;
+const float loss = beta*sum1 + t3*sum0;
 if (tid == 0) {
   loss_out[group] = (loss);
 }
@@ -127,7 +133,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_jensen_shannon_divergence_indices_backward_3fcb9b42a1d2",
+        name="losscc_jensen_shannon_divergence_indices_backward_b393eb76e6ee",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -144,26 +150,27 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float beta = params[0];
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = 1.0f - beta;
-const float t1 = metal::log(beta);
+const float t3 = 1.0f - beta;
+const float t5 = 1.0f - beta;
 const float d_sum1 = beta*cotangent;
-const float d_sum0 = cotangent*t0;
+const float d_sum0 = t5*cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t2 = inputs + metal::log(t0);
-  const float t3 = targets + t1 - t2;
-  const float t4 = -losscc_sigmoid(-t3);
-  const float t7 = metal::exp(targets);
-  const float t8 = -losscc_sigmoid(t3);
-  const float t6 = d_sum0*metal::exp(inputs);
-  const float log_mixture = losscc_logaddexp(targets + t1, t2);
-  const float t5 = 1.0f - log_mixture;
-  const float grad_inputs = d_sum1*t4*t7 + t6*(inputs + t4 + t5);
-  const float grad_targets = d_sum1*t7*(targets + t5 + t8) + t6*t8;
+  const float t0 = metal::exp(inputs);
+  const float t1 = metal::exp(targets);
+  const float t2 = losscc_logaddexp(targets + metal::log(beta), inputs + metal::log(t3));
+  const float t6 = inputs - targets + (metal::log(t5) - metal::log(beta));
+  const float t7 = -losscc_sigmoid(t6);
+  const float t10 = -losscc_sigmoid(-t6);
+  const float t9 = ((t0 == 0.0f) ? 0.0f : d_sum0*t0);
+  const float log_mixture = t2;
+  const float t8 = 1.0f - log_mixture;
+  const float grad_inputs = ((t0 == 0.0f) ? 0.0f : t9*(inputs + t7 + t8)) + ((t1 == 0.0f) ? 0.0f : d_sum1*t1*t7);
+  const float grad_targets = ((t0 == 0.0f) ? 0.0f : t10*t9) + ((t1 == 0.0f) ? 0.0f : d_sum1*t1*(targets + t10 + t8));
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }
@@ -182,26 +189,27 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float beta = params[0];
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = 1.0f - beta;
-const float t1 = logf(beta);
+const float t3 = 1.0f - beta;
+const float t5 = 1.0f - beta;
 const float d_sum1 = beta*cotangent;
-const float d_sum0 = cotangent*t0;
+const float d_sum0 = t5*cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t2 = inputs + logf(t0);
-  const float t3 = targets + t1 - t2;
-  const float t4 = -losscc_sigmoid(-t3);
-  const float t7 = expf(targets);
-  const float t8 = -losscc_sigmoid(t3);
-  const float t6 = d_sum0*expf(inputs);
-  const float log_mixture = losscc_logaddexp(targets + t1, t2);
-  const float t5 = 1.0f - log_mixture;
-  const float grad_inputs = d_sum1*t4*t7 + t6*(inputs + t4 + t5);
-  const float grad_targets = d_sum1*t7*(targets + t5 + t8) + t6*t8;
+  const float t0 = expf(inputs);
+  const float t1 = expf(targets);
+  const float t2 = losscc_logaddexp(targets + logf(beta), inputs + logf(t3));
+  const float t6 = inputs - targets + (logf(t5) - logf(beta));
+  const float t7 = -losscc_sigmoid(t6);
+  const float t10 = -losscc_sigmoid(-t6);
+  const float t9 = ((t0 == 0.0f) ? 0.0f : d_sum0*t0);
+  const float log_mixture = t2;
+  const float t8 = 1.0f - log_mixture;
+  const float grad_inputs = ((t0 == 0.0f) ? 0.0f : t9*(inputs + t7 + t8)) + ((t1 == 0.0f) ? 0.0f : d_sum1*t1*t7);
+  const float grad_targets = ((t0 == 0.0f) ? 0.0f : t10*t9) + ((t1 == 0.0f) ? 0.0f : d_sum1*t1*(targets + t10 + t8));
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }

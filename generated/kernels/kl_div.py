@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_log_target": _gpu.Kernel(
-        name="losscc_kl_div_log_target_forward_b874efd68d35",
+        name="losscc_kl_div_log_target_forward_afc669103c9f",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,7 +30,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = (-inputs + targets)*metal::exp(targets);
+  const float t0 = metal::exp(targets);
+  const float loss = ((t0 == 0.0f) ? 0.0f : t0*(targets - inputs));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -65,7 +66,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = (-inputs + targets)*expf(targets);
+  const float t0 = expf(targets);
+  const float loss = ((t0 == 0.0f) ? 0.0f : t0*(targets - inputs));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -89,7 +91,7 @@ if (reduce) {
 """,
     ),
     "_no_log_target": _gpu.Kernel(
-        name="losscc_kl_div_no_log_target_forward_1dc5fcf97e28",
+        name="losscc_kl_div_no_log_target_forward_93a79220407f",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -105,7 +107,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = -inputs*targets + ((targets > 0.0f) ? targets*metal::log(targets) : 0.0f);
+  const float t0 = metal::log(targets);
+  const float loss = ((targets > 0.0f) ? t0*targets : ((targets <= 0.0f) ? 0.0f : losscc_nan())) - inputs*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -140,7 +143,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = -inputs*targets + ((targets > 0.0f) ? targets*logf(targets) : 0.0f);
+  const float t0 = logf(targets);
+  const float loss = ((targets > 0.0f) ? t0*targets : ((targets <= 0.0f) ? 0.0f : losscc_nan())) - inputs*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -167,7 +171,7 @@ if (reduce) {
 
 BACKWARD = {
     "_log_target": _gpu.Kernel(
-        name="losscc_kl_div_log_target_backward_7ada8c686dac",
+        name="losscc_kl_div_log_target_backward_b5f25c340d04",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -181,9 +185,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = cotangent*metal::exp(targets);
-  const float grad_inputs = -t0;
-  const float grad_targets = t0*(-inputs + targets + 1.0f);
+  const float t0 = metal::exp(targets);
+  const float t1 = ((t0 == 0.0f) ? 0.0f : cotangent*t0);
+  const float grad_inputs = -t1;
+  const float grad_targets = ((t0 == 0.0f) ? 0.0f : t1*(targets - inputs + 1.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -199,16 +204,17 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = cotangent*expf(targets);
-  const float grad_inputs = -t0;
-  const float grad_targets = t0*(-inputs + targets + 1.0f);
+  const float t0 = expf(targets);
+  const float t1 = ((t0 == 0.0f) ? 0.0f : cotangent*t0);
+  const float grad_inputs = -t1;
+  const float grad_targets = ((t0 == 0.0f) ? 0.0f : t1*(targets - inputs + 1.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
 """,
     ),
     "_no_log_target": _gpu.Kernel(
-        name="losscc_kl_div_no_log_target_backward_192a70692966",
+        name="losscc_kl_div_no_log_target_backward_c468399f1801",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -222,8 +228,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = -targets*cotangent;
-  const float grad_targets = cotangent*(-inputs + ((targets > 0.0f) ? metal::log(targets) + 1.0f : 0.0f));
+  const float t0 = metal::log(targets);
+  const float grad_inputs = (-cotangent)*targets;
+  const float grad_targets = cotangent*(((targets > 0.0f) ? t0 + 1.0f : 0.0f) - inputs);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -239,8 +246,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = -targets*cotangent;
-  const float grad_targets = cotangent*(-inputs + ((targets > 0.0f) ? logf(targets) + 1.0f : 0.0f));
+  const float t0 = logf(targets);
+  const float grad_inputs = (-cotangent)*targets;
+  const float grad_targets = cotangent*(((targets > 0.0f) ? t0 + 1.0f : 0.0f) - inputs);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

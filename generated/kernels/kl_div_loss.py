@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_forward_fe298f93ada9",
+        name="losscc_kl_div_loss_indices_forward_b88d1a6c599a",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -39,7 +39,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_sum0 += (-inputs + targets)*metal::exp(targets);
+  const float t0 = metal::exp(targets);
+  acc_sum0 += ((t0 == 0.0f) ? 0.0f : t0*(targets - inputs));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = metal::simd_sum(acc_sum0);
@@ -81,7 +82,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  acc_sum0 += (-inputs + targets)*expf(targets);
+  const float t0 = expf(targets);
+  acc_sum0 += ((t0 == 0.0f) ? 0.0f : t0*(targets - inputs));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);
@@ -105,7 +107,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_kl_div_loss_indices_backward_fe169376c8da",
+        name="losscc_kl_div_loss_indices_backward_f060996fcbc5",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -128,9 +130,10 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = d_sum0*metal::exp(targets);
-  const float grad_inputs = -t0;
-  const float grad_targets = t0*(-inputs + targets + 1.0f);
+  const float t0 = metal::exp(targets);
+  const float t1 = ((t0 == 0.0f) ? 0.0f : d_sum0*t0);
+  const float grad_inputs = -t1;
+  const float grad_targets = ((t0 == 0.0f) ? 0.0f : t1*(targets - inputs + 1.0f));
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }
@@ -155,9 +158,10 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float t0 = d_sum0*expf(targets);
-  const float grad_inputs = -t0;
-  const float grad_targets = t0*(-inputs + targets + 1.0f);
+  const float t0 = expf(targets);
+  const float t1 = ((t0 == 0.0f) ? 0.0f : d_sum0*t0);
+  const float grad_inputs = -t1;
+  const float grad_targets = ((t0 == 0.0f) ? 0.0f : t1*(targets - inputs + 1.0f));
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_margin_ranking_loss_forward_5e0b7941995b",
+        name="losscc_margin_ranking_loss_forward_ead4da60f1c1",
         inputs=[('inputs1_in', 'input:inputs1'), ('inputs2_in', 'input:inputs2'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -31,8 +31,8 @@ if (i < n) {
   const float inputs1 = static_cast<float>(inputs1_in[i]);
   const float inputs2 = static_cast<float>(inputs2_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = -targets*(inputs1 - inputs2) + margin;
-  const float loss = ((t0 < 0.0f) ? 0.0f : t0);
+  const float t0 = margin - (inputs1 - inputs2)*targets;
+  const float loss = losscc_max(0.0f, t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -69,8 +69,8 @@ if (i < n) {
   const float inputs1 = static_cast<float>(inputs1_in[i]);
   const float inputs2 = static_cast<float>(inputs2_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = -targets*(inputs1 - inputs2) + margin;
-  const float loss = ((t0 < 0.0f) ? 0.0f : t0);
+  const float t0 = margin - (inputs1 - inputs2)*targets;
+  const float loss = losscc_max(0.0f, t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_margin_ranking_loss_backward_51e4351326d2",
+        name="losscc_margin_ranking_loss_backward_b5f6e5d0e440",
         inputs=[('inputs1_in', 'input:inputs1'), ('inputs2_in', 'input:inputs2'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs1_out', 'grad:inputs1'), ('grad_inputs2_out', 'grad:inputs2'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -113,10 +113,10 @@ if (i < n) {
   const float inputs2 = static_cast<float>(inputs2_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = -inputs1 + inputs2;
-  const float t1 = cotangent*((targets*t0 + margin >= 0.0f) ? 1.0f : 0.0f);
-  const float grad_inputs1 = -targets*t1;
-  const float grad_targets = t0*t1;
+  const float t1 = inputs2 - inputs1;
+  const float t2 = cotangent*((t1*targets + margin >= 0.0f) ? 1.0f : 0.0f);
+  const float grad_inputs1 = -t2*targets;
+  const float grad_targets = t1*t2;
   grad_inputs1_out[i] = static_cast<T>(grad_inputs1);
   grad_inputs2_out[i] = static_cast<T>(-grad_inputs1);
   grad_targets_out[i] = static_cast<T>(grad_targets);
@@ -135,10 +135,10 @@ if (i < n) {
   const float inputs2 = static_cast<float>(inputs2_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = -inputs1 + inputs2;
-  const float t1 = cotangent*((targets*t0 + margin >= 0.0f) ? 1.0f : 0.0f);
-  const float grad_inputs1 = -targets*t1;
-  const float grad_targets = t0*t1;
+  const float t1 = inputs2 - inputs1;
+  const float t2 = cotangent*((t1*targets + margin >= 0.0f) ? 1.0f : 0.0f);
+  const float grad_inputs1 = -t2*targets;
+  const float grad_targets = t1*t2;
   grad_inputs1_out[i] = static_cast<T>(grad_inputs1);
   grad_inputs2_out[i] = static_cast<T>(-grad_inputs1);
   grad_targets_out[i] = static_cast<T>(grad_targets);

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_mse_loss_forward_1b54bd2659e6",
+        name="losscc_mse_loss_forward_b13f15a0488d",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -91,7 +91,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_mse_loss_backward_d321356fddc8",
+        name="losscc_mse_loss_backward_af5911f604b6",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -105,7 +105,7 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_predictions = 2.0f*cotangent*(predictions - targets);
+  const float grad_predictions = (2.0f*cotangent)*(predictions - targets);
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }
@@ -121,7 +121,7 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_predictions = 2.0f*cotangent*(predictions - targets);
+  const float grad_predictions = (2.0f*cotangent)*(predictions - targets);
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }

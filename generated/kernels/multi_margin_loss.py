@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multi_margin_loss_indices_forward_b798115fc18c",
+        name="losscc_multi_margin_loss_indices_forward_e48eec1c4d8c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1')],
         metal=r"""
@@ -34,7 +34,10 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float p = params[0];
 const float margin = params[1];
 
@@ -43,32 +46,32 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
-  acc_shift0 = metal::max(acc_shift0, inputs);
+  acc_shift0 = losscc_max(acc_shift0, inputs);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 if (lane == 0) {
   scratch[0][simdgroup] = acc_shift0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float weight = static_cast<float>(weight_in[at]);
   gather0 = weight;
 }
 
-// gather1: the value at the target class (NaN for a class outside the row)
-float gather1 = losscc_nan();
-if (targets_index_valid) {
+// gather1: the value at the target class
+float gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
@@ -83,8 +86,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = inputs - shift0;
-  const float t0 = margin - gather1 + shifted0;
-  acc_mean0 += (1.0f - targets)*((t0 > 0.0f) ? losscc_pow(t0, p) : losscc_pow(0.0f, p));
+  const float t1 = shifted0 + (margin - gather1);
+  const float t0 = losscc_pow(t1, p);
+  acc_mean0 += (1.0f - targets)*((t1 > 0.0f) ? t0 : ((t1 <= 0.0f) ? losscc_pow(0.0f, p) : losscc_nan()));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_mean0 = metal::simd_sum(acc_mean0);
@@ -98,7 +102,7 @@ acc_mean0 = metal::simd_sum(acc_mean0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float mean0 = acc_mean0 / row_length;
-const float loss = gather0*mean0;
+const float loss = (inside_row ? gather0*mean0 : losscc_nan());
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -124,7 +128,10 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float p = params[0];
 const float margin = params[1];
 
@@ -133,7 +140,7 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
-  acc_shift0 = fmaxf(acc_shift0, inputs);
+  acc_shift0 = losscc_max(acc_shift0, inputs);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_shift0 = losscc_warp_max(acc_shift0);
@@ -147,18 +154,18 @@ acc_shift0 = losscc_warp_max(acc_shift0);
 
 __syncthreads();
 const float shift0 = losscc_finite_or_zero(acc_shift0);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float weight = static_cast<float>(weight_in[at]);
   gather0 = weight;
 }
 
-// gather1: the value at the target class (NaN for a class outside the row)
-float gather1 = losscc_nan();
-if (targets_index_valid) {
+// gather1: the value at the target class
+float gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
@@ -173,8 +180,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = inputs - shift0;
-  const float t0 = margin - gather1 + shifted0;
-  acc_mean0 += (1.0f - targets)*((t0 > 0.0f) ? powf(t0, p) : powf(0.0f, p));
+  const float t1 = shifted0 + (margin - gather1);
+  const float t0 = losscc_pow(t1, p);
+  acc_mean0 += (1.0f - targets)*((t1 > 0.0f) ? t0 : ((t1 <= 0.0f) ? losscc_pow(0.0f, p) : losscc_nan()));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_mean0 = losscc_warp_sum(acc_mean0);
@@ -188,7 +196,7 @@ acc_mean0 = losscc_warp_sum(acc_mean0);
 
 __syncthreads();
 const float mean0 = acc_mean0 / row_length;
-const float loss = gather0*mean0;
+const float loss = (inside_row ? gather0*mean0 : losscc_nan());
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -201,7 +209,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multi_margin_loss_indices_backward_11d542f0af33",
+        name="losscc_multi_margin_loss_indices_backward_0ded092071c4",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -222,6 +230,10 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float p = params[0];
 const float margin = params[1];
 const float shift0 = static_cast<float>(shift0_in[group]);
@@ -236,12 +248,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t3 = (1.0f - targets)/row_length;
   const float shifted0 = inputs - shift0;
-  const float t0 = margin - gather1 + shifted0;
-  const float t1 = p*losscc_pow(t0, p)/t0;
-  const bool t2 = (t0 > 0.0f);
-  acc_b0_mean0 += t3*(t2 ? -t1 : 0.0f);
+  const float t1 = shifted0 + (margin - gather1);
+  const float t0 = losscc_pow(t1, p);
+  const float t5 = (1.0f - targets) / row_length;
+  const float t2 = shifted0 + (margin - gather1);
+  const float t3 = p*t0 / t2;
+  const bool t4 = (t2 > 0.0f);
+  acc_b0_mean0 += (t4 ? -t3*t5 : 0.0f);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_b0_mean0 = metal::simd_sum(acc_b0_mean0);
@@ -262,12 +276,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t3 = (1.0f - targets)/row_length;
   const float shifted0 = inputs - shift0;
-  const float t0 = margin - gather1 + shifted0;
-  const float t1 = p*losscc_pow(t0, p)/t0;
-  const bool t2 = (t0 > 0.0f);
-  const float grad_inputs = targets*d_gather1 + d_mean0*t3*(t2 ? t1 : 0.0f);
+  const float t1 = shifted0 + (margin - gather1);
+  const float t0 = losscc_pow(t1, p);
+  const float t5 = (1.0f - targets) / row_length;
+  const float t2 = shifted0 + (margin - gather1);
+  const float t3 = p*t0 / t2;
+  const bool t4 = (t2 > 0.0f);
+  const float grad_inputs = (inside_row ? d_gather1*targets + (t4 ? d_mean0*t3*t5 : 0.0f) : losscc_nan());
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,
@@ -289,6 +305,10 @@ const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float p = params[0];
 const float margin = params[1];
 const float shift0 = static_cast<float>(shift0_in[group]);
@@ -303,12 +323,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t3 = (1.0f - targets)/row_length;
   const float shifted0 = inputs - shift0;
-  const float t0 = margin - gather1 + shifted0;
-  const float t1 = p*powf(t0, p)/t0;
-  const bool t2 = (t0 > 0.0f);
-  acc_b0_mean0 += t3*(t2 ? -t1 : 0.0f);
+  const float t1 = shifted0 + (margin - gather1);
+  const float t0 = losscc_pow(t1, p);
+  const float t5 = (1.0f - targets) / row_length;
+  const float t2 = shifted0 + (margin - gather1);
+  const float t3 = p*t0 / t2;
+  const bool t4 = (t2 > 0.0f);
+  acc_b0_mean0 += (t4 ? -t3*t5 : 0.0f);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_b0_mean0 = losscc_warp_sum(acc_b0_mean0);
@@ -329,12 +351,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float t3 = (1.0f - targets)/row_length;
   const float shifted0 = inputs - shift0;
-  const float t0 = margin - gather1 + shifted0;
-  const float t1 = p*powf(t0, p)/t0;
-  const bool t2 = (t0 > 0.0f);
-  const float grad_inputs = targets*d_gather1 + d_mean0*t3*(t2 ? t1 : 0.0f);
+  const float t1 = shifted0 + (margin - gather1);
+  const float t0 = losscc_pow(t1, p);
+  const float t5 = (1.0f - targets) / row_length;
+  const float t2 = shifted0 + (margin - gather1);
+  const float t3 = p*t0 / t2;
+  const bool t4 = (t2 > 0.0f);
+  const float grad_inputs = (inside_row ? d_gather1*targets + (t4 ? d_mean0*t3*t5 : 0.0f) : losscc_nan());
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,

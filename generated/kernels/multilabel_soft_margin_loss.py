@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multilabel_soft_margin_loss_indices_forward_e4a3d2b30258",
+        name="losscc_multilabel_soft_margin_loss_indices_forward_0ec8f317defb",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -41,7 +41,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float weight = static_cast<float>(weight_in[at]);
-  acc_mean0 += -weight*(targets*losscc_softplus(-inputs) + (1.0f - targets)*losscc_softplus(inputs));
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  acc_mean0 += -(t0*targets + t1*(1.0f - targets))*weight;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_mean0 = metal::simd_sum(acc_mean0);
@@ -85,7 +87,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float weight = static_cast<float>(weight_in[at]);
-  acc_mean0 += -weight*(targets*losscc_softplus(-inputs) + (1.0f - targets)*losscc_softplus(inputs));
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  acc_mean0 += -(t0*targets + t1*(1.0f - targets))*weight;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_mean0 = losscc_warp_sum(acc_mean0);
@@ -109,7 +113,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multilabel_soft_margin_loss_indices_backward_6505ce3fbc2e",
+        name="losscc_multilabel_soft_margin_loss_indices_backward_811d18d8ff94",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -134,10 +138,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float weight = static_cast<float>(weight_in[at]);
-  const float t0 = -inputs;
-  const float t1 = weight*d_mean0/row_length;
-  const float grad_inputs = t1*(targets*losscc_sigmoid(t0) - (1.0f - targets)*losscc_sigmoid(inputs));
-  const float grad_targets = t1*(losscc_softplus(inputs) - losscc_softplus(t0));
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float t2 = d_mean0*weight / row_length;
+  const float grad_inputs = t2*(targets*losscc_sigmoid(-inputs) - (1.0f - targets)*losscc_sigmoid(inputs));
+  const float grad_targets = t2*(t1 - t0);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }
@@ -164,10 +169,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float weight = static_cast<float>(weight_in[at]);
-  const float t0 = -inputs;
-  const float t1 = weight*d_mean0/row_length;
-  const float grad_inputs = t1*(targets*losscc_sigmoid(t0) - (1.0f - targets)*losscc_sigmoid(inputs));
-  const float grad_targets = t1*(losscc_softplus(inputs) - losscc_softplus(t0));
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float t2 = d_mean0*weight / row_length;
+  const float grad_inputs = t2*(targets*losscc_sigmoid(-inputs) - (1.0f - targets)*losscc_sigmoid(inputs));
+  const float grad_targets = t2*(t1 - t0);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }

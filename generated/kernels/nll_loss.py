@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_forward_55f826dccddb",
+        name="losscc_nll_loss_indices_forward_cf089ffd6505",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         loops=False,
@@ -29,20 +29,21 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   gather0 = inputs;
 }
-const float loss = -gather0;
+const float loss = ((!kept_row) ? 0.0f : (inside_row ? -gather0 : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
 }
@@ -59,20 +60,21 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
 
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   gather0 = inputs;
 }
-const float loss = -gather0;
+const float loss = ((!kept_row) ? 0.0f : (inside_row ? -gather0 : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
 }
@@ -82,7 +84,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_5adf28de2b50",
+        name="losscc_nll_loss_indices_backward_3ace8092a962",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -98,8 +100,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather0 = -cotangent;
@@ -108,7 +112,7 @@ const float d_gather0 = -cotangent;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_inputs = targets*d_gather0;
+  const float grad_inputs = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets : losscc_nan()));
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,
@@ -125,8 +129,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-if (targets_index == static_cast<int64_t>(meta[2])) {
-  targets_index = 0;  // an ignored row is computed at class 0; the caller drops it
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather0 = -cotangent;
@@ -135,7 +141,7 @@ const float d_gather0 = -cotangent;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_inputs = targets*d_gather0;
+  const float grad_inputs = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets : losscc_nan()));
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,

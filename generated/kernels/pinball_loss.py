@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_pinball_loss_forward_4c40f368600a",
+        name="losscc_pinball_loss_forward_e6e8bc583d6e",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,10 +30,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float error = -inputs + targets;
-  const float t0 = tau*error;
-  const float t1 = error*(tau - 1.0f);
-  const float loss = ((t0 > t1) ? t0 : t1);
+  const float error = targets - inputs;
+  const float t0 = ((tau == 0.0f) ? 0.0f : tau*error);
+  const float t1 = (tau - 1.0f)*error;
+  const float loss = losscc_max(t0, t1);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -69,10 +69,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float error = -inputs + targets;
-  const float t0 = tau*error;
-  const float t1 = error*(tau - 1.0f);
-  const float loss = ((t0 > t1) ? t0 : t1);
+  const float error = targets - inputs;
+  const float t0 = ((tau == 0.0f) ? 0.0f : tau*error);
+  const float t1 = (tau - 1.0f)*error;
+  const float loss = losscc_max(t0, t1);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -99,7 +99,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_pinball_loss_backward_84ebe99d7db1",
+        name="losscc_pinball_loss_backward_999da8c82afa",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -114,9 +114,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = tau - 1.0f;
-  const float error = -inputs + targets;
-  const float grad_inputs = cotangent*((tau*error > t0*error) ? -tau : -t0);
+  const float t2 = tau - 1.0f;
+  const float error = targets - inputs;
+  const float grad_inputs = cotangent*((((tau == 0.0f) ? 0.0f : tau*error) > t2*error) ? -tau : -t2);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -133,9 +133,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = tau - 1.0f;
-  const float error = -inputs + targets;
-  const float grad_inputs = cotangent*((tau*error > t0*error) ? -tau : -t0);
+  const float t2 = tau - 1.0f;
+  const float error = targets - inputs;
+  const float grad_inputs = cotangent*((((tau == 0.0f) ? 0.0f : tau*error) > t2*error) ? -tau : -t2);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }

@@ -16,7 +16,7 @@ from .. import _gpu
 
 FORWARD = {
     "_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_full_forward_8c60f265ce74",
+        name="losscc_poisson_nll_loss_log_input_full_forward_39a81698cc34",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -32,8 +32,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float stirling = targets*metal::log(targets) - targets + metal::log(2.0f*targets*3.141592653589793f)/2.0f;
-  const float loss = -inputs*targets + ((targets > 1.0f) ? stirling : 0.0f) + metal::exp(inputs);
+  const float t0 = metal::exp(inputs);
+  const float t1 = metal::log(targets);
+  const float stirling = 0.5f*(2.0f*t1*targets + metal::log((6.283185307179586f)*targets) - 2.0f*targets);
+  const float loss = t0 + ((targets > 1.0f) ? stirling : ((targets <= 1.0f) ? 0.0f : losscc_nan())) - inputs*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -68,8 +70,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float stirling = targets*logf(targets) - targets + logf(2.0f*targets*3.141592653589793f)/2.0f;
-  const float loss = -inputs*targets + ((targets > 1.0f) ? stirling : 0.0f) + expf(inputs);
+  const float t0 = expf(inputs);
+  const float t1 = logf(targets);
+  const float stirling = 0.5f*(2.0f*t1*targets + logf((6.283185307179586f)*targets) - 2.0f*targets);
+  const float loss = t0 + ((targets > 1.0f) ? stirling : ((targets <= 1.0f) ? 0.0f : losscc_nan())) - inputs*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -93,7 +97,7 @@ if (reduce) {
 """,
     ),
     "_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_no_full_forward_d953bde70f4b",
+        name="losscc_poisson_nll_loss_log_input_no_full_forward_51d587aa7939",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -109,7 +113,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = -inputs*targets + metal::exp(inputs);
+  const float t0 = metal::exp(inputs);
+  const float loss = t0 - inputs*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -144,7 +149,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = -inputs*targets + expf(inputs);
+  const float t0 = expf(inputs);
+  const float loss = t0 - inputs*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -168,7 +174,7 @@ if (reduce) {
 """,
     ),
     "_no_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_full_forward_1da3cc1f8395",
+        name="losscc_poisson_nll_loss_no_log_input_full_forward_e70d25a8e56a",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -185,8 +191,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float stirling = targets*metal::log(targets) - targets + metal::log(2.0f*targets*3.141592653589793f)/2.0f;
-  const float loss = inputs - targets*metal::log(inputs + eps) + ((targets > 1.0f) ? stirling : 0.0f);
+  const float t0 = metal::log(targets);
+  const float t1 = metal::log(inputs + eps);
+  const float stirling = 0.5f*(2.0f*t0*targets + metal::log((6.283185307179586f)*targets) - 2.0f*targets);
+  const float loss = inputs + ((targets > 1.0f) ? stirling : ((targets <= 1.0f) ? 0.0f : losscc_nan())) - t1*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -222,8 +230,10 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float stirling = targets*logf(targets) - targets + logf(2.0f*targets*3.141592653589793f)/2.0f;
-  const float loss = inputs - targets*logf(inputs + eps) + ((targets > 1.0f) ? stirling : 0.0f);
+  const float t0 = logf(targets);
+  const float t1 = logf(inputs + eps);
+  const float stirling = 0.5f*(2.0f*t0*targets + logf((6.283185307179586f)*targets) - 2.0f*targets);
+  const float loss = inputs + ((targets > 1.0f) ? stirling : ((targets <= 1.0f) ? 0.0f : losscc_nan())) - t1*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -247,7 +257,7 @@ if (reduce) {
 """,
     ),
     "_no_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_no_full_forward_ccc15fe07dea",
+        name="losscc_poisson_nll_loss_no_log_input_no_full_forward_0b7baa366746",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -264,7 +274,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = inputs - targets*metal::log(inputs + eps);
+  const float t0 = metal::log(inputs + eps);
+  const float loss = inputs - t0*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -300,7 +311,8 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float loss = inputs - targets*logf(inputs + eps);
+  const float t0 = logf(inputs + eps);
+  const float loss = inputs - t0*targets;
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -327,7 +339,7 @@ if (reduce) {
 
 BACKWARD = {
     "_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_full_backward_fa32d3d4f0b0",
+        name="losscc_poisson_nll_loss_log_input_full_backward_d3edc3fa877b",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -341,8 +353,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = cotangent*(-targets + metal::exp(inputs));
-  const float grad_targets = cotangent*(-inputs + ((targets > 1.0f) ? metal::log(targets) + 1.0f/(2.0f*targets) : 0.0f));
+  const float t0 = metal::exp(inputs);
+  const float t1 = metal::log(targets);
+  const float grad_inputs = cotangent*(t0 - targets);
+  const float grad_targets = cotangent*(((targets > 1.0f) ? 0.5f*((1.0f / targets) + 2.0f*t1) : 0.0f) - inputs);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -358,15 +372,17 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = cotangent*(-targets + expf(inputs));
-  const float grad_targets = cotangent*(-inputs + ((targets > 1.0f) ? logf(targets) + 1.0f/(2.0f*targets) : 0.0f));
+  const float t0 = expf(inputs);
+  const float t1 = logf(targets);
+  const float grad_inputs = cotangent*(t0 - targets);
+  const float grad_targets = cotangent*(((targets > 1.0f) ? 0.5f*((1.0f / targets) + 2.0f*t1) : 0.0f) - inputs);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
 """,
     ),
     "_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_no_full_backward_3e094deff7d7",
+        name="losscc_poisson_nll_loss_log_input_no_full_backward_23283ed9a913",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -380,8 +396,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = cotangent*(-targets + metal::exp(inputs));
-  const float grad_targets = -inputs*cotangent;
+  const float t0 = metal::exp(inputs);
+  const float grad_inputs = cotangent*(t0 - targets);
+  const float grad_targets = (-cotangent)*inputs;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -397,15 +414,16 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = cotangent*(-targets + expf(inputs));
-  const float grad_targets = -inputs*cotangent;
+  const float t0 = expf(inputs);
+  const float grad_inputs = cotangent*(t0 - targets);
+  const float grad_targets = (-cotangent)*inputs;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
 """,
     ),
     "_no_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_full_backward_bd3924cd7354",
+        name="losscc_poisson_nll_loss_no_log_input_full_backward_458f839a0a03",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -420,9 +438,10 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs + eps;
-  const float grad_inputs = cotangent*(-targets/t0 + 1.0f);
-  const float grad_targets = cotangent*(((targets > 1.0f) ? metal::log(targets) + 1.0f/(2.0f*targets) : 0.0f) - metal::log(t0));
+  const float t0 = metal::log(targets);
+  const float t1 = metal::log(inputs + eps);
+  const float grad_inputs = cotangent*(1.0f - targets / (inputs + eps));
+  const float grad_targets = cotangent*(((targets > 1.0f) ? 0.5f*((1.0f / targets) + 2.0f*t0) : 0.0f) - t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -439,16 +458,17 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs + eps;
-  const float grad_inputs = cotangent*(-targets/t0 + 1.0f);
-  const float grad_targets = cotangent*(((targets > 1.0f) ? logf(targets) + 1.0f/(2.0f*targets) : 0.0f) - logf(t0));
+  const float t0 = logf(targets);
+  const float t1 = logf(inputs + eps);
+  const float grad_inputs = cotangent*(1.0f - targets / (inputs + eps));
+  const float grad_targets = cotangent*(((targets > 1.0f) ? 0.5f*((1.0f / targets) + 2.0f*t0) : 0.0f) - t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
 """,
     ),
     "_no_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_no_full_backward_d23fd04be408",
+        name="losscc_poisson_nll_loss_no_log_input_no_full_backward_16d16ea3113c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -463,9 +483,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs + eps;
-  const float grad_inputs = cotangent*(-targets/t0 + 1.0f);
-  const float grad_targets = -cotangent*metal::log(t0);
+  const float t0 = metal::log(inputs + eps);
+  const float grad_inputs = cotangent*(1.0f - targets / (inputs + eps));
+  const float grad_targets = (-cotangent)*t0;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -482,9 +502,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs + eps;
-  const float grad_inputs = cotangent*(-targets/t0 + 1.0f);
-  const float grad_targets = -cotangent*logf(t0);
+  const float t0 = logf(inputs + eps);
+  const float grad_inputs = cotangent*(1.0f - targets / (inputs + eps));
+  const float grad_targets = (-cotangent)*t0;
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

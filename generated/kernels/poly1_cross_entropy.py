@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_forward_5108b15d63ba",
+        name="losscc_poly1_cross_entropy_indices_forward_a9d20c004064",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -34,7 +34,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float epsilon = params[0];
 
 // pass 1 over the row: shift0
@@ -42,17 +45,17 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = metal::max(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 if (lane == 0) {
   scratch[0][simdgroup] = acc_shift0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
@@ -80,9 +83,9 @@ losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
@@ -90,16 +93,17 @@ if (targets_index_valid) {
   gather0 = shifted0;
 }
 
-// gather1: the value at the target class (NaN for a class outside the row)
-float gather1 = losscc_nan();
-if (targets_index_valid) {
+// gather1: the value at the target class
+float gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  gather1 = 1.0f - metal::exp(-logsumexp0 + shifted0);
+  const float t0 = metal::exp(shifted0 - logsumexp0);
+  gather1 = 1.0f - t0;
 }
-const float loss = epsilon*gather1 - gather0 + logsumexp0;
+const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -123,7 +127,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float epsilon = params[0];
 
 // pass 1 over the row: shift0
@@ -131,7 +138,7 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = fmaxf(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_shift0 = losscc_warp_max(acc_shift0);
@@ -169,9 +176,9 @@ losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
 
 __syncthreads();
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
@@ -179,16 +186,17 @@ if (targets_index_valid) {
   gather0 = shifted0;
 }
 
-// gather1: the value at the target class (NaN for a class outside the row)
-float gather1 = losscc_nan();
-if (targets_index_valid) {
+// gather1: the value at the target class
+float gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  gather1 = 1.0f - expf(-logsumexp0 + shifted0);
+  const float t0 = expf(shifted0 - logsumexp0);
+  gather1 = 1.0f - t0;
 }
-const float loss = epsilon*gather1 - gather0 + logsumexp0;
+const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -197,7 +205,7 @@ if (tid == 0) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_forward_5ea008bba249",
+        name="losscc_poly1_cross_entropy_probabilities_forward_63dc1f4a0a74",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -223,17 +231,17 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = metal::max(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 if (lane == 0) {
   scratch[0][simdgroup] = acc_shift0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
@@ -247,7 +255,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  acc_gather0 += targets*shifted0;
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
   losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -277,7 +285,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  acc_gather1 += targets*(1.0f - metal::exp(-logsumexp0 + shifted0));
+  const float t0 = metal::exp(shifted0 - logsumexp0);
+  acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - t0)*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather1 = metal::simd_sum(acc_gather1);
@@ -291,7 +300,7 @@ acc_gather1 = metal::simd_sum(acc_gather1);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float gather1 = acc_gather1;
-const float loss = epsilon*gather1 - gather0 + logsumexp0;
+const float loss = logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -321,7 +330,7 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = fmaxf(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_shift0 = losscc_warp_max(acc_shift0);
@@ -345,7 +354,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  acc_gather0 += targets*shifted0;
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
   losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -375,7 +384,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  acc_gather1 += targets*(1.0f - expf(-logsumexp0 + shifted0));
+  const float t0 = expf(shifted0 - logsumexp0);
+  acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - t0)*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather1 = losscc_warp_sum(acc_gather1);
@@ -389,7 +399,7 @@ acc_gather1 = losscc_warp_sum(acc_gather1);
 
 __syncthreads();
 const float gather1 = acc_gather1;
-const float loss = epsilon*gather1 - gather0 + logsumexp0;
+const float loss = logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -401,7 +411,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_backward_7a72e1627aac",
+        name="losscc_poly1_cross_entropy_indices_backward_62c0240fa112",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -417,25 +427,28 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_gather1 = epsilon*cotangent;
+const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
 
-// b0_gather1: the value at the target class (NaN for a class outside the row)
-float b0_gather1 = losscc_nan();
-if (targets_index_valid) {
+// b0_gather1: the value at the target class
+float b0_gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(-logsumexp0 + shifted0);
+  const float t0 = metal::exp(shifted0 - logsumexp0);
   b0_gather1 = t0;
 }
-const float d_logsumexp0 = b0_gather1*d_gather1 + cotangent;
+const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -443,8 +456,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(-logsumexp0 + shifted0);
-  const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
+  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float grad_logits = (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -461,25 +474,28 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_gather1 = epsilon*cotangent;
+const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
 
-// b0_gather1: the value at the target class (NaN for a class outside the row)
-float b0_gather1 = losscc_nan();
-if (targets_index_valid) {
+// b0_gather1: the value at the target class
+float b0_gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(-logsumexp0 + shifted0);
+  const float t0 = expf(shifted0 - logsumexp0);
   b0_gather1 = t0;
 }
-const float d_logsumexp0 = b0_gather1*d_gather1 + cotangent;
+const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -487,14 +503,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float t0 = expf(-logsumexp0 + shifted0);
-  const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
+  const float t0 = expf(shifted0 - logsumexp0);
+  const float grad_logits = (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_backward_42cd44fa9295",
+        name="losscc_poly1_cross_entropy_probabilities_backward_68a13b40d7a8",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -517,7 +533,7 @@ const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_gather1 = epsilon*cotangent;
+const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
 
 // pass 1 over the row: b0_gather1
@@ -527,8 +543,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(-logsumexp0 + shifted0);
-  acc_b0_gather1 += targets*t0;
+  const float t0 = metal::exp(shifted0 - logsumexp0);
+  acc_b0_gather1 += ((targets == 0.0f) ? 0.0f : t0*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_b0_gather1 = metal::simd_sum(acc_b0_gather1);
@@ -542,7 +558,7 @@ acc_b0_gather1 = metal::simd_sum(acc_b0_gather1);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float b0_gather1 = acc_b0_gather1;
-const float d_logsumexp0 = b0_gather1*d_gather1 + cotangent;
+const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -550,8 +566,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(-logsumexp0 + shifted0);
-  const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
+  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -575,7 +591,7 @@ const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float d_gather1 = epsilon*cotangent;
+const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
 
 // pass 1 over the row: b0_gather1
@@ -585,8 +601,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(-logsumexp0 + shifted0);
-  acc_b0_gather1 += targets*t0;
+  const float t0 = expf(shifted0 - logsumexp0);
+  acc_b0_gather1 += ((targets == 0.0f) ? 0.0f : t0*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_b0_gather1 = losscc_warp_sum(acc_b0_gather1);
@@ -600,7 +616,7 @@ acc_b0_gather1 = losscc_warp_sum(acc_b0_gather1);
 
 __syncthreads();
 const float b0_gather1 = acc_b0_gather1;
-const float d_logsumexp0 = b0_gather1*d_gather1 + cotangent;
+const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -608,8 +624,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(-logsumexp0 + shifted0);
-  const float grad_logits = targets*d_gather0 - targets*d_gather1*t0 + d_logsumexp0*t0;
+  const float t0 = expf(shifted0 - logsumexp0);
+  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

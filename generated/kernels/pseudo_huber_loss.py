@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_pseudo_huber_loss_forward_6626cd0030f5",
+        name="losscc_pseudo_huber_loss_forward_591349e15ef0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -31,8 +31,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float error = inputs - targets;
-  const float t0 = losscc_square(error);
-  const float loss = t0/(metal::sqrt(1.0f + t0/losscc_square(delta)) + 1.0f);
+  const float t1 = losscc_square(error);
+  const float t0 = metal::sqrt(t1 / (losscc_square(delta)) + 1.0f);
+  const float loss = t1 / (t0 + 1.0f);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -69,8 +70,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float error = inputs - targets;
-  const float t0 = losscc_square(error);
-  const float loss = t0/(sqrtf(1.0f + t0/losscc_square(delta)) + 1.0f);
+  const float t1 = losscc_square(error);
+  const float t0 = sqrtf(t1 / (losscc_square(delta)) + 1.0f);
+  const float loss = t1 / (t0 + 1.0f);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +99,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_pseudo_huber_loss_backward_2a6b5d91541b",
+        name="losscc_pseudo_huber_loss_backward_ddb7aba285fa",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -112,11 +114,12 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = (1.0f / losscc_square(delta));
   const float error = inputs - targets;
-  const float t1 = metal::sqrt(t0*losscc_square(error) + 1.0f);
-  const float t2 = (1.0f / (t1 + 1.0f));
-  const float grad_inputs = cotangent*t2*(2.0f*inputs - 2.0f*targets - t0*t2*losscc_pow(error, 3.0f)/t1);
+  const float t1 = losscc_square(error);
+  const float t0 = metal::sqrt(t1 / (losscc_square(delta)) + 1.0f);
+  const float t2 = (1.0f / (t0 + 1.0f));
+  const float t3 = (1.0f / losscc_square(delta));
+  const float grad_inputs = cotangent*t2*(2.0f*inputs - 2.0f*targets + (-t3)*t2*losscc_pow(error, 3.0f) / (metal::sqrt(t3*losscc_square(error) + 1.0f)));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }
@@ -133,11 +136,12 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = (1.0f / losscc_square(delta));
   const float error = inputs - targets;
-  const float t1 = sqrtf(t0*losscc_square(error) + 1.0f);
-  const float t2 = (1.0f / (t1 + 1.0f));
-  const float grad_inputs = cotangent*t2*(2.0f*inputs - 2.0f*targets - t0*t2*powf(error, 3.0f)/t1);
+  const float t1 = losscc_square(error);
+  const float t0 = sqrtf(t1 / (losscc_square(delta)) + 1.0f);
+  const float t2 = (1.0f / (t0 + 1.0f));
+  const float t3 = (1.0f / losscc_square(delta));
+  const float grad_inputs = cotangent*t2*(2.0f*inputs - 2.0f*targets + (-t3)*t2*losscc_pow(error, 3.0f) / (sqrtf(t3*losscc_square(error) + 1.0f)));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(-grad_inputs);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_sigmoid_focal_loss_forward_0b2a0b0ca856",
+        name="losscc_sigmoid_focal_loss_forward_6efcf296e71e",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -31,12 +31,13 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = 1.0f - targets;
-  const float t1 = losscc_softplus(-inputs);
-  const float t2 = losscc_softplus(inputs);
-  const float log_one_minus_p_t = -targets*t2 - t0*t1;
-  const float cross_entropy = targets*t1 + t0*t2;
-  const float loss = cross_entropy*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*metal::exp(gamma*log_one_minus_p_t);
+  const float t3 = 1.0f - targets;
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float log_one_minus_p_t = -t1*targets - t0*t3;
+  const float t2 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
+  const float cross_entropy = t0*targets + t1*t3;
+  const float loss = ((t2 == 0.0f) ? 0.0f : t2*((alpha >= 0.0f) ? (1.0f - alpha)*t3 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f)*cross_entropy);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -73,12 +74,13 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = 1.0f - targets;
-  const float t1 = losscc_softplus(-inputs);
-  const float t2 = losscc_softplus(inputs);
-  const float log_one_minus_p_t = -targets*t2 - t0*t1;
-  const float cross_entropy = targets*t1 + t0*t2;
-  const float loss = cross_entropy*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*expf(gamma*log_one_minus_p_t);
+  const float t3 = 1.0f - targets;
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float log_one_minus_p_t = -t1*targets - t0*t3;
+  const float t2 = expf(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
+  const float cross_entropy = t0*targets + t1*t3;
+  const float loss = ((t2 == 0.0f) ? 0.0f : t2*((alpha >= 0.0f) ? (1.0f - alpha)*t3 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f)*cross_entropy);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -105,7 +107,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_sigmoid_focal_loss_backward_c07da34a539e",
+        name="losscc_sigmoid_focal_loss_backward_10f1b62581e2",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -121,15 +123,16 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = 1.0f - targets;
-  const float t1 = -inputs;
-  const float t2 = losscc_softplus(t1);
-  const float t3 = losscc_softplus(inputs);
-  const float t4 = losscc_sigmoid(inputs);
-  const float t5 = losscc_sigmoid(t1);
-  const float log_one_minus_p_t = -targets*t3 - t0*t2;
-  const float cross_entropy = targets*t2 + t0*t3;
-  const float grad_inputs = cotangent*(-targets*t5 + gamma*cross_entropy*(-targets*t4 + t0*t5) + t0*t4)*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*metal::exp(gamma*log_one_minus_p_t);
+  const float t3 = 1.0f - targets;
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float log_one_minus_p_t = -t1*targets - t0*t3;
+  const float t2 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
+  const float t4 = 1.0f - targets;
+  const float t5 = losscc_sigmoid(inputs);
+  const float t6 = losscc_sigmoid(-inputs);
+  const float cross_entropy = t0*targets + t1*t4;
+  const float grad_inputs = ((t2 == 0.0f) ? 0.0f : cotangent*t2*(t4*t5 + ((gamma == 0.0f) ? 0.0f : gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*((alpha >= 0.0f) ? (1.0f - alpha)*t4 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -146,15 +149,16 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = 1.0f - targets;
-  const float t1 = -inputs;
-  const float t2 = losscc_softplus(t1);
-  const float t3 = losscc_softplus(inputs);
-  const float t4 = losscc_sigmoid(inputs);
-  const float t5 = losscc_sigmoid(t1);
-  const float log_one_minus_p_t = -targets*t3 - t0*t2;
-  const float cross_entropy = targets*t2 + t0*t3;
-  const float grad_inputs = cotangent*(-targets*t5 + gamma*cross_entropy*(-targets*t4 + t0*t5) + t0*t4)*((alpha >= 0.0f) ? targets*alpha + t0*(1.0f - alpha) : 1.0f)*expf(gamma*log_one_minus_p_t);
+  const float t3 = 1.0f - targets;
+  const float t0 = losscc_softplus(-inputs);
+  const float t1 = losscc_softplus(inputs);
+  const float log_one_minus_p_t = -t1*targets - t0*t3;
+  const float t2 = expf(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
+  const float t4 = 1.0f - targets;
+  const float t5 = losscc_sigmoid(inputs);
+  const float t6 = losscc_sigmoid(-inputs);
+  const float cross_entropy = t0*targets + t1*t4;
+  const float grad_inputs = ((t2 == 0.0f) ? 0.0f : cotangent*t2*(t4*t5 + ((gamma == 0.0f) ? 0.0f : gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*((alpha >= 0.0f) ? (1.0f - alpha)*t4 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_forward_2c7e9cef6b2c",
+        name="losscc_smooth_l1_loss_forward_c68d0a2e40a2",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -31,8 +31,8 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = metal::abs(predictions - targets);
-  const float t1 = metal::min(beta, t0);
-  const float loss = ((beta != 0.0f) ? t1*(2.0f*t0 - t1)/(2.0f*beta) : t0);
+  const float t1 = losscc_min(beta, t0);
+  const float loss = ((beta != 0.0f) ? 0.5f*t1*(2.0f*t0 - t1) / beta : t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -69,8 +69,8 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = fabsf(predictions - targets);
-  const float t1 = fminf(beta, t0);
-  const float loss = ((beta != 0.0f) ? t1*(2.0f*t0 - t1)/(2.0f*beta) : t0);
+  const float t1 = losscc_min(beta, t0);
+  const float loss = ((beta != 0.0f) ? 0.5f*t1*(2.0f*t0 - t1) / beta : t0);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_smooth_l1_loss_backward_c8ad5e06a741",
+        name="losscc_smooth_l1_loss_backward_b2043bc3a2c2",
         inputs=[('predictions_in', 'input:predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_predictions_out', 'grad:predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -112,8 +112,8 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = predictions - targets;
-  const float grad_predictions = cotangent*((beta != 0.0f) ? metal::min(beta, metal::max(t0, -beta))/beta : losscc_sign(t0));
+  const float t2 = predictions - targets;
+  const float grad_predictions = cotangent*((beta != 0.0f) ? losscc_min(beta, losscc_max(t2, -beta)) / beta : losscc_sign(t2));
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }
@@ -130,8 +130,8 @@ if (i < n) {
   const float predictions = static_cast<float>(predictions_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = predictions - targets;
-  const float grad_predictions = cotangent*((beta != 0.0f) ? fminf(beta, fmaxf(t0, -beta))/beta : losscc_sign(t0));
+  const float t2 = predictions - targets;
+  const float grad_predictions = cotangent*((beta != 0.0f) ? losscc_min(beta, losscc_max(t2, -beta)) / beta : losscc_sign(t2));
   grad_predictions_out[i] = static_cast<T>(grad_predictions);
   grad_targets_out[i] = static_cast<T>(-grad_predictions);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_forward_a89a2b4d593d",
+        name="losscc_softmax_focal_loss_indices_forward_281c43da8766",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('alpha_in', 'input:alpha'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1'), ('logsumexp0_out', 'residual:logsumexp0'), ('logsumexp1_out', 'residual:logsumexp1')],
         metal=r"""
@@ -33,7 +33,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float gamma = params[0];
 
 // pass 1 over the row: shift0
@@ -41,23 +44,23 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = metal::max(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 if (lane == 0) {
   scratch[0][simdgroup] = acc_shift0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = metal::simd_max(acc_shift0);
+acc_shift0 = losscc_simd_max(acc_shift0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float alpha = static_cast<float>(alpha_in[at]);
@@ -98,16 +101,17 @@ losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
 const float logsumexp1 = acc_logsumexp1_max + metal::log(acc_logsumexp1_sum);
-// gather1: the value at the target class (NaN for a class outside the row)
-float gather1 = losscc_nan();
-if (targets_index_valid) {
+// gather1: the value at the target class
+float gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
   gather1 = shifted0;
 }
-const float loss = -gather0*(gather1 - logsumexp0)*metal::exp(gamma*(-logsumexp0 + logsumexp1));
+const float t0 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
+const float loss = (inside_row ? ((t0 == 0.0f) ? 0.0f : -gather0*t0*(gather1 - logsumexp0)) : losscc_nan());
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -134,7 +138,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool targets_index_valid = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float gamma = params[0];
 
 // pass 1 over the row: shift0
@@ -142,7 +149,7 @@ float acc_shift0 = -losscc_inf();
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = fmaxf(acc_shift0, logits);
+  acc_shift0 = losscc_max(acc_shift0, logits);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_shift0 = losscc_warp_max(acc_shift0);
@@ -156,9 +163,9 @@ acc_shift0 = losscc_warp_max(acc_shift0);
 
 __syncthreads();
 const float shift0 = losscc_finite_or_zero(acc_shift0);
-// gather0: the value at the target class (NaN for a class outside the row)
-float gather0 = losscc_nan();
-if (targets_index_valid) {
+// gather0: the value at the target class
+float gather0;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float alpha = static_cast<float>(alpha_in[at]);
@@ -199,16 +206,17 @@ losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 __syncthreads();
 const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
 const float logsumexp1 = acc_logsumexp1_max + logf(acc_logsumexp1_sum);
-// gather1: the value at the target class (NaN for a class outside the row)
-float gather1 = losscc_nan();
-if (targets_index_valid) {
+// gather1: the value at the target class
+float gather1;
+{
   const uint j = static_cast<uint>(targets_index);
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
   gather1 = shifted0;
 }
-const float loss = -gather0*(gather1 - logsumexp0)*expf(gamma*(-logsumexp0 + logsumexp1));
+const float t0 = expf(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
+const float loss = (inside_row ? ((t0 == 0.0f) ? 0.0f : -gather0*t0*(gather1 - logsumexp0)) : losscc_nan());
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -223,7 +231,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_backward_885a33fcdf1d",
+        name="losscc_softmax_focal_loss_indices_backward_2c0ae68459a5",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -239,6 +247,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float gamma = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
@@ -246,13 +258,14 @@ const float gather1 = static_cast<float>(gather1_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float logsumexp1 = static_cast<float>(logsumexp1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = gather1 - logsumexp0;
-const float t1 = gamma*t0;
-const float t2 = cotangent*metal::exp(gamma*(-logsumexp0 + logsumexp1));
-const float t3 = gather0*t2;
-const float d_logsumexp1 = -t1*t3;
-const float d_logsumexp0 = t3*(t1 + 1.0f);
-const float d_gather1 = -t3;
+const float t0 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
+const float t1 = gather1 - logsumexp0;
+const float t2 = ((gamma == 0.0f) ? 0.0f : gamma*t1);
+const float t3 = ((t0 == 0.0f) ? 0.0f : cotangent*t0);
+const float t4 = ((t0 == 0.0f) ? 0.0f : gather0*t3);
+const float d_logsumexp1 = ((t0 == 0.0f) ? 0.0f : -t2*t4);
+const float d_logsumexp0 = ((t0 == 0.0f) ? 0.0f : t4*(t2 + 1.0f));
+const float d_gather1 = -t4;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -260,7 +273,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = targets*d_gather1 + d_logsumexp0*metal::exp(-logsumexp0 + shifted0) + d_logsumexp1*(1.0f - targets)*metal::exp(-logsumexp1 + shifted0);
+  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*metal::exp(shifted0 - logsumexp1)) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -277,6 +290,10 @@ const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
 const float gamma = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
@@ -284,13 +301,14 @@ const float gather1 = static_cast<float>(gather1_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float logsumexp1 = static_cast<float>(logsumexp1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = gather1 - logsumexp0;
-const float t1 = gamma*t0;
-const float t2 = cotangent*expf(gamma*(-logsumexp0 + logsumexp1));
-const float t3 = gather0*t2;
-const float d_logsumexp1 = -t1*t3;
-const float d_logsumexp0 = t3*(t1 + 1.0f);
-const float d_gather1 = -t3;
+const float t0 = expf(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
+const float t1 = gather1 - logsumexp0;
+const float t2 = ((gamma == 0.0f) ? 0.0f : gamma*t1);
+const float t3 = ((t0 == 0.0f) ? 0.0f : cotangent*t0);
+const float t4 = ((t0 == 0.0f) ? 0.0f : gather0*t3);
+const float d_logsumexp1 = ((t0 == 0.0f) ? 0.0f : -t2*t4);
+const float d_logsumexp0 = ((t0 == 0.0f) ? 0.0f : t4*(t2 + 1.0f));
+const float d_gather1 = -t4;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -298,7 +316,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = targets*d_gather1 + d_logsumexp0*expf(-logsumexp0 + shifted0) + d_logsumexp1*(1.0f - targets)*expf(-logsumexp1 + shifted0);
+  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*expf(shifted0 - logsumexp1)) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_squared_hinge_loss_forward_15dfadb0735f",
+        name="losscc_squared_hinge_loss_forward_79074045f3f9",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,7 +30,7 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = inputs*targets;
-  const float loss = losscc_square(1.0f - t0)*((t0 < 1.0f) ? 1.0f : 0.0f);
+  const float loss = ((t0 < 1.0f) ? losscc_square(1.0f - t0) : ((t0 >= 1.0f) ? 0.0f : losscc_nan()));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -66,7 +66,7 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   const float t0 = inputs*targets;
-  const float loss = losscc_square(1.0f - t0)*((t0 < 1.0f) ? 1.0f : 0.0f);
+  const float loss = ((t0 < 1.0f) ? losscc_square(1.0f - t0) : ((t0 >= 1.0f) ? 0.0f : losscc_nan()));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -93,7 +93,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_squared_hinge_loss_backward_0b4c107384e6",
+        name="losscc_squared_hinge_loss_backward_1cf679aaebb6",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -107,8 +107,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs*targets;
-  const float grad_inputs = -2.0f*targets*cotangent*(1.0f - t0)*((t0 < 1.0f) ? 1.0f : 0.0f);
+  const float t1 = inputs*targets;
+  const float grad_inputs = ((t1 < 1.0f) ? (-2.0f*cotangent)*(1.0f - t1)*targets : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -123,8 +123,8 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float t0 = inputs*targets;
-  const float grad_inputs = -2.0f*targets*cotangent*(1.0f - t0)*((t0 < 1.0f) ? 1.0f : 0.0f);
+  const float t1 = inputs*targets;
+  const float grad_inputs = ((t1 < 1.0f) ? (-2.0f*cotangent)*(1.0f - t1)*targets : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_forward_fed3b8a4bbe4",
+        name="losscc_triplet_loss_indices_forward_56debfc81195",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
@@ -35,7 +35,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float p = params[0];
 const float margin = params[1];
 const float eps = params[2];
-const float t0 = (1.0f / p);
+const float t2 = (1.0f / p);
 
 // pass 1 over the row: sum0, sum1
 float acc_sum0 = 0.0f;
@@ -65,8 +65,10 @@ acc_sum1 = metal::simd_sum(acc_sum1);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
-const float t1 = margin - losscc_pow(eps + sum0, t0) + losscc_pow(eps + sum1, t0);
-const float loss = ((t1 > 0.0f) ? t1 : 0.0f);
+const float t0 = losscc_pow(sum0 + eps, t2);
+const float t1 = losscc_pow(sum1 + eps, t2);
+const float t3 = t1 - t0 + margin;
+const float loss = losscc_max(0.0f, t3);
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -92,7 +94,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float p = params[0];
 const float margin = params[1];
 const float eps = params[2];
-const float t0 = (1.0f / p);
+const float t2 = (1.0f / p);
 
 // pass 1 over the row: sum0, sum1
 float acc_sum0 = 0.0f;
@@ -102,8 +104,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  acc_sum0 += powf(fabsf(anchors - negatives), p);
-  acc_sum1 += powf(fabsf(anchors - positives), p);
+  acc_sum0 += losscc_pow(fabsf(anchors - negatives), p);
+  acc_sum1 += losscc_pow(fabsf(anchors - positives), p);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);
@@ -122,8 +124,10 @@ acc_sum1 = losscc_warp_sum(acc_sum1);
 __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
-const float t1 = margin - powf(eps + sum0, t0) + powf(eps + sum1, t0);
-const float loss = ((t1 > 0.0f) ? t1 : 0.0f);
+const float t0 = losscc_pow(sum0 + eps, t2);
+const float t1 = losscc_pow(sum1 + eps, t2);
+const float t3 = t1 - t0 + margin;
+const float loss = losscc_max(0.0f, t3);
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -135,7 +139,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_triplet_loss_indices_backward_1043eba283da",
+        name="losscc_triplet_loss_indices_backward_aa9758d46d36",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -156,15 +160,14 @@ const float eps = params[2];
 const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = eps + sum1;
-const float t1 = (1.0f / p);
-const float t2 = losscc_pow(t0, t1);
-const float t3 = eps + sum0;
-const float t4 = -losscc_pow(t3, t1);
-const bool t5 = (margin + t2 + t4 > 0.0f);
+const float t2 = (1.0f / p);
+const float t0 = losscc_pow(sum0 + eps, t2);
+const float t1 = losscc_pow(sum1 + eps, t2);
+const float t4 = (1.0f / p);
+const bool t5 = (t1 - t0 + margin > 0.0f);
 const float t7 = p - 1.0f;
-const float d_sum1 = cotangent*(t5 ? t1*t2/t0 : 0.0f);
-const float d_sum0 = cotangent*(t5 ? t1*t4/t3 : 0.0f);
+const float d_sum1 = (t5 ? t4*cotangent*t1 / (sum1 + eps) : 0.0f);
+const float d_sum0 = (t5 ? (-t4)*cotangent*t0 / (sum0 + eps) : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -177,8 +180,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float t10 = d_sum1*losscc_pow(metal::abs(t9), t7)*losscc_sign(t9);
   const float t8 = d_sum0*losscc_pow(metal::abs(t6), t7)*losscc_sign(t6);
   const float grad_anchors = p*(t10 + t8);
-  const float grad_positives = -p*t10;
-  const float grad_negatives = -p*t8;
+  const float grad_positives = (-p)*t10;
+  const float grad_negatives = (-p)*t8;
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);
@@ -202,15 +205,14 @@ const float eps = params[2];
 const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = eps + sum1;
-const float t1 = (1.0f / p);
-const float t2 = powf(t0, t1);
-const float t3 = eps + sum0;
-const float t4 = -powf(t3, t1);
-const bool t5 = (margin + t2 + t4 > 0.0f);
+const float t2 = (1.0f / p);
+const float t0 = losscc_pow(sum0 + eps, t2);
+const float t1 = losscc_pow(sum1 + eps, t2);
+const float t4 = (1.0f / p);
+const bool t5 = (t1 - t0 + margin > 0.0f);
 const float t7 = p - 1.0f;
-const float d_sum1 = cotangent*(t5 ? t1*t2/t0 : 0.0f);
-const float d_sum0 = cotangent*(t5 ? t1*t4/t3 : 0.0f);
+const float d_sum1 = (t5 ? t4*cotangent*t1 / (sum1 + eps) : 0.0f);
+const float d_sum0 = (t5 ? (-t4)*cotangent*t0 / (sum0 + eps) : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -220,11 +222,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float negatives = static_cast<float>(negatives_in[at]);
   const float t6 = anchors - negatives;
   const float t9 = anchors - positives;
-  const float t10 = d_sum1*powf(fabsf(t9), t7)*losscc_sign(t9);
-  const float t8 = d_sum0*powf(fabsf(t6), t7)*losscc_sign(t6);
+  const float t10 = d_sum1*losscc_pow(fabsf(t9), t7)*losscc_sign(t9);
+  const float t8 = d_sum0*losscc_pow(fabsf(t6), t7)*losscc_sign(t6);
   const float grad_anchors = p*(t10 + t8);
-  const float grad_positives = -p*t10;
-  const float grad_negatives = -p*t8;
+  const float grad_positives = (-p)*t10;
+  const float grad_negatives = (-p)*t8;
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);

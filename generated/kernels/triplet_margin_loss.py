@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_swap_indices_forward_9318d58331dc",
+        name="losscc_triplet_margin_loss_swap_indices_forward_3cd40d023408",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -36,7 +36,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float margin = params[0];
 const float p = params[1];
 const float eps = params[2];
-const float t2 = (1.0f / p);
+const float t3 = (1.0f / p);
 
 // pass 1 over the row: sum0, sum1, sum2
 float acc_sum0 = 0.0f;
@@ -47,11 +47,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t0 = -negatives;
-  const float t1 = anchors + eps;
-  acc_sum0 += losscc_pow(metal::abs(t0 + t1), p);
-  acc_sum1 += losscc_pow(metal::abs(positives - t1), p);
-  acc_sum2 += losscc_pow(metal::abs(positives + eps + t0), p);
+  const float t4 = -negatives;
+  const float t5 = anchors + eps;
+  acc_sum0 += losscc_pow(metal::abs(t4 + t5), p);
+  acc_sum1 += losscc_pow(metal::abs(positives - t5), p);
+  acc_sum2 += losscc_pow(metal::abs(positives + t4 + eps), p);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = metal::simd_sum(acc_sum0);
@@ -75,11 +75,12 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t3 = losscc_pow(sum0, t2);
-const float t6 = margin + losscc_pow(sum1, t2);
-const float t4 = losscc_pow(sum2, t2);
-const bool t5 = (t3 < t4);
-const float loss = ((t5 ? (t3 - t6 < 0.0f) : (t4 - t6 < 0.0f)) ? t6 - (t5 ? t3 : t4) : 0.0f);
+const float t0 = losscc_pow(sum0, t3);
+const float t1 = losscc_pow(sum1, t3);
+const float t7 = t1 + margin;
+const float t2 = losscc_pow(sum2, t3);
+const bool t6 = (t0 < t2);
+const float loss = ((t6 ? (t0 - t7 < 0.0f) : (t2 - t7 < 0.0f)) ? t7 - losscc_min(t0, t2) : ((((t0 >= t2) || (t0 - t7 >= 0.0f)) && ((t0 < t2) || (t2 - t7 >= 0.0f))) ? 0.0f : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -106,7 +107,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float margin = params[0];
 const float p = params[1];
 const float eps = params[2];
-const float t2 = (1.0f / p);
+const float t3 = (1.0f / p);
 
 // pass 1 over the row: sum0, sum1, sum2
 float acc_sum0 = 0.0f;
@@ -117,11 +118,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t0 = -negatives;
-  const float t1 = anchors + eps;
-  acc_sum0 += powf(fabsf(t0 + t1), p);
-  acc_sum1 += powf(fabsf(positives - t1), p);
-  acc_sum2 += powf(fabsf(positives + eps + t0), p);
+  const float t4 = -negatives;
+  const float t5 = anchors + eps;
+  acc_sum0 += losscc_pow(fabsf(t4 + t5), p);
+  acc_sum1 += losscc_pow(fabsf(positives - t5), p);
+  acc_sum2 += losscc_pow(fabsf(positives + t4 + eps), p);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);
@@ -145,11 +146,12 @@ __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t3 = powf(sum0, t2);
-const float t6 = margin + powf(sum1, t2);
-const float t4 = powf(sum2, t2);
-const bool t5 = (t3 < t4);
-const float loss = ((t5 ? (t3 - t6 < 0.0f) : (t4 - t6 < 0.0f)) ? t6 - (t5 ? t3 : t4) : 0.0f);
+const float t0 = losscc_pow(sum0, t3);
+const float t1 = losscc_pow(sum1, t3);
+const float t7 = t1 + margin;
+const float t2 = losscc_pow(sum2, t3);
+const bool t6 = (t0 < t2);
+const float loss = ((t6 ? (t0 - t7 < 0.0f) : (t2 - t7 < 0.0f)) ? t7 - losscc_min(t0, t2) : ((((t0 >= t2) || (t0 - t7 >= 0.0f)) && ((t0 < t2) || (t2 - t7 >= 0.0f))) ? 0.0f : losscc_nan()));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -159,7 +161,7 @@ if (tid == 0) {
 """,
     ),
     "_no_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_no_swap_indices_forward_bfe5fb0f2f96",
+        name="losscc_triplet_margin_loss_no_swap_indices_forward_50e8f9fa031b",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
@@ -181,7 +183,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float margin = params[0];
 const float p = params[1];
 const float eps = params[2];
-const float t1 = (1.0f / p);
+const float t2 = (1.0f / p);
 
 // pass 1 over the row: sum0, sum1
 float acc_sum0 = 0.0f;
@@ -191,9 +193,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t0 = anchors + eps;
-  acc_sum0 += losscc_pow(metal::abs(negatives - t0), p);
-  acc_sum1 += losscc_pow(metal::abs(positives - t0), p);
+  const float t3 = anchors + eps;
+  acc_sum0 += losscc_pow(metal::abs(negatives - t3), p);
+  acc_sum1 += losscc_pow(metal::abs(positives - t3), p);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = metal::simd_sum(acc_sum0);
@@ -212,8 +214,10 @@ acc_sum1 = metal::simd_sum(acc_sum1);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
-const float t2 = margin - losscc_pow(sum0, t1) + losscc_pow(sum1, t1);
-const float loss = ((t2 > 0.0f) ? t2 : 0.0f);
+const float t0 = losscc_pow(sum0, t2);
+const float t1 = losscc_pow(sum1, t2);
+const float t4 = t1 - t0 + margin;
+const float loss = losscc_max(0.0f, t4);
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -239,7 +243,7 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float margin = params[0];
 const float p = params[1];
 const float eps = params[2];
-const float t1 = (1.0f / p);
+const float t2 = (1.0f / p);
 
 // pass 1 over the row: sum0, sum1
 float acc_sum0 = 0.0f;
@@ -249,9 +253,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t0 = anchors + eps;
-  acc_sum0 += powf(fabsf(negatives - t0), p);
-  acc_sum1 += powf(fabsf(positives - t0), p);
+  const float t3 = anchors + eps;
+  acc_sum0 += losscc_pow(fabsf(negatives - t3), p);
+  acc_sum1 += losscc_pow(fabsf(positives - t3), p);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);
@@ -270,8 +274,10 @@ acc_sum1 = losscc_warp_sum(acc_sum1);
 __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
-const float t2 = margin - powf(sum0, t1) + powf(sum1, t1);
-const float loss = ((t2 > 0.0f) ? t2 : 0.0f);
+const float t0 = losscc_pow(sum0, t2);
+const float t1 = losscc_pow(sum1, t2);
+const float t4 = t1 - t0 + margin;
+const float loss = losscc_max(0.0f, t4);
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -283,7 +289,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_swap_indices_backward_696da432901c",
+        name="losscc_triplet_margin_loss_swap_indices_backward_a456194fadb5",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -305,17 +311,18 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = (1.0f / p);
-const float t1 = losscc_pow(sum0, t0);
-const float t2 = losscc_pow(sum2, t0);
-const bool t3 = (t1 < t2);
-const float t4 = losscc_pow(sum1, t0);
-const float t5 = margin + t4;
-const bool t6 = (t3 ? (-t1 + t5 > 0.0f) : (-t2 + t5 > 0.0f));
-const float t10 = p - 1.0f;
-const float d_sum2 = cotangent*(t6 ? -(t3 ? 0.0f : t0*t2/sum2) : 0.0f);
-const float d_sum1 = cotangent*(t6 ? t0*t4/sum1 : 0.0f);
-const float d_sum0 = cotangent*(t6 ? -(t3 ? t0*t1/sum0 : 0.0f) : 0.0f);
+const float t3 = (1.0f / p);
+const float t0 = losscc_pow(sum0, t3);
+const float t1 = losscc_pow(sum1, t3);
+const float t2 = losscc_pow(sum2, t3);
+const bool t8 = (t0 < t2);
+const float t9 = (1.0f / p);
+const float t10 = t1 + margin;
+const bool t11 = (t8 ? (t10 - t0 > 0.0f) : (t10 - t2 > 0.0f));
+const float t15 = p - 1.0f;
+const float d_sum2 = (t11 ? ((!t8) ? (-t9)*cotangent*t2 / sum2 : 0.0f) : 0.0f);
+const float d_sum1 = (t11 ? t9*cotangent*t1 / sum1 : 0.0f);
+const float d_sum0 = (t11 ? (t8 ? (-t9)*cotangent*t0 / sum0 : 0.0f) : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -323,18 +330,18 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t7 = -negatives;
-  const float t8 = anchors + eps;
-  const float t9 = t7 + t8;
-  const float t12 = -positives + t8;
-  const float t14 = positives + eps + t7;
-  const float t15 = losscc_pow(metal::abs(t14), t10);
-  const float t16 = losscc_sign(t14);
-  const float t13 = d_sum1*losscc_pow(metal::abs(t12), t10)*losscc_sign(t12);
-  const float t11 = d_sum0*losscc_pow(metal::abs(t9), t10)*losscc_sign(t9);
-  const float grad_anchors = p*(t11 + t13);
-  const float grad_positives = p*(d_sum2*t15*t16 - t13);
-  const float grad_negatives = -p*(d_sum2*t15*t16 + t11);
+  const float t12 = -negatives;
+  const float t13 = anchors + eps;
+  const float t14 = t12 + t13;
+  const float t17 = t13 - positives;
+  const float t19 = positives + t12 + eps;
+  const float t20 = losscc_pow(metal::abs(t19), t15);
+  const float t21 = losscc_sign(t19);
+  const float t18 = d_sum1*losscc_pow(metal::abs(t17), t15)*losscc_sign(t17);
+  const float t16 = d_sum0*losscc_pow(metal::abs(t14), t15)*losscc_sign(t14);
+  const float grad_anchors = p*(t16 + t18);
+  const float grad_positives = p*(d_sum2*t20*t21 - t18);
+  const float grad_negatives = (-p)*(t16 + d_sum2*t20*t21);
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);
@@ -359,17 +366,18 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = (1.0f / p);
-const float t1 = powf(sum0, t0);
-const float t2 = powf(sum2, t0);
-const bool t3 = (t1 < t2);
-const float t4 = powf(sum1, t0);
-const float t5 = margin + t4;
-const bool t6 = (t3 ? (-t1 + t5 > 0.0f) : (-t2 + t5 > 0.0f));
-const float t10 = p - 1.0f;
-const float d_sum2 = cotangent*(t6 ? -(t3 ? 0.0f : t0*t2/sum2) : 0.0f);
-const float d_sum1 = cotangent*(t6 ? t0*t4/sum1 : 0.0f);
-const float d_sum0 = cotangent*(t6 ? -(t3 ? t0*t1/sum0 : 0.0f) : 0.0f);
+const float t3 = (1.0f / p);
+const float t0 = losscc_pow(sum0, t3);
+const float t1 = losscc_pow(sum1, t3);
+const float t2 = losscc_pow(sum2, t3);
+const bool t8 = (t0 < t2);
+const float t9 = (1.0f / p);
+const float t10 = t1 + margin;
+const bool t11 = (t8 ? (t10 - t0 > 0.0f) : (t10 - t2 > 0.0f));
+const float t15 = p - 1.0f;
+const float d_sum2 = (t11 ? ((!t8) ? (-t9)*cotangent*t2 / sum2 : 0.0f) : 0.0f);
+const float d_sum1 = (t11 ? t9*cotangent*t1 / sum1 : 0.0f);
+const float d_sum0 = (t11 ? (t8 ? (-t9)*cotangent*t0 / sum0 : 0.0f) : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -377,18 +385,18 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t7 = -negatives;
-  const float t8 = anchors + eps;
-  const float t9 = t7 + t8;
-  const float t12 = -positives + t8;
-  const float t14 = positives + eps + t7;
-  const float t15 = powf(fabsf(t14), t10);
-  const float t16 = losscc_sign(t14);
-  const float t13 = d_sum1*powf(fabsf(t12), t10)*losscc_sign(t12);
-  const float t11 = d_sum0*powf(fabsf(t9), t10)*losscc_sign(t9);
-  const float grad_anchors = p*(t11 + t13);
-  const float grad_positives = p*(d_sum2*t15*t16 - t13);
-  const float grad_negatives = -p*(d_sum2*t15*t16 + t11);
+  const float t12 = -negatives;
+  const float t13 = anchors + eps;
+  const float t14 = t12 + t13;
+  const float t17 = t13 - positives;
+  const float t19 = positives + t12 + eps;
+  const float t20 = losscc_pow(fabsf(t19), t15);
+  const float t21 = losscc_sign(t19);
+  const float t18 = d_sum1*losscc_pow(fabsf(t17), t15)*losscc_sign(t17);
+  const float t16 = d_sum0*losscc_pow(fabsf(t14), t15)*losscc_sign(t14);
+  const float grad_anchors = p*(t16 + t18);
+  const float grad_positives = p*(d_sum2*t20*t21 - t18);
+  const float grad_negatives = (-p)*(t16 + d_sum2*t20*t21);
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);
@@ -396,7 +404,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 """,
     ),
     "_no_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_no_swap_indices_backward_532519e344dc",
+        name="losscc_triplet_margin_loss_no_swap_indices_backward_d195cd724dd4",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -417,13 +425,14 @@ const float eps = params[2];
 const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = (1.0f / p);
-const float t1 = losscc_pow(sum1, t0);
-const float t2 = -losscc_pow(sum0, t0);
-const bool t3 = (margin + t1 + t2 > 0.0f);
-const float t6 = p - 1.0f;
-const float d_sum1 = cotangent*(t3 ? t0*t1/sum1 : 0.0f);
-const float d_sum0 = cotangent*(t3 ? t0*t2/sum0 : 0.0f);
+const float t2 = (1.0f / p);
+const float t0 = losscc_pow(sum0, t2);
+const float t1 = losscc_pow(sum1, t2);
+const float t5 = (1.0f / p);
+const bool t6 = (t1 - t0 + margin > 0.0f);
+const float t9 = p - 1.0f;
+const float d_sum1 = (t6 ? t5*cotangent*t1 / sum1 : 0.0f);
+const float d_sum0 = (t6 ? (-t5)*cotangent*t0 / sum0 : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -431,14 +440,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t4 = anchors + eps;
-  const float t5 = -negatives + t4;
-  const float t8 = -positives + t4;
-  const float t9 = d_sum1*losscc_pow(metal::abs(t8), t6)*losscc_sign(t8);
-  const float t7 = d_sum0*losscc_pow(metal::abs(t5), t6)*losscc_sign(t5);
-  const float grad_anchors = p*(t7 + t9);
-  const float grad_positives = -p*t9;
-  const float grad_negatives = -p*t7;
+  const float t7 = anchors + eps;
+  const float t8 = t7 - negatives;
+  const float t11 = t7 - positives;
+  const float t12 = d_sum1*losscc_pow(metal::abs(t11), t9)*losscc_sign(t11);
+  const float t10 = d_sum0*losscc_pow(metal::abs(t8), t9)*losscc_sign(t8);
+  const float grad_anchors = p*(t10 + t12);
+  const float grad_positives = (-p)*t12;
+  const float grad_negatives = (-p)*t10;
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);
@@ -462,13 +471,14 @@ const float eps = params[2];
 const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = (1.0f / p);
-const float t1 = powf(sum1, t0);
-const float t2 = -powf(sum0, t0);
-const bool t3 = (margin + t1 + t2 > 0.0f);
-const float t6 = p - 1.0f;
-const float d_sum1 = cotangent*(t3 ? t0*t1/sum1 : 0.0f);
-const float d_sum0 = cotangent*(t3 ? t0*t2/sum0 : 0.0f);
+const float t2 = (1.0f / p);
+const float t0 = losscc_pow(sum0, t2);
+const float t1 = losscc_pow(sum1, t2);
+const float t5 = (1.0f / p);
+const bool t6 = (t1 - t0 + margin > 0.0f);
+const float t9 = p - 1.0f;
+const float d_sum1 = (t6 ? t5*cotangent*t1 / sum1 : 0.0f);
+const float d_sum0 = (t6 ? (-t5)*cotangent*t0 / sum0 : 0.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
@@ -476,14 +486,14 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float anchors = static_cast<float>(anchors_in[at]);
   const float positives = static_cast<float>(positives_in[at]);
   const float negatives = static_cast<float>(negatives_in[at]);
-  const float t4 = anchors + eps;
-  const float t5 = -negatives + t4;
-  const float t8 = -positives + t4;
-  const float t9 = d_sum1*powf(fabsf(t8), t6)*losscc_sign(t8);
-  const float t7 = d_sum0*powf(fabsf(t5), t6)*losscc_sign(t5);
-  const float grad_anchors = p*(t7 + t9);
-  const float grad_positives = -p*t9;
-  const float grad_negatives = -p*t7;
+  const float t7 = anchors + eps;
+  const float t8 = t7 - negatives;
+  const float t11 = t7 - positives;
+  const float t12 = d_sum1*losscc_pow(fabsf(t11), t9)*losscc_sign(t11);
+  const float t10 = d_sum0*losscc_pow(fabsf(t8), t9)*losscc_sign(t8);
+  const float grad_anchors = p*(t10 + t12);
+  const float grad_positives = (-p)*t12;
+  const float grad_negatives = (-p)*t10;
   grad_anchors_out[at] = static_cast<T>(grad_anchors);
   grad_positives_out[at] = static_cast<T>(grad_positives);
   grad_negatives_out[at] = static_cast<T>(grad_negatives);

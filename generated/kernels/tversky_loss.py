@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_tversky_loss_indices_forward_c798bc481fcb",
+        name="losscc_tversky_loss_indices_forward_76d3b2d43162",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -45,8 +45,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   acc_sum0 += inputs*targets;
-  acc_sum1 += inputs*(1.0f - targets);
-  acc_sum2 += targets*(1.0f - inputs);
+  acc_sum1 += (1.0f - targets)*inputs;
+  acc_sum2 += (1.0f - inputs)*targets;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = metal::simd_sum(acc_sum0);
@@ -70,8 +70,8 @@ metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t0 = smooth + sum0;
-const float loss = -t0/(alpha*sum1 + beta*sum2 + t0) + 1.0f;
+const float t0 = sum0 + smooth;
+const float loss = 1.0f - t0 / (t0 + ((alpha == 0.0f) ? 0.0f : alpha*sum1) + ((beta == 0.0f) ? 0.0f : beta*sum2));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -108,8 +108,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   acc_sum0 += inputs*targets;
-  acc_sum1 += inputs*(1.0f - targets);
-  acc_sum2 += targets*(1.0f - inputs);
+  acc_sum1 += (1.0f - targets)*inputs;
+  acc_sum2 += (1.0f - inputs)*targets;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);
@@ -133,8 +133,8 @@ __syncthreads();
 const float sum0 = acc_sum0;
 const float sum1 = acc_sum1;
 const float sum2 = acc_sum2;
-const float t0 = smooth + sum0;
-const float loss = -t0/(alpha*sum1 + beta*sum2 + t0) + 1.0f;
+const float t0 = sum0 + smooth;
+const float loss = 1.0f - t0 / (t0 + ((alpha == 0.0f) ? 0.0f : alpha*sum1) + ((beta == 0.0f) ? 0.0f : beta*sum2));
 if (tid == 0) {
   loss_out[group] = (loss);
   sum0_out[group] = sum0;
@@ -147,7 +147,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_tversky_loss_indices_backward_3da32952f9b6",
+        name="losscc_tversky_loss_indices_backward_d09c1417591f",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -169,21 +169,21 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = smooth + sum0;
-const float t1 = alpha*sum1 + beta*sum2 + t0;
-const float t2 = cotangent*t0/losscc_square(t1);
-const float t3 = (1.0f / t1);
-const float d_sum2 = beta*t2;
-const float d_sum1 = alpha*t2;
-const float d_sum0 = cotangent*t3*(t0*t3 - 1.0f);
+const float t1 = sum0 + smooth;
+const float t2 = t1 + ((alpha == 0.0f) ? 0.0f : alpha*sum1) + ((beta == 0.0f) ? 0.0f : beta*sum2);
+const float t3 = cotangent*t1 / (losscc_square(t2));
+const float t4 = (1.0f / t2);
+const float d_sum2 = ((beta == 0.0f) ? 0.0f : beta*t3);
+const float d_sum1 = ((alpha == 0.0f) ? 0.0f : alpha*t3);
+const float d_sum0 = cotangent*t4*(t1*t4 - 1.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float grad_inputs = targets*d_sum0 - targets*d_sum2 + d_sum1*(1.0f - targets);
-  const float grad_targets = inputs*d_sum0 - inputs*d_sum1 + d_sum2*(1.0f - inputs);
+  const float grad_inputs = d_sum0*targets + d_sum1*(1.0f - targets) + (-d_sum2)*targets;
+  const float grad_targets = d_sum0*inputs + d_sum2*(1.0f - inputs) + (-d_sum1)*inputs;
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }
@@ -207,21 +207,21 @@ const float sum0 = static_cast<float>(sum0_in[group]);
 const float sum1 = static_cast<float>(sum1_in[group]);
 const float sum2 = static_cast<float>(sum2_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
-const float t0 = smooth + sum0;
-const float t1 = alpha*sum1 + beta*sum2 + t0;
-const float t2 = cotangent*t0/losscc_square(t1);
-const float t3 = (1.0f / t1);
-const float d_sum2 = beta*t2;
-const float d_sum1 = alpha*t2;
-const float d_sum0 = cotangent*t3*(t0*t3 - 1.0f);
+const float t1 = sum0 + smooth;
+const float t2 = t1 + ((alpha == 0.0f) ? 0.0f : alpha*sum1) + ((beta == 0.0f) ? 0.0f : beta*sum2);
+const float t3 = cotangent*t1 / (losscc_square(t2));
+const float t4 = (1.0f / t2);
+const float d_sum2 = ((beta == 0.0f) ? 0.0f : beta*t3);
+const float d_sum1 = ((alpha == 0.0f) ? 0.0f : alpha*t3);
+const float d_sum0 = cotangent*t4*(t1*t4 - 1.0f);
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float inputs = static_cast<float>(inputs_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
-  const float grad_inputs = targets*d_sum0 - targets*d_sum2 + d_sum1*(1.0f - targets);
-  const float grad_targets = inputs*d_sum0 - inputs*d_sum1 + d_sum2*(1.0f - inputs);
+  const float grad_inputs = d_sum0*targets + d_sum1*(1.0f - targets) + (-d_sum2)*targets;
+  const float grad_targets = d_sum0*inputs + d_sum2*(1.0f - inputs) + (-d_sum1)*inputs;
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
   grad_targets_out[at] = static_cast<T>(grad_targets);
 }

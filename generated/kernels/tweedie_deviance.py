@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_tweedie_deviance_forward_df1557a7e7c2",
+        name="losscc_tweedie_deviance_forward_d3f303cc3ce6",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -30,11 +30,12 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = 2.0f - power;
-  const float t1 = (1.0f / t0);
-  const float t2 = 1.0f - power;
+  const float t1 = 1.0f - power;
+  const float t2 = 2.0f - power;
   const float t3 = (1.0f / t2);
-  const float loss = 2.0f*losscc_pow(inputs, t0)*t1 - 2.0f*losscc_pow(inputs, t2)*targets*t3 + 2.0f*losscc_pow(targets, t0)*t1*t3;
+  const float t4 = (1.0f / t1);
+  const float t0 = losscc_pow(inputs, t1);
+  const float loss = 2.0f*(t3*losscc_pow(inputs, t2) + (t3*t4)*losscc_pow(targets, t2) + (-t4)*t0*targets);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -70,11 +71,12 @@ float value = 0.0f;
 if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
-  const float t0 = 2.0f - power;
-  const float t1 = (1.0f / t0);
-  const float t2 = 1.0f - power;
+  const float t1 = 1.0f - power;
+  const float t2 = 2.0f - power;
   const float t3 = (1.0f / t2);
-  const float loss = 2.0f*powf(inputs, t0)*t1 - 2.0f*powf(inputs, t2)*targets*t3 + 2.0f*powf(targets, t0)*t1*t3;
+  const float t4 = (1.0f / t1);
+  const float t0 = losscc_pow(inputs, t1);
+  const float loss = 2.0f*(t3*losscc_pow(inputs, t2) + (t3*t4)*losscc_pow(targets, t2) + (-t4)*t0*targets);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -101,7 +103,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_tweedie_deviance_backward_8971196766c4",
+        name="losscc_tweedie_deviance_backward_da7092425cd4",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -116,7 +118,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = 2.0f*cotangent*(losscc_pow(inputs, 1.0f - power) - targets/losscc_pow(inputs, power));
+  const float t1 = 1.0f - power;
+  const float t0 = losscc_pow(inputs, t1);
+  const float grad_inputs = (2.0f*cotangent)*(t0 - losscc_pow(inputs, -power)*targets);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -132,7 +136,9 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = 2.0f*cotangent*(powf(inputs, 1.0f - power) - targets/powf(inputs, power));
+  const float t1 = 1.0f - power;
+  const float t0 = losscc_pow(inputs, t1);
+  const float grad_inputs = (2.0f*cotangent)*(t0 - losscc_pow(inputs, -power)*targets);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

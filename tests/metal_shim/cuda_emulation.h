@@ -98,5 +98,6 @@ using ::atanf;
 using ::fmaxf;
 using ::fminf;
 using ::floorf;
+using ::fmodf;
 inline float rsqrtf(float x) { return 1.0f / ::sqrtf(x); }
 inline bool isfinite(float x) { return std::isfinite(x); }

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ...ir import ROW_LENGTH, ElementwiseIR
-from ...lower.schedule import schedule
+from ...ir import INSIDE_ROW, ROW_LENGTH, ElementwiseIR
+from ...lower.programs import array_symbols, programs, recomputed
 from ...spec.terms import collect_terms, term_definitions
-from ...spec.vocabulary import ClassTarget, Input
+from ...spec.vocabulary import ClassTarget, Input, Param
 from ..source import environment
 from .printer import CUDA, METAL, CPrinter, c_name, check_kernel_names, declaration, is_condition
 
@@ -109,14 +109,25 @@ def _closure(statements, wanted):
 
 
 class _Program:
-    """What one kernel reads, computes and writes, printed for one backend."""
+    """What one kernel reads, computes and writes, printed for one backend.
 
-    def __init__(self, loss, dialect):
+    ``statements`` are all it computes, ``element`` the inputs that vary along
+    the row (each element of an elementwise kernel): what varies with them,
+    and what varies with nothing, orders its sums as the MLX path's.
+    """
+
+    def __init__(self, loss, dialect, statements, element):
         self.loss = loss
-        self.printer = CPrinter(dialect)
+        element, scalars = set(element), set()
+        for s in statements:
+            free = s.expr.free_symbols
+            if s.reduction is None and free & element:
+                element.add(s.symbol)
+            elif s.reduction is None and all(isinstance(f, Param) or f in scalars or f == ROW_LENGTH for f in free):
+                scalars.add(s.symbol)
+        self.printer = CPrinter(dialect, element=element, scalars=scalars)
         self.inputs = []  # [(argument, key)]
         self.conditions = set()  # symbols holding a truth value
-
 
     def use(self, argument, key):
         if (argument, key) not in self.inputs:
@@ -162,10 +173,13 @@ def _elementwise(loss, variant, dialect):
     """The forward and the backward kernel of an elementwise variant: (template, context, inputs, outputs, traffic) each."""
     ir: ElementwiseIR = variant.ir
     terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
-    forward = schedule(term_definitions([ir.loss], terms), [("loss", ir.loss)])
     aliased = {a.name for a in ir.aliases}
     computed = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    backward = schedule(term_definitions([e for _, e in computed], terms), computed)
+    arrays = set(loss.inputs)
+    forward, backward, _ = programs(term_definitions([ir.loss], terms), ir.loss,
+                                    term_definitions([e for _, e in computed], terms), computed, arrays,
+                                    array_symbols(arrays, terms))
+    backward = recomputed(forward, backward)
     return _elementwise_forward(loss, forward, dialect), _elementwise_backward(loss, ir, forward, backward, dialect)
 
 
@@ -175,7 +189,7 @@ def _element_bytes(loss, symbols):
 
 def _elementwise_forward(loss, forward, dialect):
     weighted = loss.weights is not None
-    f = _Program(loss, dialect)
+    f = _Program(loss, dialect, forward, loss.inputs)
     f_free = _free(forward)
     reads = f.element_reads(f_free, "i")
     if weighted:
@@ -195,7 +209,7 @@ def _elementwise_forward(loss, forward, dialect):
 def _elementwise_backward(loss, ir, forward, backward, dialect):
     weighted = loss.weights is not None
     f_free = _free(forward)
-    b = _Program(loss, dialect)
+    b = _Program(loss, dialect, backward, loss.inputs)
     b_free = _free(backward)
     reads = b.element_reads(b_free, "i")
     b.use("cotangent_in", "cotangent")
@@ -219,7 +233,8 @@ def _elementwise_backward(loss, ir, forward, backward, dialect):
     context = {
         "params": b.param_reads(b_free | (f_free if weighted else set())),
         "reads": reads, "lines": b.lines(backward), "writes": writes, "weighted": weighted,
-        "forward_reads": forward_reads, "forward_lines": b.lines(forward) if weighted else [],
+        "forward_reads": forward_reads,
+        "forward_lines": _Program(loss, dialect, forward, loss.inputs).lines(forward) if weighted else [],
     }
     written = SCALAR_BYTES * len(writes)
     traffic = Traffic(_element_bytes(loss, b_free) + written, 0, _element_bytes(loss, b_free) + written, 0, 1)
@@ -228,13 +243,13 @@ def _elementwise_backward(loss, ir, forward, backward, dialect):
 
 # ---------------------------------------------------------------- row-wise
 
-def _rowwise_programs(loss, variant):
-    """The scheduled forward and backward programs, as the MLX backend builds them."""
+def _rowwise_programs(loss, variant, form):
+    """The forward and backward programs the MLX path runs, the backward computing again what it read."""
     ir = variant.ir
     terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
+    arrays = set(loss.inputs)
     forward_defs = {r.symbol: r for r in ir.forward_reductions}
     forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
-    forward = schedule(forward_defs, [("loss", ir.loss)])
     outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items()]
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
     backward_defs = {r.symbol: r for r in ir.backward_reductions}
@@ -242,7 +257,11 @@ def _rowwise_programs(loss, variant):
     backward_defs.update(term_definitions(
         [r.argument for r in ir.backward_reductions] + [e for _, e in ir.adjoints] + [e for _, e in outputs], terms
     ))
-    backward = schedule(backward_defs, outputs)
+    row_values = array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
+    ignoring = any(t.ignore_index is not None for t in loss.class_targets)
+    forward, backward, _ = programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
+                                    form=form if loss.class_targets else None, ignoring=ignoring)
+    backward = recomputed(forward, backward)
     residuals = [r.symbol for r in ir.forward_reductions if r.symbol in _free(backward)]
     return forward, backward, residuals
 
@@ -259,7 +278,8 @@ class _RowKernel:
     def __init__(self, loss, statements, dialect, form, direction, residuals):
         self.loss, self.statements, self.form, self.direction = loss, statements, form, direction
         self.residuals = residuals  # read per row by the backward, written per row by the forward
-        self.program = _Program(loss, dialect)
+        self.program = _Program(loss, dialect, statements, [
+            i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row])
         self.target = next(iter(loss.class_targets), None)
         self.onehot = f"{c_name(self.target.name)}_index" if self.target is not None and form == "indices" else None
         self.row_inputs = [i for i in loss.inputs if isinstance(i, Input) and i.per_row]
@@ -279,7 +299,8 @@ class _RowKernel:
         self.row_statements = [s for s in statements if s.symbol not in self.element and s.reduction is None]
         self.passes = max(self.pass_of.values(), default=-1) + 1
         gathers_at_index = any(s.reduction is not None and s.reduction.kind == "gather" for s in statements)
-        self.uses_target = self.onehot is not None and (self.target in self.free or gathers_at_index)
+        masked = INSIDE_ROW in self.free  # the row's outputs are selected on its class (lower.safety.masked_rows)
+        self.uses_target = self.onehot is not None and (self.target in self.free or gathers_at_index or masked)
         self.element_read_bytes = 0
         self.row_bytes = 0
         self.read_in_loops = set()
@@ -325,12 +346,8 @@ class _RowKernel:
             if kind == "gather" and self.form == "indices":
                 gathers.append(self.gather(s))
                 continue
-            expr = self.target * s.expr if kind == "gather" else s.expr
-            looped.append(expr)
-            accumulators.append({
-                "symbol": c_name(s.name), "kind": "sum" if kind == "gather" else kind,
-                "value": self.program.printer.doprint(expr),
-            })
+            looped.append(s.expr)
+            accumulators.append({"symbol": c_name(s.name), "kind": kind, "value": self.program.printer.doprint(s.expr)})
         reads, lines, symbols = self.loop_body(looped) if looped else ([], [], set())
         self.element_read_bytes += self.bytes_of(symbols)
         self.read_in_loops |= symbols
@@ -430,14 +447,13 @@ def _rowwise_kernel(loss, statements, dialect, form, direction, residuals):
         "uses_row_length": ROW_LENGTH in kernel.free or any(
             a["kind"] == "mean" for st in stages for a in st["accumulators"]),
         "loops": final is not None or any(st["accumulators"] for st in stages),
-        "gathers_at_index": any(not g["row_level"] for st in stages for g in st["gathers"]),
         "slots": max([sum(len(a["slots"]) for a in st["accumulators"]) for st in stages], default=0),
     }
     return context, kernel.program.arguments(), outputs, kernel.traffic(element_writes, row_writes, final)
 
 
 def _rowwise(loss, variant, dialect, form):
-    forward, backward, residuals = _rowwise_programs(loss, variant)
+    forward, backward, residuals = _rowwise_programs(loss, variant, form)
     f_context, f_inputs, f_outputs, f_traffic = _rowwise_kernel(loss, forward, dialect, form, "forward", residuals)
     b_context, b_inputs, b_outputs, b_traffic = _rowwise_kernel(loss, backward, dialect, form, "backward", residuals)
     return (

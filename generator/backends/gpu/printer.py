@@ -16,11 +16,13 @@ import re
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ...ir import COTANGENT, ROW_LENGTH
+from ...lower.order import ELEMENT, ROW, SCALAR, product_parts, sum_order
 from ...spec.terms import collect_terms
-from ...spec.vocabulary import SpecError
+from ...spec.vocabulary import Param, SpecError
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ METAL = Dialect("metal", {
     "exp": "metal::exp", "log": "metal::log", "Abs": "metal::abs", "tanh": "metal::tanh",
     "cosh": "metal::cosh", "sinh": "metal::sinh", "sin": "metal::sin", "cos": "metal::cos",
     "atan": "metal::atan", "sqrt": "metal::sqrt", "rsqrt": "metal::rsqrt",
-    "Min": "metal::min", "Max": "metal::max",
+    "Min": "losscc_min", "Max": "losscc_max",
     # Metal's standard library has no log1p, expm1 or erf, and pow is undefined for x < 0.
     "log1p": "losscc_log1p", "expm1": "losscc_expm1", "erf": "losscc_erf", "pow": "losscc_pow",
     **_SHARED_HELPERS,
@@ -49,8 +51,8 @@ METAL = Dialect("metal", {
 CUDA = Dialect("cuda", {
     "exp": "expf", "log": "logf", "Abs": "fabsf", "tanh": "tanhf", "cosh": "coshf", "sinh": "sinhf",
     "sin": "sinf", "cos": "cosf", "atan": "atanf", "sqrt": "sqrtf", "rsqrt": "rsqrtf",
-    "Min": "fminf", "Max": "fmaxf",
-    "log1p": "log1pf", "expm1": "expm1f", "erf": "erff", "pow": "powf",
+    "Min": "losscc_min", "Max": "losscc_max",
+    "log1p": "log1pf", "expm1": "expm1f", "erf": "erff", "pow": "losscc_pow",
     **_SHARED_HELPERS,
 })
 
@@ -83,7 +85,7 @@ def c_name(name):
     Names shaped like the kernel's own (``acc_*``, ``*_in``, ``*_out``,
     ``*_index``) get a trailing underscore too, so they never meet them.
     """
-    own = name.startswith(("losscc", "acc_")) or name.endswith(("_in", "_out", "_index", "_valid"))
+    own = name.startswith(("losscc", "acc_")) or name.endswith(("_in", "_out", "_index"))
     return f"{name}_" if name in _RESERVED or own else name
 
 
@@ -111,12 +113,26 @@ def float_literal(value):
 
 
 class CPrinter(StrPrinter):
-    """``names`` maps symbols to kernel identifiers (default: the symbol's name)."""
+    """``names`` maps symbols to kernel identifiers (default: the symbol's name).
 
-    def __init__(self, dialect, names=None):
+    ``element`` are the symbols that vary along the row (every array of an
+    elementwise kernel), ``scalars`` those that do not vary at all (parameters
+    and what is computed from them alone): sums are added in the order the
+    MLX path adds them (``lower.order``).
+    """
+
+    def __init__(self, dialect, names=None, element=(), scalars=()):
         super().__init__({"full_prec": False})
         self.dialect = dialect
         self.names = names or {}
+        self.element = set(element)
+        self.scalars = {ROW_LENGTH, *scalars}
+
+    def level(self, expr):
+        free = expr.free_symbols
+        if free & self.element:
+            return ELEMENT
+        return SCALAR if all(isinstance(f, Param) or f in self.scalars for f in free) else ROW
 
     def _print(self, expr, **kwargs):
         # Constant subexpressions (log(2*pi)/2, ...) are folded to one literal.
@@ -162,10 +178,39 @@ class CPrinter(StrPrinter):
     def _print_BooleanTrue(self, expr):
         return "true"
 
+    def _print_IsMinusInfinity(self, expr):
+        return f"({self._print(expr.args[0])} == -losscc_inf())"
+
     def _print_BooleanFalse(self, expr):
         return "false"
 
     # arithmetic
+    def _print_Add(self, expr, order=None):
+        content, primitive = expr.as_content_primitive()
+        if content != 1 and self.level(expr) == ELEMENT:
+            return self._print_Mul(sp.Mul(content, primitive, evaluate=False))
+        code = ""
+        for index, term in enumerate(sum_order(expr.args, self.level)):
+            text = self._print(term)
+            if term.is_Add:
+                text = f"({text})"
+            if text.startswith("-"):
+                code += ("-" if index == 0 else " - ") + text[1:]
+            else:
+                code += ("" if index == 0 else " + ") + text
+        return code
+
+    def _print_Mul(self, expr):
+        low, top, divisors = product_parts(expr.args, self.level)
+        sign, parts = "", []
+        if low == -1:
+            sign = "-"
+        elif low != 1:
+            parts.append(self._print(low) if low.is_Number else self.parenthesize(low, PRECEDENCE["Mul"]))
+        parts += [self.parenthesize(f, PRECEDENCE["Mul"]) for f in top]
+        code = "*".join(parts) if parts else "1.0f"
+        return sign + code + "".join(f" / {self.parenthesize(d, PRECEDENCE['Pow'])}" for d in divisors)
+
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
         if exponent == 2:

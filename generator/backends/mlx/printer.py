@@ -29,7 +29,8 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ...ir import COTANGENT, ROW_LENGTH
-from ...lower.rewrite import extremum
+from ...lower.order import ELEMENT as FULL
+from ...lower.order import ROW, SCALAR, product_parts, sum_order
 from ...spec.vocabulary import Param
 
 _ARRAY_FUNCTIONS = {
@@ -52,21 +53,16 @@ _REDUCERS = {
 }
 
 
-# Levels of a value: a Python scalar, a 0-d or row-level array (cheap), a full-size array.
-SCALAR, ROW, FULL = 0, 1, 2
-
 
 class MLXPrinter(StrPrinter):
     """``names`` maps symbols to code; ``arrays`` are the symbols holding arrays.
 
     ``full`` are the symbols holding full-size (element-level) arrays and
-    ``finite`` those that are finite wherever the inputs are; ``exponentials``
-    the temporaries holding an ``exp``. With ``nan_guard`` a selection whose
-    condition compares a NaN gives NaN (see print_program).
+    ``finite`` those that are finite wherever the inputs are. The program
+    comes made safe (lower/safety.py): the printer prints it as it is.
     """
 
-    def __init__(self, names, arrays, full=frozenset(), finite=frozenset(), conditions=None,
-                 exponentials=frozenset(), nan_guard=False, printed_params=None):
+    def __init__(self, names, arrays, full=frozenset(), finite=frozenset(), printed_params=None):
         super().__init__({"full_prec": False})
         self.printed_params = printed_params if printed_params is not None else set()  # the names printed
         self._python = 0  # > 0 while printing what Python itself evaluates
@@ -74,9 +70,6 @@ class MLXPrinter(StrPrinter):
         self.arrays = arrays
         self.full = full
         self.finite = finite
-        self.conditions = conditions or {}  # temporaries holding a comparison -> the comparison
-        self.exponentials = exponentials
-        self.nan_guard = nan_guard
 
     def is_scalar(self, expr):
         return not (expr.free_symbols & self.arrays)
@@ -124,6 +117,12 @@ class MLXPrinter(StrPrinter):
     def _print_BooleanTrue(self, expr):
         return "True"
 
+    def _print_NaN(self, expr):
+        return "math.nan"
+
+    def _print_IsMinusInfinity(self, expr):
+        return f"({self._print(expr.args[0])} == -math.inf)"
+
     def _print_BooleanFalse(self, expr):
         return "False"
 
@@ -132,39 +131,16 @@ class MLXPrinter(StrPrinter):
         """The cheaper factors multiplied together first, then each full-size one."""
         if self.is_scalar(expr):
             return super()._print_Mul(expr)
-        # A mask multiplies only where the product is finite: 0 * inf would be NaN, not 0.
-        maskable = not self.nan_guard and all(self._is_finite((_masked(f) or (f,))[0]) for f in expr.args)
-        if not maskable:
-            # then u * (c ? v : 0) selects: c ? u * v : 0
-            for factor in expr.args:
-                selected = _masked(factor)
-                if selected is not None and not self.is_scalar(factor):
-                    rest = sp.Mul(*[f for f in expr.args if f is not factor]) * selected[0]
-                    return self._print(sp.Piecewise((rest, selected[1]), (0, True)))
-        coefficient, masks, factors = sp.Integer(1), [], []
+        # A mask multiplies a finite product only (lower/safety.py selects the others).
+        maskable = all(self._is_finite((_masked(f) or (f,))[0]) for f in expr.args)
+        masks, factors = [], []
         for factor in expr.args:
-            if factor.is_Add and self.level(factor) == FULL:
-                # (x + y)/2 is one scaling, not two: SymPy distributes numbers over sums.
-                content, factor = factor.as_content_primitive()
-                coefficient *= content
             selected = _masked(factor)
             if selected is not None and not self.is_scalar(factor) and maskable:
                 factor = selected[0]
                 masks.append(selected[1])
-            number, rest = factor.as_coeff_mul()
-            coefficient *= number
-            factors.extend(rest)
-        numerator, denominator = [], []
-        for factor in factors:
-            base, exponent = factor.as_base_exp()
-            # A parameter divides an array (x / beta is inf at beta = 0; Python's 1/beta would raise).
-            if exponent.is_Number and exponent < 0 and not base.is_Number:
-                denominator.append(base ** -exponent)
-            else:
-                numerator.append(factor)
-        top = max(self.level(f) for f in numerator + denominator + masks)
-        low = coefficient * sp.Mul(*[f for f in numerator if self.level(f) < top])
-        low /= sp.Mul(*[f for f in denominator if SCALAR < self.level(f) < top])
+            factors.append(factor)
+        low, top, divisors = product_parts(factors, self.level, max([self.level(m) for m in masks], default=SCALAR))
         sign, parts = "", []
         if masks:
             # The cheaper factors times the boolean mask (a float array in one pass; mx.where
@@ -177,32 +153,10 @@ class MLXPrinter(StrPrinter):
             sign = "-"
         elif low != 1:
             parts.append(self._print(low) if low.is_Number else self.parenthesize(low, PRECEDENCE["Mul"]))
-        parts += [self.parenthesize(f, PRECEDENCE["Mul"]) for f in numerator if self.level(f) == top]
+        parts += [self.parenthesize(f, PRECEDENCE["Mul"]) for f in top]
         code = "*".join(parts) if parts else "1"
-        code += "".join(f"/{self.parenthesize(d, PRECEDENCE['Pow'])}" for d in denominator
-                        if self.level(d) == top or self.level(d) == SCALAR)
-        return self._zero_times_infinity(expr, sign + code)
-
-    def _zero_times_infinity(self, expr, code):
-        """0 * inf is not NaN where the 0 is exact.
-
-        A parameter set to 0 removes its term (label_smoothing = 0 with a -inf
-        logit), and an exp(u) that underflows to 0 takes its product with it
-        (0 log 0 = 0: a log-probability of -inf).
-        """
-        arrays = [f for f in expr.args if not self.is_scalar(f)]
-        if len(arrays) > 1:
-            # exp(-inf) = 0 is the case to catch (a finite exponent makes the other factor finite too):
-            # compared on the exponent, not on a second exp.
-            zero = [f"({self._print(f.args[0])} == -math.inf)" for f in arrays if isinstance(f, sp.exp)]
-            zero += [f"({self._print(f)} == 0)" for f in arrays if f in self.exponentials]
-            if zero:
-                code = f"mx.where({' | '.join(zero)}, 0.0, {code})"
-        params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]
-        if params:
-            zero = " or ".join(f"{self.python(f)} == 0" for f in params)
-            code = f"rt.zero_if({zero}, {code})"
-        return code
+        code += "".join(f"/{self.parenthesize(d, PRECEDENCE['Pow'])}" for d in divisors)
+        return sign + code
 
     def _print_Add(self, expr, order=None):
         """Full-size terms one by one, then the sum of the cheaper terms once."""
@@ -211,15 +165,8 @@ class MLXPrinter(StrPrinter):
         content, primitive = expr.as_content_primitive()
         if content != 1 and self.level(expr) == FULL:
             return self._print_Mul(sp.Mul(content, primitive, evaluate=False))
-        top = max(self.level(t) for t in expr.args)
-        first = [t for t in expr.args if self.level(t) == top]
-        rest = [t for t in expr.args if self.level(t) < top]
-        # Positive terms, then the cheaper ones, then the negative ones as subtractions.
-        positive = sorted((t for t in first if not t.could_extract_minus_sign()), key=sp.default_sort_key)
-        negative = sorted((t for t in first if t.could_extract_minus_sign()), key=sp.default_sort_key)
-        terms = positive + ([sp.Add(*rest)] if rest else []) + negative
         code = ""
-        for index, term in enumerate(terms):
+        for index, term in enumerate(sum_order(expr.args, self.level)):
             text = self._print(term)
             if term.is_Add:
                 text = f"({text})"
@@ -303,28 +250,17 @@ class MLXPrinter(StrPrinter):
             raise ValueError(f"Piecewise without a default branch: {expr}")
         if all(self.is_scalar(condition) for _, condition in expr.args):
             # Conditions on parameters alone: Python picks the branch, only it is computed.
+            if len(branches) == 1 and branches[0][0] == 0 and not self.is_scalar(last):
+                return f"rt.zero_if({self.python(branches[0][1])}, {self._print(last)})"  # an array's shape kept
             value = self.python if self.is_scalar(expr) else self._print
             code = value(last)
             for branch, condition in reversed(branches):
                 code = f"({value(branch)} if {self.python(condition)} else {code})"
             return code
-        chosen = extremum(expr, self.conditions)
-        if chosen is not None:
-            function, first, second = chosen
-            return f"mx.{function}imum({self._print(first)}, {self._print(second)})"
         selected = _masked(expr)
-        if selected is not None and self._is_finite(selected[0]) and not self.is_scalar(selected[0]) \
-                and not self.nan_guard:
+        if selected is not None and self._is_finite(selected[0]) and not self.is_scalar(selected[0]):
             return f"{self.parenthesize(selected[0], PRECEDENCE['Mul'])}*{self._print(selected[1])}"
         code = self._print(last)
-        if self.nan_guard:
-            # A comparison with NaN is false both ways: take the default branch only
-            # when its own condition holds, else give NaN (NaN in, NaN out).
-            negated = sp.to_nnf(sp.And(*[sp.Not(condition.xreplace(self.conditions)) for _, condition in branches]))
-            # NaN != y is true: "not equal" must be "less or greater" to be false for a NaN.
-            negated = negated.replace(lambda e: isinstance(e, sp.Ne),
-                                      lambda e: sp.Or(sp.StrictLessThan(e.lhs, e.rhs), sp.StrictGreaterThan(e.lhs, e.rhs)))
-            code = f"mx.where({self._print(negated)}, {code}, math.nan)"
         for value, condition in reversed(branches):
             code = f"mx.where({self._print(condition)}, {self._print(value)}, {code})"
         return code
@@ -379,20 +315,15 @@ def _level(statements, element_symbols):
     return element
 
 
-def print_program(statements, names, arrays, element_symbols=(), targets=None, like=None, nan_guard=True, given=(),
-                  printed_params=None):
-    """Lines of Python for ``statements``.
+def print_program(statements, names, arrays, element_symbols=(), like=None, given=(), printed_params=None):
+    """Lines of Python for ``statements`` (made safe by ``lower.safety``, gathers at class indices).
 
-    ``targets`` maps a ClassTarget to ``"indices"`` or ``"probabilities"``:
-    how gathers are printed. ``like`` is the array whose shape and dtype an
-    output that is a constant takes. ``nan_guard`` makes a branch whose
-    condition compares a NaN give NaN (for the loss: NaN in, NaN out); the
-    gradients leave it off and take the last branch, as MLX's autodiff of
-    maximum/where does. ``given`` are statements computed elsewhere (the
-    forward's residuals and what they depend on) whose symbols ``statements``
-    read: not printed, but what they are (finite, a condition, an
-    exponential) decides how their uses are printed. The names under which
-    parameters are read (see ``param_name``) are added to ``printed_params``.
+    ``like`` is the array whose shape and dtype an output that is a constant
+    takes. ``given`` are statements computed elsewhere (the forward's
+    residuals and what they depend on) whose symbols ``statements`` read: not
+    printed, but what they are (finite, a condition) decides how their uses
+    are printed. The names under which parameters are read (see
+    ``param_name``) are added to ``printed_params``.
     """
     given = list(given)
     known = given + list(statements)
@@ -402,21 +333,19 @@ def print_program(statements, names, arrays, element_symbols=(), targets=None, l
         if statement.reduction is not None or statement.expr.free_symbols & arrays:
             arrays.add(statement.symbol)
     element = _level(known, element_symbols)
-    conditions = {s.symbol: s.expr for s in known if isinstance(s.expr, sp.core.relational.Relational)}
     used_by_elements = set().union(*(s.expr.free_symbols for s in statements if s.symbol in element or (
         s.reduction is not None and s.expr.free_symbols & element)), set())
-    exponentials = {s.symbol for s in known if s.reduction is None and isinstance(s.expr, sp.exp)}
     values = {s.symbol: s.expr for s in known if s.reduction is None}
     shifts = {s.symbol: s.expr for s in known if s.reduction is not None and s.reduction.kind == "shift"}
     lines = []
     for statement in statements:
-        printer = MLXPrinter(names, arrays, element, finite, conditions, exponentials, nan_guard, printed_params)
+        printer = MLXPrinter(names, arrays, element, finite, printed_params)
         if statement.reduction is not None and statement.reduction.kind == "logsumexp":
             lines += _print_logsumexp(printer, statement, _at_most_zero(statement.expr, values, shifts))
             arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
             continue
         if statement.reduction is not None:
-            code = _print_reduction(printer, statement, element, targets or {}, names)
+            code = _print_reduction(printer, statement, element)
         elif printer.is_scalar(statement.expr) and statement.output:
             code = f"mx.full({like}.shape, {printer.doprint(statement.expr)}, dtype={like}.dtype)"
         elif printer.level(statement.expr) == ROW and statement.symbol in used_by_elements and not statement.expr.is_Symbol:
@@ -478,18 +407,12 @@ def _print_logsumexp(printer, statement, shifted=False):
     ]
 
 
-def _print_reduction(printer, statement, element, targets, names):
+def _print_reduction(printer, statement, element):
     reduction = statement.reduction
     argument = printer.doprint(statement.expr)
     if reduction.kind != "gather":
         return _REDUCERS[reduction.kind](argument)
     target = reduction.target
-    if targets[target] == "probabilities":
-        # The expectation sums over the target's support: a probability of exactly 0
-        # contributes 0 even where the value is infinite (a -inf logit).
-        t = names[target]
-        weighted = printer.parenthesize(statement.expr, PRECEDENCE["Mul"])  # t * (1 - p), not t * 1 - p
-        return f"rt.row_sum(mx.where({t} == 0, 0.0, {t} * {weighted}), axis)"
     if not (statement.expr.free_symbols & element):
         return argument  # a row-level value is the same at every class
     return f"mx.take_along_axis({argument}, {target.name}_index, axis=axis)"

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ...ir import COTANGENT, ElementwiseIR, Reduction
-from ...lower.residuals import (
-    ForwardValues, definition_expressions, lift_shared_calls, read_residuals, replace_in, temporaries_after,
-)
-from ...lower.schedule import schedule
+from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR, Reduction
+from ...lower.programs import array_symbols, programs
+from ...lower.residuals import definition_expressions
 from ...spec.terms import collect_terms, expand_terms, term_definitions
-from ...spec.vocabulary import TEMP_PREFIX, ClassTarget, Input, is_element_level
+from ...spec.vocabulary import ClassTarget, Input, is_element_level
 from .printer import logsumexp_parts, param_name, print_program
-
-
-def _array_symbols(inputs, terms):
-    """The inputs and the terms computed from them (``terms`` innermost first)."""
-    arrays = set(inputs)
-    for term in terms:
-        if term.definition.free_symbols & arrays:
-            arrays.add(term)
-    return arrays
 
 
 def _names(loss, target_form):
@@ -33,24 +22,6 @@ def _names(loss, target_form):
     for target in loss.class_targets:
         names[target] = f"{target.name}_onehot" if target_form == "indices" else target.name
     return names
-
-
-def _programs(forward_definitions, loss, backward_definitions, outputs, arrays, values_of_arrays):
-    """``(forward, backward, residuals)``: both programs scheduled, the backward reading the forward's costly values.
-
-    ``arrays`` are the inputs; ``values_of_arrays`` every symbol holding an
-    array (terms and reductions computed from the inputs too).
-    """
-    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
-    forward_definitions, lifted = lift_shared_calls(
-        forward_definitions, [loss], definition_expressions(backward_definitions) + [e for _, e in outputs],
-        values_of_arrays, temps)
-    forward = schedule(forward_definitions, [("loss", loss.xreplace(lifted))], temps)
-    values = ForwardValues(forward, arrays)
-    outputs = [(name, values.replace(e)) for name, e in outputs]
-    backward_definitions = {s: replace_in(values, d) for s, d in backward_definitions.items() if s not in values.symbols}
-    backward = schedule(backward_definitions, outputs, temporaries_after(values), not_finite=values.not_finite)
-    return forward, backward, read_residuals(forward, backward, values)
 
 
 def elementwise_variant(loss, variant, printed_params):
@@ -61,15 +32,15 @@ def elementwise_variant(loss, variant, printed_params):
     like = loss.inputs[0].name
     aliased = {a.name for a in ir.aliases}
     gradients = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    forward, backward, residuals = _programs(
+    forward, backward, residuals = programs(
         term_definitions([ir.loss], terms), ir.loss, term_definitions([e for _, e in gradients], terms), gradients,
-        arrays, _array_symbols(arrays, terms))
+        arrays, array_symbols(arrays, terms))
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
         "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like, printed_params=printed_params),
-        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, nan_guard=False,
-                                        given=forward, printed_params=printed_params),
+        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, given=forward,
+                                        printed_params=printed_params),
         "aliases": ir.aliases,
         "residuals": residuals,
         "row_gradients": [],
@@ -94,23 +65,28 @@ def rowwise_variant(loss, variant, target_form, printed_params):
                      for r in ir.backward_reductions}
     backward_defs.update({s: e.subs(softmax) for s, e in ir.adjoints})
     backward_defs.update(term_definitions(definition_expressions(backward_defs) + [e for _, e in outputs], terms))
-    row_values = _array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
-    forward, backward, costly = _programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values)
+    row_values = array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
+    ignoring = any(t.ignore_index is not None for t in loss.class_targets)
+    numerators = [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
+    forward, backward, costly = programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
+                                         form=target_form if loss.class_targets else None, ignoring=ignoring,
+                                         exponentials=numerators)
+    arrays |= {KEPT_ROW, INSIDE_ROW}
 
     saved = [r.symbol for r in ir.forward_reductions]
     saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
     element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
-    names, targets = _names(loss, target_form), {t: target_form for t in loss.class_targets}
+    names = _names(loss, target_form)
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
     return {
         "suffix": variant.suffix + f"_{target_form}",
         "flags": variant.flags,
         "target_form": target_form,
-        "forward_lines": print_program(forward, names, arrays, element, targets, like,
+        "forward_lines": print_program(forward, names, arrays, element, like,
                                        printed_params=printed_params),
-        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, targets, like,
-                                        nan_guard=False, given=forward, printed_params=printed_params) + scatters,
+        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, like,
+                                        given=forward, printed_params=printed_params) + scatters,
         "residuals": [s.name for s in saved if s in backward_free] + costly,
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
@@ -133,8 +109,8 @@ def _gradient_outputs(loss, ir, target_form, like):
         for index, (target, value) in enumerate(at_class.items()):
             outputs.append((f"grad_{name}_at_{target.name}", value))
             at = f"{target.name}_index, grad_{name}_at_{target.name}, axis"
-            if dense == 0 and index == 0:  # zeros but one element per row
-                scatters.append(f"grad_{name} = rt.at_class({like}, {at})")
+            if dense == 0 and index == 0:  # zeros (NaN in a row whose class is outside it) but one element per row
+                scatters.append(f"grad_{name} = rt.at_class({like}, {at}, inside_row)")
             else:
                 scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
@@ -145,15 +121,15 @@ def _softmax_residuals(forward_reductions):
     """``exp(g - logsumexp(g))`` -> ``e / s`` with the forward's ``e = exp(g - max g)`` and ``s = sum e``.
 
     The forward computes (and materializes) ``e`` for its sum anyway; the
-    backward then needs no exponential of its own. ``s >= 1`` (the maximum
-    adds exp(0)) but in a row of -inf, where ``s = 0`` and every ``e = 0``:
-    dividing by ``max(s, 1)`` gives that row weights of 0, not 0/0.
+    backward then needs no exponential of its own. In a row of -inf, ``s = 0``
+    and every ``e = 0``: its weights are 0/0, NaN, as ``exp(g - logsumexp(g))``
+    (an ignored row is masked after, see ``lower.safety.masked_rows``).
     """
     replacements = {}
     for reduction in forward_reductions:
         if reduction.kind == "logsumexp":
             exps, sums = logsumexp_parts(reduction.symbol)
-            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sp.Max(sums, 1)
+            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sums
     return replacements
 
 

@@ -1,0 +1,75 @@
+"""The forward and backward programs of one loss variant: scheduled, made safe, the same for every backend.
+
+The backward reads the forward's costly values (``residuals``); the MLX
+path holds them between the two programs, a kernel computes them again
+(``recomputed``) or reads the row values the forward kernel wrote. Either
+way both run the same statements, so they round alike.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..spec.vocabulary import TEMP_PREFIX
+from .residuals import (
+    ForwardValues, definition_expressions, lift_shared_calls, read_residuals, replace_in, temporaries_after,
+)
+from .safety import expectations, guard, masked_rows
+from .schedule import schedule
+
+
+def array_symbols(inputs, terms):
+    """The inputs and the terms computed from them (``terms`` innermost first)."""
+    arrays = set(inputs)
+    for term in terms:
+        if term.definition.free_symbols & arrays:
+            arrays.add(term)
+    return arrays
+
+
+def programs(forward_definitions, loss, backward_definitions, outputs, arrays, values_of_arrays, *, form=None,
+             ignoring=False, exponentials=()):
+    """``(forward, backward, residuals)``: both programs, the backward reading the forward's costly values.
+
+    ``arrays`` are the inputs; ``values_of_arrays`` every symbol holding an
+    array (terms and reductions computed from the inputs too); ``residuals``
+    the names of the forward's values the backward reads. ``form``: how
+    class targets are given (``"indices"`` masks the rows, with ``ignoring``
+    an ignore_index; ``"probabilities"`` makes gathers expectations).
+    ``exponentials``: symbols the backward reads that hold an ``exp`` the
+    backend computes itself (the MLX path's softmax numerators).
+    """
+    temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
+    forward_definitions, lifted = lift_shared_calls(
+        forward_definitions, [loss], definition_expressions(backward_definitions) + [e for _, e in outputs],
+        values_of_arrays, temps)
+    forward = schedule(forward_definitions, [("loss", loss.xreplace(lifted))], temps)
+    values = ForwardValues(forward, arrays)
+    outputs = [(name, values.replace(e)) for name, e in outputs]
+    backward_definitions = {s: replace_in(values, d) for s, d in backward_definitions.items() if s not in values.symbols}
+    backward = schedule(backward_definitions, outputs, temporaries_after(values), not_finite=values.not_finite)
+    residuals = read_residuals(forward, backward, values)
+    forward = guard(forward, propagate_nan=True)
+    backward = guard(backward, propagate_nan=False, given=forward, exponentials=exponentials)
+    if form == "probabilities":
+        forward, backward = expectations(forward), expectations(backward)
+    elif form == "indices":
+        forward, backward = masked_rows(forward, ignoring=ignoring), masked_rows(backward, ignoring=ignoring)
+    return forward, backward, residuals
+
+
+def recomputed(forward, backward):
+    """The backward with the forward's values it reads computed again first (its row reductions left to read).
+
+    A term both programs define (``shifted0``, ``smoothed_targets``) is then
+    computed once, as the forward does.
+    """
+    by_symbol = {s.symbol: s for s in forward if s.reduction is None and not s.output}
+    defined = {s.symbol for s in backward}
+    needed, stack = set(), [f for s in backward for f in s.expr.free_symbols if f not in defined]
+    while stack:
+        symbol = stack.pop()
+        if symbol in by_symbol and symbol not in needed:
+            needed.add(symbol)
+            stack.extend(by_symbol[symbol].expr.free_symbols)
+    return [s for s in forward if s.symbol in needed] + [s for s in backward if s.symbol not in needed]
