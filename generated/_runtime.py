@@ -435,7 +435,7 @@ def at_class(like, index, value, axis, inside):
     """
     if like.size == 0:
         return mx.zeros(like.shape, like.dtype)
-    base = mx.contiguous(mx.broadcast_to(mx.where(inside, 0.0, math.nan).astype(like.dtype), like.shape))
+    base = mx.zeros(like.shape, like.dtype) + mx.where(inside, 0.0, math.nan).astype(like.dtype)  # 2x the zeros
     return mx.put_along_axis(base, index, value.astype(like.dtype), axis=axis)
 
 

@@ -22,6 +22,8 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
+    counted_row = mx.logical_and(inside_row, kept_row)
+    row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
     shift0 = rt.row_shift(logits, axis)
     shifted0 = logits - shift0
     gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
@@ -29,7 +31,7 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(shifted0, axis)
-    loss = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0, math.nan))
+    loss = mx.where(counted_row, logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0, row_fill)
     return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
@@ -40,11 +42,13 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
     row_length = logits.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
+    counted_row = mx.contiguous(mx.logical_and(inside_row, kept_row))
+    row_fill = mx.contiguous(mx.where(mx.logical_not(kept_row), 0, math.nan))
     d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
     d_gather0 = (label_smoothing - 1)*cotangent
-    grad_logits = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, math.nan))
-    grad_logits_at_targets = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, d_gather0, math.nan))
+    grad_logits = mx.where(counted_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, row_fill)
+    grad_logits_at_targets = mx.where(counted_row, d_gather0, row_fill)
     grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
     return (grad_logits,)
 

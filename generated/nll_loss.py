@@ -22,8 +22,10 @@ def _forward_indices(inputs, targets, axis, kept_row, inside_row):
     inputs = rt.upcast(inputs, compute)
     row_length = inputs.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
+    counted_row = mx.logical_and(inside_row, kept_row)
+    row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
     gather0 = mx.take_along_axis(inputs, targets_index, axis=axis)
-    loss = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, -gather0, math.nan))
+    loss = mx.where(counted_row, -gather0, row_fill)
     return (mx.squeeze(loss, axis),)
 
 
@@ -34,8 +36,10 @@ def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
+    counted_row = mx.logical_and(inside_row, kept_row)
+    row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
     d_gather0 = -cotangent
-    grad_inputs_at_targets = mx.where(mx.logical_not(kept_row), 0, mx.where(inside_row, d_gather0, math.nan))
+    grad_inputs_at_targets = mx.where(counted_row, d_gather0, row_fill)
     grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis, inside_row)
     return (grad_inputs,)
 

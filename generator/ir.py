@@ -17,9 +17,12 @@ import sympy as sp
 # Symbols the generator introduces; their names are reserved (spec.vocabulary.RESERVED_NAMES).
 COTANGENT = sp.Symbol("cotangent", real=True)
 ROW_LENGTH = sp.Symbol("row_length", positive=True, integer=True)
-# Per row, with class indices: the class is not the ignore_index; the class is inside the row (lower/safety.py).
+# Per row, with class indices: the class is not the ignore_index; the class is inside the row; both; and
+# what the row's outputs are where not both (0 if ignored, else NaN). See lower/safety.py.
 KEPT_ROW = sp.Symbol("kept_row")
 INSIDE_ROW = sp.Symbol("inside_row")
+COUNTED_ROW = sp.Symbol("counted_row")
+ROW_FILL = sp.Symbol("row_fill", real=True)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_forward_29f7fcff57ef",
+        name="losscc_cross_entropy_indices_forward_8dd1869344bd",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -42,6 +42,8 @@ if (!kept_row || !inside_row) {
 }
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 
 // pass 1 over the row: shift0
 float acc_shift0 = -losscc_inf();
@@ -102,7 +104,7 @@ float gather0;
   const float shifted0 = logits - shift0;
   gather0 = shifted0;
 }
-const float loss = ((!kept_row) ? 0.0f : (inside_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : losscc_nan()));
+const float loss = (counted_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : row_fill);
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -134,6 +136,8 @@ if (!kept_row || !inside_row) {
 }
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 
 // pass 1 over the row: shift0
 float acc_shift0 = -losscc_inf();
@@ -194,7 +198,7 @@ float gather0;
   const float shifted0 = logits - shift0;
   gather0 = shifted0;
 }
-const float loss = ((!kept_row) ? 0.0f : (inside_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : losscc_nan()));
+const float loss = (counted_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : row_fill);
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
@@ -381,7 +385,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_3e15a313ea5f",
+        name="losscc_cross_entropy_indices_backward_d00018279cc9",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -408,6 +412,8 @@ const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
 const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
 const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
@@ -418,7 +424,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length : losscc_nan()));
+  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length : row_fill);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -446,6 +452,8 @@ const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
 const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
 const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
@@ -456,7 +464,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length : losscc_nan()));
+  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length : row_fill);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

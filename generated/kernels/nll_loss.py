@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_forward_cf089ffd6505",
+        name="losscc_nll_loss_indices_forward_1805b745d6de",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         loops=False,
@@ -34,6 +34,8 @@ const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_
 if (!kept_row || !inside_row) {
   targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 
 // gather0: the value at the target class
 float gather0;
@@ -43,7 +45,7 @@ float gather0;
   const float inputs = static_cast<float>(inputs_in[at]);
   gather0 = inputs;
 }
-const float loss = ((!kept_row) ? 0.0f : (inside_row ? -gather0 : losscc_nan()));
+const float loss = (counted_row ? -gather0 : row_fill);
 if (tid == 0) {
   loss_out[group] = (loss);
 }
@@ -65,6 +67,8 @@ const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_
 if (!kept_row || !inside_row) {
   targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 
 // gather0: the value at the target class
 float gather0;
@@ -74,7 +78,7 @@ float gather0;
   const float inputs = static_cast<float>(inputs_in[at]);
   gather0 = inputs;
 }
-const float loss = ((!kept_row) ? 0.0f : (inside_row ? -gather0 : losscc_nan()));
+const float loss = (counted_row ? -gather0 : row_fill);
 if (tid == 0) {
   loss_out[group] = (loss);
 }
@@ -84,7 +88,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_3ace8092a962",
+        name="losscc_nll_loss_indices_backward_f1b158844507",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -106,13 +110,15 @@ if (!kept_row || !inside_row) {
   targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 const float d_gather0 = -cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_inputs = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets : losscc_nan()));
+  const float grad_inputs = (counted_row ? d_gather0*targets : row_fill);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,
@@ -135,13 +141,15 @@ if (!kept_row || !inside_row) {
   targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
 }
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 const float d_gather0 = -cotangent;
 
 // the gradient of each element
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_inputs = ((!kept_row) ? 0.0f : (inside_row ? d_gather0*targets : losscc_nan()));
+  const float grad_inputs = (counted_row ? d_gather0*targets : row_fill);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,

@@ -34,9 +34,10 @@ import sympy as sp
 from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
 
-from ..ir import INSIDE_ROW, KEPT_ROW, ROW_LENGTH, IsMinusInfinity, Reduction
+from ..ir import COUNTED_ROW, INSIDE_ROW, KEPT_ROW, ROW_FILL, ROW_LENGTH, IsMinusInfinity, Reduction
 from ..spec.vocabulary import Param, is_element_level
 from .rewrite import extremum
+from .schedule import Statement
 
 
 def guard(statements, *, propagate_nan, given=(), exponentials=()):
@@ -62,14 +63,20 @@ def expectations(statements):
 
 
 def masked_rows(statements, *, ignoring):
-    """The program's outputs (the loss, the gradients) as selections on ``KEPT_ROW`` (with ``ignoring``) and ``INSIDE_ROW``."""
-    result = []
-    for s in statements:
-        if s.output:
-            branches = [(0, sp.Not(KEPT_ROW))] if ignoring else []
-            s = type(s)(s.symbol, selection(*branches, (s.expr, INSIDE_ROW), (sp.nan, sp.true)), s.reduction, s.output)
-        result.append(s)
-    return result
+    """The program's outputs (the loss, the gradients) selected on ``INSIDE_ROW`` and, ``ignoring``, ``KEPT_ROW``.
+
+    One selection per element: the row's condition and the value it gives
+    otherwise are computed once per row (``COUNTED_ROW``, ``ROW_FILL``).
+    """
+    if not any(s.output for s in statements):
+        return list(statements)
+    head, counted, fill = [], INSIDE_ROW, sp.nan
+    if ignoring:
+        head = [Statement(COUNTED_ROW, sp.And(KEPT_ROW, INSIDE_ROW)),
+                Statement(ROW_FILL, selection((0, sp.Not(KEPT_ROW)), (sp.nan, sp.true)))]
+        counted, fill = COUNTED_ROW, ROW_FILL
+    return head + [Statement(s.symbol, selection((s.expr, counted), (fill, sp.true)), s.reduction, s.output)
+                   if s.output else s for s in statements]
 
 
 class _Rules:

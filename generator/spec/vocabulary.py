@@ -43,8 +43,8 @@ class SpecError(ValueError):
 
 # What the generated code names its own values: the IR's symbols (ir.COTANGENT, ir.ROW_LENGTH), the
 # public function's arguments and modules, and the temporaries t0, t1, ... of common subexpressions.
-RESERVED_NAMES = {"cotangent", "row_length", "kept_row", "inside_row", "loss", "output", "primals", "axis",
-                  "reduction", "mx", "math"}
+RESERVED_NAMES = {"cotangent", "row_length", "kept_row", "inside_row", "counted_row", "row_fill", "loss", "output",
+                  "primals", "axis", "reduction", "mx", "math"}
 TEMP_PREFIX = "t"
 
 
