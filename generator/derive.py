@@ -18,6 +18,7 @@ import sympy as sp
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
 from .shift import shift_rows
 from .spec import functions as fn
+from .spec.dag import dag_map, is_large
 from .spec.terms import collect_terms, expand_terms
 from .spec.validate import check_constructs, check_formula
 from .spec.vocabulary import ROW_REDUCTIONS, Input, Loss, SpecError, is_element_level
@@ -66,33 +67,70 @@ def _resolve_flags(expr, flags):
 
 def _clean(expr):
     """Drop distributional derivatives: d sign(u)/du is 0 away from u = 0."""
-    return expr.replace(lambda e: isinstance(e, (sp.DiracDelta, sp.Heaviside)), lambda e: sp.Integer(0))
+    return dag_map(expr, lambda e: sp.Integer(0) if isinstance(e, (sp.DiracDelta, sp.Heaviside)) else e)
 
 
 def _d(expr, symbol):
     # powsimp turns d|u|^p = p |u|^p sign(u) / |u| into p |u|^(p-1) sign(u): no 0/0 at u = 0.
-    return sp.powsimp(_clean(sp.diff(expr, symbol)))
+    if not is_large(expr):
+        return sp.powsimp(_clean(sp.diff(expr, symbol)))
+    derivative = _clean(_dag_diff(expr, symbol))
+    return dag_map(derivative, lambda e: sp.powsimp(e) if e.is_Mul and any(
+        isinstance(f.as_base_exp()[0], sp.Abs) for f in e.args) else e)
 
 
-def _is_zero(expr):
-    expr = sp.piecewise_fold(expr)
-    if isinstance(expr, sp.Piecewise):
-        return all(_is_zero(branch) for branch, _ in expr.args)
-    return sp.expand(expr) == 0
+def _dag_diff(expr, symbol):
+    """``d expr / d symbol`` by the chain rule once per distinct subexpression (``sp.diff`` repeats
+    it for every use of a shared one: exponential time in a formula's nesting)."""
+    depends, derivatives = {}, {}
+
+    def has(node):
+        if node not in depends:
+            depends[node] = node == symbol or any(has(a) for a in node.args if isinstance(a, sp.Basic))
+        return depends[node]
+
+    def d(node):
+        if node in derivatives:
+            return derivatives[node]
+        if not has(node):
+            result = sp.Integer(0)
+        elif node == symbol:
+            result = sp.Integer(1)
+        elif node.is_Add:
+            result = sp.Add(*[d(a) for a in node.args])
+        elif node.is_Mul:
+            result = sp.Add(*[d(a) * sp.Mul(*node.args[:i], *node.args[i + 1:]) for i, a in enumerate(node.args)])
+        elif node.is_Pow and not has(node.exp):
+            result = node.exp * node.base ** (node.exp - 1) * d(node.base)
+        elif isinstance(node, sp.Piecewise):
+            result = sp.Piecewise(*[(d(value), condition) for value, condition in node.args])
+        elif isinstance(node, sp.Function):
+            result = sp.Add(*[node.fdiff(i + 1) * d(a) for i, a in enumerate(node.args) if has(a)])
+        else:
+            result = sp.diff(node, symbol)
+        derivatives[node] = result
+        return result
+
+    return d(expr)
 
 
-def _aliases(gradients):
-    """Gradients that are another's negation or copy (e.g. d/dy f(x - y))."""
-    aliases, names = [], list(gradients)
-    for i, name in enumerate(names):
-        for source in names[:i]:
-            if any(a.name == source for a in aliases):
+def _aliases(formula, inputs):
+    """Gradients that are another's negation or copy: ``d/dy f(x - y) = -d/dx f(x - y)``.
+
+    Decided on the formula, not by expanding the gradients' difference (its
+    size grows exponentially with the formula's nesting): ``f(x, y)`` is a
+    function of ``x - y`` when putting ``x = u + y`` leaves no ``y``; of
+    ``x + y`` when ``x = u - y`` does.
+    """
+    aliases, u = [], sp.Dummy("u", real=True)
+    for index, item in enumerate(inputs):
+        for source in inputs[:index]:
+            if any(a.name == source.name for a in aliases):
                 continue
-            for sign in (-1, 1):
-                if _is_zero(gradients[name] - sign * gradients[source]):
-                    aliases.append(GradientAlias(name, source, sign))
-                    break
-            if aliases and aliases[-1].name == name:
+            sign = next((sign for sign in (-1, 1) if item not in formula.subs(source, u - sign * item).free_symbols),
+                        None)
+            if sign is not None:
+                aliases.append(GradientAlias(item.name, source.name, sign))
                 break
     return aliases
 
@@ -102,7 +140,7 @@ def _derive_elementwise(loss, formula):
         item.name: COTANGENT * _d(formula, item)
         for item in loss.inputs if item.differentiable
     }
-    return ElementwiseIR(formula, gradients, _aliases(gradients))
+    return ElementwiseIR(formula, gradients, _aliases(formula, [i for i in loss.inputs if i.differentiable]))
 
 
 def _derive_rowwise(loss, formula):

@@ -9,6 +9,7 @@ import sympy as sp
 
 from .ir import COTANGENT, ElementwiseIR
 from .spec import functions as fn
+from .spec.dag import is_large, tree_size
 from .spec.terms import expand_terms
 from .spec.vocabulary import ClassTarget, ClassWeights, Flag
 
@@ -66,22 +67,29 @@ def argument_docs(loss):
     return lines
 
 
+def _latex(expr):
+    """``expr`` in LaTeX, or a note where it is too long to read (a deeply nested formula's gradient)."""
+    if is_large(expr):
+        return rf"\text{{(an expression of {tree_size(expr)} terms: see the generated backward)}}"
+    return sp.latex(expr)
+
+
 def gradient_lines(loss, variant):
     """LaTeX lines ``d loss / d input = ...`` (per unit cotangent)."""
     ir = variant.ir
     unit = {COTANGENT: 1}
     if isinstance(ir, ElementwiseIR):
         return [
-            rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}}} = {sp.latex(e.xreplace(unit))}"
+            rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}}} = {_latex(e.xreplace(unit))}"
             for n, e in ir.gradients.items()
         ]
-    lines = [rf"{sp.latex(s)} = {sp.latex(e.xreplace(unit))}" for s, e in ir.adjoints]
+    lines = [rf"{sp.latex(s)} = {_latex(e.xreplace(unit))}" for s, e in ir.adjoints]
     lines += [
-        rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}_j}} = {sp.latex(e.xreplace(unit))}"
+        rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}_j}} = {_latex(e.xreplace(unit))}"
         for n, e in ir.element_gradients.items()
     ]
     lines += [
-        rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}}} = {sp.latex(e.xreplace(unit))}"
+        rf"\frac{{\partial \ell}}{{\partial {sp.latex(sp.Symbol(n))}}} = {_latex(e.xreplace(unit))}"
         for n, e in ir.row_gradients.items()
     ]
     return lines
@@ -91,9 +99,9 @@ def formula_lines(loss, variant):
     """LaTeX lines of the loss: each row reduction, then the loss."""
     ir = variant.ir
     if isinstance(ir, ElementwiseIR):
-        return [rf"\ell = {sp.latex(ir.loss)}"]
-    lines = [rf"{sp.latex(r.symbol)} = \mathrm{{{r.kind}}}_j\left({sp.latex(r.argument)}\right)" for r in ir.forward_reductions]
-    return lines + [rf"\ell = {sp.latex(ir.loss)}"]
+        return [rf"\ell = {_latex(ir.loss)}"]
+    lines = [rf"{sp.latex(r.symbol)} = \mathrm{{{r.kind}}}_j\left({_latex(r.argument)}\right)" for r in ir.forward_reductions]
+    return lines + [rf"\ell = {_latex(ir.loss)}"]
 
 
 def variant_title(variant):

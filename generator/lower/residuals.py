@@ -12,6 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ..ir import Reduction
+from ..spec.dag import nodes
 from ..spec.functions import STABLE_FUNCTIONS
 from ..spec.vocabulary import TEMP_PREFIX
 from .rewrite import extremum, finite_symbols
@@ -25,7 +26,7 @@ def shared_calls(forward, backward, arrays):
     then reads (see ForwardValues) instead of calling it again.
     """
     def calls(expressions):
-        return {node for expr in expressions for node in sp.preorder_traversal(expr)
+        return {node for expr in expressions for node in nodes(expr)
                 if _is_costly_call(node) and node.free_symbols & arrays}
     return sorted(calls(forward) & calls(backward), key=sp.default_sort_key)
 

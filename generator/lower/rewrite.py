@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..spec.dag import dag_map, is_large
 from ..spec.terms import expand_terms
 from ..spec.vocabulary import Param, Term
 
@@ -20,8 +21,12 @@ _BOUNDS = (sp.StrictLessThan, sp.LessThan, sp.StrictGreaterThan, sp.GreaterThan)
 
 def cheaper(expr, finite):
     """``expr`` rewritten; ``finite`` are the symbols that are finite wherever the inputs are."""
+    rewrite = lambda e: _saturation(e) or _quadratic_then_linear(e) or _mask(e, finite) or e
+    if is_large(expr):  # the rewrites node by node (powers left as they are): SymPy's passes walk the whole tree
+        expr = dag_map(expr, lambda e: rewrite(e) if _is_selection(e) else e)
+        return dag_map(expr, lambda e: sp.gcd_terms(e, fraction=False) if e.is_Add else e)
     expr = sp.powsimp(expr)
-    expr = expr.replace(_is_selection, lambda e: _saturation(e) or _quadratic_then_linear(e) or _mask(e, finite) or e)
+    expr = expr.replace(_is_selection, rewrite)
     return sp.factor_terms(expr)
 
 

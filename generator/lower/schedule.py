@@ -95,18 +95,25 @@ def _absorb_signs(replacements, reduced):
 
     ``t = c*m; a = -t*x; b = -t*y`` costs two extra negations of whole arrays;
     ``t = -c*m; a = t*x; b = t*y`` none (the sign lands on the scalar ``c``).
+    Only the temporary's definition and its uses are counted, so a long
+    program costs time linear in its uses.
     """
-    for index, (symbol, value) in enumerate(replacements):
+    symbols = [s for s, _ in replacements]
+    exprs = [e for _, e in replacements] + list(reduced)
+    users = {}
+    for position, expr in enumerate(exprs):
+        for symbol in expr.free_symbols:
+            users.setdefault(symbol, []).append(position)
+    for index, symbol in enumerate(symbols):
+        value = exprs[index]
         if not isinstance(value, sp.Expr) or isinstance(value, sp.Piecewise):
             continue
-        flipped_replacements = [(s, e.xreplace({symbol: -symbol})) for s, e in replacements]
-        flipped_replacements[index] = (symbol, -replacements[index][1])
-        flipped_reduced = [e.xreplace({symbol: -symbol}) for e in reduced]
-        before = _negations([e for _, e in replacements] + list(reduced))
-        after = _negations([e for _, e in flipped_replacements] + flipped_reduced)
-        if after < before:
-            replacements, reduced = flipped_replacements, flipped_reduced
-    return replacements, reduced
+        flipped = {position: exprs[position].xreplace({symbol: -symbol}) for position in users.get(symbol, [])}
+        flipped[index] = -value
+        if _negations(flipped.values()) < _negations(exprs[position] for position in flipped):
+            for position, expr in flipped.items():
+                exprs[position] = expr
+    return list(zip(symbols, exprs[:len(symbols)])), exprs[len(symbols):]
 
 
 def _negations(exprs):

@@ -7,6 +7,8 @@ other stable functions so that gradients stay finite where the math is finite.
 
 import sympy as sp
 
+from .dag import dag_map, is_large
+
 
 class sigmoid(sp.Function):
     """1 / (1 + exp(-u)), printed as a stable sigmoid."""
@@ -84,6 +86,18 @@ def stable_rewrite(expr):
         (sp.log(sigmoid(u)), lambda u: -softplus(-u)),
         (sp.log(1 - sigmoid(u)), lambda u: -softplus(u)),
     ]
-    for pattern, build in rules:
-        expr = expr.replace(pattern, build)
-    return expr
+    if not is_large(expr):
+        for pattern, build in rules:
+            expr = expr.replace(pattern, build)
+        return expr
+
+    def rewrite(node):  # the same rules node by node: replace walks the whole tree
+        for pattern, build in rules:
+            if node.func != pattern.func or len(node.args[0].args) != len(pattern.args[0].args):
+                continue  # matching a two-term pattern against a long sum is combinatorial
+            match = node.match(pattern)
+            if match is not None and u in match:
+                node = build(match[u])
+        return node
+
+    return dag_map(expr, rewrite)

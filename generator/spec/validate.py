@@ -36,7 +36,12 @@ def check_constructs(expr):
     ``check_formula``.
     """
 
+    seen = set()  # (node, condition) pairs already checked: a shared subexpression is checked once
+
     def visit(node, condition):
+        if (node, condition) in seen:
+            return
+        seen.add((node, condition))
         if isinstance(node, sp.Symbol):
             return
         if isinstance(node, sp.Number):
