@@ -339,8 +339,8 @@ def spread(cotangent, reduction, size, count=None):
 
 
 def gradient_for(grad, primal):
-    """``grad`` shaped and typed like ``primal``; zeros for integer arrays."""
-    if not mx.issubdtype(primal.dtype, mx.floating):
+    """``grad`` shaped and typed like ``primal``; zeros for integer arrays (``grad`` is then None)."""
+    if grad is None or not mx.issubdtype(primal.dtype, mx.floating):
         return mx.zeros_like(primal)
     if grad.shape != primal.shape:
         grad = mx.broadcast_to(grad, primal.shape)

@@ -50,7 +50,7 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
     grad_logits = mx.where(counted_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, row_fill)
     grad_logits_at_targets = mx.where(counted_row, d_gather0, row_fill)
     grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
-    return (grad_logits,)
+    return (grad_logits, None,)
 
 
 
@@ -81,8 +81,10 @@ def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_va
     d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
     d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
+    shifted0 = logits - shift0
     grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length
-    return (grad_logits,)
+    grad_targets = d_gather0*shifted0
+    return (grad_logits, grad_targets,)
 
 
 
@@ -128,8 +130,8 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
-    return [rt.gradient_for(grad_logits, logits)] + of_weights
+    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
+    return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 
 @mx.custom_function
@@ -183,7 +185,7 @@ def _cross_entropy_vjp(primals, cotangent, output):
     grads = _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, cotangent, residuals, False)
     return (
         grads[0],
-        mx.zeros_like(targets),
+        grads[1],
         grads[-1] if weights is not None else None,
         None,
         None,
@@ -205,6 +207,8 @@ def _cross_entropy_jvp(primals, tangents):
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if tangents[1] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     derivative = rt.mask_rows(derivative, rt.kept_rows(targets, ignore_index))
     if weights is not None:
         derivative = derivative * weights
@@ -234,6 +238,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         d_{logsumexp0} = lse_{square scale} \left(2 logsumexp_{0} + 2 shift_{0}\right) + 1
         d_{gather0} = label_{smoothing} - 1
         \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} + d_{logsumexp0} e^{- logsumexp_{0} + shifted_{0}} + \frac{d_{mean0}}{row_{length}}
+        \frac{\partial \ell}{\partial targets_j} = d_{gather0} shifted_{0}
 
     Kinks: None: the loss is smooth where it is defined.
 

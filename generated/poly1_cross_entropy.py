@@ -28,7 +28,7 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
-    gather1 = mx.take_along_axis(1 - rt.exp(shifted0 - logsumexp0), targets_index, axis=axis)
+    gather1 = mx.take_along_axis(1 - mx.where((shifted0 == -math.inf), 0, rt.exp(shifted0 - logsumexp0)), targets_index, axis=axis)
     loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 
@@ -47,7 +47,7 @@ def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row,
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
     grad_logits = mx.where(inside_row, d_gather0*targets_onehot + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets_onehot), math.nan)
-    return (grad_logits,)
+    return (grad_logits, None,)
 
 
 
@@ -63,12 +63,12 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
-    gather1 = rt.row_sum(mx.where((targets == 0), 0, (1 - rt.exp(shifted0 - logsumexp0))*targets), axis)
+    gather1 = rt.row_sum(mx.where((targets == 0), 0, (1 - mx.where((shifted0 == -math.inf), 0, rt.exp(shifted0 - logsumexp0)))*targets), axis)
     loss = logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0
-    return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_exp, logsumexp0_sum,)
 
 
-def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_exp, logsumexp0_sum):
     """The gradients, given each loss element's cotangent."""
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -80,8 +80,10 @@ def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, insid
     d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
+    shifted0 = logits - shift0
     grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets)
-    return (grad_logits,)
+    grad_targets = d_gather0*shifted0 + d_gather1*(1 - t0)
+    return (grad_logits, grad_targets,)
 
 
 
@@ -123,8 +125,8 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, rt.row_flag(inside, axis), cotangent, *residuals)
-    return [rt.gradient_for(grad_logits, logits)] + of_weights
+    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, rt.row_flag(inside, axis), cotangent, *residuals)
+    return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 
 @mx.custom_function
@@ -177,7 +179,7 @@ def _poly1_cross_entropy_vjp(primals, cotangent, output):
     grads = _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon, reduction, variant, cotangent, residuals, False)
     return (
         grads[0],
-        mx.zeros_like(targets),
+        grads[1],
         grads[-1] if weights is not None else None,
         None,
         None,
@@ -197,6 +199,8 @@ def _poly1_cross_entropy_jvp(primals, tangents):
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    if tangents[1] is not None:
+        derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     if weights is not None:
         derivative = derivative * weights
         if tangents[2] is not None:
@@ -225,6 +229,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         d_{logsumexp0} = b_{0 gather1} d_{gather1} + 1
         d_{gather0} = -1
         \frac{\partial \ell}{\partial logits_j} = targets d_{gather0} - targets d_{gather1} e^{- logsumexp_{0} + shifted_{0}} + d_{logsumexp0} e^{- logsumexp_{0} + shifted_{0}}
+        \frac{\partial \ell}{\partial targets_j} = d_{gather0} shifted_{0} + d_{gather1} \left(1 - e^{- logsumexp_{0} + shifted_{0}}\right)
 
     Kinks: None: the loss is smooth where it is defined.
 

@@ -173,6 +173,10 @@ def _derive_rowwise(loss, formula):
             partial = _d(reduction.argument, item)
             if partial != 0:
                 total += adjoint_of[reduction.symbol] * weights[reduction.symbol] * partial
+            if reduction.kind == "gather" and reduction.target == item:
+                # d gather(g, t) / d t_j = g_j (probability targets), g relative to the row's shift as
+                # mlx.nn.losses takes it (cross_entropy's d/dt is -(z - max z)): t sums to 1
+                total += adjoint_of[reduction.symbol] * reduction.argument
         element_gradients[item.name] = total
 
     row_gradients = {}

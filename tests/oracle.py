@@ -59,6 +59,7 @@ class _Numpy:
 
 
 class _MLX:
+    stop_gradient = staticmethod(mx.stop_gradient)
     where = staticmethod(mx.where)
     abs = staticmethod(mx.abs)
     sign = staticmethod(mx.sign)
@@ -100,7 +101,39 @@ def evaluate(loss, values, xp, axis=None, flags=None):
         if isinstance(i, S.ClassTarget) or (isinstance(i, S.Input) and not i.per_row and not isinstance(i, S.ClassWeights))
     ])
 
-    def ev(e):
+    element = [i.name for i in loss.inputs if isinstance(i, S.Input) and not i.per_row
+               and not isinstance(i, S.ClassWeights)]
+
+    def relative(values):
+        """The element inputs relative to their row's maximum, held constant (as mlx.nn.losses takes logits)."""
+        return {**values, **{n: values[n] - xp.stop_gradient(xp.reduce("max", values[n], axis)) for n in element}}
+
+    def gather(e, inner, values):
+        """A probability row's expectation of ``inner``, as mlx.nn.losses differentiates it by the row.
+
+        The value is ``sum(t * inner)``; its derivative by ``t`` (MLX differentiates) is that of
+        ``inner`` with the logits relative to their row's maximum (a row of probabilities sums to 1):
+        what moves with the maximum comes out, once.
+        """
+        if xp is not MLX:
+            return xp.reduce("sum", inner * values[e.args[1].name], axis)
+        relative_inner = broadcast(evaluator(relative(values))(e.args[0]))
+        moved = xp.reduce("mean", inner - relative_inner, axis)
+        return xp.reduce("sum", relative_inner * values[e.args[1].name], axis) + moved
+
+    def broadcast(inner):
+        if tuple(getattr(inner, "shape", ())) != tuple(full_shape):
+            inner = xp.broadcast_to(inner, full_shape)
+        return inner
+
+    def evaluator(values):
+        return lambda e: ev(e, values)
+
+    def ev(e, values=values):
+        ev_here = evaluator(values)
+        return _ev(e, values, ev_here)
+
+    def _ev(e, values, ev):
         if isinstance(e, S.Term):
             return ev(e.definition)
         if isinstance(e, sp.Symbol):
@@ -139,11 +172,9 @@ def evaluate(loss, values, xp, axis=None, flags=None):
             return {"<": lhs < rhs, "<=": lhs <= rhs, ">": lhs > rhs, ">=": lhs >= rhs,
                     "==": lhs == rhs, "!=": lhs != rhs}[e.rel_op]
         if isinstance(e, S._RowReduction):
-            inner = ev(e.args[0])
-            if tuple(getattr(inner, "shape", ())) != tuple(full_shape):
-                inner = xp.broadcast_to(inner, full_shape)
+            inner = broadcast(ev(e.args[0]))
             if e.kind == "gather":
-                return xp.reduce("sum", inner * values[e.args[1].name], axis)
+                return gather(e, inner, values)
             return xp.reduce(e.kind, inner, axis)
         name = type(e).__name__
         args = [ev(a) for a in e.args]

@@ -44,9 +44,16 @@ def _call(name, flags, form):
     return BETWEEN_KINKS.get(name, lambda call: call)(call)
 
 
-def _functions(call, dtype, reduction="sum"):
-    """(ours, the oracle) as functions of the differentiable arrays, and those arrays in ``dtype``."""
-    names = call.differentiable + (["__weights"] if call.weights is not None else [])
+def _functions(call, dtype, reduction="sum", targets=True):
+    """(ours, the oracle) as functions of the differentiable arrays, and those arrays in ``dtype``.
+
+    ``targets=False`` holds probability targets fixed: their gradient follows mlx.nn.losses (the
+    logits taken relative to the row's maximum, held constant, the row of probabilities summing
+    to 1), which neither the symbolic form written out nor differences across a change of the
+    maximum follow (tests/test_probability_targets.py checks it).
+    """
+    held = [] if targets else [t.name for t in call.loss.class_targets]
+    names = [n for n in call.differentiable if n not in held] + (["__weights"] if call.weights is not None else [])
     fixed = {k: v for k, v in call.mx_arrays().items() if k not in names}
     arrays = [mx.array(call.arrays[n] if n != "__weights" else call.weights, dtype=dtype) for n in names]
 
@@ -106,7 +113,7 @@ def _close(got, want, what, rtol=2e-4):
 @pytest.mark.parametrize("name,flags,form", CASES)
 def test_hessian_vector_products_equal_autodiff_of_the_symbolic_form(name, flags, form):
     call = _call(name, flags, form)
-    generated, symbolic, arrays = _functions(call, mx.float32)
+    generated, symbolic, arrays = _functions(call, mx.float32, targets=False)
     directions = _directions(arrays, 1)
     for method in (_hvp_reverse_reverse, _hvp_forward_reverse, _hvp_reverse_forward):
         got, want = method(generated, arrays, directions), method(symbolic, arrays, directions)
@@ -118,7 +125,7 @@ def test_hessian_vector_products_equal_autodiff_of_the_symbolic_form(name, flags
 @pytest.mark.parametrize("name,flags,form", CASES)
 def test_the_jvp_equals_autodiff_of_the_symbolic_form(name, flags, form, reduction):
     call = _call(name, flags, form)
-    generated, symbolic, arrays = _functions(call, mx.float32, reduction)
+    generated, symbolic, arrays = _functions(call, mx.float32, reduction, targets=False)
     directions = _directions(arrays, 2)
     (got,), (want,) = mx.jvp(generated, arrays, directions)[1], mx.jvp(symbolic, arrays, directions)[1]
     _close(got, want, "jvp")
@@ -129,7 +136,7 @@ def test_the_jvp_equals_autodiff_of_the_symbolic_form(name, flags, form, reducti
 @pytest.mark.parametrize("name,flags,form", CASES)
 def test_hessian_vector_products_equal_differences_of_the_generated_gradient_in_float64(name, flags, form):
     call = _call(name, flags, form)
-    generated, _, arrays = _functions(call, mx.float64)
+    generated, _, arrays = _functions(call, mx.float64, targets=False)
     directions = _directions(arrays, 3)
     grad = _gradient(generated, len(arrays))
     moved = lambda sign: grad(*[a + sign * STEP * v for a, v in zip(arrays, directions)])

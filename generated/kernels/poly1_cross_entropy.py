@@ -7,14 +7,14 @@ Lowered from the same scheduled statements as the MLX path and used on GPUs
 (each input read once, each output written once; float32 arrays, reduction='mean', rows of 1024):
 
     indices: forward 2.00 (3 passes), backward 1.00 (2 passes)
-    probabilities: forward 2.50 (3 passes), backward 1.67 (2 passes)
+    probabilities: forward 2.50 (3 passes), backward 1.50 (2 passes)
 """
 
 from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_forward_a9d20c004064",
+        name="losscc_poly1_cross_entropy_indices_forward_b79ef0dad8b6",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -100,7 +100,7 @@ float gather1;
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
   gather1 = 1.0f - t0;
 }
 const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
@@ -193,7 +193,7 @@ float gather1;
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
   gather1 = 1.0f - t0;
 }
 const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
@@ -205,7 +205,7 @@ if (tid == 0) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_forward_63dc1f4a0a74",
+        name="losscc_poly1_cross_entropy_probabilities_forward_b3dff8a00bb3",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -285,7 +285,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
   acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - t0)*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -384,7 +384,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
   acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - t0)*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -411,7 +411,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_backward_62c0240fa112",
+        name="losscc_poly1_cross_entropy_indices_backward_ca78ce13fffb",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -445,7 +445,7 @@ float b0_gather1;
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
   b0_gather1 = t0;
 }
 const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
@@ -456,7 +456,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
   const float grad_logits = (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
@@ -492,7 +492,7 @@ float b0_gather1;
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
   b0_gather1 = t0;
 }
 const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
@@ -503,16 +503,16 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float t0 = expf(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
   const float grad_logits = (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_backward_68a13b40d7a8",
+        name="losscc_poly1_cross_entropy_probabilities_backward_faf7c3c60eab",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('grad_logits_out', 'grad:logits')],
+        outputs=[('grad_logits_out', 'grad:logits'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
 // poly1_cross_entropy_probabilities backward (specs/poly1_cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -543,7 +543,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
   acc_b0_gather1 += ((targets == 0.0f) ? 0.0f : t0*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -566,9 +566,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = metal::exp(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
   const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets);
+  const float grad_targets = d_gather0*shifted0 + d_gather1*(1.0f - t0);
   grad_logits_out[at] = static_cast<T>(grad_logits);
+  grad_targets_out[at] = static_cast<T>(grad_targets);
 }
 """,
         cuda=r"""
@@ -601,7 +603,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
   acc_b0_gather1 += ((targets == 0.0f) ? 0.0f : t0*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -624,9 +626,11 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = expf(shifted0 - logsumexp0);
+  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
   const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets);
+  const float grad_targets = d_gather0*shifted0 + d_gather1*(1.0f - t0);
   grad_logits_out[at] = static_cast<T>(grad_logits);
+  grad_targets_out[at] = static_cast<T>(grad_targets);
 }
 """,
     ),
@@ -636,7 +640,7 @@ poly1_cross_entropy = _gpu.RowwiseLoss(
     "poly1_cross_entropy",
     inputs=('logits', 'targets'),
     row_inputs=(),
-    differentiable=('logits',),
+    differentiable=('logits', 'targets'),
     target='targets',
     ignore=None,
     forward=FORWARD,

@@ -231,7 +231,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_backward_2c0ae68459a5",
+        name="losscc_softmax_focal_loss_indices_backward_c09a3998433a",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -273,7 +273,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*metal::exp(shifted0 - logsumexp1)) : losscc_nan());
+  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0))) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp1))) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -316,7 +316,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*expf(shifted0 - logsumexp1)) : losscc_nan());
+  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0))) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp1))) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

@@ -49,8 +49,8 @@ def programs(forward_definitions, loss, backward_definitions, outputs, arrays, v
     backward_definitions = {s: replace_in(values, d) for s, d in backward_definitions.items() if s not in values.symbols}
     backward = schedule(backward_definitions, outputs, temporaries_after(values), not_finite=values.not_finite)
     residuals = read_residuals(forward, backward, values)
-    forward = guard(forward, propagate_nan=True)
     backward = guard(backward, propagate_nan=False, given=forward, exponentials=exponentials)
+    forward = guard(forward, propagate_nan=True)
     if form == "probabilities":
         forward, backward = expectations(forward), expectations(backward)
     elif form == "indices":

@@ -15,6 +15,8 @@ infinity or an exact 0 meets the same operations on every backend.
   gradients keep the last branch, as MLX's autodiff of ``where`` does.
   Selections that are a maximum or a minimum become ``Max``/``Min``, which
   propagate NaN on every backend.
+* **A masked logit has probability 0**: a softmax weight ``exp(g - logsumexp)``
+  is 0 where ``g = -inf``, also in a row of nothing but -inf.
 * **0 * inf is 0 where the 0 is exact.** A product of arrays with a factor
   ``exp(u)`` is 0 where ``u = -inf`` (or the exponential is 0): ``0 log 0 = 0``
   (a log-probability of -inf). A parameter that scales a product and is 0
@@ -160,7 +162,16 @@ class _Rules:
         expr = _bottom_up(expr, self.selected_products)
         if self.propagate_nan:
             expr = _bottom_up(expr, self.nan_branch)
-        return _bottom_up(expr, self.exact_zeros, with_original=True)
+        expr = _bottom_up(expr, self.exact_zeros, with_original=True)
+        return _bottom_up(expr, self.masked_logits)
+
+    def masked_logits(self, expr):
+        """A softmax weight ``exp(g - logsumexp)`` is 0 where its logit ``g`` is -inf (see zero_where),
+        also in a row of nothing but -inf, where ``g - logsumexp`` is NaN."""
+        if not isinstance(expr, sp.exp):
+            return expr
+        logit = self.softmax_logit(expr.args[0])
+        return expr if logit is None else selection((0, IsMinusInfinity(logit)), (expr, sp.true))
 
     def extrema(self, expr):
         """``a > b ? a : b`` -> ``Max(a, b)``: NaN if either is NaN on every backend (a selection gives ``b``)."""

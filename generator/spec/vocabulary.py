@@ -163,12 +163,13 @@ class ClassTarget(_Declared):
     elsewhere. With ``probabilities=True`` the argument may also be a float
     array of the logits' shape, and ``t`` is then that probability row.
     ``ignore_index`` names an integer :class:`Param`: rows whose target equals
-    it contribute nothing, and ``mean`` divides by the rows kept.
+    it contribute nothing, and ``mean`` divides by the rows kept. Probability
+    targets are differentiable (class indices are integers, and are not).
     """
 
     def __new__(cls, name, *, probabilities=False, ignore_index=None, doc=""):
         obj = super().__new__(cls, name)
-        obj.differentiable = False
+        obj.differentiable = bool(probabilities)
         obj.per_row = False
         obj.probabilities = bool(probabilities)
         obj.ignore_index = ignore_index

@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 
 from generator.spec import functions as fn
-from generator.spec.vocabulary import ROW_REDUCTIONS, ClassTarget, Input, Param, Term
+from generator.spec.vocabulary import ROW_REDUCTIONS, ClassTarget, ClassWeights, Input, Param, Term
 
 _NUMPY = [{
     "sigmoid": lambda u: np.exp(-np.logaddexp(0.0, -u)),
@@ -91,12 +91,37 @@ class Reference:
         if self.target is not None and self.form == "indices":
             indices = arrays[self.target.name]
             extra = [(np.arange(row_length)[None, :] == indices[:, None]).astype(np.float64)]
+        relative = self._arguments(self._relative(values), extra, arrays, rows, row_length) \
+            if self.form == "probabilities" else None
         reduced = []
-        for _, node, function in self.steps:
+        for index, (_, node, function) in enumerate(self.steps):
             with np.errstate(divide="ignore"):  # log(0) = -inf: a class left out of a LogSumExp (softmax_focal_loss)
                 argument = np.broadcast_to(function(*values, *extra, *reduced), (rows, row_length))
-            reduced.append(self._reduce(node, argument, arrays))
+            if relative is not None and node.kind == "gather":
+                # a probability row's expectation, differentiated by the row as mlx.nn.losses does: the
+                # logits relative to their row's maximum, what moves with it taken out once (the row sums to 1)
+                targets = arrays[self.target.name]
+                reduced.append((targets * relative[index]).sum(axis=1, keepdims=True)
+                               + (argument - relative[index]).mean(axis=1, keepdims=True))
+            else:
+                reduced.append(self._reduce(node, argument, arrays))
         return np.broadcast_to(self.epilogue(*values, *extra, *reduced), (rows, 1))[:, 0].astype(np.float64)
+
+    def _relative(self, values):
+        """The element inputs relative to their row's maximum (the rest as given)."""
+        element = {i.name for i in self.loss.inputs
+                   if isinstance(i, Input) and not i.per_row and not isinstance(i, ClassWeights)}
+        return [v - v.max(axis=1, keepdims=True) if s.name in element else v for s, v in zip(self.symbols, values)]
+
+    def _arguments(self, values, extra, arrays, rows, row_length):
+        """Each step's argument at ``values`` (its reductions computed from them)."""
+        arguments, reduced = [], []
+        for _, node, function in self.steps:
+            with np.errstate(divide="ignore"):
+                argument = np.broadcast_to(function(*values, *extra, *reduced), (rows, row_length))
+            arguments.append(argument)
+            reduced.append(self._reduce(node, argument, arrays))
+        return arguments
 
     def _reduce(self, node, argument, arrays):
         kind = node.kind

@@ -250,7 +250,8 @@ def _rowwise_programs(loss, variant, form):
     arrays = set(loss.inputs)
     forward_defs = {r.symbol: r for r in ir.forward_reductions}
     forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
-    outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items()]
+    targets = {t.name for t in loss.class_targets}
+    outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items() if not (n in targets and form == "indices")]
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
     backward_defs = {r.symbol: r for r in ir.backward_reductions}
     backward_defs.update(dict(ir.adjoints))

@@ -44,6 +44,7 @@ def elementwise_variant(loss, variant, printed_params):
         "aliases": ir.aliases,
         "residuals": residuals,
         "row_gradients": [],
+        "returned": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
         "target_form": None,
     }
 
@@ -90,6 +91,9 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         "residuals": [s.name for s in saved if s in backward_free] + costly,
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
+        # what the backward returns for each differentiable input: class indices have no gradient
+        "returned": [f"grad_{i.name}" if not (isinstance(i, ClassTarget) and target_form == "indices") else "None"
+                     for i in loss.inputs if i.differentiable],
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
         "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
     }
@@ -102,7 +106,10 @@ def _gradient_outputs(loss, ir, target_form, like):
     row (``grad_<input>_at_<target>``), added at one element of the row.
     """
     outputs, scatters = [], []
+    targets = {t.name for t in loss.class_targets}
     for name, gradient in ir.element_gradients.items():
+        if name in targets and target_form == "indices":
+            continue  # class indices are integers: no gradient
         dense, at_class = _split_class_terms(gradient, loss.class_targets) if target_form == "indices" else (gradient, {})
         if dense != 0 or not at_class:
             outputs.append((f"grad_{name}", dense))
@@ -182,7 +189,7 @@ def context(loss, variants):
         "param_args": param_args,
         "param_arrays": any(passed.startswith("rt.scalar") for _, passed in param_args),
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
-        "element_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and not i.per_row],
+        "element_inputs": [i.name for i in loss.inputs if is_element_level(i)],  # probability targets too
         "row_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and i.per_row],
         "differentiable": [i.name for i in loss.inputs if i.differentiable],
         "gradient_names": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
