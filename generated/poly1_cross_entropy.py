@@ -28,7 +28,7 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
-    gather1 = mx.take_along_axis(1 - mx.where((shifted0 == -math.inf), 0, rt.exp(shifted0 - logsumexp0)), targets_index, axis=axis)
+    gather1 = 1 - mx.where((mx.take_along_axis(shifted0, targets_index, axis=axis) == -math.inf), 0, rt.exp(mx.take_along_axis(shifted0, targets_index, axis=axis) - logsumexp0))
     loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
     return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
 

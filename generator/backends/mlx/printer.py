@@ -413,6 +413,12 @@ def _print_reduction(printer, statement, element):
     if reduction.kind != "gather":
         return _REDUCERS[reduction.kind](argument)
     target = reduction.target
-    if not (statement.expr.free_symbols & element):
+    at_class = statement.expr.free_symbols & element
+    if not at_class:
         return argument  # a row-level value is the same at every class
-    return f"mx.take_along_axis({argument}, {target.name}_index, axis=axis)"
+    # The value at the class from the elements at the class: one per row, not the whole row computed first.
+    taken = {s: f"mx.take_along_axis({printer.names.get(s, s.name)}, {target.name}_index, axis=axis)"
+             for s in at_class}
+    per_row = MLXPrinter({**printer.names, **taken}, printer.arrays, printer.full - set(taken), printer.finite,
+                         printer.printed_params)
+    return per_row.doprint(statement.expr)
