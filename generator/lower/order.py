@@ -64,3 +64,17 @@ def product_parts(factors, level, at_least=SCALAR):
     low /= sp.Mul(*[f for f in denominator if SCALAR < level(f) < top])
     divisors = [d for d in denominator if level(d) == top or level(d) == SCALAR]
     return low, [f for f in numerator if level(f) == top], divisors
+
+
+def print_sum(terms, print_term):
+    """``terms`` (in ``sum_order``) as code: a leading minus, ``+`` and ``-`` between, sums in parentheses."""
+    code = ""
+    for index, term in enumerate(terms):
+        text = print_term(term)
+        if term.is_Add:
+            text = f"({text})"
+        if text.startswith("-"):
+            code += ("-" if index == 0 else " - ") + text[1:]
+        else:
+            code += ("" if index == 0 else " + ") + text
+    return code

@@ -187,11 +187,11 @@ class _Rules:
         """``u * (c ? v : 0)`` -> ``c ? u*v : 0`` where a factor may be infinite."""
         if not isinstance(expr, sp.Mul) or self.is_scalar(expr):
             return expr
-        values = [(_masked(f) or (f,))[0] for f in expr.args]
+        values = [(masked(f) or (f,))[0] for f in expr.args]
         if all(self.is_finite(v) for v in values) and not self.propagate_nan:
             return expr
         for factor in expr.args:
-            selected = _masked(factor)
+            selected = masked(factor)
             if selected is not None and not self.is_scalar(factor):
                 rest = sp.Mul(*[f for f in expr.args if f is not factor])
                 return sp.Piecewise((self.selected_products(rest * selected[0]), selected[1]), (0, True))
@@ -260,7 +260,7 @@ def _bottom_up(expr, rule, with_original=False):
     return rule(rebuilt, expr) if with_original else rule(rebuilt)
 
 
-def _masked(expr):
+def masked(expr):
     """``(value, condition)`` for ``Piecewise((value, condition), (0, True))`` (or with 0 first)."""
     if not isinstance(expr, sp.Piecewise) or len(expr.args) != 2:
         return None

@@ -20,7 +20,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ...ir import COTANGENT, ROW_LENGTH
-from ...lower.order import ELEMENT, ROW, SCALAR, product_parts, sum_order
+from ...lower.order import ELEMENT, ROW, SCALAR, print_sum, product_parts, sum_order
 from ...spec.terms import collect_terms
 from ...spec.vocabulary import Param, SpecError
 
@@ -189,16 +189,7 @@ class CPrinter(StrPrinter):
         content, primitive = expr.as_content_primitive()
         if content != 1 and self.level(expr) == ELEMENT:
             return self._print_Mul(sp.Mul(content, primitive, evaluate=False))
-        code = ""
-        for index, term in enumerate(sum_order(expr.args, self.level)):
-            text = self._print(term)
-            if term.is_Add:
-                text = f"({text})"
-            if text.startswith("-"):
-                code += ("-" if index == 0 else " - ") + text[1:]
-            else:
-                code += ("" if index == 0 else " + ") + text
-        return code
+        return print_sum(sum_order(expr.args, self.level), self._print)
 
     def _print_Mul(self, expr):
         low, top, divisors = product_parts(expr.args, self.level)

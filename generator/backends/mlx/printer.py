@@ -30,7 +30,8 @@ from sympy.printing.str import StrPrinter
 
 from ...ir import COTANGENT, ROW_LENGTH
 from ...lower.order import ELEMENT as FULL
-from ...lower.order import ROW, SCALAR, product_parts, sum_order
+from ...lower.order import ROW, SCALAR, print_sum, product_parts, sum_order
+from ...lower.safety import masked
 from ...spec.vocabulary import Param
 
 _ARRAY_FUNCTIONS = {
@@ -132,10 +133,10 @@ class MLXPrinter(StrPrinter):
         if self.is_scalar(expr):
             return super()._print_Mul(expr)
         # A mask multiplies a finite product only (lower/safety.py selects the others).
-        maskable = all(self._is_finite((_masked(f) or (f,))[0]) for f in expr.args)
+        maskable = all(self._is_finite((masked(f) or (f,))[0]) for f in expr.args)
         masks, factors = [], []
         for factor in expr.args:
-            selected = _masked(factor)
+            selected = masked(factor)
             if selected is not None and not self.is_scalar(factor) and maskable:
                 factor = selected[0]
                 masks.append(selected[1])
@@ -165,16 +166,7 @@ class MLXPrinter(StrPrinter):
         content, primitive = expr.as_content_primitive()
         if content != 1 and self.level(expr) == FULL:
             return self._print_Mul(sp.Mul(content, primitive, evaluate=False))
-        code = ""
-        for index, term in enumerate(sum_order(expr.args, self.level)):
-            text = self._print(term)
-            if term.is_Add:
-                text = f"({text})"
-            if text.startswith("-"):
-                code += ("-" if index == 0 else " - ") + text[1:]
-            else:
-                code += ("" if index == 0 else " + ") + text
-        return code
+        return print_sum(sum_order(expr.args, self.level), self._print)
 
     def _is_finite(self, expr):
         """Finite wherever the finite symbols are: built by +, |.|, sign and products by parameters.
@@ -257,7 +249,7 @@ class MLXPrinter(StrPrinter):
             for branch, condition in reversed(branches):
                 code = f"({value(branch)} if {self.python(condition)} else {code})"
             return code
-        selected = _masked(expr)
+        selected = masked(expr)
         if selected is not None and self._is_finite(selected[0]) and not self.is_scalar(selected[0]):
             return f"{self.parenthesize(selected[0], PRECEDENCE['Mul'])}*{self._print(selected[1])}"
         code = self._print(last)
@@ -292,18 +284,6 @@ class MLXPrinter(StrPrinter):
 def param_name(param, python=False):
     """How the compiled bodies name a parameter: see the module docstring."""
     return f"{param.name}_value" if python and not param.integer else param.name
-
-
-def _masked(expr):
-    """``(value, condition)`` for ``Piecewise((value, condition), (0, True))`` (or with 0 first)."""
-    if not isinstance(expr, sp.Piecewise) or len(expr.args) != 2:
-        return None
-    (first, condition), (second, _) = expr.args
-    if second == 0:
-        return first, condition
-    if first == 0:
-        return second, sp.Not(condition)
-    return None
 
 
 def _level(statements, element_symbols):
