@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..ir import Reduction
+from ..spec.terms import collect_terms, term_definitions
 from ..spec.vocabulary import TEMP_PREFIX
 from .residuals import (
     ForwardValues, definition_expressions, lift_shared_calls, read_residuals, replace_in, temporaries_after,
@@ -56,6 +58,39 @@ def programs(forward_definitions, loss, backward_definitions, outputs, arrays, v
     elif form == "indices":
         forward, backward = masked_rows(forward, ignoring=ignoring), masked_rows(backward, ignoring=ignoring)
     return forward, backward, residuals
+
+
+def elementwise_programs(loss, ir):
+    """``(forward, backward, residuals)`` of an elementwise variant (an aliased gradient is not computed:
+    it is its source's)."""
+    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
+    aliased = {a.name for a in ir.aliases}
+    gradients = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
+    arrays = set(loss.inputs)
+    return programs(term_definitions([ir.loss], terms), ir.loss, term_definitions([e for _, e in gradients], terms),
+                    gradients, arrays, array_symbols(arrays, terms))
+
+
+def rowwise_programs(loss, ir, outputs, form, replacements=None, exponentials=()):
+    """``(forward, backward, residuals)`` of a row-wise variant whose backward computes ``outputs``.
+
+    ``replacements`` are made in the backward (the MLX path's softmax read from the forward's
+    numerators, ``exponentials``); ``form`` is how class targets are given.
+    """
+    replacements = replacements or {}
+    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
+    arrays = set(loss.inputs)
+    forward_defs = {r.symbol: r for r in ir.forward_reductions}
+    forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
+    outputs = [(n, e.subs(replacements)) for n, e in outputs]
+    backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(replacements), r.target)
+                     for r in ir.backward_reductions}
+    backward_defs.update({s: e.subs(replacements) for s, e in ir.adjoints})
+    backward_defs.update(term_definitions(definition_expressions(backward_defs) + [e for _, e in outputs], terms))
+    row_values = array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
+    ignoring = any(t.ignore_index is not None for t in loss.class_targets)
+    return programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
+                    form=form if loss.class_targets else None, ignoring=ignoring, exponentials=exponentials)
 
 
 def recomputed(forward, backward):

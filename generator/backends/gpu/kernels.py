@@ -30,11 +30,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import sympy as sp
 
 from ...ir import INSIDE_ROW, ROW_LENGTH, ElementwiseIR
-from ...lower.programs import array_symbols, programs, recomputed
-from ...spec.terms import collect_terms, term_definitions
+from ...lower.programs import elementwise_programs, recomputed, rowwise_programs
 from ...spec.vocabulary import ClassTarget, Input, Param
 from ..source import environment
 from .printer import CUDA, METAL, CPrinter, c_name, check_kernel_names, declaration, is_condition
@@ -172,13 +170,7 @@ class _Program:
 def _elementwise(loss, variant, dialect):
     """The forward and the backward kernel of an elementwise variant: (template, context, inputs, outputs, traffic) each."""
     ir: ElementwiseIR = variant.ir
-    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
-    aliased = {a.name for a in ir.aliases}
-    computed = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    arrays = set(loss.inputs)
-    forward, backward, _ = programs(term_definitions([ir.loss], terms), ir.loss,
-                                    term_definitions([e for _, e in computed], terms), computed, arrays,
-                                    array_symbols(arrays, terms))
+    forward, backward, _ = elementwise_programs(loss, ir)
     backward = recomputed(forward, backward)
     return _elementwise_forward(loss, forward, dialect), _elementwise_backward(loss, ir, forward, backward, dialect)
 
@@ -246,22 +238,10 @@ def _elementwise_backward(loss, ir, forward, backward, dialect):
 def _rowwise_programs(loss, variant, form):
     """The forward and backward programs the MLX path runs, the backward computing again what it read."""
     ir = variant.ir
-    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
-    arrays = set(loss.inputs)
-    forward_defs = {r.symbol: r for r in ir.forward_reductions}
-    forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
     targets = {t.name for t in loss.class_targets}
     outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items() if not (n in targets and form == "indices")]
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
-    backward_defs = {r.symbol: r for r in ir.backward_reductions}
-    backward_defs.update(dict(ir.adjoints))
-    backward_defs.update(term_definitions(
-        [r.argument for r in ir.backward_reductions] + [e for _, e in ir.adjoints] + [e for _, e in outputs], terms
-    ))
-    row_values = array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
-    ignoring = any(t.ignore_index is not None for t in loss.class_targets)
-    forward, backward, _ = programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
-                                    form=form if loss.class_targets else None, ignoring=ignoring)
+    forward, backward, _ = rowwise_programs(loss, ir, outputs, form)
     backward = recomputed(forward, backward)
     residuals = [r.symbol for r in ir.forward_reductions if r.symbol in _free(backward)]
     return forward, backward, residuals

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR, Reduction
-from ...lower.programs import array_symbols, programs
-from ...lower.residuals import definition_expressions
-from ...spec.terms import collect_terms, expand_terms, term_definitions
+from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR
+from ...lower.programs import elementwise_programs, rowwise_programs
+from ...spec.terms import expand_terms
 from ...spec.vocabulary import ClassTarget, Input, is_element_level
 from .printer import logsumexp_parts, param_name, print_program
 
@@ -27,14 +26,9 @@ def _names(loss, target_form):
 def elementwise_variant(loss, variant, printed_params):
     """The template context of one elementwise variant: its printed forward and backward."""
     ir: ElementwiseIR = variant.ir
-    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
     arrays = set(loss.inputs)
     like = loss.inputs[0].name
-    aliased = {a.name for a in ir.aliases}
-    gradients = [(f"grad_{n}", e) for n, e in ir.gradients.items() if n not in aliased]
-    forward, backward, residuals = programs(
-        term_definitions([ir.loss], terms), ir.loss, term_definitions([e for _, e in gradients], terms), gradients,
-        arrays, array_symbols(arrays, terms))
+    forward, backward, residuals = elementwise_programs(loss, ir)
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
@@ -52,27 +46,13 @@ def elementwise_variant(loss, variant, printed_params):
 def rowwise_variant(loss, variant, target_form, printed_params):
     """The template context of one row-wise variant, class targets given as ``target_form``."""
     ir = variant.ir
-    terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
-    arrays = set(loss.inputs)
+    arrays = set(loss.inputs) | {KEPT_ROW, INSIDE_ROW}
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
     like = loss.inputs[0].name
     outputs, scatters = _gradient_outputs(loss, ir, target_form, like)
-
-    forward_defs = {r.symbol: r for r in ir.forward_reductions}
-    forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
-    softmax = _softmax_residuals(ir.forward_reductions)
-    outputs = [(n, e.subs(softmax)) for n, e in outputs]
-    backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(softmax), r.target)
-                     for r in ir.backward_reductions}
-    backward_defs.update({s: e.subs(softmax) for s, e in ir.adjoints})
-    backward_defs.update(term_definitions(definition_expressions(backward_defs) + [e for _, e in outputs], terms))
-    row_values = array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
-    ignoring = any(t.ignore_index is not None for t in loss.class_targets)
     numerators = [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
-    forward, backward, costly = programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
-                                         form=target_form if loss.class_targets else None, ignoring=ignoring,
-                                         exponentials=numerators)
-    arrays |= {KEPT_ROW, INSIDE_ROW}
+    forward, backward, costly = rowwise_programs(loss, ir, outputs, target_form,
+                                                 _softmax_residuals(ir.forward_reductions), numerators)
 
     saved = [r.symbol for r in ir.forward_reductions]
     saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
