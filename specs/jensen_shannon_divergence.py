@@ -4,8 +4,8 @@ from sympy import exp, log
 
 from generator.spec import Input, Loss, Param, RowSum, Term, logaddexp
 
-inputs = Input("inputs", doc="Log probabilities of the predicted distribution Q.")
-targets = Input("targets", doc="Log probabilities of the target distribution P.")
+inputs = Input("inputs", domain="log_probabilities", doc="Log probabilities of the predicted distribution Q.")
+targets = Input("targets", domain="log_probabilities", doc="Log probabilities of the target distribution P.")
 beta = Param("beta", 0.5, range="(0, 1)", doc="The weight of P in the mixture M = beta * P + (1 - beta) * Q.")
 
 log_mixture = Term("log_mixture", logaddexp(targets + log(beta), inputs + log(1 - beta)))

@@ -4,7 +4,7 @@ from sympy import Piecewise, exp, log
 
 from generator.spec import Flag, Input, Loss, Select
 
-inputs = Input("inputs", doc="Log probabilities of the predicted distribution.")
+inputs = Input("inputs", domain="log_probabilities", doc="Log probabilities of the predicted distribution.")
 targets = Input("targets", doc="The target distribution: probabilities, or log probabilities when ``log_target=True``.")
 log_target = Flag("log_target", False, doc="Whether ``targets`` are log probabilities.")
 

@@ -4,8 +4,8 @@ from sympy import exp
 
 from generator.spec import Input, Loss, RowSum
 
-inputs = Input("inputs", doc="Log probabilities for the predicted distribution.")
-targets = Input("targets", doc="Log probabilities for the target distribution.")
+inputs = Input("inputs", domain="log_probabilities", doc="Log probabilities for the predicted distribution.")
+targets = Input("targets", domain="log_probabilities", doc="Log probabilities for the target distribution.")
 
 spec = Loss(
     "kl_div_loss",

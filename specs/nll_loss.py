@@ -7,7 +7,7 @@ ignore_index = Param(
     doc="A class index whose rows contribute nothing (their loss and gradient are 0); "
         "``'mean'`` then divides by the rows kept.",
 )
-inputs = Input("inputs", doc="The predicted distribution in log space.")
+inputs = Input("inputs", domain="log_probabilities", doc="The predicted distribution in log space.")
 targets = ClassTarget("targets", ignore_index=ignore_index, doc="The target class indices.")
 
 spec = Loss(

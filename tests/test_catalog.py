@@ -211,3 +211,50 @@ def test_kinks_are_the_spec_s_words_else_where_the_formula_has_them():
     expectile = kinks_text(load_spec(SPECS / "expectile_loss.py"))
     assert expectile.startswith("Not documented") and "inputs - targets <= 0" in expectile
     assert "alpha" not in kinks_text(load_spec(SPECS / "sigmoid_focal_loss.py"))  # a parameter's branch is no kink
+
+
+def _normalised_rows(curve, seed):
+    """The varied log-probability rows of a curve: log q[0] along the axis, the rest of the row
+    (``fixed_row``) rescaled so that the probabilities sum to 1."""
+    rest = np.exp(plots.fixed_row(seed, "log_probabilities").astype(np.float64)[1:])
+    q0 = np.exp(curve.x)[:, None]
+    return np.log(np.concatenate([q0, rest / rest.sum() * (1 - q0)], axis=1))
+
+
+@pytest.mark.parametrize("name", ["jensen_shannon_divergence", "kl_div_loss"])
+def test_divergences_are_plotted_on_log_probability_rows_within_their_bounds(package, name):
+    """A divergence of two distributions is in [0, log 2] (Jensen-Shannon) or >= 0 (Kullback-Leibler):
+    on rows of signed values, which are no distributions, the plots left those bounds."""
+    curve = curve_of(name, package)
+    assert -8 < curve.x.min() and curve.x.max() < 0
+    q, p = np.exp(_normalised_rows(curve, 0)), np.exp(plots.fixed_row(1, "log_probabilities").astype(np.float64))
+    if name == "kl_div_loss":
+        expected = (p * (np.log(p) - np.log(q))).sum(axis=1)
+    else:
+        m = (p + q) / 2
+        expected = 0.5 * (p * np.log(p / m)).sum(axis=1) + 0.5 * (q * np.log(q / m)).sum(axis=1)
+        assert expected.max() <= np.log(2)
+    assert expected.min() >= 0
+    np.testing.assert_allclose(curve.loss, expected, rtol=1e-4, atol=1e-5)
+
+
+WING = """
+from sympy import Abs, Piecewise, log
+from generator.spec import Input, Loss, Param
+inputs, targets = Input("inputs"), Input("targets")
+w, eps = Param("w", 10.0), Param("eps", 2.0)
+error = Abs(inputs - targets)
+spec = Loss("wing_loss", inputs=[inputs, targets], params=[w, eps],
+            elementwise=Piecewise((w * log(1 + error / eps), error < w), (error - (w - w * log(1 + w / eps)), True)))
+"""
+
+
+def test_the_axis_spans_the_kinks_the_parameters_place(tmp_path):
+    """A wing loss with w = 10 turns linear at |x - y| = 10: the axis reaches twice that, not 4."""
+    package = build_package(tmp_path, {"wing_loss": WING})
+    curve = plots.curve(load_spec(tmp_path / "specs" / "wing_loss.py"), package.wing_loss)
+    r = curve.x
+    assert r.min() == -20 and r.max() == 20
+    linear = np.abs(r) > 10
+    np.testing.assert_allclose(curve.gradient[linear], np.sign(r[linear]), rtol=1e-6)
+    np.testing.assert_allclose(curve.gradient[~linear], 10 / (2 + np.abs(r[~linear])) * np.sign(r[~linear]), rtol=1e-5)

@@ -122,18 +122,26 @@ class _Declared(sp.Symbol):
         return super()._hashable_content() + tuple(sorted(self.__dict__.items()))
 
 
+INPUT_DOMAINS = ("real", "log_probabilities")
+
+
 class Input(_Declared):
     """A float array argument.
 
     Element-level by default (one value per loss element, or per element of a
     row for row-wise losses); ``per_row=True`` declares one value per row (the
-    shape of the loss before reduction).
+    shape of the loss before reduction). ``domain="log_probabilities"`` says
+    what the values mean (a row of them sums to 1 after ``exp``): the
+    catalogue plots the loss on such rows.
     """
 
-    def __new__(cls, name, *, differentiable=True, per_row=False, doc=""):
+    def __new__(cls, name, *, differentiable=True, per_row=False, domain="real", doc=""):
         obj = super().__new__(cls, name)
         obj.differentiable = bool(differentiable)
         obj.per_row = bool(per_row)
+        if domain not in INPUT_DOMAINS:
+            raise SpecError(f"domain of input {name!r} must be one of {INPUT_DOMAINS}, got {domain!r}")
+        obj.domain = domain
         obj.doc = _check_text(doc, f"doc of input {name!r}")
         return obj
 

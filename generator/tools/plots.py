@@ -13,10 +13,17 @@ from the spec alone:
   targets point at that element. The rows are signed values, the varied
   element in [-4, 4]; or probabilities, the varied element in (0, 1), for a
   loss that is nowhere finite or has a pole on signed rows (logs of its
-  inputs, ratios of row sums).
+  inputs, ratios of row sums); or, for inputs declared
+  ``domain="log_probabilities"``, log-probability rows: the varied element is
+  log q[0] in (-8, 0) and the rest of the row is rescaled to sum to 1 - q[0],
+  so a divergence stays within its bounds (the gradient is then the slope
+  along those rows).
 
-Parameters and flags keep their defaults. The axis spans [-4, 4] (elementwise),
-narrowed to where the loss is finite (such as (0, 4] under a logarithm).
+Parameters and flags keep their defaults. A signed axis spans [-4, 4], or
+twice the largest parameter that places a kink (a selection or an extremum
+against it: a wing loss's w = 10 shows its linear branch), narrowed to where
+the loss is finite (such as (0, 4] under a logarithm). An elementwise input
+of log probabilities spans (-8, 0), the others of that domain held at log 1/2.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from ..spec.vocabulary import ClassTarget, Input, Select
 # none sits exactly on a kink (a residual of 0, a tie with a fixed row value).
 GRID = np.linspace(-4.0, 4.0, 400)
 PROBABILITY_GRID = np.linspace(0.0, 1.0, 402)[1:-1]  # (0, 1), for an element of a probability row
+LOG_PROBABILITY_GRID = np.linspace(-8.0, 0.0, 402)[1:-1]  # (-8, 0): log q from 3e-4 to 1
 ROW_LENGTH = 5  # elements per row in row-wise examples
 
 
@@ -69,6 +77,25 @@ def _required(loss):
     """The array inputs a call must pass (optional ones, default None, are left out)."""
     needed = {name for name, default in describe.signature(loss) if default is None}
     return [i for i in loss.inputs if i.name in needed]
+
+
+def _signed_grid(loss):
+    """GRID, or twice as wide as the largest parameter that places a kink (compared against, or
+    inside a maximum or minimum), so that every branch shows."""
+    formula = _default_formula(loss)
+    placing = set()
+    for node in sp.preorder_traversal(formula):
+        if isinstance(node, sp.Piecewise):
+            placing |= set().union(*(c.free_symbols for _, c in node.args))
+        elif isinstance(node, (sp.Max, sp.Min)):
+            placing |= node.free_symbols
+    scales = [abs(p.default) for p in loss.numeric_params if p in placing and p.default is not None]
+    span = max([GRID[-1]] + [2.0 * s for s in scales])
+    return GRID * (span / GRID[-1])
+
+
+def _log_probabilities(item):
+    return getattr(item, "domain", "real") == "log_probabilities"
 
 
 def _varied_input(loss):
@@ -119,7 +146,9 @@ def elementwise_curve(loss, function):
     for other in element:
         if other is x:
             continue
-        if _is_residual(formula, x, other):
+        if _log_probabilities(other):
+            fixed[other.name] = float(np.log(0.5))
+        elif _is_residual(formula, x, other):
             fixed[other.name] = 0.0
             partners.append(other.name)
         else:
@@ -136,18 +165,21 @@ def elementwise_curve(loss, function):
         gradient = mx.grad(lambda v: function(**{x.name: v}, **constants, reduction="sum"))(points)
         return np.array(losses), np.array(gradient)
 
-    sampled = _sample(evaluate)
+    grid = LOG_PROBABILITY_GRID if _log_probabilities(x) else _signed_grid(loss)
+    sampled = _sample(evaluate, grid)
     if sampled is None:
-        raise ValueError(f"{loss.name}: the loss is not finite on [-4, 4] with {', '.join(held) or 'defaults'}")
+        raise ValueError(f"{loss.name}: the loss is not finite on [{grid[0]:g}, {grid[-1]:g}] "
+                         f"with {', '.join(held) or 'defaults'}")
     return Curve(*sampled, x_label, x.name, held + _parameter_notes(loss))
 
 
 def fixed_row(seed, style):
-    """A reproducible example row: signed values (one decimal) or probabilities (summing to 1)."""
+    """A reproducible example row: signed values (one decimal), probabilities (summing to 1) or their logs."""
     values = np.random.default_rng(seed).normal(size=ROW_LENGTH)
-    if style == "probabilities":
+    if style in ("probabilities", "log_probabilities"):
         values = np.exp(values) / np.exp(values).sum()
-        return np.round(values, 2).astype(np.float32)
+        values = np.round(values, 2)
+        return (np.log(values / values.sum()) if style == "log_probabilities" else values).astype(np.float32)
     return np.round(values, 1).astype(np.float32)
 
 
@@ -159,8 +191,11 @@ def _row_curve(loss, function, x, element, style):
     """The row-wise curve on example rows of one style, or None where the loss is nowhere finite."""
     import mlx.core as mx
 
-    rows = {item.name: fixed_row(seed, style) for seed, item in enumerate(element)}
-    held = [f"{x.name}[1:] = {_listed(rows[x.name][1:])}"]
+    def row_style(item):
+        return style if style != "log_probabilities" or _log_probabilities(item) else "signed"
+
+    rows = {item.name: fixed_row(seed, row_style(item)) for seed, item in enumerate(element)}
+    held = [f"{x.name}[1:] = {_listed(rows[x.name][1:])}" + (", rescaled to sum to 1 - q[0]" if style == "log_probabilities" else "")]
     held += [f"{name} = {_listed(row)}" for name, row in rows.items() if name != x.name]
     extra = {}
     for item in _required(loss):
@@ -171,17 +206,23 @@ def _row_curve(loss, function, x, element, style):
             extra[item.name] = lambda n: mx.ones((n,))
             held.append(f"{item.name} = 1")
 
+    def along(first):
+        """The varied row for each value of its first element (a column)."""
+        rest = mx.array(np.tile(rows[x.name][1:], (first.shape[0], 1)))
+        if style == "log_probabilities":  # the rest rescaled: the row's probabilities sum to 1
+            rest = rest + mx.log1p(-mx.exp(first)) - mx.logsumexp(rest, axis=-1, keepdims=True)
+        return mx.concatenate([first, rest], axis=-1)
+
     def evaluate(points):
-        tables = {name: np.tile(row, (len(points), 1)) for name, row in rows.items()}
-        tables[x.name][:, 0] = points
-        others = {name: mx.array(t) for name, t in tables.items() if name != x.name}
+        others = {name: mx.array(np.tile(row, (len(points), 1))) for name, row in rows.items() if name != x.name}
         others.update({name: make(len(points)) for name, make in extra.items()})
-        varied = mx.array(tables[x.name])
-        losses = function(**{x.name: varied}, **others, axis=-1, reduction="none")
-        gradient = mx.grad(lambda v: function(**{x.name: v}, **others, axis=-1, reduction="sum"))(varied)
+        first = mx.array(points, dtype=mx.float32)[:, None]
+        losses = function(**{x.name: along(first)}, **others, axis=-1, reduction="none")
+        gradient = mx.grad(lambda v: function(**{x.name: along(v)}, **others, axis=-1, reduction="sum"))(first)
         return np.array(losses), np.array(gradient[:, 0])
 
-    sampled = _sample(evaluate, PROBABILITY_GRID if style == "probabilities" else GRID)
+    grid = {"probabilities": PROBABILITY_GRID, "log_probabilities": LOG_PROBABILITY_GRID}.get(style, _signed_grid(loss))
+    sampled = _sample(evaluate, grid)
     return None if sampled is None else Curve(*sampled, f"{x.name}[0]", f"{x.name}[0]", held + _parameter_notes(loss))
 
 
@@ -193,6 +234,11 @@ def rowwise_curve(loss, function):
     ratio of row sums that expects probabilities (Dice) divides by zero.
     """
     x, element = _varied_input(loss)
+    if _log_probabilities(x):
+        curve = _row_curve(loss, function, x, element, "log_probabilities")
+        if curve is None:
+            raise ValueError(f"{loss.name}: the loss is not finite on log-probability rows")
+        return curve
     signed, probabilities = (_row_curve(loss, function, x, element, s) for s in ("signed", "probabilities"))
     if signed is None and probabilities is None:
         raise ValueError(f"{loss.name}: the loss is not finite on signed rows nor on probability rows")
