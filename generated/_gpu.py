@@ -14,12 +14,14 @@ floating arrays of different dtypes or of another dtype (float64), empty
 arrays, and sizes past 32-bit indexing.
 
 On a kernel path the loss is an ``mx.custom_function`` whose vjp runs the
-backward kernel. Kernel objects are built once (on first use) and cached; their
+backward kernel; its jvp, its vmap and the derivatives of its gradient (second
+order) are those of the loss's MLX bodies, which MLX transforms like its own ops. Kernel objects are built once (on first use) and cached; their
 names carry a hash of their source.
 """
 
 import math
 import os
+from dataclasses import dataclass
 
 import mlx.core as mx
 
@@ -303,8 +305,8 @@ def backend_for(arrays, axis=None):
     floating = {a.dtype for a in arrays if mx.issubdtype(a.dtype, mx.floating)}
     if len(floating) != 1 or floating.pop() not in KERNEL_DTYPES:
         return "mlx"
-    if any(a.size == 0 or a.size >= _LIMIT for a in arrays):
-        return "mlx"
+    if any(a.size == 0 or -(-a.size // ELEMENT_THREADS) * ELEMENT_THREADS >= _LIMIT for a in arrays):
+        return "mlx"  # the grid is whole threadgroups: 2**31 - 255 elements already pass 32-bit indexing
     if axis is not None and arrays[0].size // arrays[0].shape[axis] * ROW_THREADS[1] >= _LIMIT:
         return "mlx"  # a threadgroup per row: the grid would pass 32-bit indexing
     return name
@@ -380,7 +382,132 @@ def _gradient(grad, primal):
     return grad.reshape(primal.shape)
 
 
-class ElementwiseLoss:
+@dataclass(frozen=True)
+class Call:
+    """What one call fixes besides its arrays; ``mlx_path(arrays, weights)`` is the same loss by the
+    loss's MLX bodies, which every transformation of MLX differentiates and maps."""
+
+    backend: str
+    axis: int | None
+    params: tuple
+    reduction: str
+    variant: str
+    mlx_path: object
+
+
+def _floating(value):
+    return isinstance(value, mx.array) and mx.issubdtype(value.dtype, mx.floating)
+
+
+def _moved(function, values, where):
+    """``function(values)`` as a function of the values at the positions ``where`` alone."""
+    def moved(*arrays):
+        given = list(values)
+        for index, array in zip(where, arrays):
+            given[index] = array
+        return function(given)
+    return moved
+
+
+def _vjp(function, values, cotangents):
+    """MLX's vjp of ``function`` (a flat list of values -> a list of arrays) in its floating arrays:
+    zeros for the other arrays, None for what is no array."""
+    where = [i for i, v in enumerate(values) if _floating(v)]
+    _, grads = mx.vjp(_moved(function, values, where), [values[i] for i in where], list(cotangents))
+    found = [mx.zeros_like(v) if isinstance(v, mx.array) else None for v in values]
+    for index, grad in zip(where, grads):
+        found[index] = grad
+    return found
+
+
+def _jvp(function, values, tangents):
+    where = [i for i, (v, t) in enumerate(zip(values, tangents)) if _floating(v) and t is not None]
+    if not where:
+        return [mx.zeros_like(output) for output in function(values)]
+    return mx.jvp(_moved(function, values, where), [values[i] for i in where], [tangents[i] for i in where])[1]
+
+
+def _vmap(function, values, axes):
+    # (MLX gives a 0-d cotangent, the same for every item, the axis 0: it is not mapped)
+    where = [i for i, (v, a) in enumerate(zip(values, axes)) if isinstance(v, mx.array) and a is not None and v.ndim > 0]
+    outputs = mx.vmap(_moved(function, values, where), in_axes=tuple(axes[i] for i in where))(*[values[i] for i in where])
+    return outputs, [0] * len(outputs)
+
+
+def _flat(arrays, weights, *rest):
+    return [*arrays, weights, *rest]
+
+
+class _KernelLoss:
+    """What both kernel paths share. The kernels compute the loss and its gradient; MLX knows no
+    jvp, vmap or vjp of a custom kernel, so those of the loss (``core``) and of its gradient
+    (``gradients``: the second order) are the loss's MLX bodies' (``Call.mlx_path``), exact
+    and computed only when such a transformation is taken.
+    """
+
+    def __init__(self):
+        self.core = mx.custom_function(self._forward)
+        self.core.vjp(self._core_vjp)
+        self.core.jvp(self._core_jvp)
+        self.core.vmap(self._core_vmap)
+        self.gradients = mx.custom_function(self._backward)
+        self.gradients.vjp(self._gradients_vjp)
+        self.gradients.jvp(self._gradients_jvp)
+        self.gradients.vmap(self._gradients_vmap)
+
+    def __call__(self, backend, arrays, weights, axis, params, reduction, variant, mlx_path):
+        return self.core(arrays, weights, Call(backend, axis, tuple(params), reduction, variant, mlx_path))[0]
+
+    def _residual_shapes(self, arrays, call):
+        """The shapes of the forward's outputs after the loss (per-row values the backward reads)."""
+        return []
+
+    def _loss_and_residuals(self, values, call):
+        """The loss by the MLX bodies, and zeros where the kernels' residuals stand (only the
+        backward kernel reads them, and the derivatives of the gradient are the MLX bodies')."""
+        arrays, weights = values[:-1], values[-1]
+        residuals = [mx.zeros(shape, mx.float32) for shape in self._residual_shapes(arrays, call)]
+        return [call.mlx_path(arrays, weights), *residuals]
+
+    def _mlx_gradients(self, values, call):
+        """What the backward kernel computes, by the MLX bodies: arrays, weights, the loss's cotangent."""
+        arrays, weights, cotangent = values[:len(self.inputs)], values[len(self.inputs)], values[len(self.inputs) + 1]
+        loss = lambda given: [call.mlx_path(given[:-1], given[-1])]
+        found = _vjp(loss, [*arrays, weights], [cotangent])
+        return found[:-1] + ([found[-1]] if weights is not None else [])
+
+    def _core_vjp(self, primals, cotangents, outputs):
+        arrays, weights, call = primals
+        grads = self.gradients(arrays, weights, cotangents[0], list(outputs[1:]), call)
+        return (grads[:len(arrays)], grads[len(arrays)] if weights is not None else None, None)
+
+    def _core_jvp(self, primals, tangents):
+        arrays, weights, call = primals
+        return _jvp(lambda values: self._loss_and_residuals(values, call), _flat(arrays, weights),
+                    _flat(tangents[0], tangents[1]))
+
+    def _core_vmap(self, inputs, axes):
+        arrays, weights, call = inputs
+        return _vmap(lambda values: self._loss_and_residuals(values, call), _flat(arrays, weights), _flat(axes[0], axes[1]))
+
+    def _gradients_vjp(self, primals, cotangents, outputs):
+        arrays, weights, cotangent, residuals, call = primals
+        found = _vjp(lambda values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent), cotangents)
+        n = len(arrays)
+        return (found[:n], found[n], found[n + 1], [mx.zeros_like(r) for r in residuals], None)
+
+    def _gradients_jvp(self, primals, tangents):
+        arrays, weights, cotangent, residuals, call = primals
+        return _jvp(lambda values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
+                    _flat(tangents[0], tangents[1], tangents[2]))
+
+    def _gradients_vmap(self, inputs, axes):
+        arrays, weights, cotangent, residuals, call = inputs
+        return _vmap(lambda values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
+                     _flat(axes[0], axes[1], axes[2]))
+
+
+class ElementwiseLoss(_KernelLoss):
     """The kernel path of an elementwise loss: one thread per element, forward and backward."""
 
     def __init__(self, name, inputs, differentiable, weighted, forward, backward):
@@ -390,11 +517,7 @@ class ElementwiseLoss:
         self.weighted = weighted
         self.forward = forward
         self.backward = backward
-        self.core = mx.custom_function(self._forward)
-        self.core.vjp(self._vjp)
-
-    def __call__(self, backend, arrays, weights, axis, params, reduction, variant):
-        return self.core(arrays, weights, params, reduction, variant, backend)
+        super().__init__()
 
     def _values(self, arrays, weights, params, dtype, meta):
         values = {f"input:{n}": a.reshape(-1) for n, a in zip(self.inputs, arrays)}
@@ -403,49 +526,47 @@ class ElementwiseLoss:
         values["meta"] = mx.array(meta, dtype=mx.int32)
         return values
 
-    def _forward(self, arrays, weights, params, reduction, variant, backend):
+    def _forward(self, arrays, weights, call):
         dtype = _kernel_dtype(list(arrays) + [weights])
         size = arrays[0].size
         groups = -(-size // ELEMENT_THREADS)
-        reduce = reduction != "none"
-        values = self._values(arrays, weights, params, dtype, (size, weights is not None, reduce))
+        reduce = call.reduction != "none"
+        values = self._values(arrays, weights, call.params, dtype, (size, weights is not None, reduce))
         outputs = {
             "loss": ((1,) if reduce else (size,), dtype),
             "partial": ((groups,) if reduce else (1,), mx.float32),
         }
-        result = run(backend, self.forward[variant], values, dtype, groups * ELEMENT_THREADS, ELEMENT_THREADS, outputs)
+        result = run(call.backend, self.forward[call.variant], values, dtype, groups * ELEMENT_THREADS, ELEMENT_THREADS, outputs)
         if not reduce:
-            return result["loss"].reshape(arrays[0].shape)
+            return (result["loss"].reshape(arrays[0].shape),)
         total = mx.sum(result["partial"])
-        if reduction == "mean":
+        if call.reduction == "mean":
             total = total / size
-        return total.astype(dtype)
+        return (total.astype(dtype),)
 
-    def _vjp(self, primals, cotangent, output):
-        arrays, weights, params, reduction, variant, backend = primals
+    def _backward(self, arrays, weights, cotangent, residuals, call):
         dtype = _kernel_dtype(list(arrays) + [weights])
         size = arrays[0].size
         groups = -(-size // ELEMENT_THREADS)
-        if reduction == "none":
+        if call.reduction == "none":
             cotangent = cotangent.reshape(-1)
         else:
             cotangent = cotangent.astype(mx.float32).reshape(1)
-            if reduction == "mean":
+            if call.reduction == "mean":
                 cotangent = cotangent / size
-        values = self._values(arrays, weights, params, dtype, (size, weights is not None, reduction != "none"))
+        values = self._values(arrays, weights, call.params, dtype, (size, weights is not None, call.reduction != "none"))
         values["cotangent"] = cotangent
         outputs = {f"grad:{n}": ((size,), dtype) for n in self.differentiable}
         outputs["grad:weights"] = ((size,) if weights is not None else (1,), dtype)
-        result = run(backend, self.backward[variant], values, dtype, groups * ELEMENT_THREADS, ELEMENT_THREADS, outputs)
+        result = run(call.backend, self.backward[call.variant], values, dtype, groups * ELEMENT_THREADS, ELEMENT_THREADS, outputs)
         grads = [
             _gradient(result[f"grad:{n}"], a) if n in self.differentiable else mx.zeros_like(a)
             for n, a in zip(self.inputs, arrays)
         ]
-        grad_weights = result["grad:weights"].reshape(weights.shape) if weights is not None else None
-        return (grads, grad_weights, None, None, None, None)
+        return grads + ([result["grad:weights"].reshape(weights.shape)] if weights is not None else [])
 
 
-class RowwiseLoss:
+class RowwiseLoss(_KernelLoss):
     """The kernel path of a row-wise loss: one threadgroup per row, forward and backward.
 
     ``row_inputs`` hold one value per row; ``target`` names the class-index
@@ -461,11 +582,7 @@ class RowwiseLoss:
         self.ignore = ignore
         self.forward = forward
         self.backward = backward
-        self.core = mx.custom_function(self._forward)
-        self.core.vjp(self._vjp)
-
-    def __call__(self, backend, arrays, weights, axis, params, reduction, variant):
-        return self.core(arrays, weights, axis, params, reduction, variant, backend)[0]
+        super().__init__()
 
     def _geometry(self, arrays, axis):
         first = arrays[0]
@@ -474,6 +591,11 @@ class RowwiseLoss:
         rows = first.size // row_length
         loss_shape = tuple(s for i, s in enumerate(first.shape) if i != axis)
         return row_length, inner, rows, loss_shape
+
+    def _residual_shapes(self, arrays, call):
+        rows = self._geometry(arrays, call.axis)[2]
+        residuals = [key for _, key in self.forward[call.variant].outputs if key.startswith("residual:")]
+        return [(rows,)] * (1 + len(residuals))  # each row's loss, then the residuals
 
     def _kept(self, arrays, params, variant):
         """Rows whose target is not the ignore_index (None when nothing is ignored)."""
@@ -492,56 +614,56 @@ class RowwiseLoss:
         ignore_index = params[self.ignore] if self.ignore is not None else None
         return (row_length, inner, int(ignore_index) if ignore_index is not None else 0, ignore_index is not None)
 
-    def _forward(self, arrays, weights, axis, params, reduction, variant, backend):
+    def _forward(self, arrays, weights, call):
         dtype = _kernel_dtype(list(arrays) + [weights])
-        row_length, inner, rows, loss_shape = self._geometry(arrays, axis)
-        values = self._values(arrays, params, variant, self._meta(row_length, inner, params))
-        kernel = self.forward[variant]
+        row_length, inner, rows, loss_shape = self._geometry(arrays, call.axis)
+        values = self._values(arrays, call.params, call.variant, self._meta(row_length, inner, call.params))
+        kernel = self.forward[call.variant]
         outputs = {key: ((rows,), mx.float32) for _, key in kernel.outputs}
         group = kernel.row_threads(row_length)
-        result = run(backend, kernel, values, dtype, rows * group, group, outputs)
+        result = run(call.backend, kernel, values, dtype, rows * group, group, outputs)
         loss_rows = result["loss"]
         residuals = [result[key] for _, key in kernel.outputs if key.startswith("residual:")]
         loss = loss_rows  # 0 in an ignored row, NaN in a row whose class is outside it (see the kernels)
-        kept = self._kept(arrays, params, variant)
+        kept = self._kept(arrays, call.params, call.variant)
         if weights is not None:
             loss = loss * weights.reshape(-1)
-        if reduction == "mean":
+        if call.reduction == "mean":
             loss = mx.sum(loss) / (mx.sum(kept) if kept is not None else rows)
-        elif reduction == "sum":
+        elif call.reduction == "sum":
             loss = mx.sum(loss)
         else:
             loss = loss.reshape(loss_shape)
         return (loss.astype(dtype), loss_rows, *residuals)
 
-    def _vjp(self, primals, cotangent, output):
-        arrays, weights, axis, params, reduction, variant, backend = primals
+    def _backward(self, arrays, weights, cotangent, residuals, call):
         dtype = _kernel_dtype(list(arrays) + [weights])
-        row_length, inner, rows, loss_shape = self._geometry(arrays, axis)
-        cotangent, loss_rows, residuals = cotangent[0].astype(mx.float32), output[1], output[2:]
-        kept = self._kept(arrays, params, variant)
-        if reduction == "none":
+        row_length, inner, rows, loss_shape = self._geometry(arrays, call.axis)
+        cotangent = cotangent.astype(mx.float32)
+        loss_rows, residuals = residuals[0], residuals[1:]
+        kept = self._kept(arrays, call.params, call.variant)
+        if call.reduction == "none":
             cotangent = cotangent.reshape(-1)
         else:
-            count = mx.sum(kept) if kept is not None and reduction == "mean" else rows
-            cotangent = mx.broadcast_to(cotangent / count if reduction == "mean" else cotangent, (rows,))
-        grad_weights = None
+            count = mx.sum(kept) if kept is not None and call.reduction == "mean" else rows
+            cotangent = mx.broadcast_to(cotangent / count if call.reduction == "mean" else cotangent, (rows,))
+        grad_weights = []
         if weights is not None:
-            grad_weights = (cotangent * loss_rows).reshape(weights.shape).astype(weights.dtype)
+            grad_weights = [(cotangent * loss_rows).reshape(weights.shape).astype(weights.dtype)]
             cotangent = cotangent * weights.reshape(-1)
-        kernel = self.backward[variant]
-        values = self._values(arrays, params, variant, self._meta(row_length, inner, params))
+        kernel = self.backward[call.variant]
+        values = self._values(arrays, call.params, call.variant, self._meta(row_length, inner, call.params))
         values["cotangent"] = cotangent
-        forward_outputs = [key for _, key in self.forward[variant].outputs if key.startswith("residual:")]
+        forward_outputs = [key for _, key in self.forward[call.variant].outputs if key.startswith("residual:")]
         values.update(zip(forward_outputs, residuals))
         size = arrays[0].size
         outputs = {
             key: ((rows,) if key[len("grad:"):] in self.row_inputs else (size,), dtype) for _, key in kernel.outputs
         }
         group = kernel.row_threads(row_length)
-        result = run(backend, kernel, values, dtype, rows * group, group, outputs)
+        result = run(call.backend, kernel, values, dtype, rows * group, group, outputs)
         grads = [
             _gradient(result[f"grad:{n}"], a) if f"grad:{n}" in result else mx.zeros_like(a)
             for n, a in zip(self.inputs, arrays)
         ]
-        return (grads, grad_weights, None, None, None, None, None)
+        return grads + grad_weights

@@ -38,13 +38,22 @@ def _interval(low, high, low_open, high_open):
 
 
 def check_param(name, value, low, high, low_open, high_open, integer):
-    """A scalar argument as a plain Python number, in its range.
+    """A scalar argument as a plain Python number in its range, or a real parameter given as an array.
 
     Messages follow MLX's wording ("Label smoothing must be in [0, 1), got 1.5.").
+    A one-element array (a scheduled ``delta``, a learnt ``margin``) is taken as
+    MLX takes it: lazily, so its range is not checked (that would wait for its
+    value, and fail inside ``mx.compile``), and differentiably.
     """
     said = _said(name)
+    if isinstance(value, mx.array) and not integer:
+        if value.size != 1 or value.dtype == mx.bool_ or mx.issubdtype(value.dtype, mx.complexfloating):
+            raise ValueError(f"{said} must be a number or a one-element real array, "
+                             f"got an array of shape {tuple(value.shape)} and type {_dtype(value.dtype)}.")
+        return value.reshape(())
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{said} must be a{'n integer' if integer else ' number'}, got {value!r}.")
+        wanted = "n integer (a Python int: it picks the code that runs)" if integer else " number or a one-element array"
+        raise ValueError(f"{said} must be a{wanted}, got {value!r}.")
     if integer:
         if not float(value).is_integer():
             raise ValueError(f"{said} must be an integer, got {value!r}.")
@@ -56,6 +65,11 @@ def check_param(name, value, low, high, low_open, high_open, integer):
     if not (above and below):
         raise ValueError(f"{said} must be in {_interval(low, high, low_open, high_open)}, got {value}.")
     return value
+
+
+def any_array(*params):
+    """Whether a parameter was given as an array (the kernels take parameters as numbers)."""
+    return any(isinstance(p, mx.array) for p in params)
 
 
 def check_flag(name, value):
@@ -285,8 +299,8 @@ def compute_dtype(dtype):
 
 
 def result_dtype(*arrays):
-    """The dtype MLX's own ops would give the loss (``None`` arguments skipped): float32 for integers alone."""
-    dtype = mx.result_type(*[a for a in arrays if a is not None])
+    """The dtype MLX's own ops would give the loss (``None`` and numbers skipped): float32 for integers alone."""
+    dtype = mx.result_type(*[a for a in arrays if isinstance(a, mx.array)])
     return dtype if mx.issubdtype(dtype, mx.floating) else mx.float32
 
 
@@ -301,7 +315,48 @@ def scalar(value, dtype):
     into the C++ source, where the compiler turns selections against it into a branch
     per element. A reshape (an operation compile neither fuses nor drops) keeps it an input.
     """
+    if isinstance(value, mx.array):
+        return upcast(value, dtype)
     return mx.array([value], dtype=dtype).reshape(())
+
+
+def param_value(value, dtype):
+    """What the Python decisions of the compiled bodies read: the number, or a parameter given
+    as an array in the compute dtype (the decisions are then made per element, by MLX)."""
+    return upcast(value, dtype) if isinstance(value, mx.array) else value
+
+
+_MATH = {"exp": (math.exp, mx.exp), "log": (math.log, mx.log), "sqrt": (math.sqrt, mx.sqrt),
+         "tanh": (math.tanh, mx.tanh), "cosh": (math.cosh, mx.cosh), "sinh": (math.sinh, mx.sinh),
+         "sin": (math.sin, mx.sin), "cos": (math.cos, mx.cos), "atan": (math.atan, mx.arctan),
+         "erf": (math.erf, mx.erf), "log1p": (math.log1p, mx.log1p), "expm1": (math.expm1, mx.expm1),
+         "abs": (abs, mx.abs), "sign": (lambda x: math.copysign(1.0, x) if x != 0 else 0.0, mx.sign)}
+
+
+_POLES = {"log": 0, "log1p": -1}
+
+
+def math_of(function, value):
+    """A function of parameters: Python's for a number, MLX's for a parameter given as an array.
+
+    Outside its domain a number gives what MLX gives (log 0 = -inf, NaN), not an exception:
+    both branches of a selection on parameters are computed (``choose``)."""
+    of_number, of_array = _MATH[function]
+    if isinstance(value, mx.array):
+        return of_array(value)
+    try:
+        return of_number(value)
+    except OverflowError:
+        return math.copysign(math.inf, value) if function == "sinh" else math.inf
+    except ValueError:
+        return -math.inf if _POLES.get(function) == value else math.nan
+
+
+def choose(condition, if_true, if_false):
+    """A selection on parameters: Python picks the branch for a number; MLX, per element, for an array."""
+    if isinstance(condition, mx.array):
+        return mx.where(condition, if_true, if_false)
+    return if_true if condition else if_false
 
 
 def power(base, exponent):
@@ -316,7 +371,11 @@ def power(base, exponent):
 
 def zero_if(condition, value):
     """0 shaped like ``value`` where ``condition`` (a parameter that scales it is 0) holds:
-    0 * inf is not NaN. ``condition`` is a Python bool: no selection pass over the array."""
+    0 * inf is not NaN. For a number ``condition`` is a Python bool: no selection pass over the array.
+    For a parameter given as an array only the NaN that 0 * inf made is replaced, so that the
+    derivative in the parameter (at 0 too) is the product's."""
+    if isinstance(condition, mx.array):
+        return mx.where(mx.logical_and(condition, mx.isnan(value)), 0, value)
     if not condition:
         return value
     return mx.zeros_like(value) if isinstance(value, mx.array) else 0.0
@@ -389,11 +448,31 @@ def vjp_of(function, arguments, cotangents):
     with the array arguments in order, so an array is never given None.
     """
     where = [i for i, a in enumerate(arguments) if _differentiable(a)]
+    if not where:
+        return [mx.zeros_like(a) if isinstance(a, mx.array) else None for a in arguments]
     _, grads = mx.vjp(_in_arrays(function, arguments, where), [arguments[i] for i in where], list(cotangents))
     found = [mx.zeros_like(a) if isinstance(a, mx.array) else None for a in arguments]
     for index, grad in zip(where, grads):
         found[index] = grad
     return found
+
+
+def param_gradients(loss_in, params, cotangent, weights):
+    """The gradients of the parameters given as arrays (None for numbers): MLX's vjp of ``loss_in``,
+    each element's loss as a function of the parameters, for ``cotangent`` (times the weights)."""
+    if not any_array(*params):
+        return [None] * len(params)
+    if weights is not None:
+        cotangent = cotangent * weights
+    total = lambda *values: [sum_all(cotangent * loss_in(*values)[0])]
+    return vjp_of(total, params, [mx.array(1.0)])
+
+
+def param_derivative(loss_in, params, tangents):
+    """Each element's derivative along the tangents of the parameters given as arrays (0 if none)."""
+    if not any(isinstance(p, mx.array) and t is not None for p, t in zip(params, tangents)):
+        return 0.0
+    return jvp_of(loss_in, params, tangents)[0]
 
 
 def jvp_of(function, arguments, tangents):

@@ -83,7 +83,7 @@ def _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing)
+    loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute))
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
     return loss, residuals
@@ -101,8 +101,15 @@ def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, 
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), label_smoothing, cotangent, *residuals)
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
+
+
+def _binary_cross_entropy_in_params(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(label_smoothing):
+        return [_binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -136,7 +143,7 @@ def _binary_cross_entropy_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
     inputs, targets, weights, with_logits, label_smoothing, reduction, variant = rt.held(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets, weights)
+    dtype = rt.result_dtype(inputs, targets, weights, label_smoothing)
     loss, residuals = _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, False)
     if weights is not None:
         loss = loss * weights
@@ -152,12 +159,13 @@ def _binary_cross_entropy_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _binary_cross_entropy_residuals(residuals, inputs, targets, weights, with_logits, label_smoothing, reduction, variant)
     grads = _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_binary_cross_entropy_in_params(inputs, targets, weights, with_logits, label_smoothing, reduction, variant), [label_smoothing], cotangent, weights)
     return (
         grads[0],
         grads[1],
         grads[-1] if weights is not None else None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -167,7 +175,7 @@ def _binary_cross_entropy_vjp(primals, cotangent, output):
 def _binary_cross_entropy_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, with_logits, label_smoothing, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets, weights)
+    dtype = rt.result_dtype(inputs, targets, weights, label_smoothing)
     loss, residuals = _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, True)
     unweighted = residuals[:-1] if weights is not None else residuals
     grads = _binary_cross_entropy_gradients_from(inputs, targets, None, with_logits, label_smoothing, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -176,6 +184,7 @@ def _binary_cross_entropy_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_binary_cross_entropy_in_params(inputs, targets, weights, with_logits, label_smoothing, reduction, variant), [label_smoothing], [tangents[4]])
     if weights is not None:
         derivative = derivative * weights
         if tangents[2] is not None:
@@ -219,7 +228,7 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
         targets (array): The binary target values in {0, 1}.
         weights (array, optional): Optional weights for each target. Default: ``None``.
         with_logits (bool, optional): Whether ``inputs`` are logits. Default: ``True``.
-        label_smoothing (float, optional): Label smoothing factor: the targets become ``targets * (1 - label_smoothing) + label_smoothing / 2``. Must be in [0.0, 1.0]. Default: ``0.0``.
+        label_smoothing (float or array, optional): Label smoothing factor: the targets become ``targets * (1 - label_smoothing) + label_smoothing / 2``. Must be in [0.0, 1.0]. Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -235,6 +244,7 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
         weights = rt.check_weights(weights, inputs.shape, "weights")
     variant = ("_with_logits" if with_logits else "_no_with_logits")
     backend = _gpu.backend_for([inputs, targets, weights])
-    if backend != "mlx":
-        return _kernels.binary_cross_entropy(backend, [inputs, targets], weights, None, (label_smoothing,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(label_smoothing):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _binary_cross_entropy(*arrays, weights, with_logits, label_smoothing, reduction, variant)[0]
+        return _kernels.binary_cross_entropy(backend, [inputs, targets], weights, None, (label_smoothing,), reduction, variant, mlx_path)
     return _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)[0]

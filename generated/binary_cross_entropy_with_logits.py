@@ -190,5 +190,6 @@ def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='me
     variant = ""
     backend = _gpu.backend_for([inputs, targets, pos_weight, weight])
     if backend != "mlx":
-        return _kernels.binary_cross_entropy_with_logits(backend, [inputs, targets, mx.broadcast_to(pos_weight, inputs.shape)], weight, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _binary_cross_entropy_with_logits(*arrays, weights, reduction, variant)[0]
+        return _kernels.binary_cross_entropy_with_logits(backend, [inputs, targets, mx.broadcast_to(pos_weight, inputs.shape)], weight, None, (), reduction, variant, mlx_path)
     return _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weight, reduction, variant)[0]

@@ -77,6 +77,13 @@ def _binary_dice_loss_gradients_from(inputs, targets, weights, axis, smooth, red
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 
+def _binary_dice_loss_in_params(inputs, targets, weights, axis, smooth, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(smooth):
+        return [_binary_dice_loss_elements(inputs, targets, weights, axis, smooth, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _binary_dice_loss_residuals(residuals, inputs, targets, weights, axis, smooth, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -108,7 +115,7 @@ def _binary_dice_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _binary_dice_loss(inputs, targets, weights, axis, smooth, reduction, variant):
     inputs, targets, weights, axis, smooth, reduction, variant = rt.held(inputs, targets, weights, axis, smooth, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, smooth)
     loss, residuals = _binary_dice_loss_elements(inputs, targets, weights, axis, smooth, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -123,12 +130,13 @@ def _binary_dice_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _binary_dice_loss_residuals(residuals, inputs, targets, weights, axis, smooth, reduction, variant)
     grads = _binary_dice_loss_gradients_from(inputs, targets, weights, axis, smooth, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_binary_dice_loss_in_params(inputs, targets, weights, axis, smooth, reduction, variant), [smooth], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -138,7 +146,7 @@ def _binary_dice_loss_vjp(primals, cotangent, output):
 def _binary_dice_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     inputs, targets, weights, axis, smooth, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, smooth)
     loss, residuals = _binary_dice_loss_elements(inputs, targets, weights, axis, smooth, reduction, variant, True)
     unweighted = residuals
     grads = _binary_dice_loss_gradients_from(inputs, targets, None, axis, smooth, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -147,6 +155,7 @@ def _binary_dice_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_binary_dice_loss_in_params(inputs, targets, weights, axis, smooth, reduction, variant), [smooth], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -178,7 +187,7 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
         inputs (array): The predicted probabilities.
         targets (array): The target mask, 0 or 1 (or probabilities).
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        smooth (float, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``.
+        smooth (float or array, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -193,6 +202,7 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
     form = "indices"
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets], axis)
-    if backend != "mlx":
-        return _kernels.binary_dice_loss(backend, [inputs, targets], None, axis, (smooth,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(smooth):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _binary_dice_loss(*arrays, weights, axis, smooth, reduction, variant)[0]
+        return _kernels.binary_dice_loss(backend, [inputs, targets], None, axis, (smooth,), reduction, variant, mlx_path)
     return _binary_dice_loss(inputs, targets, None, axis, smooth, reduction, variant)[0]

@@ -67,6 +67,13 @@ def _charbonnier_loss_gradients_from(inputs, targets, weights, eps, reduction, v
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 
+def _charbonnier_loss_in_params(inputs, targets, weights, eps, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(eps):
+        return [_charbonnier_loss_elements(inputs, targets, weights, eps, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _charbonnier_loss_residuals(residuals, inputs, targets, weights, eps, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -98,7 +105,7 @@ def _charbonnier_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _charbonnier_loss(inputs, targets, weights, eps, reduction, variant):
     inputs, targets, weights, eps, reduction, variant = rt.held(inputs, targets, weights, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, eps)
     loss, residuals = _charbonnier_loss_elements(inputs, targets, weights, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -112,11 +119,12 @@ def _charbonnier_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _charbonnier_loss_residuals(residuals, inputs, targets, weights, eps, reduction, variant)
     grads = _charbonnier_loss_gradients_from(inputs, targets, weights, eps, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_charbonnier_loss_in_params(inputs, targets, weights, eps, reduction, variant), [eps], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -126,7 +134,7 @@ def _charbonnier_loss_vjp(primals, cotangent, output):
 def _charbonnier_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, eps, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, eps)
     loss, residuals = _charbonnier_loss_elements(inputs, targets, weights, eps, reduction, variant, True)
     unweighted = residuals
     grads = _charbonnier_loss_gradients_from(inputs, targets, None, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -135,6 +143,7 @@ def _charbonnier_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_charbonnier_loss_in_params(inputs, targets, weights, eps, reduction, variant), [eps], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -159,7 +168,7 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
     Args:
         inputs (array): The predicted values.
         targets (array): The target values.
-        eps (float, optional): The scale below which the loss is quadratic. Must be in (0.0, inf). Default: ``0.001``.
+        eps (float or array, optional): The scale below which the loss is quadratic. Must be in (0.0, inf). Default: ``0.001``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -172,6 +181,7 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.charbonnier_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _charbonnier_loss(*arrays, weights, eps, reduction, variant)[0]
+        return _kernels.charbonnier_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant, mlx_path)
     return _charbonnier_loss(inputs, targets, None, eps, reduction, variant)[0]

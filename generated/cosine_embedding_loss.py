@@ -88,6 +88,13 @@ def _cosine_embedding_loss_gradients_from(x1, x2, targets, weights, axis, margin
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]
 
 
+def _cosine_embedding_loss_in_params(x1, x2, targets, weights, axis, margin, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(margin):
+        return [_cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _cosine_embedding_loss_residuals(residuals, x1, x2, targets, weights, axis, margin, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -119,7 +126,7 @@ def _cosine_embedding_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _cosine_embedding_loss(x1, x2, targets, weights, axis, margin, reduction, variant):
     x1, x2, targets, weights, axis, margin, reduction, variant = rt.held(x1, x2, targets, weights, axis, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(x1, x2, targets)
+    dtype = rt.result_dtype(x1, x2, targets, margin)
     loss, residuals = _cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -134,13 +141,14 @@ def _cosine_embedding_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _cosine_embedding_loss_residuals(residuals, x1, x2, targets, weights, axis, margin, reduction, variant)
     grads = _cosine_embedding_loss_gradients_from(x1, x2, targets, weights, axis, margin, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_cosine_embedding_loss_in_params(x1, x2, targets, weights, axis, margin, reduction, variant), [margin], cotangent, None)
     return (
         grads[0],
         grads[1],
         mx.zeros_like(targets),
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -150,7 +158,7 @@ def _cosine_embedding_loss_vjp(primals, cotangent, output):
 def _cosine_embedding_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     x1, x2, targets, weights, axis, margin, reduction, variant = primals
-    dtype = rt.result_dtype(x1, x2, targets)
+    dtype = rt.result_dtype(x1, x2, targets, margin)
     loss, residuals = _cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, reduction, variant, True)
     unweighted = residuals
     grads = _cosine_embedding_loss_gradients_from(x1, x2, targets, None, axis, margin, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -159,6 +167,7 @@ def _cosine_embedding_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_cosine_embedding_loss_in_params(x1, x2, targets, weights, axis, margin, reduction, variant), [margin], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -191,7 +200,7 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
         x2 (array): The second embeddings.
         targets (array): One label per pair: 1 for similar pairs, -1 for dissimilar ones.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        margin (float, optional): The similarity below which dissimilar pairs cost nothing. Must be in [-1.0, 1.0]. Default: ``0.0``.
+        margin (float or array, optional): The similarity below which dissimilar pairs cost nothing. Must be in [-1.0, 1.0]. Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -208,6 +217,7 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
     form = "indices"
     variant = "_" + form
     backend = _gpu.backend_for([x1, x2, targets], axis)
-    if backend != "mlx":
-        return _kernels.cosine_embedding_loss(backend, [x1, x2, targets], None, axis, (margin,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _cosine_embedding_loss(*arrays, weights, axis, margin, reduction, variant)[0]
+        return _kernels.cosine_embedding_loss(backend, [x1, x2, targets], None, axis, (margin,), reduction, variant, mlx_path)
     return _cosine_embedding_loss(x1, x2, targets, None, axis, margin, reduction, variant)[0]

@@ -83,6 +83,13 @@ def _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]
 
 
+def _cosine_similarity_loss_in_params(x1, x2, weights, axis, eps, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(eps):
+        return [_cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _cosine_similarity_loss_residuals(residuals, x1, x2, weights, axis, eps, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -114,7 +121,7 @@ def _cosine_similarity_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _cosine_similarity_loss(x1, x2, weights, axis, eps, reduction, variant):
     x1, x2, weights, axis, eps, reduction, variant = rt.held(x1, x2, weights, axis, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(x1, x2)
+    dtype = rt.result_dtype(x1, x2, eps)
     loss, residuals = _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -129,12 +136,13 @@ def _cosine_similarity_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _cosine_similarity_loss_residuals(residuals, x1, x2, weights, axis, eps, reduction, variant)
     grads = _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_cosine_similarity_loss_in_params(x1, x2, weights, axis, eps, reduction, variant), [eps], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -144,7 +152,7 @@ def _cosine_similarity_loss_vjp(primals, cotangent, output):
 def _cosine_similarity_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     x1, x2, weights, axis, eps, reduction, variant = primals
-    dtype = rt.result_dtype(x1, x2)
+    dtype = rt.result_dtype(x1, x2, eps)
     loss, residuals = _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, True)
     unweighted = residuals
     grads = _cosine_similarity_loss_gradients_from(x1, x2, None, axis, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -153,6 +161,7 @@ def _cosine_similarity_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_cosine_similarity_loss_in_params(x1, x2, weights, axis, eps, reduction, variant), [eps], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -184,7 +193,7 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
         x1 (array): The first set of inputs.
         x2 (array): The second set of inputs.
         axis (int, optional): The axis the loss reduces along. Default: ``1``.
-        eps (float, optional): The minimum value of the denominator used for numerical stability. Must be in (0.0, inf). Default: ``1e-08``.
+        eps (float or array, optional): The minimum value of the denominator used for numerical stability. Must be in (0.0, inf). Default: ``1e-08``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -199,6 +208,7 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
     form = "indices"
     variant = "_" + form
     backend = _gpu.backend_for([x1, x2], axis)
-    if backend != "mlx":
-        return _kernels.cosine_similarity_loss(backend, [x1, x2], None, axis, (eps,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _cosine_similarity_loss(*arrays, weights, axis, eps, reduction, variant)[0]
+        return _kernels.cosine_similarity_loss(backend, [x1, x2], None, axis, (eps,), reduction, variant, mlx_path)
     return _cosine_similarity_loss(x1, x2, None, axis, eps, reduction, variant)[0]

@@ -108,7 +108,7 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
+    loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -130,8 +130,15 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(label_smoothing, compute), label_smoothing, rt.scalar(lse_square_scale, compute), lse_square_scale, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
+
+
+def _cross_entropy_in_params(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(label_smoothing, lse_square_scale):
+        return [_cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -165,7 +172,7 @@ def _cross_entropy_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = rt.held(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(logits, targets, weights)
+    dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
     loss, residuals = _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, False)
     if weights is not None:
         loss = loss * weights
@@ -183,14 +190,15 @@ def _cross_entropy_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _cross_entropy_residuals(residuals, logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)
     grads = _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_cross_entropy_in_params(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant), [label_smoothing, lse_square_scale], cotangent, weights)
     return (
         grads[0],
         grads[1],
         grads[-1] if weights is not None else None,
         None,
+        of_params[0],
         None,
-        None,
-        None,
+        of_params[1],
         None,
         None,
     )
@@ -200,7 +208,7 @@ def _cross_entropy_vjp(primals, cotangent, output):
 def _cross_entropy_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = primals
-    dtype = rt.result_dtype(logits, targets, weights)
+    dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
     loss, residuals = _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, True)
     unweighted = residuals[:-1] if weights is not None else residuals
     grads = _cross_entropy_gradients_from(logits, targets, None, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -209,6 +217,7 @@ def _cross_entropy_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_cross_entropy_in_params(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant), [label_smoothing, lse_square_scale], [tangents[4], tangents[6]])
     derivative = rt.mask_rows(derivative, rt.kept_rows(targets, ignore_index))
     if weights is not None:
         derivative = derivative * weights
@@ -247,9 +256,9 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         targets (array of int or float probabilities): The ground truth: class indices (the logits' shape without ``axis``) or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        label_smoothing (float, optional): Label smoothing factor. Must be in [0.0, 1.0). Default: ``0.0``.
+        label_smoothing (float or array, optional): Label smoothing factor. Must be in [0.0, 1.0). Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Only for class-index targets. Default: ``None`` (off).
-        lse_square_scale (float, optional): Weight of the z-loss ``logsumexp(logits)**2`` added to each row. Must be in [0.0, inf). Default: ``0.0``.
+        lse_square_scale (float or array, optional): Weight of the z-loss ``logsumexp(logits)**2`` added to each row. Must be in [0.0, inf). Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -274,6 +283,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
     backend = _gpu.backend_for([logits, targets, weights], axis)
-    if backend != "mlx":
-        return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing, ignore_index, lse_square_scale,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(label_smoothing, lse_square_scale):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _cross_entropy(*arrays, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
+        return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing, ignore_index, lse_square_scale,), reduction, variant, mlx_path)
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]

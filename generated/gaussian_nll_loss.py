@@ -105,6 +105,13 @@ def _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps,
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets), rt.gradient_for(grad_vars, vars)]
 
 
+def _gaussian_nll_loss_in_params(inputs, targets, vars, weights, full, eps, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(eps):
+        return [_gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _gaussian_nll_loss_residuals(residuals, inputs, targets, vars, weights, full, eps, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -136,7 +143,7 @@ def _gaussian_nll_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant):
     inputs, targets, vars, weights, full, eps, reduction, variant = rt.held(inputs, targets, vars, weights, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets, vars)
+    dtype = rt.result_dtype(inputs, targets, vars, eps)
     loss, residuals = _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -150,13 +157,14 @@ def _gaussian_nll_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _gaussian_nll_loss_residuals(residuals, inputs, targets, vars, weights, full, eps, reduction, variant)
     grads = _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_gaussian_nll_loss_in_params(inputs, targets, vars, weights, full, eps, reduction, variant), [eps], cotangent, None)
     return (
         grads[0],
         grads[1],
         grads[2],
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -166,7 +174,7 @@ def _gaussian_nll_loss_vjp(primals, cotangent, output):
 def _gaussian_nll_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, vars, weights, full, eps, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets, vars)
+    dtype = rt.result_dtype(inputs, targets, vars, eps)
     loss, residuals = _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, True)
     unweighted = residuals
     grads = _gaussian_nll_loss_gradients_from(inputs, targets, vars, None, full, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -177,6 +185,7 @@ def _gaussian_nll_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     if tangents[2] is not None:
         derivative = derivative + grads[2] * tangents[2]
+    derivative = derivative + rt.param_derivative(_gaussian_nll_loss_in_params(inputs, targets, vars, weights, full, eps, reduction, variant), [eps], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -218,7 +227,7 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
         targets (array): The target values (samples from the Gaussian distribution).
         vars (array): The predicted variance of the Gaussian distribution.
         full (bool, optional): Whether to include the constant term in the loss calculation. Default: ``False``.
-        eps (float, optional): Small positive constant for numerical stability. Must be in (0.0, inf). Default: ``1e-06``.
+        eps (float or array, optional): Small positive constant for numerical stability. Must be in (0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -233,6 +242,7 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
     rt.check_same_shapes(("inputs", inputs), ("targets", targets), ("vars", vars))
     variant = ("_full" if full else "_no_full")
     backend = _gpu.backend_for([inputs, targets, vars])
-    if backend != "mlx":
-        return _kernels.gaussian_nll_loss(backend, [inputs, targets, vars], None, None, (eps,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _gaussian_nll_loss(*arrays, weights, full, eps, reduction, variant)[0]
+        return _kernels.gaussian_nll_loss(backend, [inputs, targets, vars], None, None, (eps,), reduction, variant, mlx_path)
     return _gaussian_nll_loss(inputs, targets, vars, None, full, eps, reduction, variant)[0]

@@ -66,6 +66,13 @@ def _hinge_embedding_loss_gradients_from(inputs, targets, weights, margin, reduc
     return [rt.gradient_for(grad_inputs, inputs)]
 
 
+def _hinge_embedding_loss_in_params(inputs, targets, weights, margin, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(margin):
+        return [_hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _hinge_embedding_loss_residuals(residuals, inputs, targets, weights, margin, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -97,7 +104,7 @@ def _hinge_embedding_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _hinge_embedding_loss(inputs, targets, weights, margin, reduction, variant):
     inputs, targets, weights, margin, reduction, variant = rt.held(inputs, targets, weights, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, margin)
     loss, residuals = _hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -111,11 +118,12 @@ def _hinge_embedding_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _hinge_embedding_loss_residuals(residuals, inputs, targets, weights, margin, reduction, variant)
     grads = _hinge_embedding_loss_gradients_from(inputs, targets, weights, margin, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_hinge_embedding_loss_in_params(inputs, targets, weights, margin, reduction, variant), [margin], cotangent, None)
     return (
         grads[0],
         mx.zeros_like(targets),
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -125,13 +133,14 @@ def _hinge_embedding_loss_vjp(primals, cotangent, output):
 def _hinge_embedding_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, margin, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, margin)
     loss, residuals = _hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, variant, True)
     unweighted = residuals
     grads = _hinge_embedding_loss_gradients_from(inputs, targets, None, margin, reduction, variant, mx.ones_like(loss), unweighted, True)
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + grads[0] * tangents[0]
+    derivative = derivative + rt.param_derivative(_hinge_embedding_loss_in_params(inputs, targets, weights, margin, reduction, variant), [margin], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -155,7 +164,7 @@ def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
     Args:
         inputs (array): The distances (or dissimilarities) of the pairs.
         targets (array): The labels: 1 for similar pairs, -1 for dissimilar ones.
-        margin (float, optional): The distance beyond which dissimilar pairs cost nothing. Must be in (-inf, inf). Default: ``1.0``.
+        margin (float or array, optional): The distance beyond which dissimilar pairs cost nothing. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -168,6 +177,7 @@ def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.hinge_embedding_loss(backend, [inputs, targets], None, None, (margin,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _hinge_embedding_loss(*arrays, weights, margin, reduction, variant)[0]
+        return _kernels.hinge_embedding_loss(backend, [inputs, targets], None, None, (margin,), reduction, variant, mlx_path)
     return _hinge_embedding_loss(inputs, targets, None, margin, reduction, variant)[0]

@@ -169,5 +169,6 @@ def hinge_loss(inputs, targets, reduction='none'):
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
-        return _kernels.hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _hinge_loss(*arrays, weights, reduction, variant)[0]
+        return _kernels.hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
     return _hinge_loss(inputs, targets, None, reduction, variant)[0]

@@ -70,6 +70,13 @@ def _huber_loss_gradients_from(inputs, targets, weights, delta, reduction, varia
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 
+def _huber_loss_in_params(inputs, targets, weights, delta, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(delta):
+        return [_huber_loss_elements(inputs, targets, weights, delta, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _huber_loss_residuals(residuals, inputs, targets, weights, delta, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -101,7 +108,7 @@ def _huber_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _huber_loss(inputs, targets, weights, delta, reduction, variant):
     inputs, targets, weights, delta, reduction, variant = rt.held(inputs, targets, weights, delta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, delta)
     loss, residuals = _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -115,11 +122,12 @@ def _huber_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _huber_loss_residuals(residuals, inputs, targets, weights, delta, reduction, variant)
     grads = _huber_loss_gradients_from(inputs, targets, weights, delta, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_huber_loss_in_params(inputs, targets, weights, delta, reduction, variant), [delta], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -129,7 +137,7 @@ def _huber_loss_vjp(primals, cotangent, output):
 def _huber_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, delta, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, delta)
     loss, residuals = _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, True)
     unweighted = residuals
     grads = _huber_loss_gradients_from(inputs, targets, None, delta, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -138,6 +146,7 @@ def _huber_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_huber_loss_in_params(inputs, targets, weights, delta, reduction, variant), [delta], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -162,7 +171,7 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     Args:
         inputs (array): The predicted values.
         targets (array): The target values.
-        delta (float, optional): The threshold at which to change between L1 and L2 loss. Must be in (0.0, inf). Default: ``1.0``.
+        delta (float or array, optional): The threshold at which to change between L1 and L2 loss. Must be in (0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -175,6 +184,7 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(delta):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _huber_loss(*arrays, weights, delta, reduction, variant)[0]
+        return _kernels.huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant, mlx_path)
     return _huber_loss(inputs, targets, None, delta, reduction, variant)[0]

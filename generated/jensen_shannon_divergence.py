@@ -25,7 +25,7 @@ def _forward_indices(inputs, targets, beta, beta_value, axis):
     t3 = 1 - beta_value
     t0 = rt.exp(inputs)
     t1 = rt.exp(targets)
-    t2 = rt.logaddexp(targets + math.log(beta_value), inputs + math.log(t3))
+    t2 = rt.logaddexp(targets + rt.math_of("log", beta_value), inputs + rt.math_of("log", t3))
     log_mixture = t2
     t4 = -log_mixture
     sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(inputs + t4)), axis)
@@ -42,7 +42,7 @@ def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1
     row_length = inputs.shape[axis]
     cotangent = rt.row_cotangent(cotangent, axis)
     t5 = 1 - beta_value
-    t6 = inputs - targets + (-math.log(beta_value) + math.log(t5))
+    t6 = inputs - targets + (-rt.math_of("log", beta_value) + rt.math_of("log", t5))
     t7 = -rt.sigmoid(t6)
     t10 = -rt.sigmoid(-t6)
     d_sum1 = mx.contiguous(beta*cotangent)
@@ -71,7 +71,7 @@ def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, re
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(beta, compute), beta, axis)
+    loss, *residuals = forward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis)
     return loss, residuals
 
 
@@ -82,8 +82,15 @@ def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, be
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(beta, compute), beta, axis, cotangent, *residuals)
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+def _jensen_shannon_divergence_in_params(inputs, targets, weights, axis, beta, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(beta):
+        return [_jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -117,7 +124,7 @@ def _jensen_shannon_divergence_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, variant):
     inputs, targets, weights, axis, beta, reduction, variant = rt.held(inputs, targets, weights, axis, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, beta)
     loss, residuals = _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -132,12 +139,13 @@ def _jensen_shannon_divergence_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _jensen_shannon_divergence_residuals(residuals, inputs, targets, weights, axis, beta, reduction, variant)
     grads = _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, beta, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_jensen_shannon_divergence_in_params(inputs, targets, weights, axis, beta, reduction, variant), [beta], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -147,7 +155,7 @@ def _jensen_shannon_divergence_vjp(primals, cotangent, output):
 def _jensen_shannon_divergence_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     inputs, targets, weights, axis, beta, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, beta)
     loss, residuals = _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, True)
     unweighted = residuals
     grads = _jensen_shannon_divergence_gradients_from(inputs, targets, None, axis, beta, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -156,6 +164,7 @@ def _jensen_shannon_divergence_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_jensen_shannon_divergence_in_params(inputs, targets, weights, axis, beta, reduction, variant), [beta], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -185,7 +194,7 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
         inputs (array): Log probabilities of the predicted distribution Q.
         targets (array): Log probabilities of the target distribution P.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        beta (float, optional): The weight of P in the mixture M = beta * P + (1 - beta) * Q. Must be in (0.0, 1.0). Default: ``0.5``.
+        beta (float or array, optional): The weight of P in the mixture M = beta * P + (1 - beta) * Q. Must be in (0.0, 1.0). Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -200,6 +209,7 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
     form = "indices"
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets], axis)
-    if backend != "mlx":
-        return _kernels.jensen_shannon_divergence(backend, [inputs, targets], None, axis, (beta,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(beta):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _jensen_shannon_divergence(*arrays, weights, axis, beta, reduction, variant)[0]
+        return _kernels.jensen_shannon_divergence(backend, [inputs, targets], None, axis, (beta,), reduction, variant, mlx_path)
     return _jensen_shannon_divergence(inputs, targets, None, axis, beta, reduction, variant)[0]

@@ -207,5 +207,6 @@ def kl_div(inputs, targets, log_target=False, reduction='mean'):
     variant = ("_log_target" if log_target else "_no_log_target")
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
-        return _kernels.kl_div(backend, [inputs, targets], None, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _kl_div(*arrays, weights, log_target, reduction, variant)[0]
+        return _kernels.kl_div(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
     return _kl_div(inputs, targets, None, log_target, reduction, variant)[0]

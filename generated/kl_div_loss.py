@@ -181,5 +181,6 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
-        return _kernels.kl_div_loss(backend, [inputs, targets], None, axis, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _kl_div_loss(*arrays, weights, axis, reduction, variant)[0]
+        return _kernels.kl_div_loss(backend, [inputs, targets], None, axis, (), reduction, variant, mlx_path)
     return _kl_div_loss(inputs, targets, None, axis, reduction, variant)[0]

@@ -167,5 +167,6 @@ def l1_loss(predictions, targets, reduction='mean'):
     variant = ""
     backend = _gpu.backend_for([predictions, targets])
     if backend != "mlx":
-        return _kernels.l1_loss(backend, [predictions, targets], None, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _l1_loss(*arrays, weights, reduction, variant)[0]
+        return _kernels.l1_loss(backend, [predictions, targets], None, None, (), reduction, variant, mlx_path)
     return _l1_loss(predictions, targets, None, reduction, variant)[0]

@@ -167,5 +167,6 @@ def log_cosh_loss(inputs, targets, reduction='none'):
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
-        return _kernels.log_cosh_loss(backend, [inputs, targets], None, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _log_cosh_loss(*arrays, weights, reduction, variant)[0]
+        return _kernels.log_cosh_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
     return _log_cosh_loss(inputs, targets, None, reduction, variant)[0]

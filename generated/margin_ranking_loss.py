@@ -72,6 +72,13 @@ def _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, weights, marg
     return [rt.gradient_for(grad_inputs1, inputs1), rt.gradient_for(grad_inputs2, inputs2), rt.gradient_for(grad_targets, targets)]
 
 
+def _margin_ranking_loss_in_params(inputs1, inputs2, targets, weights, margin, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(margin):
+        return [_margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _margin_ranking_loss_residuals(residuals, inputs1, inputs2, targets, weights, margin, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -103,7 +110,7 @@ def _margin_ranking_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _margin_ranking_loss(inputs1, inputs2, targets, weights, margin, reduction, variant):
     inputs1, inputs2, targets, weights, margin, reduction, variant = rt.held(inputs1, inputs2, targets, weights, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs1, inputs2, targets)
+    dtype = rt.result_dtype(inputs1, inputs2, targets, margin)
     loss, residuals = _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -117,12 +124,13 @@ def _margin_ranking_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _margin_ranking_loss_residuals(residuals, inputs1, inputs2, targets, weights, margin, reduction, variant)
     grads = _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, weights, margin, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_margin_ranking_loss_in_params(inputs1, inputs2, targets, weights, margin, reduction, variant), [margin], cotangent, None)
     return (
         grads[0],
         grads[1],
         grads[2],
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -132,7 +140,7 @@ def _margin_ranking_loss_vjp(primals, cotangent, output):
 def _margin_ranking_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs1, inputs2, targets, weights, margin, reduction, variant = primals
-    dtype = rt.result_dtype(inputs1, inputs2, targets)
+    dtype = rt.result_dtype(inputs1, inputs2, targets, margin)
     loss, residuals = _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, reduction, variant, True)
     unweighted = residuals
     grads = _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, None, margin, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -143,6 +151,7 @@ def _margin_ranking_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     if tangents[2] is not None:
         derivative = derivative + grads[2] * tangents[2]
+    derivative = derivative + rt.param_derivative(_margin_ranking_loss_in_params(inputs1, inputs2, targets, weights, margin, reduction, variant), [margin], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -169,7 +178,7 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
         inputs1 (array): Scores for the first input.
         inputs2 (array): Scores for the second input.
         targets (array): Labels: 1 if inputs1 should rank higher, -1 if inputs2 should.
-        margin (float, optional): The margin by which the scores should be separated. Must be in (-inf, inf). Default: ``0.0``.
+        margin (float or array, optional): The margin by which the scores should be separated. Must be in (-inf, inf). Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -183,6 +192,7 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
     rt.check_same_shapes(("inputs1", inputs1), ("inputs2", inputs2), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs1, inputs2, targets])
-    if backend != "mlx":
-        return _kernels.margin_ranking_loss(backend, [inputs1, inputs2, targets], None, None, (margin,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _margin_ranking_loss(*arrays, weights, margin, reduction, variant)[0]
+        return _kernels.margin_ranking_loss(backend, [inputs1, inputs2, targets], None, None, (margin,), reduction, variant, mlx_path)
     return _margin_ranking_loss(inputs1, inputs2, targets, None, margin, reduction, variant)[0]

@@ -91,6 +91,13 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
     return [rt.gradient_for(grad_inputs, inputs)]
 
 
+def _multi_margin_loss_in_params(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(margin):
+        return [_multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _multi_margin_loss_residuals(residuals, inputs, targets, weight, weights, axis, p, margin, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -122,7 +129,7 @@ def _multi_margin_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = rt.held(inputs, targets, weight, weights, axis, p, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, weight, targets)
+    dtype = rt.result_dtype(inputs, weight, targets, margin)
     loss, residuals = _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -137,6 +144,7 @@ def _multi_margin_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _multi_margin_loss_residuals(residuals, inputs, targets, weight, weights, axis, p, margin, reduction, variant)
     grads = _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p, margin, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_multi_margin_loss_in_params(inputs, targets, weight, weights, axis, p, margin, reduction, variant), [margin], cotangent, None)
     return (
         grads[0],
         mx.zeros_like(targets),
@@ -144,7 +152,7 @@ def _multi_margin_loss_vjp(primals, cotangent, output):
         None,
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -154,13 +162,14 @@ def _multi_margin_loss_vjp(primals, cotangent, output):
 def _multi_margin_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, weight, targets)
+    dtype = rt.result_dtype(inputs, weight, targets, margin)
     loss, residuals = _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, True)
     unweighted = residuals
     grads = _multi_margin_loss_gradients_from(inputs, targets, weight, None, axis, p, margin, reduction, variant, mx.ones_like(loss), unweighted, True)
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    derivative = derivative + rt.param_derivative(_multi_margin_loss_in_params(inputs, targets, weight, weights, axis, p, margin, reduction, variant), [margin], [tangents[6]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -194,7 +203,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
         weight (array, optional): Optional weight of each class, applied to the rows of that target class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         p (int, optional): The power of each hinge: 1 or 2. Must be in [1.0, 2.0]. Default: ``1``.
-        margin (float, optional): The margin by which the target score should beat every other score. Must be in (-inf, inf). Default: ``1.0``.
+        margin (float or array, optional): The margin by which the target score should beat every other score. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -210,6 +219,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets, weight], axis)
-    if backend != "mlx":
-        return _kernels.multi_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (p, margin,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _multi_margin_loss(*arrays, weights, axis, p, margin, reduction, variant)[0]
+        return _kernels.multi_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (p, margin,), reduction, variant, mlx_path)
     return _multi_margin_loss(inputs, targets, weight, None, axis, p, margin, reduction, variant)[0]

@@ -187,5 +187,6 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets, weight], axis)
     if backend != "mlx":
-        return _kernels.multilabel_soft_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _multilabel_soft_margin_loss(*arrays, weights, axis, reduction, variant)[0]
+        return _kernels.multilabel_soft_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (), reduction, variant, mlx_path)
     return _multilabel_soft_margin_loss(inputs, targets, weight, None, axis, reduction, variant)[0]

@@ -193,5 +193,6 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
-        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (ignore_index,), reduction, variant)
+        mlx_path = lambda arrays, weights: _nll_loss(*arrays, weights, axis, ignore_index, reduction, variant)[0]
+        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (ignore_index,), reduction, variant, mlx_path)
     return _nll_loss(inputs, targets, None, axis, ignore_index, reduction, variant)[0]

@@ -56,7 +56,7 @@ def _pinball_loss_elements(inputs, targets, weights, tau, reduction, variant, di
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(tau, compute), tau)
+    loss, *residuals = forward(inputs, targets, rt.scalar(tau, compute), rt.param_value(tau, compute))
     return loss, residuals
 
 
@@ -67,8 +67,15 @@ def _pinball_loss_gradients_from(inputs, targets, weights, tau, reduction, varia
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(tau, compute), tau, cotangent, *residuals)
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(tau, compute), rt.param_value(tau, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+def _pinball_loss_in_params(inputs, targets, weights, tau, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(tau):
+        return [_pinball_loss_elements(inputs, targets, weights, tau, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -102,7 +109,7 @@ def _pinball_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _pinball_loss(inputs, targets, weights, tau, reduction, variant):
     inputs, targets, weights, tau, reduction, variant = rt.held(inputs, targets, weights, tau, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, tau)
     loss, residuals = _pinball_loss_elements(inputs, targets, weights, tau, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -116,11 +123,12 @@ def _pinball_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _pinball_loss_residuals(residuals, inputs, targets, weights, tau, reduction, variant)
     grads = _pinball_loss_gradients_from(inputs, targets, weights, tau, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_pinball_loss_in_params(inputs, targets, weights, tau, reduction, variant), [tau], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -130,7 +138,7 @@ def _pinball_loss_vjp(primals, cotangent, output):
 def _pinball_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, tau, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, tau)
     loss, residuals = _pinball_loss_elements(inputs, targets, weights, tau, reduction, variant, True)
     unweighted = residuals
     grads = _pinball_loss_gradients_from(inputs, targets, None, tau, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -139,6 +147,7 @@ def _pinball_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_pinball_loss_in_params(inputs, targets, weights, tau, reduction, variant), [tau], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -163,7 +172,7 @@ def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
     Args:
         inputs (array): The predicted quantiles.
         targets (array): The target values.
-        tau (float, optional): The quantile to estimate. Must be in [0.0, 1.0]. Default: ``0.5``.
+        tau (float or array, optional): The quantile to estimate. Must be in [0.0, 1.0]. Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -176,6 +185,7 @@ def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.pinball_loss(backend, [inputs, targets], None, None, (tau,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(tau):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _pinball_loss(*arrays, weights, tau, reduction, variant)[0]
+        return _kernels.pinball_loss(backend, [inputs, targets], None, None, (tau,), reduction, variant, mlx_path)
     return _pinball_loss(inputs, targets, None, tau, reduction, variant)[0]

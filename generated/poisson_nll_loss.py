@@ -137,6 +137,13 @@ def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, 
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 
+def _poisson_nll_loss_in_params(inputs, targets, weights, log_input, full, eps, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(eps):
+        return [_poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _poisson_nll_loss_residuals(residuals, inputs, targets, weights, log_input, full, eps, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -168,7 +175,7 @@ def _poisson_nll_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _poisson_nll_loss(inputs, targets, weights, log_input, full, eps, reduction, variant):
     inputs, targets, weights, log_input, full, eps, reduction, variant = rt.held(inputs, targets, weights, log_input, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, eps)
     loss, residuals = _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -182,13 +189,14 @@ def _poisson_nll_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _poisson_nll_loss_residuals(residuals, inputs, targets, weights, log_input, full, eps, reduction, variant)
     grads = _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, eps, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_poisson_nll_loss_in_params(inputs, targets, weights, log_input, full, eps, reduction, variant), [eps], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -198,7 +206,7 @@ def _poisson_nll_loss_vjp(primals, cotangent, output):
 def _poisson_nll_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, log_input, full, eps, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, eps)
     loss, residuals = _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, True)
     unweighted = residuals
     grads = _poisson_nll_loss_gradients_from(inputs, targets, None, log_input, full, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -207,6 +215,7 @@ def _poisson_nll_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_poisson_nll_loss_in_params(inputs, targets, weights, log_input, full, eps, reduction, variant), [eps], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -272,7 +281,7 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
         targets (array): Samples from the Poisson distribution (counts).
         log_input (bool, optional): Whether ``inputs`` is the log of the expectation. Default: ``True``.
         full (bool, optional): Whether to add the Stirling approximation of log(targets!). Default: ``False``.
-        eps (float, optional): Added to ``inputs`` before the log when ``log_input=False``. Must be in (0.0, inf). Default: ``1e-08``.
+        eps (float or array, optional): Added to ``inputs`` before the log when ``log_input=False``. Must be in (0.0, inf). Default: ``1e-08``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -287,6 +296,7 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ("_log_input" if log_input else "_no_log_input") + ("_full" if full else "_no_full")
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.poisson_nll_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _poisson_nll_loss(*arrays, weights, log_input, full, eps, reduction, variant)[0]
+        return _kernels.poisson_nll_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant, mlx_path)
     return _poisson_nll_loss(inputs, targets, None, log_input, full, eps, reduction, variant)[0]

@@ -105,7 +105,7 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, rt.row_flag(inside, axis))
+    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, rt.row_flag(inside, axis))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -125,8 +125,15 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(epsilon, compute), epsilon, axis, rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
+
+
+def _poly1_cross_entropy_in_params(logits, targets, weights, axis, epsilon, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(epsilon):
+        return [_poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -160,7 +167,7 @@ def _poly1_cross_entropy_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant):
     logits, targets, weights, axis, epsilon, reduction, variant = rt.held(logits, targets, weights, axis, epsilon, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(logits, targets, weights)
+    dtype = rt.result_dtype(logits, targets, weights, epsilon)
     loss, residuals = _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, False)
     if weights is not None:
         loss = loss * weights
@@ -177,12 +184,13 @@ def _poly1_cross_entropy_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _poly1_cross_entropy_residuals(residuals, logits, targets, weights, axis, epsilon, reduction, variant)
     grads = _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_poly1_cross_entropy_in_params(logits, targets, weights, axis, epsilon, reduction, variant), [epsilon], cotangent, weights)
     return (
         grads[0],
         grads[1],
         grads[-1] if weights is not None else None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -192,7 +200,7 @@ def _poly1_cross_entropy_vjp(primals, cotangent, output):
 def _poly1_cross_entropy_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     logits, targets, weights, axis, epsilon, reduction, variant = primals
-    dtype = rt.result_dtype(logits, targets, weights)
+    dtype = rt.result_dtype(logits, targets, weights, epsilon)
     loss, residuals = _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, True)
     unweighted = residuals[:-1] if weights is not None else residuals
     grads = _poly1_cross_entropy_gradients_from(logits, targets, None, axis, epsilon, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -201,6 +209,7 @@ def _poly1_cross_entropy_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_poly1_cross_entropy_in_params(logits, targets, weights, axis, epsilon, reduction, variant), [epsilon], [tangents[4]])
     if weights is not None:
         derivative = derivative * weights
         if tangents[2] is not None:
@@ -238,7 +247,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         targets (array of int or float probabilities): The ground truth: class indices or probabilities (the logits' shape). A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         weights (array, optional): Optional weights for each target. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        epsilon (float, optional): The weight of the first polynomial term, (1 - p_t). Must be in [-1.0, inf). Default: ``2.0``.
+        epsilon (float or array, optional): The weight of the first polynomial term, (1 - p_t). Must be in [-1.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -260,6 +269,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
     backend = _gpu.backend_for([logits, targets, weights], axis)
-    if backend != "mlx":
-        return _kernels.poly1_cross_entropy(backend, [logits, targets], weights, axis, (epsilon,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(epsilon):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _poly1_cross_entropy(*arrays, weights, axis, epsilon, reduction, variant)[0]
+        return _kernels.poly1_cross_entropy(backend, [logits, targets], weights, axis, (epsilon,), reduction, variant, mlx_path)
     return _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant)[0]

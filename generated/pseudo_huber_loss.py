@@ -57,7 +57,7 @@ def _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, vari
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute), delta)
+    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute))
     return loss, residuals
 
 
@@ -68,8 +68,15 @@ def _pseudo_huber_loss_gradients_from(inputs, targets, weights, delta, reduction
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(delta, compute), delta, cotangent, *residuals)
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+def _pseudo_huber_loss_in_params(inputs, targets, weights, delta, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(delta):
+        return [_pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -103,7 +110,7 @@ def _pseudo_huber_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _pseudo_huber_loss(inputs, targets, weights, delta, reduction, variant):
     inputs, targets, weights, delta, reduction, variant = rt.held(inputs, targets, weights, delta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, delta)
     loss, residuals = _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -117,11 +124,12 @@ def _pseudo_huber_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _pseudo_huber_loss_residuals(residuals, inputs, targets, weights, delta, reduction, variant)
     grads = _pseudo_huber_loss_gradients_from(inputs, targets, weights, delta, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_pseudo_huber_loss_in_params(inputs, targets, weights, delta, reduction, variant), [delta], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -131,7 +139,7 @@ def _pseudo_huber_loss_vjp(primals, cotangent, output):
 def _pseudo_huber_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, delta, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, delta)
     loss, residuals = _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, variant, True)
     unweighted = residuals
     grads = _pseudo_huber_loss_gradients_from(inputs, targets, None, delta, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -140,6 +148,7 @@ def _pseudo_huber_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_pseudo_huber_loss_in_params(inputs, targets, weights, delta, reduction, variant), [delta], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -164,7 +173,7 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
     Args:
         inputs (array): The predicted values.
         targets (array): The target values.
-        delta (float, optional): The scale at which the loss turns from quadratic to linear. Must be in (0.0, inf). Default: ``1.0``.
+        delta (float or array, optional): The scale at which the loss turns from quadratic to linear. Must be in (0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -177,6 +186,7 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.pseudo_huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(delta):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _pseudo_huber_loss(*arrays, weights, delta, reduction, variant)[0]
+        return _kernels.pseudo_huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant, mlx_path)
     return _pseudo_huber_loss(inputs, targets, None, delta, reduction, variant)[0]

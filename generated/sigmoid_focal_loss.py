@@ -27,7 +27,7 @@ def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value):
     log_one_minus_p_t = -t1*targets - t0*t3
     t2 = rt.exp(rt.zero_if((gamma_value == 0), gamma*log_one_minus_p_t))
     cross_entropy = t0*targets + t1*t3
-    loss = mx.where((t2 == 0), 0, t2*((1 - alpha)*t3 + rt.zero_if((alpha_value == 0), alpha*targets) if (alpha_value >= 0) else 1)*cross_entropy)
+    loss = mx.where((t2 == 0), 0, t2*rt.choose((alpha_value >= 0), (1 - alpha)*t3 + rt.zero_if((alpha_value == 0), alpha*targets), 1)*cross_entropy)
     return (loss, t0, t1, t2,)
 
 
@@ -40,7 +40,7 @@ def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent
     t5 = rt.sigmoid(inputs)
     t6 = rt.sigmoid(-inputs)
     cross_entropy = t0*targets + t1*t4
-    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + rt.zero_if((gamma_value == 0), gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*((1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets) if (alpha_value >= 0) else 1))
+    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + rt.zero_if((gamma_value == 0), gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
     return (grad_inputs,)
 
 
@@ -60,7 +60,7 @@ def _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reducti
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(gamma, compute), gamma)
+    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute))
     return loss, residuals
 
 
@@ -71,8 +71,15 @@ def _sigmoid_focal_loss_gradients_from(inputs, targets, weights, alpha, gamma, r
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, = backward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(gamma, compute), gamma, cotangent, *residuals)
+    grad_inputs, = backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
+
+
+def _sigmoid_focal_loss_in_params(inputs, targets, weights, alpha, gamma, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(alpha, gamma):
+        return [_sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -106,7 +113,7 @@ def _sigmoid_focal_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _sigmoid_focal_loss(inputs, targets, weights, alpha, gamma, reduction, variant):
     inputs, targets, weights, alpha, gamma, reduction, variant = rt.held(inputs, targets, weights, alpha, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, alpha, gamma)
     loss, residuals = _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -120,12 +127,13 @@ def _sigmoid_focal_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _sigmoid_focal_loss_residuals(residuals, inputs, targets, weights, alpha, gamma, reduction, variant)
     grads = _sigmoid_focal_loss_gradients_from(inputs, targets, weights, alpha, gamma, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_sigmoid_focal_loss_in_params(inputs, targets, weights, alpha, gamma, reduction, variant), [alpha, gamma], cotangent, None)
     return (
         grads[0],
         mx.zeros_like(targets),
         None,
-        None,
-        None,
+        of_params[0],
+        of_params[1],
         None,
         None,
     )
@@ -135,13 +143,14 @@ def _sigmoid_focal_loss_vjp(primals, cotangent, output):
 def _sigmoid_focal_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, alpha, gamma, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, alpha, gamma)
     loss, residuals = _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reduction, variant, True)
     unweighted = residuals
     grads = _sigmoid_focal_loss_gradients_from(inputs, targets, None, alpha, gamma, reduction, variant, mx.ones_like(loss), unweighted, True)
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + grads[0] * tangents[0]
+    derivative = derivative + rt.param_derivative(_sigmoid_focal_loss_in_params(inputs, targets, weights, alpha, gamma, reduction, variant), [alpha, gamma], [tangents[3], tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -165,8 +174,8 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
     Args:
         inputs (array): The predicted logits.
         targets (array): The binary labels, 0 or 1.
-        alpha (float, optional): Weight of the positive class, (1 - alpha) weighs the negative one; a negative alpha weighs both 1. Must be in [-1.0, 1.0]. Default: ``0.25``.
-        gamma (float, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``.
+        alpha (float or array, optional): Weight of the positive class, (1 - alpha) weighs the negative one; a negative alpha weighs both 1. Must be in [-1.0, 1.0]. Default: ``0.25``. A one-element array is differentiable and, as in MLX, not range-checked.
+        gamma (float or array, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -180,6 +189,7 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.sigmoid_focal_loss(backend, [inputs, targets], None, None, (alpha, gamma,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(alpha, gamma):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _sigmoid_focal_loss(*arrays, weights, alpha, gamma, reduction, variant)[0]
+        return _kernels.sigmoid_focal_loss(backend, [inputs, targets], None, None, (alpha, gamma,), reduction, variant, mlx_path)
     return _sigmoid_focal_loss(inputs, targets, None, alpha, gamma, reduction, variant)[0]

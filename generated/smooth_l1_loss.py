@@ -23,7 +23,7 @@ def _forward(predictions, targets, beta, beta_value):
     targets = rt.upcast(targets, compute)
     t0 = mx.abs(predictions - targets)
     t1 = mx.minimum(beta, t0)
-    loss = (0.5*t1*(2*t0 - t1)/beta if (beta_value != 0) else t0)
+    loss = rt.choose((beta_value != 0), 0.5*t1*(2*t0 - t1)/beta, t0)
     return (loss,)
 
 
@@ -33,7 +33,7 @@ def _backward(predictions, targets, beta, beta_value, cotangent):
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t2 = predictions - targets
-    grad_predictions = cotangent*(mx.minimum(beta, mx.maximum(t2, -beta))/beta if (beta_value != 0) else mx.sign(t2))
+    grad_predictions = cotangent*rt.choose((beta_value != 0), mx.minimum(beta, mx.maximum(t2, -beta))/beta, mx.sign(t2))
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 
@@ -54,7 +54,7 @@ def _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, var
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
-    loss, *residuals = forward(predictions, targets, rt.scalar(beta, compute), beta)
+    loss, *residuals = forward(predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute))
     return loss, residuals
 
 
@@ -65,8 +65,15 @@ def _smooth_l1_loss_gradients_from(predictions, targets, weights, beta, reductio
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
-    grad_predictions, grad_targets, = backward(predictions, targets, rt.scalar(beta, compute), beta, cotangent, *residuals)
+    grad_predictions, grad_targets, = backward(predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_predictions, predictions), rt.gradient_for(grad_targets, targets)]
+
+
+def _smooth_l1_loss_in_params(predictions, targets, weights, beta, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(beta):
+        return [_smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -100,7 +107,7 @@ def _smooth_l1_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _smooth_l1_loss(predictions, targets, weights, beta, reduction, variant):
     predictions, targets, weights, beta, reduction, variant = rt.held(predictions, targets, weights, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(predictions, targets)
+    dtype = rt.result_dtype(predictions, targets, beta)
     loss, residuals = _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -114,11 +121,12 @@ def _smooth_l1_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _smooth_l1_loss_residuals(residuals, predictions, targets, weights, beta, reduction, variant)
     grads = _smooth_l1_loss_gradients_from(predictions, targets, weights, beta, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_smooth_l1_loss_in_params(predictions, targets, weights, beta, reduction, variant), [beta], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -128,7 +136,7 @@ def _smooth_l1_loss_vjp(primals, cotangent, output):
 def _smooth_l1_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     predictions, targets, weights, beta, reduction, variant = primals
-    dtype = rt.result_dtype(predictions, targets)
+    dtype = rt.result_dtype(predictions, targets, beta)
     loss, residuals = _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, variant, True)
     unweighted = residuals
     grads = _smooth_l1_loss_gradients_from(predictions, targets, None, beta, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -137,6 +145,7 @@ def _smooth_l1_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
+    derivative = derivative + rt.param_derivative(_smooth_l1_loss_in_params(predictions, targets, weights, beta, reduction, variant), [beta], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -161,7 +170,7 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     Args:
         predictions (array): Predicted values.
         targets (array): Ground truth values.
-        beta (float, optional): The threshold after which the loss changes from the squared to the absolute difference. Must be in [0.0, inf). Default: ``1.0``.
+        beta (float or array, optional): The threshold after which the loss changes from the squared to the absolute difference. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -174,6 +183,7 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([predictions, targets])
-    if backend != "mlx":
-        return _kernels.smooth_l1_loss(backend, [predictions, targets], None, None, (beta,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(beta):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _smooth_l1_loss(*arrays, weights, beta, reduction, variant)[0]
+        return _kernels.smooth_l1_loss(backend, [predictions, targets], None, None, (beta,), reduction, variant, mlx_path)
     return _smooth_l1_loss(predictions, targets, None, beta, reduction, variant)[0]

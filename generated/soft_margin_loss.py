@@ -163,5 +163,6 @@ def soft_margin_loss(inputs, targets, reduction='mean'):
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
-        return _kernels.soft_margin_loss(backend, [inputs, targets], None, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _soft_margin_loss(*arrays, weights, reduction, variant)[0]
+        return _kernels.soft_margin_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
     return _soft_margin_loss(inputs, targets, None, reduction, variant)[0]

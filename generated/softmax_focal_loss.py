@@ -78,7 +78,7 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, rt.row_flag(inside, axis))
+    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, rt.row_flag(inside, axis))
     return loss, residuals
 
 
@@ -91,8 +91,15 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), gamma, axis, rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_logits, logits)]
+
+
+def _softmax_focal_loss_in_params(logits, targets, alpha, weights, axis, gamma, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(gamma):
+        return [_softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -126,7 +133,7 @@ def _softmax_focal_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant):
     logits, targets, alpha, weights, axis, gamma, reduction, variant = rt.held(logits, targets, alpha, weights, axis, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(logits, alpha, targets)
+    dtype = rt.result_dtype(logits, alpha, targets, gamma)
     loss, residuals = _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -141,13 +148,14 @@ def _softmax_focal_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _softmax_focal_loss_residuals(residuals, logits, targets, alpha, weights, axis, gamma, reduction, variant)
     grads = _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, gamma, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_softmax_focal_loss_in_params(logits, targets, alpha, weights, axis, gamma, reduction, variant), [gamma], cotangent, None)
     return (
         grads[0],
         mx.zeros_like(targets),
         mx.zeros_like(alpha),
         None,
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -157,13 +165,14 @@ def _softmax_focal_loss_vjp(primals, cotangent, output):
 def _softmax_focal_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     logits, targets, alpha, weights, axis, gamma, reduction, variant = primals
-    dtype = rt.result_dtype(logits, alpha, targets)
+    dtype = rt.result_dtype(logits, alpha, targets, gamma)
     loss, residuals = _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, True)
     unweighted = residuals
     grads = _softmax_focal_loss_gradients_from(logits, targets, alpha, None, axis, gamma, reduction, variant, mx.ones_like(loss), unweighted, True)
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
+    derivative = derivative + rt.param_derivative(_softmax_focal_loss_in_params(logits, targets, alpha, weights, axis, gamma, reduction, variant), [gamma], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -198,7 +207,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
         targets (array of int): The target class indices. A class index outside ``[0, classes)`` gives its row a NaN loss and NaN in its gradient.
         alpha (array, optional): Optional weight (alpha) of each class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        gamma (float, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``.
+        gamma (float or array, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -213,6 +222,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
     targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
     variant = "_" + form
     backend = _gpu.backend_for([logits, targets, alpha], axis)
-    if backend != "mlx":
-        return _kernels.softmax_focal_loss(backend, [logits, targets, mx.broadcast_to(alpha, logits.shape)], None, axis, (gamma,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(gamma):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _softmax_focal_loss(*arrays, weights, axis, gamma, reduction, variant)[0]
+        return _kernels.softmax_focal_loss(backend, [logits, targets, mx.broadcast_to(alpha, logits.shape)], None, axis, (gamma,), reduction, variant, mlx_path)
     return _softmax_focal_loss(logits, targets, alpha, None, axis, gamma, reduction, variant)[0]

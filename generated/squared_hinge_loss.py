@@ -165,5 +165,6 @@ def squared_hinge_loss(inputs, targets, reduction='none'):
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
-        return _kernels.squared_hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant)
+        mlx_path = lambda arrays, weights: _squared_hinge_loss(*arrays, weights, reduction, variant)[0]
+        return _kernels.squared_hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
     return _squared_hinge_loss(inputs, targets, None, reduction, variant)[0]

@@ -87,6 +87,13 @@ def _triplet_loss_gradients_from(anchors, positives, negatives, weights, axis, p
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
 
 
+def _triplet_loss_in_params(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(margin, eps):
+        return [_triplet_loss_elements(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant, True)[0]]
+    return loss
+
+
 @mx.custom_function
 def _triplet_loss_residuals(residuals, anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
     """The forward's residuals, as they are; differentiated as if recomputed from the arguments.
@@ -118,7 +125,7 @@ def _triplet_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _triplet_loss(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
     anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant = rt.held(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(anchors, positives, negatives)
+    dtype = rt.result_dtype(anchors, positives, negatives, margin, eps)
     loss, residuals = _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -133,6 +140,7 @@ def _triplet_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _triplet_loss_residuals(residuals, anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant)
     grads = _triplet_loss_gradients_from(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_triplet_loss_in_params(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant), [margin, eps], cotangent, None)
     return (
         grads[0],
         grads[1],
@@ -140,8 +148,8 @@ def _triplet_loss_vjp(primals, cotangent, output):
         None,
         None,
         None,
-        None,
-        None,
+        of_params[0],
+        of_params[1],
         None,
         None,
     )
@@ -151,7 +159,7 @@ def _triplet_loss_vjp(primals, cotangent, output):
 def _triplet_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant = primals
-    dtype = rt.result_dtype(anchors, positives, negatives)
+    dtype = rt.result_dtype(anchors, positives, negatives, margin, eps)
     loss, residuals = _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant, True)
     unweighted = residuals
     grads = _triplet_loss_gradients_from(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -162,6 +170,7 @@ def _triplet_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     if tangents[2] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[2] * tangents[2], axis), axis)
+    derivative = derivative + rt.param_derivative(_triplet_loss_in_params(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant), [margin, eps], [tangents[6], tangents[7]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -194,8 +203,8 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
         negatives (array): The negative samples.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         p (int, optional): The norm degree for pairwise distance. Must be in [1.0, inf). Default: ``2``.
-        margin (float, optional): Margin for the triplet loss. Must be in (-inf, inf). Default: ``1.0``.
-        eps (float, optional): Small positive constant added to the p-norm sum before taking the ``1 / p`` power. Must be in (0.0, inf). Default: ``1e-06``.
+        margin (float or array, optional): Margin for the triplet loss. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
+        eps (float or array, optional): Small positive constant added to the p-norm sum before taking the ``1 / p`` power. Must be in (0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
 
     Returns:
@@ -213,6 +222,7 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     form = "indices"
     variant = "_" + form
     backend = _gpu.backend_for([anchors, positives, negatives], axis)
-    if backend != "mlx":
-        return _kernels.triplet_loss(backend, [anchors, positives, negatives], None, axis, (p, margin, eps,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(margin, eps):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _triplet_loss(*arrays, weights, axis, p, margin, eps, reduction, variant)[0]
+        return _kernels.triplet_loss(backend, [anchors, positives, negatives], None, axis, (p, margin, eps,), reduction, variant, mlx_path)
     return _triplet_loss(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant)[0]

@@ -129,7 +129,7 @@ def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, 
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    loss, *residuals = forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis)
+    loss, *residuals = forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis)
     return loss, residuals
 
 
@@ -140,8 +140,15 @@ def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, 
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), p, rt.scalar(eps, compute), axis, cotangent, *residuals)
+    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
+
+
+def _triplet_margin_loss_in_params(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(margin, p, eps):
+        return [_triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -175,7 +182,7 @@ def _triplet_margin_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _triplet_margin_loss(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
     anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = rt.held(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(anchors, positives, negatives)
+    dtype = rt.result_dtype(anchors, positives, negatives, margin, p, eps)
     loss, residuals = _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -190,15 +197,16 @@ def _triplet_margin_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _triplet_margin_loss_residuals(residuals, anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant)
     grads = _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_triplet_margin_loss_in_params(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant), [margin, p, eps], cotangent, None)
     return (
         grads[0],
         grads[1],
         grads[2],
         None,
         None,
-        None,
-        None,
-        None,
+        of_params[0],
+        of_params[1],
+        of_params[2],
         None,
         None,
         None,
@@ -209,7 +217,7 @@ def _triplet_margin_loss_vjp(primals, cotangent, output):
 def _triplet_margin_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = primals
-    dtype = rt.result_dtype(anchors, positives, negatives)
+    dtype = rt.result_dtype(anchors, positives, negatives, margin, p, eps)
     loss, residuals = _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, True)
     unweighted = residuals
     grads = _triplet_margin_loss_gradients_from(anchors, positives, negatives, None, axis, margin, p, eps, swap, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -220,6 +228,7 @@ def _triplet_margin_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     if tangents[2] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[2] * tangents[2], axis), axis)
+    derivative = derivative + rt.param_derivative(_triplet_margin_loss_in_params(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant), [margin, p, eps], [tangents[5], tangents[6], tangents[7]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -271,9 +280,9 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
         positives (array): The positive samples.
         negatives (array): The negative samples.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        margin (float, optional): The margin by which the negative should be farther than the positive. Must be in (-inf, inf). Default: ``1.0``.
-        p (float, optional): The norm degree of the pairwise distance. Must be in (0.0, inf). Default: ``2.0``.
-        eps (float, optional): Added to the differences before the norm (as torch.pairwise_distance). Must be in [0.0, inf). Default: ``1e-06``.
+        margin (float or array, optional): The margin by which the negative should be farther than the positive. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
+        p (float or array, optional): The norm degree of the pairwise distance. Must be in (0.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
+        eps (float or array, optional): Added to the differences before the norm (as torch.pairwise_distance). Must be in [0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         swap (bool, optional): Whether the negative's distance is the smaller of anchor-negative and positive-negative. Default: ``False``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
@@ -293,6 +302,7 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
     form = "indices"
     variant = ("_swap" if swap else "_no_swap") + "_" + form
     backend = _gpu.backend_for([anchors, positives, negatives], axis)
-    if backend != "mlx":
-        return _kernels.triplet_margin_loss(backend, [anchors, positives, negatives], None, axis, (margin, p, eps,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(margin, p, eps):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _triplet_margin_loss(*arrays, weights, axis, margin, p, eps, swap, reduction, variant)[0]
+        return _kernels.triplet_margin_loss(backend, [anchors, positives, negatives], None, axis, (margin, p, eps,), reduction, variant, mlx_path)
     return _triplet_margin_loss(anchors, positives, negatives, None, axis, margin, p, eps, swap, reduction, variant)[0]

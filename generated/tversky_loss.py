@@ -65,7 +65,7 @@ def _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, 
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis)
+    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis)
     return loss, residuals
 
 
@@ -76,8 +76,15 @@ def _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, sm
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(alpha, compute), alpha, rt.scalar(beta, compute), beta, rt.scalar(smooth, compute), axis, cotangent, *residuals)
+    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
+
+
+def _tversky_loss_in_params(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
+    """Each row's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(alpha, beta, smooth):
+        return [_tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -111,7 +118,7 @@ def _tversky_loss_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _tversky_loss(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
     inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = rt.held(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, alpha, beta, smooth)
     loss, residuals = _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -126,14 +133,15 @@ def _tversky_loss_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _tversky_loss_residuals(residuals, inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant)
     grads = _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_tversky_loss_in_params(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant), [alpha, beta, smooth], cotangent, None)
     return (
         grads[0],
         grads[1],
         None,
         None,
-        None,
-        None,
-        None,
+        of_params[0],
+        of_params[1],
+        of_params[2],
         None,
         None,
     )
@@ -143,7 +151,7 @@ def _tversky_loss_vjp(primals, cotangent, output):
 def _tversky_loss_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each row's derived gradient times the tangents, reduced."""
     inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, alpha, beta, smooth)
     loss, residuals = _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, True)
     unweighted = residuals
     grads = _tversky_loss_gradients_from(inputs, targets, None, axis, alpha, beta, smooth, reduction, variant, mx.ones_like(loss), unweighted, True)
@@ -152,6 +160,7 @@ def _tversky_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
+    derivative = derivative + rt.param_derivative(_tversky_loss_in_params(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant), [alpha, beta, smooth], [tangents[4], tangents[5], tangents[6]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -183,9 +192,9 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
         inputs (array): The predicted probabilities.
         targets (array): The target mask, 0 or 1 (or probabilities).
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
-        alpha (float, optional): The weight of false positives. Must be in [0.0, inf). Default: ``0.5``.
-        beta (float, optional): The weight of false negatives. Must be in [0.0, inf). Default: ``0.5``.
-        smooth (float, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``.
+        alpha (float or array, optional): The weight of false positives. Must be in [0.0, inf). Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
+        beta (float or array, optional): The weight of false negatives. Must be in [0.0, inf). Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
+        smooth (float or array, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -202,6 +211,7 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
     form = "indices"
     variant = "_" + form
     backend = _gpu.backend_for([inputs, targets], axis)
-    if backend != "mlx":
-        return _kernels.tversky_loss(backend, [inputs, targets], None, axis, (alpha, beta, smooth,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(alpha, beta, smooth):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _tversky_loss(*arrays, weights, axis, alpha, beta, smooth, reduction, variant)[0]
+        return _kernels.tversky_loss(backend, [inputs, targets], None, axis, (alpha, beta, smooth,), reduction, variant, mlx_path)
     return _tversky_loss(inputs, targets, None, axis, alpha, beta, smooth, reduction, variant)[0]

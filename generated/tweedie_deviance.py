@@ -55,7 +55,7 @@ def _tweedie_deviance_elements(inputs, targets, weights, power, reduction, varia
     """
     forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(power, compute), power)
+    loss, *residuals = forward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute))
     return loss, residuals
 
 
@@ -66,8 +66,15 @@ def _tweedie_deviance_gradients_from(inputs, targets, weights, power, reduction,
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, = backward(inputs, targets, rt.scalar(power, compute), power, cotangent, *residuals)
+    grad_inputs, = backward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
+
+
+def _tweedie_deviance_in_params(inputs, targets, weights, power, reduction, variant):
+    """Each element's loss as a function of the parameters: MLX differentiates it in those given as arrays."""
+    def loss(power):
+        return [_tweedie_deviance_elements(inputs, targets, weights, power, reduction, variant, True)[0]]
+    return loss
 
 
 @mx.custom_function
@@ -101,7 +108,7 @@ def _tweedie_deviance_residuals_jvp(primals, tangents):
 @mx.custom_function
 def _tweedie_deviance(inputs, targets, weights, power, reduction, variant):
     inputs, targets, weights, power, reduction, variant = rt.held(inputs, targets, weights, power, reduction, variant)  # the derivatives are the vjp's and the jvp's below
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, power)
     loss, residuals = _tweedie_deviance_elements(inputs, targets, weights, power, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 
@@ -115,11 +122,12 @@ def _tweedie_deviance_vjp(primals, cotangent, output):
     if residuals:  # (MLX cannot take a custom function of no arrays)
         residuals = _tweedie_deviance_residuals(residuals, inputs, targets, weights, power, reduction, variant)
     grads = _tweedie_deviance_gradients_from(inputs, targets, weights, power, reduction, variant, cotangent, residuals, False)
+    of_params = rt.param_gradients(_tweedie_deviance_in_params(inputs, targets, weights, power, reduction, variant), [power], cotangent, None)
     return (
         grads[0],
         mx.zeros_like(targets),
         None,
-        None,
+        of_params[0],
         None,
         None,
     )
@@ -129,13 +137,14 @@ def _tweedie_deviance_vjp(primals, cotangent, output):
 def _tweedie_deviance_jvp(primals, tangents):
     """The loss's derivative along ``tangents``: each element's derived gradient times the tangents, reduced."""
     inputs, targets, weights, power, reduction, variant = primals
-    dtype = rt.result_dtype(inputs, targets)
+    dtype = rt.result_dtype(inputs, targets, power)
     loss, residuals = _tweedie_deviance_elements(inputs, targets, weights, power, reduction, variant, True)
     unweighted = residuals
     grads = _tweedie_deviance_gradients_from(inputs, targets, None, power, reduction, variant, mx.ones_like(loss), unweighted, True)
     derivative = mx.zeros_like(loss)
     if tangents[0] is not None:
         derivative = derivative + grads[0] * tangents[0]
+    derivative = derivative + rt.param_derivative(_tweedie_deviance_in_params(inputs, targets, weights, power, reduction, variant), [power], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
@@ -159,7 +168,7 @@ def tweedie_deviance(inputs, targets, power=1.5, reduction='mean'):
     Args:
         inputs (array): The predicted means, > 0.
         targets (array): The observed values, >= 0.
-        power (float, optional): The Tweedie power: variance = mean^power. Must be in (1.0, 2.0). Default: ``1.5``.
+        power (float or array, optional): The Tweedie power: variance = mean^power. Must be in (1.0, 2.0). Default: ``1.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
 
     Returns:
@@ -172,6 +181,7 @@ def tweedie_deviance(inputs, targets, power=1.5, reduction='mean'):
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
     backend = _gpu.backend_for([inputs, targets])
-    if backend != "mlx":
-        return _kernels.tweedie_deviance(backend, [inputs, targets], None, None, (power,), reduction, variant)
+    if backend != "mlx" and not rt.any_array(power):  # the kernels take parameters as numbers
+        mlx_path = lambda arrays, weights: _tweedie_deviance(*arrays, weights, power, reduction, variant)[0]
+        return _kernels.tweedie_deviance(backend, [inputs, targets], None, None, (power,), reduction, variant, mlx_path)
     return _tweedie_deviance(inputs, targets, None, power, reduction, variant)[0]

@@ -57,9 +57,13 @@ def argument_docs(loss):
         elif p.optional:
             kind = "int" if p.integer else "float"
             lines.append(f"{p.name} ({kind}, optional): {p.doc} Default: ``None`` (off).")
+        elif p.integer:
+            lines.append(f"{p.name} (int, optional): {p.doc} Must be in {p.range}. Default: ``{p.default}``.")
         else:
-            kind = "int" if p.integer else "float"
-            lines.append(f"{p.name} ({kind}, optional): {p.doc} Must be in {p.range}. Default: ``{p.default}``.")
+            lines.append(
+                f"{p.name} (float or array, optional): {p.doc} Must be in {p.range}. Default: ``{p.default}``. "
+                "A one-element array is differentiable and, as in MLX, not range-checked."
+            )
     lines.append(
         "reduction (str, optional): Specifies the reduction to apply to the output: "
         f"``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'{loss.reduction}'``."

@@ -196,6 +196,10 @@ def test_calls_the_kernels_are_not_built_for_run_mlx_ops(emulated, dtypes):
     assert emulated.launches == []
     many_rows = mx.zeros((2**24, 2))  # 2**24 rows of 256 threads: past 32-bit thread indices
     assert _gpu.backend_for([many_rows], axis=1) == "mlx" and _gpu.backend_for([many_rows]) == "metal"
+    # (lazy zeros: never allocated) whole threadgroups of 256 threads: 2**31 - 255 elements need 2**31 threads
+    assert _gpu.ELEMENT_THREADS == 256
+    assert _gpu.backend_for([mx.zeros((2**31 - 256,))]) == "metal"
+    assert {_gpu.backend_for([mx.zeros((size,))]) for size in (2**31 - 255, 2**31 - 1)} == {"mlx"}
 
 
 def test_integer_inputs_are_read_as_floats(emulated):

@@ -59,6 +59,8 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     # the locals of the custom functions' vjp and jvp
     "arguments", "cotangents", "tangents", "outputs", "grads", "of_weights", "unweighted", "derivative",
     "inside",  # the rows whose class index is inside the row
+    "of_params",  # the gradients of parameters given as arrays
+    "arrays", "mlx_path",  # the kernels' arguments and their fallback (the MLX bodies) for transformations
 })
 # Names the generated package gives its own members besides the losses (its kernels' subpackage, the
 # function that picks a backend): a loss so named could not be imported.

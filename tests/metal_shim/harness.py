@@ -369,6 +369,19 @@ def execute(backend, text, inputs, grid, threadgroup, output_shapes, output_dtyp
 
 # ---------------------------------------------------------------- drop-in kernels
 
+def _in_a_trace(arrays):
+    """Whether a kernel is launched while MLX traces a transformation (``mx.vmap``): its inputs have
+    no values yet. On a GPU the launch is a lazy node of the graph; here it returns zeros, which the
+    transformation's own rule (the MLX bodies) replaces, and any use of them fails its test."""
+    try:
+        mx.eval(arrays)
+    except ValueError as error:
+        if "function transformations" not in str(error):
+            raise
+        return True
+    return False
+
+
 class EmulatedKernels:
     """Stand-ins for ``mx.fast.metal_kernel`` and ``mx.fast.cuda_kernel`` that run the emulator.
 
@@ -381,7 +394,7 @@ class EmulatedKernels:
         self.execute = execute
 
     def _run(self, backend, text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value):
-        if not self.execute:
+        if not self.execute or _in_a_trace(inputs):
             return [mx.zeros(shape, dtype) for shape, dtype in zip(output_shapes, output_dtypes)]
         return execute(backend, text, inputs, grid, threadgroup, output_shapes, output_dtypes, init_value)
 

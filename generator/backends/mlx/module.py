@@ -152,6 +152,8 @@ def render(env, loss, variants):
         params=[p.name for p in loss.params],
         # optional params (an ignore_index) are not in the formula: the compiled bodies never see them
         numeric_params=[p.name for p in loss.numeric_params if not p.optional],
+        # the parameters that may be given as arrays, differentiably
+        float_params=[p.name for p in loss.numeric_params if not p.optional and not p.integer],
         # the kernels read every numeric parameter by its position, an optional one too (None reads 0)
         kernel_params=[p.name for p in loss.numeric_params],
         # the kernels read every array element by element: class weights are broadcast to the first input

@@ -44,7 +44,7 @@ _ARRAY_FUNCTIONS = {
 _SCALAR_FUNCTIONS = {
     "exp": "math.exp", "log": "math.log", "Abs": "abs", "tanh": "math.tanh", "cosh": "math.cosh",
     "sinh": "math.sinh", "sin": "math.sin", "cos": "math.cos", "atan": "math.atan", "erf": "math.erf",
-    "log1p": "math.log1p", "expm1": "math.expm1",
+    "log1p": "math.log1p", "expm1": "math.expm1", "sign": "sign",
 }
 _REDUCERS = {
     "sum": lambda argument: f"rt.row_sum({argument}, axis)",
@@ -189,6 +189,8 @@ class MLXPrinter(StrPrinter):
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
         if self.is_scalar(expr) and exponent == sp.Rational(1, 2):
+            if _has_params(base):
+                return f'rt.math_of("sqrt", {self.python(base)})'
             return f"math.sqrt({self.python(base)})"
         if self.is_scalar(expr):
             if exponent == -1:
@@ -226,7 +228,7 @@ class MLXPrinter(StrPrinter):
         # a boolean if-then-else, as SymPy folds nested Piecewise conditions (e.g. relu of a minimum)
         if self.is_scalar(expr):
             condition, if_true, if_false = (self.python(a) for a in expr.args)
-            return f"({if_true} if {condition} else {if_false})"
+            return f"rt.choose({condition}, {if_true}, {if_false})"
         condition, if_true, if_false = (self._print(a) for a in expr.args)
         return f"mx.where({condition}, {if_true}, {if_false})"
 
@@ -241,13 +243,13 @@ class MLXPrinter(StrPrinter):
         if cond != sp.true:
             raise ValueError(f"Piecewise without a default branch: {expr}")
         if all(self.is_scalar(condition) for _, condition in expr.args):
-            # Conditions on parameters alone: Python picks the branch, only it is computed.
+            # Conditions on parameters alone: Python picks the branch (MLX, for a parameter given as an array).
             if len(branches) == 1 and branches[0][0] == 0 and not self.is_scalar(last):
                 return f"rt.zero_if({self.python(branches[0][1])}, {self._print(last)})"  # an array's shape kept
             value = self.python if self.is_scalar(expr) else self._print
             code = value(last)
             for branch, condition in reversed(branches):
-                code = f"({value(branch)} if {self.python(condition)} else {code})"
+                code = f"rt.choose({self.python(condition)}, {value(branch)}, {code})"
             return code
         selected = masked(expr)
         if selected is not None and self._is_finite(selected[0]) and not self.is_scalar(selected[0]):
@@ -268,10 +270,10 @@ class MLXPrinter(StrPrinter):
         name = type(expr).__name__
         if self.is_scalar(expr):
             args = [self.python(a) for a in expr.args]
-            if name == "sign":
-                return f"math.copysign(1.0, {args[0]}) if {args[0]} != 0 else 0.0"
             if name in ("sigmoid", "softplus", "logaddexp", "logcosh"):
                 raise ValueError(f"{name} of a parameter alone is not supported")
+            if _has_params(expr):  # a parameter may be given as an array
+                return f'rt.math_of("{_SCALAR_FUNCTIONS[name].removeprefix("math.")}", {args[0]})'
             return f"{_SCALAR_FUNCTIONS[name]}({', '.join(args)})"
         args = [self._print(a) for a in expr.args]
         return f"{_ARRAY_FUNCTIONS[name]}({', '.join(args)})"
@@ -279,6 +281,11 @@ class MLXPrinter(StrPrinter):
     _print_exp = _print_log = _print_Abs = _print_sign = _print_tanh = _print_Function
     _print_cosh = _print_sinh = _print_sin = _print_cos = _print_atan = _print_erf = _print_Function
     _print_log1p = _print_expm1 = _print_Function
+
+
+def _has_params(expr):
+    """Whether a scalar expression reads a parameter (or a value computed from one), not constants alone."""
+    return bool(expr.free_symbols)
 
 
 def param_name(param, python=False):

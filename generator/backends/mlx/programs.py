@@ -151,7 +151,7 @@ def _param_args(loss, printed):
         if array in printed:
             args.append((array, param.name if param.integer else f"rt.scalar({param.name}, compute)"))
         if python != array and python in printed:
-            args.append((python, param.name))
+            args.append((python, f"rt.param_value({param.name}, compute)"))
     return args
 
 
@@ -167,7 +167,7 @@ def context(loss, variants):
     return {
         "variants": rendered,
         "param_args": param_args,
-        "param_arrays": any(passed.startswith("rt.scalar") for _, passed in param_args),
+        "param_arrays": any("compute" in passed for _, passed in param_args),
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
         "element_inputs": [i.name for i in loss.inputs if is_element_level(i)],  # probability targets too
         "row_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and i.per_row],
