@@ -505,17 +505,16 @@ def add_at_class(array, index, value, axis):
     return mx.where(positions(array.shape[axis], axis, array.ndim) == index, array + value, array)
 
 
-def at_class(like, index, value, axis, inside):
-    """Zeros shaped like ``like`` (NaN in the rows not ``inside``) but ``value`` at the class ``index`` of each row.
+def at_class(like, index, value, axis):
+    """Zeros shaped like ``like`` but ``value`` at the class ``index`` of each row.
 
     Written in place of the zeros (a selection over the whole array costs three times as much for
-    nll_loss's value_and_grad); ``put_along_axis`` has a jvp. ``inside``: the rows whose class is in the
-    row (``row_flag(rows_inside(...))``); the others are NaN throughout, their loss too.
+    nll_loss's value_and_grad); ``put_along_axis`` has a jvp. A row whose class is outside it has
+    its (stand-in) index at 0 and a NaN ``value``: NaN where its loss read it.
     """
     if like.size == 0:
         return mx.zeros(like.shape, like.dtype)
-    base = mx.zeros(like.shape, like.dtype) + mx.where(inside, 0.0, math.nan).astype(like.dtype)  # 2x the zeros
-    return mx.put_along_axis(base, index, value.astype(like.dtype), axis=axis)
+    return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
 
 
 def row_cotangent(cotangent, axis):

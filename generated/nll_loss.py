@@ -40,7 +40,7 @@ def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
     row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
     d_gather0 = -cotangent
     grad_inputs_at_targets = mx.where(counted_row, d_gather0, row_fill)
-    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis, inside_row)
+    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis)
     return (grad_inputs,)
 
 

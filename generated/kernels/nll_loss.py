@@ -88,7 +88,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_nll_loss_indices_backward_f1b158844507",
+        name="losscc_nll_loss_indices_backward_ce3d264e915b",
         inputs=[('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -118,7 +118,7 @@ const float d_gather0 = -cotangent;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_inputs = (counted_row ? d_gather0*targets : row_fill);
+  const float grad_inputs = ((targets == 1.0f) ? (counted_row ? d_gather0 : row_fill) : 0.0f);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,
@@ -149,7 +149,7 @@ const float d_gather0 = -cotangent;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
-  const float grad_inputs = (counted_row ? d_gather0*targets : row_fill);
+  const float grad_inputs = ((targets == 1.0f) ? (counted_row ? d_gather0 : row_fill) : 0.0f);
   grad_inputs_out[at] = static_cast<T>(grad_inputs);
 }
 """,

@@ -37,7 +37,7 @@ from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
 
 from ..ir import COUNTED_ROW, INSIDE_ROW, KEPT_ROW, ROW_FILL, ROW_LENGTH, IsMinusInfinity, Reduction
-from ..spec.vocabulary import Param, is_element_level
+from ..spec.vocabulary import ClassTarget, Param, is_element_level
 from .rewrite import extremum
 from .schedule import Statement
 
@@ -68,7 +68,12 @@ def masked_rows(statements, *, ignoring):
     """The program's outputs (the loss, the gradients) selected on ``INSIDE_ROW`` and, ``ignoring``, ``KEPT_ROW``.
 
     One selection per element: the row's condition and the value it gives
-    otherwise are computed once per row (``COUNTED_ROW``, ``ROW_FILL``).
+    otherwise are computed once per row (``COUNTED_ROW``, ``ROW_FILL``). A
+    gradient that is only a term at the class (``coefficient * onehot``) is
+    selected at the class alone: a row whose class is outside it is NaN where
+    the loss reads it (nll_loss: the one element its stand-in index 0 reads;
+    cross_entropy: the whole row), and no pass writes NaN over a row the loss
+    never read (twice the time of nll_loss's value_and_grad).
     """
     if not any(s.output for s in statements):
         return list(statements)
@@ -77,8 +82,58 @@ def masked_rows(statements, *, ignoring):
         head = [Statement(COUNTED_ROW, sp.And(KEPT_ROW, INSIDE_ROW)),
                 Statement(ROW_FILL, selection((0, sp.Not(KEPT_ROW)), (sp.nan, sp.true)))]
         counted, fill = COUNTED_ROW, ROW_FILL
-    return head + [Statement(s.symbol, selection((s.expr, counted), (fill, sp.true)), s.reduction, s.output)
-                   if s.output else s for s in statements]
+    element = _element_symbols(statements)
+
+    def masked_output(expr):
+        dense, at_class = class_terms(expr, lambda s: s in element)
+        if dense != 0 or not at_class:  # (a dense term reads the whole row: all of it is NaN)
+            return selection((expr, counted), (fill, sp.true))
+        terms = [selection((selection((coefficient, counted), (fill, sp.true)), sp.Eq(target, 1)), (0, sp.true))
+                 for target, coefficient in at_class.items()]  # the one-hot: 0 elsewhere, even beside a NaN
+        return sp.Add(*terms, evaluate=False) if len(terms) > 1 else terms[0]
+
+    return head + [Statement(s.symbol, masked_output(s.expr), s.reduction, s.output) if s.output else s
+                   for s in statements]
+
+
+def _element_symbols(statements):
+    """The element-level symbols of a program: element inputs and what is computed from them, reductions aside."""
+    element = {f for s in statements for f in s.expr.free_symbols if is_element_level(f)}
+    for statement in statements:
+        if statement.reduction is None and statement.expr.free_symbols & element:
+            element.add(statement.symbol)
+    return element
+
+
+def class_terms(gradient, is_element):
+    """``(dense, {target: coefficient})`` with ``gradient = dense + sum_t coefficient_t * onehot_t`` and each
+    coefficient one value per row (no symbol for which ``is_element`` holds), else ``(gradient, {})``."""
+    at_class = {}
+    for target in sorted((f for f in gradient.free_symbols if isinstance(f, ClassTarget)), key=str):
+        coefficient = sp.diff(gradient, target)
+        if target in coefficient.free_symbols or any(is_element(f) for f in coefficient.free_symbols):
+            return gradient, {}
+        at_class[target] = coefficient
+    dense = gradient.subs({target: 0 for target in at_class})
+    return dense, at_class
+
+
+def is_finite(expr, is_scalar, finite):
+    """Finite wherever the ``finite`` symbols are: built from them by +, |.|, sign and products by scalars.
+
+    A product of two arrays (a power of one) is not: 1e30 * 1e30 overflows float32.
+    """
+    for node in sp.preorder_traversal(expr):
+        if is_scalar(node):
+            continue
+        if isinstance(node, sp.Mul) and sum(not is_scalar(f) for f in node.args) > 1:
+            return False
+        if isinstance(node, sp.Symbol):
+            if node not in finite:
+                return False
+        elif not isinstance(node, (sp.Add, sp.Mul, sp.Number, sp.Abs, sp.sign)):
+            return False
+    return True
 
 
 class _Rules:
@@ -141,21 +196,7 @@ class _Rules:
         return all(isinstance(f, Param) or f in self.scalars for f in expr.free_symbols)
 
     def is_finite(self, expr):
-        """Finite wherever the finite symbols are: built by +, |.|, sign and products by scalars.
-
-        A product of two arrays (a power of one) is not: 1e30 * 1e30 overflows float32.
-        """
-        for node in sp.preorder_traversal(expr):
-            if self.is_scalar(node):
-                continue
-            if isinstance(node, sp.Mul) and sum(not self.is_scalar(f) for f in node.args) > 1:
-                return False
-            if isinstance(node, sp.Symbol):
-                if node not in self.finite:
-                    return False
-            elif not isinstance(node, (sp.Add, sp.Mul, sp.Number, sp.Abs, sp.sign)):
-                return False
-        return True
+        return is_finite(expr, self.is_scalar, self.finite)
 
     def apply(self, expr):
         expr = _bottom_up(expr, self.extrema)

@@ -6,7 +6,9 @@ broadcast against the row's elements.
 A float parameter reaches the compiled bodies twice: as a 0-d array of the
 compute dtype under its own name, which the arithmetic reads, and as a Python
 float, ``<name>_value``, which only Python decisions read (``math`` functions,
-a branch picked by a condition on parameters, the 0 * inf guard). A value
+a branch picked by a condition on parameters, the 0 * inf guard); a parameter
+given as an array is that array there too, and the decisions are MLX's
+(``rt.math_of``, ``rt.choose``, ``rt.zero_if`` take either). A value
 that ``mx.compile`` sees as a constant is written into the C++ it compiles,
 and the compiler then turns selections against it into a branch per element
 (ten times slower on random data); an array argument keeps them branch-free,
@@ -31,7 +33,7 @@ from sympy.printing.str import StrPrinter
 from ...ir import COTANGENT, ROW_LENGTH
 from ...lower.order import ELEMENT as FULL
 from ...lower.order import ROW, SCALAR, print_sum, product_parts, sum_order
-from ...lower.safety import masked
+from ...lower.safety import is_finite, masked
 from ...spec.vocabulary import Param
 
 _ARRAY_FUNCTIONS = {
@@ -169,22 +171,7 @@ class MLXPrinter(StrPrinter):
         return print_sum(sum_order(expr.args, self.level), self._print)
 
     def _is_finite(self, expr):
-        """Finite wherever the finite symbols are: built by +, |.|, sign and products by parameters.
-
-        A product of two arrays (a power of one) is not: 1e30 * 1e30 overflows float32.
-        """
-        for node in sp.preorder_traversal(expr):
-            if isinstance(node, sp.Mul) and sum(not self.is_scalar(f) for f in node.args) > 1:
-                return False
-            if isinstance(node, sp.Symbol):
-                if node in self.arrays and node not in self.finite:
-                    return False
-            elif isinstance(node, sp.Pow):
-                if not self.is_scalar(node):
-                    return False
-            elif not isinstance(node, (sp.Add, sp.Mul, sp.Number, sp.Abs, sp.sign)) and not self.is_scalar(node):
-                return False
-        return True
+        return is_finite(expr, self.is_scalar, self.finite)
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args

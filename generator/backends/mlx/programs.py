@@ -11,6 +11,7 @@ import sympy as sp
 
 from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR
 from ...lower.programs import elementwise_programs, rowwise_programs
+from ...lower.safety import class_terms
 from ...spec.terms import expand_terms
 from ...spec.vocabulary import ClassTarget, Input, is_element_level
 from .printer import logsumexp_parts, param_name, print_program
@@ -79,6 +80,11 @@ def rowwise_variant(loss, variant, target_form, printed_params):
     }
 
 
+def _element_level(symbol):
+    """Whether ``symbol`` (a spec term: what it is made of) holds one value per element of a row."""
+    return any(is_element_level(s) for s in expand_terms(symbol).free_symbols)
+
+
 def _gradient_outputs(loss, ir, target_form, like):
     """``(outputs, scatters)``: the backward's named results, and the lines that add class terms at the target.
 
@@ -90,14 +96,16 @@ def _gradient_outputs(loss, ir, target_form, like):
     for name, gradient in ir.element_gradients.items():
         if name in targets and target_form == "indices":
             continue  # class indices are integers: no gradient
-        dense, at_class = _split_class_terms(gradient, loss.class_targets) if target_form == "indices" else (gradient, {})
+        # With class indices a term at the class is added at one element per row (``rt.add_at_class``)
+        # instead of building a one-hot array the size of the input.
+        dense, at_class = class_terms(gradient, _element_level) if target_form == "indices" else (gradient, {})
         if dense != 0 or not at_class:
             outputs.append((f"grad_{name}", dense))
         for index, (target, value) in enumerate(at_class.items()):
             outputs.append((f"grad_{name}_at_{target.name}", value))
             at = f"{target.name}_index, grad_{name}_at_{target.name}, axis"
-            if dense == 0 and index == 0:  # zeros (NaN in a row whose class is outside it) but one element per row
-                scatters.append(f"grad_{name} = rt.at_class({like}, {at}, inside_row)")
+            if dense == 0 and index == 0:  # zeros but one element per row
+                scatters.append(f"grad_{name} = rt.at_class({like}, {at})")
             else:
                 scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
@@ -118,25 +126,6 @@ def _softmax_residuals(forward_reductions):
             exps, sums = logsumexp_parts(reduction.symbol)
             replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sums
     return replacements
-
-
-def _split_class_terms(gradient, class_targets):
-    """``dense + sum_t onehot_t * at_t`` with each ``at_t`` a row-level value, else ``(gradient, {})``.
-
-    With class indices the one-hot terms are added at one element per row
-    (``rt.add_at_class``) instead of building a one-hot array the size of the input.
-    """
-    at_class = {}
-    for target in class_targets:
-        if target not in gradient.free_symbols:
-            continue
-        coefficient = sp.diff(gradient, target)
-        expanded = expand_terms(coefficient).free_symbols
-        if target in expanded or any(is_element_level(s) for s in expanded):
-            return gradient, {}
-        at_class[target] = coefficient
-    dense = gradient.subs({target: 0 for target in at_class})
-    return dense, at_class
 
 
 def _param_args(loss, printed):
