@@ -192,3 +192,31 @@ def test_backends_agree_on_adversarial_inputs(case, setting, emulated):
             rounding = _rounding(expected, exact[name])
             problems += [f"{backend} {p}" for p in _disagreements(name, expected, results[backend][name], rounding)]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_backends_agree_in_half_precision(case, dtype, emulated):
+    """Half-precision inputs (1e30 and 1e20 are inf in float16): the Metal kernels read and write the
+    half type and compute in float32, as the MLX path does, so the same pattern and values within the
+    rounding of the half result."""
+    loss = case.loss()
+    params = _params(loss, "defaults")
+    rng = np.random.default_rng(zlib.crc32(f"{case.id} {dtype}".encode()))
+    arrays = {n: a.astype(dtype) if mx.issubdtype(a.dtype, mx.floating) else a
+              for n, a in _arguments(loss, case, rng, params).items()}
+    launched = len(emulated.launches)
+    expected, got = (_run(case, backend, arrays, params, dtype) for backend in ("mlx", "metal"))
+    assert "metal" in {backend for backend, *_ in emulated.launches[launched:]}, "the kernels did not run"
+    exact = _run(case, "mlx", arrays, params, mx.float64)  # the same half inputs, computed in float64
+    # Both compute in float32, where terms that cancel (tweedie's gradient at mu == y, whose inputs are
+    # equal in half) may leave a float32 ulp of the terms on one path and 0 on the other. What a
+    # float32 ulp of the inputs moves in the float64 result bounds that too.
+    moved = {n: a.astype(mx.float64) * (1 + np.finfo(np.float32).eps * mx.array(rng.choice([-1.0, 1.0], a.shape)))
+             if mx.issubdtype(a.dtype, mx.floating) else a for n, a in arrays.items()}
+    nearby = _run(case, "mlx", moved, params, mx.float64)
+    problems = []
+    for name, value in expected.items():
+        rounding = np.maximum(_rounding(value, exact[name]), _rounding(nearby[name], exact[name]))
+        problems += _disagreements(name, value, got[name], rounding)
+    assert not problems, "\n".join(problems)
