@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
+from . import _runtime as rt
+
 BACKENDS = ("auto", "mlx", "metal", "cuda")
 KERNEL_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 ELEMENT_THREADS = 256  # threads per threadgroup of an elementwise kernel
@@ -395,45 +397,6 @@ class Call:
     mlx_path: object
 
 
-def _floating(value):
-    return isinstance(value, mx.array) and mx.issubdtype(value.dtype, mx.floating)
-
-
-def _moved(function, values, where):
-    """``function(values)`` as a function of the values at the positions ``where`` alone."""
-    def moved(*arrays):
-        given = list(values)
-        for index, array in zip(where, arrays):
-            given[index] = array
-        return function(given)
-    return moved
-
-
-def _vjp(function, values, cotangents):
-    """MLX's vjp of ``function`` (a flat list of values -> a list of arrays) in its floating arrays:
-    zeros for the other arrays, None for what is no array."""
-    where = [i for i, v in enumerate(values) if _floating(v)]
-    _, grads = mx.vjp(_moved(function, values, where), [values[i] for i in where], list(cotangents))
-    found = [mx.zeros_like(v) if isinstance(v, mx.array) else None for v in values]
-    for index, grad in zip(where, grads):
-        found[index] = grad
-    return found
-
-
-def _jvp(function, values, tangents):
-    where = [i for i, (v, t) in enumerate(zip(values, tangents)) if _floating(v) and t is not None]
-    if not where:
-        return [mx.zeros_like(output) for output in function(values)]
-    return mx.jvp(_moved(function, values, where), [values[i] for i in where], [tangents[i] for i in where])[1]
-
-
-def _vmap(function, values, axes):
-    # (MLX gives a 0-d cotangent, the same for every item, the axis 0: it is not mapped)
-    where = [i for i, (v, a) in enumerate(zip(values, axes)) if isinstance(v, mx.array) and a is not None and v.ndim > 0]
-    outputs = mx.vmap(_moved(function, values, where), in_axes=tuple(axes[i] for i in where))(*[values[i] for i in where])
-    return outputs, [0] * len(outputs)
-
-
 def _flat(arrays, weights, *rest):
     return [*arrays, weights, *rest]
 
@@ -472,8 +435,7 @@ class _KernelLoss:
     def _mlx_gradients(self, values, call):
         """What the backward kernel computes, by the MLX bodies: arrays, weights, the loss's cotangent."""
         arrays, weights, cotangent = values[:len(self.inputs)], values[len(self.inputs)], values[len(self.inputs) + 1]
-        loss = lambda given: [call.mlx_path(given[:-1], given[-1])]
-        found = _vjp(loss, [*arrays, weights], [cotangent])
+        found = rt.vjp_of(lambda *given: [call.mlx_path(given[:-1], given[-1])], [*arrays, weights], [cotangent])
         return found[:-1] + ([found[-1]] if weights is not None else [])
 
     def _core_vjp(self, primals, cotangents, outputs):
@@ -483,28 +445,30 @@ class _KernelLoss:
 
     def _core_jvp(self, primals, tangents):
         arrays, weights, call = primals
-        return _jvp(lambda values: self._loss_and_residuals(values, call), _flat(arrays, weights),
-                    _flat(tangents[0], tangents[1]))
+        return rt.jvp_of(lambda *values: self._loss_and_residuals(values, call), _flat(arrays, weights),
+                         _flat(tangents[0], tangents[1]))
 
     def _core_vmap(self, inputs, axes):
         arrays, weights, call = inputs
-        return _vmap(lambda values: self._loss_and_residuals(values, call), _flat(arrays, weights), _flat(axes[0], axes[1]))
+        return rt.vmap_of(lambda *values: self._loss_and_residuals(values, call), _flat(arrays, weights),
+                          _flat(axes[0], axes[1]))
 
     def _gradients_vjp(self, primals, cotangents, outputs):
         arrays, weights, cotangent, residuals, call = primals
-        found = _vjp(lambda values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent), cotangents)
+        found = rt.vjp_of(lambda *values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
+                          cotangents)
         n = len(arrays)
         return (found[:n], found[n], found[n + 1], [mx.zeros_like(r) for r in residuals], None)
 
     def _gradients_jvp(self, primals, tangents):
         arrays, weights, cotangent, residuals, call = primals
-        return _jvp(lambda values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
-                    _flat(tangents[0], tangents[1], tangents[2]))
+        return rt.jvp_of(lambda *values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
+                         _flat(tangents[0], tangents[1], tangents[2]))
 
     def _gradients_vmap(self, inputs, axes):
         arrays, weights, cotangent, residuals, call = inputs
-        return _vmap(lambda values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
-                     _flat(axes[0], axes[1], axes[2]))
+        return rt.vmap_of(lambda *values: self._mlx_gradients(values, call), _flat(arrays, weights, cotangent),
+                          _flat(axes[0], axes[1], axes[2]))
 
 
 class ElementwiseLoss(_KernelLoss):

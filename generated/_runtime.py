@@ -485,6 +485,19 @@ def jvp_of(function, arguments, tangents):
     return found
 
 
+def vmap_of(function, arguments, axes):
+    """``mx.vmap`` of ``function(*arguments)`` over the arrays with an axis: ``(outputs, their axes: 0)``.
+
+    A 0-d array is not mapped whatever its axis says (MLX gives a custom function's 0-d
+    cotangent, the same for every item, the axis 0).
+    """
+    where = [i for i, (a, axis) in enumerate(zip(arguments, axes))
+             if isinstance(a, mx.array) and axis is not None and a.ndim > 0]
+    outputs = mx.vmap(_in_arrays(function, arguments, where), in_axes=tuple(axes[i] for i in where))(
+        *[arguments[i] for i in where])
+    return outputs, [0] * len(outputs)
+
+
 def positions(row_length, axis, ndim):
     """0, 1, ..., row_length - 1 laid along ``axis`` of an ``ndim``-d array."""
     shape = [1] * ndim
