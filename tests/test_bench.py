@@ -69,7 +69,10 @@ def test_markdown_table_has_a_row_per_loss(report_dir):
     table = (report_dir / "bench.md").read_text()
     for mode in bench.MODES:
         assert f"### {mode}" in table
-    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    timing, memory = table.split("### peak memory of value_and_grad, by dtype")
+    rows = [line for line in timing.splitlines() if line.startswith("| ")]
+    for loss in LOSSES:
+        assert sum(line.startswith(f"| {loss} |") for line in memory.splitlines()) == 3  # a row per dtype
     for loss in LOSSES:
         assert sum(row.startswith(f"| {loss} |") for row in rows) == len(bench.MODES)
     assert table.count("**geometric mean**") == len(bench.MODES)
@@ -80,3 +83,35 @@ def test_plot_is_a_png_image(report_dir):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     height, width, _ = matplotlib.image.imread(path).shape
     assert height > 100 and width > 100
+
+
+def test_peak_memory_is_reported_for_every_loss_in_every_dtype(report):
+    from generator.tools import bench_memory
+
+    entries = [e for e in report["memory"] if e["kind"] == "loss"]
+    assert {(e["loss"], e["dtype"]) for e in entries} == {(loss, d) for loss in LOSSES for d in bench_memory.DTYPES}
+    anchor, = [e for e in report["memory"] if e["kind"] == "anchor"]
+    assert anchor["shape"] == list(bench_memory.ANCHOR["shape"]) and anchor["dtype"] == "bfloat16"
+    for entry in report["memory"]:
+        assert set(entry["peak_memory_bytes"]) == set(bench.VARIANTS)
+        assert all(isinstance(m, int) and m >= 0 for m in entry["peak_memory_bytes"].values())
+    # the anchor's gradient alone is a (512, 32000) bfloat16 array: every variant holds at least that
+    assert min(anchor["peak_memory_bytes"].values()) >= 512 * 32000 * 2
+    targets = report["summary"]["memory_targets"]
+    assert len(targets) == 3 and all(isinstance(t["met"], bool) and math.isfinite(t["value"]) for t in targets)
+
+
+def test_training_steps_follow_the_stock_loss(report, report_dir):
+    from generator.tools import bench_training
+
+    training = report["training"]
+    if "skipped" in training:
+        assert "mlx-lm" in training["skipped"] and "### training steps" in (report_dir / "bench.md").read_text()
+        pytest.skip(training["skipped"])
+    labels = [r["loss"] for r in training["results"]]
+    assert labels == ["mlx.nn.losses.cross_entropy"] + [f"losscc {n}" for n in bench_training.LOSSES]
+    for run in training["results"]:
+        assert len(run["losses"]) == training["steps"] and all(math.isfinite(v) for v in run["losses"])
+        assert _positive(run["median_step_ms"]) and run["peak_memory_bytes"] > 0
+    # bfloat16 per-token losses (the stock loss's) against ours computed in float32: within bf16 rounding
+    assert bench_training.curve_gap(training) < 1e-2 * abs(training["results"][0]["losses"][0])

@@ -9,7 +9,9 @@ same computation are timed side by side (``reduction="mean"``, float32):
 * ``generated_compiled``: ``mx.compile`` of the generated loss.
 
 Two modes: ``value_and_grad`` (w.r.t. every float array input) and
-``forward`` (the loss alone). After warm-up the variants run interleaved,
+``forward`` (the loss alone). Then the peak memory of value_and_grad in
+float32, bfloat16 and float16 (``bench_memory``) and a few bfloat16 training
+steps of a small llama with each class loss (``bench_training``). After warm-up the variants run interleaved,
 one call of each per round, and every ratio is taken within a round before
 the median over rounds, so that drift of the machine cancels. Peak memory is
 ``mx.get_peak_memory()`` above the memory held before the call (the inputs).
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from ..spec.load import load_spec, spec_paths
 from ..spec.vocabulary import ClassTarget, Input
+from . import bench_memory, bench_training
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: `make bench` measures its generated/ package
 RESULTS = ROOT / "bench" / "results"
@@ -148,21 +151,6 @@ def _timed(fn, arrays):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _peak_memory(fn, arrays):
-    """Bytes allocated at the peak of one call, above what was held before it."""
-    import mlx.core as mx
-
-    mx.synchronize()
-    mx.clear_cache()
-    held = mx.get_active_memory()
-    mx.reset_peak_memory()
-    result = fn(*arrays)
-    mx.eval(result)
-    peak = mx.get_peak_memory()
-    del result
-    return max(peak - held, 0)
-
-
 def _relative_error(got, want):
     import mlx.core as mx
 
@@ -217,7 +205,7 @@ def measure(fns, arrays, settings, rounds_at_least):
         return times, speedups
 
     (times, speedups), (cpu_times, cpu_speedups) = summary(0), summary(1)
-    memory = {name: _peak_memory(fns[name], arrays) for name in VARIANTS}
+    memory = {name: bench_memory.peak_memory(fns[name], arrays) for name in VARIANTS}
     return {"rounds": len(rounds), "median_ms": times, "speedup": speedups,
             "median_cpu_ms": cpu_times, "speedup_cpu": cpu_speedups,
             "peak_memory_bytes": memory, "max_relative_error": error}
@@ -277,6 +265,14 @@ def run(quick=False, out=RESULTS, losses=None, sizes=None, spec_dir=ROOT / "spec
         "results": results,
     }
     report["summary"] = summarize(results, _summary_size(settings["sizes"]))
+    echo("")
+    report["memory"] = bench_memory.run(specs, _summary_size(settings["sizes"]), echo=echo)
+    report["summary"]["memory_targets"] = bench_memory.summarize(report["memory"])
+    echo("")
+    if bench_training.available():
+        report["training"] = bench_training.run(quick=quick, echo=echo)
+    else:
+        report["training"] = {"skipped": "mlx-lm is not installed (the bench extra: pip install -e '.[bench]')"}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -414,6 +410,11 @@ def markdown(report):
         generate = report["generate_seconds"]
         lines += [f"| make generate, all specs (s) | {generate:.1f} | | < 30 | {'met' if generate < 30 else 'MISSED'} |",
                   ""]
+    if "memory" in report:
+        lines.append(bench_memory.markdown(report["memory"], summary["memory_targets"]))
+    training = report.get("training", {})
+    lines.append(bench_training.markdown(training) if "results" in training
+                 else f"### training steps\n\nSkipped: {training.get('skipped', 'not run')}\n")
     sizes = sorted({r["size"] for r in report["results"]})
     if len(sizes) > 1:
         lines += ["### value_and_grad speedup (generated vs compiled; gen. compiled vs compiled), by size", "",
