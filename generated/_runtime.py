@@ -304,6 +304,12 @@ def result_dtype(*arrays):
     return dtype if mx.issubdtype(dtype, mx.floating) else mx.float32
 
 
+def in_dtype_of(grad, given):
+    """A gradient in its input's dtype, cast inside the (compiled) backward; integer inputs' are left
+    to ``gradient_for`` (zeros)."""
+    return grad.astype(given.dtype) if mx.issubdtype(given.dtype, mx.floating) else grad
+
+
 def upcast(array, dtype):
     return array if array.dtype == dtype else array.astype(dtype)
 

@@ -27,7 +27,8 @@ def _forward_with_logits(inputs, targets, label_smoothing, label_smoothing_value
 
 
 def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -35,6 +36,8 @@ def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_valu
     smoothed_targets = 0.5*(label_smoothing + (-2*t0)*targets)
     grad_inputs = cotangent*(rt.sigmoid(inputs) - smoothed_targets)
     grad_targets = (t0*cotangent)*inputs
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 
@@ -52,7 +55,8 @@ def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_va
 
 
 def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -63,6 +67,8 @@ def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_v
     smoothed_targets = 0.5*((2*t3)*targets + label_smoothing)
     grad_inputs = (-cotangent)*(mx.where(t5, smoothed_targets/inputs, 0) + mx.where(t4, -(1 - smoothed_targets)/(1 - inputs), 0))
     grad_targets = (-cotangent)*(t2*mx.maximum(-100, t1) + t3*mx.maximum(-100, t0))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

@@ -29,13 +29,16 @@ def _forward(inputs, targets, pos_weight):
 
 
 def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets, pos_weight,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     pos_weight = rt.upcast(pos_weight, compute)
     grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) - pos_weight*targets*rt.sigmoid(-inputs))
     grad_targets = cotangent*(t0*pos_weight - t1)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

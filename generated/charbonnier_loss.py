@@ -26,12 +26,14 @@ def _forward(inputs, targets, eps):
 
 
 def _backward(inputs, targets, eps, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = inputs - targets
     grad_inputs = cotangent*t0/(mx.sqrt(mx.square(t0) + eps ** 2))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 

@@ -18,6 +18,7 @@ __all__ = ["cosine_embedding_loss"]
 
 def _forward_indices(x1, x2, targets, margin, axis):
     """The loss of each row, indices targets."""
+    given = (x1, x2, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
@@ -35,7 +36,8 @@ def _forward_indices(x1, x2, targets, margin, axis):
 
 
 def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (x1, x2, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
@@ -54,6 +56,8 @@ def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2
     d_sum0 = mx.contiguous(cotangent*mx.where(t3, t8, mx.where(t5, -t8, 0)))
     grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
     grad_x2 = d_sum2*x1 + (2*d_sum1)*x2
+    grad_x1 = rt.in_dtype_of(grad_x1, given[0])
+    grad_x2 = rt.in_dtype_of(grad_x2, given[1])
     return (grad_x1, grad_x2,)
 
 

@@ -18,25 +18,26 @@ __all__ = ["cross_entropy"]
 
 def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
     """The loss of each row, indices targets."""
+    given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     counted_row = mx.logical_and(inside_row, kept_row)
     row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
-    shift0 = rt.row_shift(logits, axis)
-    shifted0 = logits - shift0
-    gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
-    logsumexp0_exp = rt.exp(shifted0)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
+    gather0 = rt.upcast(mx.take_along_axis(given[0], targets_index, axis=axis), compute) - shift0
+    logsumexp0_exp = rt.exp(logits - shift0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
-    mean0 = rt.row_mean(shifted0, axis)
+    mean0 = rt.row_mean(logits - shift0, axis)
     loss = mx.where(counted_row, logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0, row_fill)
     return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
 
 
 def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
@@ -50,17 +51,19 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
     grad_logits = mx.where(counted_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, row_fill)
     grad_logits_at_targets = mx.where(counted_row, d_gather0, row_fill)
     grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
     return (grad_logits, None,)
 
 
 
 def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
     """The loss of each row, probabilities targets."""
+    given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
-    shift0 = rt.row_shift(logits, axis)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
     shifted0 = logits - shift0
     gather0 = rt.row_sum(mx.where((targets == 0), 0, targets*shifted0), axis)
     logsumexp0_exp = rt.exp(shifted0)
@@ -72,7 +75,8 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
 
 
 def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
@@ -84,6 +88,8 @@ def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_va
     shifted0 = logits - shift0
     grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length
     grad_targets = d_gather0*shifted0
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_logits, grad_targets,)
 
 

@@ -28,7 +28,8 @@ def _forward(inputs, targets, tau, tau_value):
 
 
 def _backward(inputs, targets, tau, tau_value, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -36,6 +37,7 @@ def _backward(inputs, targets, tau, tau_value, cotangent):
     t2 = 2*t1
     error = -t1
     grad_inputs = cotangent*mx.where((error >= 0), rt.zero_if((tau_value == 0), tau*t2), (1 - tau)*t2)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 

@@ -28,7 +28,8 @@ def _forward_full(inputs, targets, vars, eps):
 
 
 def _backward_full(inputs, targets, vars, eps, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets, vars,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -40,6 +41,8 @@ def _backward_full(inputs, targets, vars, eps, cotangent):
     t3 = cotangent*t2
     grad_inputs = t1*t3
     grad_vars = mx.where(t0, 0.5*t3*(1 - t2*mx.square(t1)), 0)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_vars = rt.in_dtype_of(grad_vars, given[2])
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
@@ -57,7 +60,8 @@ def _forward_no_full(inputs, targets, vars, eps):
 
 
 def _backward_no_full(inputs, targets, vars, eps, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets, vars,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -69,6 +73,8 @@ def _backward_no_full(inputs, targets, vars, eps, cotangent):
     t3 = cotangent*t2
     grad_inputs = t1*t3
     grad_vars = mx.where(t0, 0.5*t3*(1 - t2*mx.square(t1)), 0)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_vars = rt.in_dtype_of(grad_vars, given[2])
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 

@@ -29,12 +29,14 @@ def _forward(inputs, targets, delta):
 
 
 def _backward(inputs, targets, delta, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t3 = inputs - targets
     grad_inputs = cotangent*mx.minimum(delta, mx.maximum(t3, -delta))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 

@@ -18,6 +18,7 @@ __all__ = ["jensen_shannon_divergence"]
 
 def _forward_indices(inputs, targets, beta, beta_value, axis):
     """The loss of each row, indices targets."""
+    given = (inputs, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -35,7 +36,8 @@ def _forward_indices(inputs, targets, beta, beta_value, axis):
 
 
 def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1, t2):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -52,6 +54,8 @@ def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1
     t8 = 1 - log_mixture
     grad_inputs = mx.where((t0 == 0), 0, t9*(inputs + t7 + t8)) + mx.where((t1 == 0), 0, d_sum1*t1*t7)
     grad_targets = mx.where((t0 == 0), 0, t10*t9) + mx.where((t1 == 0), 0, d_sum1*t1*(targets + t10 + t8))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

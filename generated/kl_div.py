@@ -27,13 +27,16 @@ def _forward_log_target(inputs, targets):
 
 
 def _backward_log_target(inputs, targets, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t1 = mx.where((t0 == 0), 0, cotangent*t0)
     grad_inputs = -t1
     grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 
@@ -49,12 +52,15 @@ def _forward_no_log_target(inputs, targets):
 
 
 def _backward_no_log_target(inputs, targets, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = (-cotangent)*targets
     grad_targets = cotangent*(mx.where((targets > 0), t0 + 1, 0) - inputs)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

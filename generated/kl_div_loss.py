@@ -18,6 +18,7 @@ __all__ = ["kl_div_loss"]
 
 def _forward_indices(inputs, targets, axis):
     """The loss of each row, indices targets."""
+    given = (inputs, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -29,7 +30,8 @@ def _forward_indices(inputs, targets, axis):
 
 
 def _backward_indices(inputs, targets, axis, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -39,6 +41,8 @@ def _backward_indices(inputs, targets, axis, cotangent, t0):
     t1 = mx.where((t0 == 0), 0, d_sum0*t0)
     grad_inputs = -t1
     grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

@@ -28,7 +28,8 @@ def _forward(inputs1, inputs2, targets, margin):
 
 
 def _backward(inputs1, inputs2, targets, margin, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs1, inputs2, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
     inputs1 = rt.upcast(inputs1, compute)
     inputs2 = rt.upcast(inputs2, compute)
@@ -37,6 +38,8 @@ def _backward(inputs1, inputs2, targets, margin, cotangent):
     t2 = cotangent*(t1*targets + margin >= 0)
     grad_inputs1 = -t2*targets
     grad_targets = t1*t2
+    grad_inputs1 = rt.in_dtype_of(grad_inputs1, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[2])
     grad_inputs2 = -grad_inputs1
     return (grad_inputs1, grad_inputs2, grad_targets,)
 

@@ -18,14 +18,15 @@ __all__ = ["multi_margin_loss"]
 
 def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row):
     """The loss of each row, indices targets."""
+    given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
     weight = rt.upcast(weight, compute)
     row_length = inputs.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
-    shift0 = rt.row_shift(inputs, axis)
-    gather0 = mx.take_along_axis(weight, targets_index, axis=axis)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
+    gather0 = rt.upcast(mx.take_along_axis(given[2], targets_index, axis=axis), compute)
     shifted0 = inputs - shift0
     gather1 = mx.take_along_axis(shifted0, targets_index, axis=axis)
     t1 = shifted0 + (margin - gather1)
@@ -36,7 +37,8 @@ def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row):
 
 
 def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
     weight = rt.upcast(weight, compute)
@@ -53,6 +55,7 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cota
     b0_mean0 = rt.row_sum(mx.where(t4, -t3*t5, 0), axis)
     d_gather1 = mx.contiguous(b0_mean0*d_mean0)
     grad_inputs = mx.where(inside_row, d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0), math.nan)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
 

@@ -18,6 +18,7 @@ __all__ = ["multilabel_soft_margin_loss"]
 
 def _forward_indices(inputs, targets, weight, axis):
     """The loss of each row, indices targets."""
+    given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -31,7 +32,8 @@ def _forward_indices(inputs, targets, weight, axis):
 
 
 def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -42,6 +44,8 @@ def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
     t2 = d_mean0*weight/row_length
     grad_inputs = t2*(targets*rt.sigmoid(-inputs) - (1 - targets)*rt.sigmoid(inputs))
     grad_targets = t2*(t1 - t0)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

@@ -18,19 +18,21 @@ __all__ = ["nll_loss"]
 
 def _forward_indices(inputs, targets, axis, kept_row, inside_row):
     """The loss of each row, indices targets."""
+    given = (inputs, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs))
     inputs = rt.upcast(inputs, compute)
     row_length = inputs.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     counted_row = mx.logical_and(inside_row, kept_row)
     row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
-    gather0 = mx.take_along_axis(inputs, targets_index, axis=axis)
+    gather0 = rt.upcast(mx.take_along_axis(given[0], targets_index, axis=axis), compute)
     loss = mx.where(counted_row, -gather0, row_fill)
     return (mx.squeeze(loss, axis),)
 
 
 def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs))
     inputs = rt.upcast(inputs, compute)
     row_length = inputs.shape[axis]
@@ -41,6 +43,7 @@ def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
     d_gather0 = -cotangent
     grad_inputs_at_targets = mx.where(counted_row, d_gather0, row_fill)
     grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
 

@@ -29,12 +29,15 @@ def _forward_log_input_full(inputs, targets, eps):
 
 
 def _backward_log_input_full(inputs, targets, eps, cotangent, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = cotangent*(t0 - targets)
     grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t1), 0) - inputs)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 
@@ -50,12 +53,15 @@ def _forward_log_input_no_full(inputs, targets, eps):
 
 
 def _backward_log_input_no_full(inputs, targets, eps, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = cotangent*(t0 - targets)
     grad_targets = (-cotangent)*inputs
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 
@@ -73,12 +79,15 @@ def _forward_no_log_input_full(inputs, targets, eps):
 
 
 def _backward_no_log_input_full(inputs, targets, eps, cotangent, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = cotangent*(1 - targets/(inputs + eps))
     grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t0), 0) - t1)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 
@@ -94,12 +103,15 @@ def _forward_no_log_input_no_full(inputs, targets, eps):
 
 
 def _backward_no_log_input_no_full(inputs, targets, eps, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = cotangent*(1 - targets/(inputs + eps))
     grad_targets = (-cotangent)*t0
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

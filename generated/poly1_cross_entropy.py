@@ -18,11 +18,12 @@ __all__ = ["poly1_cross_entropy"]
 
 def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, indices targets."""
+    given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
-    shift0 = rt.row_shift(logits, axis)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
     shifted0 = logits - shift0
     gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
     logsumexp0_exp = rt.exp(shifted0)
@@ -34,7 +35,8 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
 
 
 def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, logsumexp0_exp, logsumexp0_sum):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
@@ -47,17 +49,19 @@ def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row,
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
     grad_logits = mx.where(inside_row, d_gather0*targets_onehot + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets_onehot), math.nan)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
     return (grad_logits, None,)
 
 
 
 def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, probabilities targets."""
+    given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
     targets = rt.upcast(targets, compute)
-    shift0 = rt.row_shift(logits, axis)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
     shifted0 = logits - shift0
     gather0 = rt.row_sum(mx.where((targets == 0), 0, targets*shifted0), axis)
     logsumexp0_exp = rt.exp(shifted0)
@@ -69,7 +73,8 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside
 
 
 def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_exp, logsumexp0_sum):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
     row_length = logits.shape[axis]
@@ -83,6 +88,8 @@ def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, insid
     shifted0 = logits - shift0
     grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets)
     grad_targets = d_gather0*shifted0 + d_gather1*(1 - t0)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_logits, grad_targets,)
 
 

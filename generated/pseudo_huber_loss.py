@@ -29,7 +29,8 @@ def _forward(inputs, targets, delta, delta_value):
 
 
 def _backward(inputs, targets, delta, delta_value, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -37,6 +38,7 @@ def _backward(inputs, targets, delta, delta_value, cotangent, t0):
     t3 = delta_value ** (-2)
     error = inputs - targets
     grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t3)*t2*rt.power(error, 3)/(mx.sqrt(t3*mx.square(error) + 1)))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets,)
 

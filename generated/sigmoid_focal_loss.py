@@ -32,7 +32,8 @@ def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value):
 
 
 def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent, t0, t1, t2):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -41,6 +42,7 @@ def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent
     t6 = rt.sigmoid(-inputs)
     cross_entropy = t0*targets + t1*t4
     grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + rt.zero_if((gamma_value == 0), gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
 

@@ -28,12 +28,14 @@ def _forward(predictions, targets, beta, beta_value):
 
 
 def _backward(predictions, targets, beta, beta_value, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (predictions, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     predictions = rt.upcast(predictions, compute)
     targets = rt.upcast(targets, compute)
     t2 = predictions - targets
     grad_predictions = cotangent*rt.choose((beta_value != 0), mx.minimum(beta, mx.maximum(t2, -beta))/beta, mx.sign(t2))
+    grad_predictions = rt.in_dtype_of(grad_predictions, given[0])
     grad_targets = -grad_predictions
     return (grad_predictions, grad_targets,)
 

@@ -18,14 +18,15 @@ __all__ = ["softmax_focal_loss"]
 
 def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row):
     """The loss of each row, indices targets."""
+    given = (logits, targets, alpha,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
     alpha = rt.upcast(alpha, compute)
     row_length = logits.shape[axis]
     targets_index = mx.expand_dims(targets, axis)
     targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
-    shift0 = rt.row_shift(logits, axis)
-    gather0 = mx.take_along_axis(alpha, targets_index, axis=axis)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
+    gather0 = rt.upcast(mx.take_along_axis(given[2], targets_index, axis=axis), compute)
     shifted0 = logits - shift0
     gather1 = mx.take_along_axis(shifted0, targets_index, axis=axis)
     logsumexp0_exp = rt.exp(shifted0)
@@ -41,7 +42,8 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_ro
 
 
 def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets, alpha,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
     alpha = rt.upcast(alpha, compute)
@@ -57,6 +59,7 @@ def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_r
     d_logsumexp0 = mx.contiguous(mx.where((t0 == 0), 0, t4*(t2 + 1)))
     d_gather1 = mx.contiguous(-t4)
     grad_logits = mx.where(inside_row, mx.where((t0 == 0), 0, d_gather1*targets_onehot) + mx.where(mx.logical_or((logsumexp0_exp == 0), (t0 == 0)), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + mx.where(mx.logical_or((logsumexp1_exp == 0), (t0 == 0)), 0, (d_logsumexp1/logsumexp1_sum)*logsumexp1_exp), math.nan)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
     return (grad_logits,)
 
 

@@ -27,12 +27,14 @@ def _forward(inputs, targets):
 
 
 def _backward(inputs, targets, cotangent):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t1 = inputs*targets
     grad_inputs = mx.where((t1 < 1), (-2*cotangent)*(1 - t1)*targets, 0)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
 

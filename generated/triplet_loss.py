@@ -18,6 +18,7 @@ __all__ = ["triplet_loss"]
 
 def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     """The loss of each row, indices targets."""
+    given = (anchors, positives, negatives,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -34,7 +35,8 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
 
 
 def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, sum1, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -53,6 +55,9 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     grad_anchors = p*(t10 + t8)
     grad_positives = (-p)*t10
     grad_negatives = (-p)*t8
+    grad_anchors = rt.in_dtype_of(grad_anchors, given[0])
+    grad_positives = rt.in_dtype_of(grad_positives, given[1])
+    grad_negatives = rt.in_dtype_of(grad_negatives, given[2])
     return (grad_anchors, grad_positives, grad_negatives,)
 
 

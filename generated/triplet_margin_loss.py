@@ -18,6 +18,7 @@ __all__ = ["triplet_margin_loss"]
 
 def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=True, indices targets."""
+    given = (anchors, positives, negatives,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -39,7 +40,8 @@ def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps
 
 
 def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, sum2, t0, t1, t2):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -66,12 +68,16 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, ep
     grad_anchors = p*(t16 + t18)
     grad_positives = p*(d_sum2*t20*t21 - t18)
     grad_negatives = (-p)*(t16 + d_sum2*t20*t21)
+    grad_anchors = rt.in_dtype_of(grad_anchors, given[0])
+    grad_positives = rt.in_dtype_of(grad_positives, given[1])
+    grad_negatives = rt.in_dtype_of(grad_negatives, given[2])
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
 
 def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=False, indices targets."""
+    given = (anchors, positives, negatives,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -89,7 +95,8 @@ def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, 
 
 
 def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, t0, t1):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -109,6 +116,9 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value,
     grad_anchors = p*(t10 + t12)
     grad_positives = (-p)*t12
     grad_negatives = (-p)*t10
+    grad_anchors = rt.in_dtype_of(grad_anchors, given[0])
+    grad_positives = rt.in_dtype_of(grad_positives, given[1])
+    grad_negatives = rt.in_dtype_of(grad_negatives, given[2])
     return (grad_anchors, grad_positives, grad_negatives,)
 
 

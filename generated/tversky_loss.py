@@ -18,6 +18,7 @@ __all__ = ["tversky_loss"]
 
 def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis):
     """The loss of each row, indices targets."""
+    given = (inputs, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -31,7 +32,8 @@ def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smoo
 
 
 def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
@@ -46,6 +48,8 @@ def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smo
     d_sum0 = mx.contiguous(cotangent*t4*(t1*t4 - 1))
     grad_inputs = d_sum0*targets + d_sum1*(1 - targets) + (-d_sum2)*targets
     grad_targets = d_sum0*inputs + d_sum2*(1 - inputs) + (-d_sum1)*inputs
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
 

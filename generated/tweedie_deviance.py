@@ -31,11 +31,13 @@ def _forward(inputs, targets, power, power_value):
 
 
 def _backward(inputs, targets, power, power_value, cotangent, t0):
-    """The gradients, given each loss element's cotangent."""
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     grad_inputs = (2*cotangent)*(t0 - rt.power(inputs, -power)*targets)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
 

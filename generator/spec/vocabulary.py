@@ -61,6 +61,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "inside",  # the rows whose class index is inside the row
     "of_params",  # the gradients of parameters given as arrays
     "arrays", "mlx_path",  # the kernels' arguments and their fallback (the MLX bodies) for transformations
+    "given",  # the backward's arguments as given: the gradients' dtypes
 })
 # Names the generated package gives its own members besides the losses (its kernels' subpackage, the
 # function that picks a backend): a loss so named could not be imported.

@@ -289,7 +289,8 @@ def _level(statements, element_symbols):
     return element
 
 
-def print_program(statements, names, arrays, element_symbols=(), like=None, given=(), printed_params=None):
+def print_program(statements, names, arrays, element_symbols=(), like=None, given=(), printed_params=None,
+                  as_given=None):
     """Lines of Python for ``statements`` (made safe by ``lower.safety``, gathers at class indices).
 
     ``like`` is the array whose shape and dtype an output that is a constant
@@ -297,7 +298,11 @@ def print_program(statements, names, arrays, element_symbols=(), like=None, give
     residuals and what they depend on) whose symbols ``statements`` read: not
     printed, but what they are (finite, a condition) decides how their uses
     are printed. The names under which parameters are read (see
-    ``param_name``) are added to ``printed_params``.
+    ``param_name``) are added to ``printed_params``. ``as_given`` names the
+    inputs as given, before they are computed in the compute dtype: a row's
+    maximum and the value at the class are exact in any dtype, and read there
+    a half-precision input is not copied to float32 for them (a reduction's or
+    a gather's argument is always made whole).
     """
     given = list(given)
     known = given + list(statements)
@@ -319,7 +324,7 @@ def print_program(statements, names, arrays, element_symbols=(), like=None, give
             arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
             continue
         if statement.reduction is not None:
-            code = _print_reduction(printer, statement, element)
+            code = _print_reduction(printer, statement, element, as_given or {})
         elif printer.is_scalar(statement.expr) and statement.output:
             code = f"mx.full({like}.shape, {printer.doprint(statement.expr)}, dtype={like}.dtype)"
         elif printer.level(statement.expr) == ROW and statement.symbol in used_by_elements and not statement.expr.is_Symbol:
@@ -381,8 +386,10 @@ def _print_logsumexp(printer, statement, shifted=False):
     ]
 
 
-def _print_reduction(printer, statement, element):
+def _print_reduction(printer, statement, element, as_given):
     reduction = statement.reduction
+    if reduction.kind == "shift" and statement.expr in as_given:
+        return f"rt.upcast(rt.row_shift({as_given[statement.expr]}, axis), compute)"
     argument = printer.doprint(statement.expr)
     if reduction.kind != "gather":
         return _REDUCERS[reduction.kind](argument)
@@ -393,6 +400,8 @@ def _print_reduction(printer, statement, element):
     # The value at the class from the elements at the class: one per row, not the whole row computed first.
     taken = {s: f"mx.take_along_axis({printer.names.get(s, s.name)}, {target.name}_index, axis=axis)"
              for s in at_class}
+    taken.update({s: f"rt.upcast(mx.take_along_axis({as_given[s]}, {target.name}_index, axis=axis), compute)"
+                  for s in at_class if s in as_given})  # not from a float32 copy made whole for it
     per_row = MLXPrinter({**printer.names, **taken}, printer.arrays, printer.full - set(taken), printer.finite,
                          printer.printed_params)
     return per_row.doprint(statement.expr)

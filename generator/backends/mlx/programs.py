@@ -57,16 +57,19 @@ def rowwise_variant(loss, variant, target_form, printed_params):
 
     saved = [r.symbol for r in ir.forward_reductions]
     saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
+    kept = set(saved) | {s.symbol for s in forward if s.name in costly}
+    forward, backward = _moved_inputs_inlined(forward, kept), _moved_inputs_inlined(backward, kept)
     element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
     names = _names(loss, target_form)
+    as_given = {i: f"given[{index}]" for index, i in enumerate(loss.inputs) if isinstance(i, Input)}
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
     return {
         "suffix": variant.suffix + f"_{target_form}",
         "flags": variant.flags,
         "target_form": target_form,
         "forward_lines": print_program(forward, names, arrays, element, like,
-                                       printed_params=printed_params),
+                                       printed_params=printed_params, as_given=as_given),
         "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, like,
                                         given=forward, printed_params=printed_params) + scatters,
         "residuals": [s.name for s in saved if s in backward_free] + costly,
@@ -78,6 +81,30 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
         "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
     }
+
+
+def _moved_inputs_inlined(statements, kept):
+    """``statements`` with each input moved by a row value (``shifted = logits - shift``) that only
+    reductions read whole (a sum, a mean, a logsumexp, the value at the class) written into them
+    instead of named: under mx.compile a named array that a reduction reads is made whole (a
+    float32 copy of the logits), where inlined it is fused into each reduction's argument (and a
+    gather takes the input at the class, then moves it). Arithmetic keeps reading the named value:
+    it is what keeps ``x - shift`` from being summed with other row values first (1e20 + 1 - 1e20).
+    ``kept``: symbols read elsewhere (residuals)."""
+    def moved_input(statement):
+        if statement.reduction is not None or statement.output or statement.symbol in kept:
+            return False
+        terms = sp.Add.make_args(statement.expr)
+        inputs = [t for t in terms if isinstance(t, Input) and is_element_level(t)]
+        if len(terms) != 2 or len(inputs) != 1 or any(is_element_level(f) for t in terms if t not in inputs
+                                                       for f in t.free_symbols):
+            return False
+        uses = [s for s in statements if statement.symbol in s.expr.free_symbols]
+        return all(s.reduction is not None and s.expr == statement.symbol for s in uses)
+
+    inlined = {s.symbol: s.expr for s in statements if moved_input(s)}
+    return [type(s)(s.symbol, s.expr.xreplace(inlined), s.reduction, s.output) if s.expr.free_symbols & set(inlined)
+            else s for s in statements if s.symbol not in inlined]
 
 
 def _element_level(symbol):
