@@ -385,7 +385,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_e7071c535981",
+        name="losscc_cross_entropy_indices_backward_d00018279cc9",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -424,7 +424,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0))) + d_mean0 / row_length : row_fill);
+  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length : row_fill);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -464,13 +464,13 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0))) + d_mean0 / row_length : row_fill);
+  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length : row_fill);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_backward_14fc5b3b39b4",
+        name="losscc_cross_entropy_probabilities_backward_8746c760d459",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -501,7 +501,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0))) + d_mean0 / row_length;
+  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length;
   const float grad_targets = d_gather0*shifted0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
   grad_targets_out[at] = static_cast<T>(grad_targets);
@@ -535,7 +535,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0))) + d_mean0 / row_length;
+  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length;
   const float grad_targets = d_gather0*shifted0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
   grad_targets_out[at] = static_cast<T>(grad_targets);

@@ -204,7 +204,7 @@ class _Rules:
         if self.propagate_nan:
             expr = _bottom_up(expr, self.nan_branch)
         expr = _bottom_up(expr, self.exact_zeros, with_original=True)
-        return _bottom_up(expr, self.masked_logits)
+        return _decided(_bottom_up(expr, self.masked_logits))
 
     def masked_logits(self, expr):
         """A softmax weight ``exp(g - logsumexp)`` is 0 where its logit ``g`` is -inf (see zero_where),
@@ -287,18 +287,38 @@ def _bottom_up(expr, rule, with_original=False):
     with ``with_original``)."""
     if expr.is_Atom or not expr.args:
         return rule(expr, expr) if with_original else rule(expr)
-    args = [_bottom_up(a, rule, with_original) if isinstance(a, sp.Basic) else a for a in expr.args]
-    if not any(a is not b for a, b in zip(args, expr.args)):
-        rebuilt = expr
-    elif isinstance(expr, sp.Piecewise):
-        rebuilt = selection(*[pair.args for pair in args])
-    elif isinstance(expr, ExprCondPair):
-        rebuilt = sp.Basic.__new__(ExprCondPair, *args)
-    elif isinstance(expr, Relational):
-        rebuilt = expr.func(*args, evaluate=False)
-    else:
-        rebuilt = expr.func(*args)
+    rebuilt = _rebuilt(expr, [_bottom_up(a, rule, with_original) if isinstance(a, sp.Basic) else a for a in expr.args])
     return rule(rebuilt, expr) if with_original else rule(rebuilt)
+
+
+def _rebuilt(expr, args):
+    """``expr`` with ``args`` in place of its own, built as the passes build (selections unevaluated)."""
+    if not any(a is not b for a, b in zip(args, expr.args)):
+        return expr
+    if isinstance(expr, sp.Piecewise):
+        return selection(*[pair.args for pair in args])
+    if isinstance(expr, ExprCondPair):
+        return sp.Basic.__new__(ExprCondPair, *args)
+    if isinstance(expr, Relational):
+        return expr.func(*args, evaluate=False)
+    return expr.func(*args)
+
+
+def _decided(expr, known=()):
+    """``expr`` with each selection on a condition that an enclosing selection has decided replaced
+    by the branch it picks: ``c ? 0 : d * (c ? 0 : e)`` is ``c ? 0 : d * e``, as the guards above
+    nest them. Each selection is an operation on every element, and under ``mx.compile`` a chain
+    longer than MLX fuses (11 operations) is cut, its middle made whole."""
+    if isinstance(expr, sp.Piecewise) and len(expr.args) == 2 and expr.args[1][1] == sp.true:
+        (first, condition), (second, _) = expr.args
+        for decided, value in known:
+            if decided == condition:
+                return _decided(first if value else second, known)
+        return selection((_decided(first, known + ((condition, True),)), condition),
+                         (_decided(second, known + ((condition, False),)), sp.true))
+    if expr.is_Atom or not expr.args:
+        return expr
+    return _rebuilt(expr, [_decided(a, known) if isinstance(a, sp.Basic) else a for a in expr.args])
 
 
 def masked(expr):
