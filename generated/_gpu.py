@@ -15,8 +15,9 @@ arrays, and sizes past 32-bit indexing.
 
 On a kernel path the loss is an ``mx.custom_function`` whose vjp runs the
 backward kernel; its jvp, its vmap and the derivatives of its gradient (second
-order) are those of the loss's MLX bodies, which MLX transforms like its own ops. Kernel objects are built once (on first use) and cached; their
-names carry a hash of their source.
+order) are those of the loss's MLX bodies, which MLX transforms like its own
+ops. Kernel objects are built once (on first use) and cached; their names
+carry a hash of their source.
 """
 
 import math

@@ -454,10 +454,10 @@ def vjp_of(function, arguments, cotangents):
     with the array arguments in order, so an array is never given None.
     """
     where = [i for i, a in enumerate(arguments) if _differentiable(a)]
-    if not where:
-        return [mx.zeros_like(a) if isinstance(a, mx.array) else None for a in arguments]
-    _, grads = mx.vjp(_in_arrays(function, arguments, where), [arguments[i] for i in where], list(cotangents))
     found = [mx.zeros_like(a) if isinstance(a, mx.array) else None for a in arguments]
+    if not where:
+        return found
+    _, grads = mx.vjp(_in_arrays(function, arguments, where), [arguments[i] for i in where], list(cotangents))
     for index, grad in zip(where, grads):
         found[index] = grad
     return found

@@ -18,7 +18,6 @@ __all__ = ["cosine_embedding_loss"]
 
 def _forward_indices(x1, x2, targets, margin, axis):
     """The loss of each row, indices targets."""
-    given = (x1, x2, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)

@@ -18,7 +18,6 @@ __all__ = ["multilabel_soft_margin_loss"]
 
 def _forward_indices(inputs, targets, weight, axis):
     """The loss of each row, indices targets."""
-    given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)

@@ -18,7 +18,6 @@ __all__ = ["triplet_loss"]
 
 def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     """The loss of each row, indices targets."""
-    given = (anchors, positives, negatives,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)

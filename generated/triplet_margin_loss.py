@@ -18,7 +18,6 @@ __all__ = ["triplet_margin_loss"]
 
 def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=True, indices targets."""
-    given = (anchors, positives, negatives,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
@@ -77,7 +76,6 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, ep
 
 def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=False, indices targets."""
-    given = (anchors, positives, negatives,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)

@@ -18,7 +18,6 @@ __all__ = ["tversky_loss"]
 
 def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis):
     """The loss of each row, indices targets."""
-    given = (inputs, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)

@@ -9,13 +9,15 @@ same computation are timed side by side (``reduction="mean"``, float32):
 * ``generated_compiled``: ``mx.compile`` of the generated loss.
 
 Two modes: ``value_and_grad`` (w.r.t. every float array input) and
-``forward`` (the loss alone). Then the peak memory of value_and_grad in
-float32, bfloat16 and float16 (``bench_memory``) and a few bfloat16 training
-steps of a small llama with each class loss (``bench_training``). After warm-up the variants run interleaved,
+``forward`` (the loss alone). After warm-up the variants run interleaved,
 one call of each per round, and every ratio is taken within a round before
 the median over rounds, so that drift of the machine cancels. Peak memory is
 ``mx.get_peak_memory()`` above the memory held before the call (the inputs).
 The generated results are checked against mlx.nn.losses before they are timed.
+
+Then the peak memory of value_and_grad in float32, bfloat16 and float16
+(``bench_memory``) and a few bfloat16 training steps of a small llama with
+each class loss (``bench_training``).
 """
 
 from __future__ import annotations

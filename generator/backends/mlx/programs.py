@@ -64,12 +64,15 @@ def rowwise_variant(loss, variant, target_form, printed_params):
     names = _names(loss, target_form)
     as_given = {i: f"given[{index}]" for index, i in enumerate(loss.inputs) if isinstance(i, Input)}
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
+    forward_lines = print_program(forward, names, arrays, element, like, printed_params=printed_params,
+                                  as_given=as_given)
     return {
         "suffix": variant.suffix + f"_{target_form}",
         "flags": variant.flags,
         "target_form": target_form,
-        "forward_lines": print_program(forward, names, arrays, element, like,
-                                       printed_params=printed_params, as_given=as_given),
+        "forward_lines": forward_lines,
+        # whether the forward reads an input as given (its maximum, its value at the class)
+        "reads_given": any(code in line for code in as_given.values() for line in forward_lines),
         "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, like,
                                         given=forward, printed_params=printed_params) + scatters,
         "residuals": [s.name for s in saved if s in backward_free] + costly,
