@@ -536,6 +536,89 @@ def at_class(like, index, value, axis):
     return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
 
 
+def holds_elements(like):
+    """Whether a row-wise forward holds its element-level values for the backward (the residual policy).
+
+    For float32 inputs it does: computing an exp again would cost more time
+    than the memory is worth. For half-precision inputs it does not: a float32
+    value per element is twice the input's size, and the backward computes it
+    again, chunk by chunk (see ``lower.residuals.recomputed_if_cheaper``).
+    """
+    return like.dtype not in _HALF
+
+
+# ---------------------------------------------------------------- rows in chunks
+# Elements in one chunk of rows. A row-wise program computes float32 values the size of its rows
+# (exp(logits - max) for the sum, the gradient before it is cast to a half-precision input's dtype);
+# run on chunks of rows, one after the other, those are chunk-sized and only the results are
+# whole. About 1 MB of float32: MLX's CPU stream runs up to ten operations ahead of the one it
+# finishes, each holding its output.
+ROW_CHUNK_ELEMENTS = 1 << 18
+
+
+def in_row_chunks(program, rows, axis, chunked=True):
+    """``program(*rows)`` computed for chunks of the rows in turn, its outputs put together.
+
+    ``rows`` are the arrays that have one entry per row: shaped like the
+    first (the loss's input; the class axis ``axis`` kept, of any length) or
+    like its rows (``axis`` dropped); a 0-d array is read whole by every chunk.
+    The rows are cut along the longest dimension other than ``axis``, each
+    chunk's work made to wait for the previous chunk's results
+    (``_after``), so that the chunks' temporaries are not all alive at
+    once. Unchunked (one call) where ``chunked`` is False or the rows fit in
+    one chunk: MLX's transformations differentiate the program as it is.
+    """
+    like = rows[0]
+    dims = [d for d in range(like.ndim) if d != axis]
+    if not chunked or not dims or like.size <= ROW_CHUNK_ELEMENTS:
+        return program(*rows)
+    dim = max(dims, key=lambda d: like.shape[d])
+    per_index = like.size // like.shape[dim]
+    step = max(1, ROW_CHUNK_ELEMENTS // max(per_index, 1))
+    if step >= like.shape[dim]:
+        return program(*rows)
+
+    def along(array):  # the dimension of ``array`` that is ``dim`` of the input's
+        return dim if array.ndim == like.ndim else dim - (dim > axis)
+
+    def cut(array, start, stop):
+        if not isinstance(array, mx.array) or array.ndim == 0:
+            return array
+        return array[(slice(None),) * along(array) + (slice(start, stop),)]
+
+    results, before = None, None
+    for start in range(0, like.shape[dim], step):
+        stop = min(start + step, like.shape[dim])
+        chunk = [cut(a, start, stop) for a in rows]
+        if before is not None:
+            chunk[0] = _after(chunk[0], before)
+        outputs = program(*chunk)
+        before = next(o for o in outputs if o is not None)
+        if results is None:
+            results = [None if o is None else mx.zeros(_whole_shape(o, along(o), like.shape[dim]), o.dtype)
+                       for o in outputs]
+        for index, output in enumerate(outputs):
+            if output is not None:
+                results[index][(slice(None),) * along(output) + (slice(start, stop),)] = output
+    return tuple(results)
+
+
+def _after(array, before):
+    """``array``, exactly, but computed only once ``before`` is.
+
+    It has ``before``'s sum over no elements (+0) taken from it: ``x - 0`` is
+    ``x`` for every ``x``, -0, inf and NaN included, and every transformation
+    of MLX goes through it (``mx.depends`` has no jvp and no vmap).
+    """
+    return array - mx.sum(before.reshape(-1)[:0]).astype(array.dtype)
+
+
+def _whole_shape(chunk, dim, length):
+    shape = list(chunk.shape)
+    shape[dim] = length
+    return shape
+
+
 def row_cotangent(cotangent, axis):
     """A per-row cotangent broadcast against the row's elements."""
     return mx.expand_dims(cotangent, axis) if cotangent.ndim else cotangent

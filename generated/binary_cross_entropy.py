@@ -79,7 +79,7 @@ _PROGRAMS = {
     "_with_logits": (_forward_with_logits, _backward_with_logits),
     "_no_with_logits": (_forward_no_with_logits, _backward_no_with_logits),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, differentiable):
@@ -87,7 +87,7 @@ def _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute))
     if weights is not None:

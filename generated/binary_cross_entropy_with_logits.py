@@ -48,7 +48,7 @@ def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, differentiable):
@@ -56,7 +56,7 @@ def _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weig
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     loss, *residuals = forward(inputs, targets, pos_weight)
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights

@@ -55,7 +55,7 @@ def _backward_indices(inputs, targets, smooth, axis, cotangent, sum0, sum1, sum2
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _binary_dice_loss_elements(inputs, targets, weights, axis, smooth, reduction, variant, differentiable):
@@ -63,9 +63,12 @@ def _binary_dice_loss_elements(inputs, targets, weights, axis, smooth, reduction
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(smooth, compute), axis)
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda inputs, targets: forward(inputs, targets, rt.scalar(smooth, compute), axis),
+        [inputs, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -76,7 +79,9 @@ def _binary_dice_loss_gradients_from(inputs, targets, weights, axis, smooth, red
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(smooth, compute), axis, cotangent, *residuals)
+    grad_inputs, grad_targets, = rt.in_row_chunks(
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(smooth, compute), axis, cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

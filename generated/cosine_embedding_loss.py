@@ -31,10 +31,10 @@ def _forward_indices(x1, x2, targets, margin, axis):
     t1 = -sum2*t0
     t2 = t1 + margin
     loss = mx.where((targets == 1), t1 + 1, mx.where(mx.logical_or((targets > 1), (targets < 1)), mx.maximum(0, -t2), math.nan))
-    return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0,)
+    return (mx.squeeze(loss, axis), sum0, sum1, t0, sum2,)
 
 
-def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2, t0):
+def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, t0, sum2):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (x1, x2, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
@@ -66,7 +66,7 @@ def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, sum2
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, reduction, variant, differentiable):
@@ -74,9 +74,12 @@ def _cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, redu
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
-    loss, *residuals = forward(x1, x2, targets, rt.scalar(margin, compute), axis)
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda x1, x2, targets: forward(x1, x2, targets, rt.scalar(margin, compute), axis),
+        [x1, x2, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -87,7 +90,9 @@ def _cosine_embedding_loss_gradients_from(x1, x2, targets, weights, axis, margin
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
-    grad_x1, grad_x2, = backward(x1, x2, targets, rt.scalar(margin, compute), axis, cotangent, *residuals)
+    grad_x1, grad_x2, = rt.in_row_chunks(
+        lambda x1, x2, targets, cotangent, *residuals: backward(x1, x2, targets, rt.scalar(margin, compute), axis, cotangent, *residuals),
+        [x1, x2, targets, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]
 
 

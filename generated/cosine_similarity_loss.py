@@ -30,10 +30,10 @@ def _forward_indices(x1, x2, eps, axis):
     t2 = mx.reciprocal(t5)
     sum2 = rt.row_sum(x1*x2, axis)
     loss = sum2*mx.where((eps < t4*t5), t0*t2, mx.where((eps >= t4*t5), 1/eps, math.nan))
-    return (mx.squeeze(loss, axis), sum0, sum1, sum2, t4, t5,)
+    return (mx.squeeze(loss, axis), sum0, t4, sum1, t5, sum2,)
 
 
-def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2, t4, t5):
+def _backward_indices(x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (x1, x2,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(x1, x2))
@@ -61,7 +61,7 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, sum1, sum2, t4, t5):
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, differentiable):
@@ -69,9 +69,12 @@ def _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, vari
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
-    loss, *residuals = forward(x1, x2, rt.scalar(eps, compute), axis)
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda x1, x2: forward(x1, x2, rt.scalar(eps, compute), axis),
+        [x1, x2], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -82,7 +85,9 @@ def _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
-    grad_x1, grad_x2, = backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals)
+    grad_x1, grad_x2, = rt.in_row_chunks(
+        lambda x1, x2, cotangent, *residuals: backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals),
+        [x1, x2, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]
 
 

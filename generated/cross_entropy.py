@@ -16,7 +16,7 @@ from .kernels import cross_entropy as _kernels
 __all__ = ["cross_entropy"]
 
 
-def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
+def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, hold):
     """The loss of each row, indices targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -32,10 +32,11 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(logits - shift0, axis)
     loss = mx.where(counted_row, logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0, row_fill)
-    return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
+    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, logsumexp0, *held)
 
 
-def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0, logsumexp0_exp):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -55,8 +56,29 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
     return (grad_logits, None,)
 
 
+def _backward_indices_recomputing(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = logits.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    logsumexp0_exp = rt.exp(logits - shift0)
+    counted_row = mx.contiguous(mx.logical_and(inside_row, kept_row))
+    row_fill = mx.contiguous(mx.where(mx.logical_not(kept_row), 0, math.nan))
+    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
+    d_gather0 = (label_smoothing - 1)*cotangent
+    grad_logits = mx.where(counted_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, row_fill)
+    grad_logits_at_targets = mx.where(counted_row, d_gather0, row_fill)
+    grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    return (grad_logits, None,)
 
-def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
+
+
+def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, hold):
     """The loss of each row, probabilities targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -71,10 +93,11 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(shifted0, axis)
     loss = logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0
-    return (mx.squeeze(loss, axis), shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum,)
+    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, logsumexp0, *held)
 
 
-def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0, logsumexp0_exp):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -93,14 +116,34 @@ def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_va
     return (grad_logits, grad_targets,)
 
 
+def _backward_probabilities_recomputing(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = logits.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
+    d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length
+    grad_targets = d_gather0*shifted0
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_logits, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices),
-    "_probabilities": (_forward_probabilities, _backward_probabilities),
+    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_probabilities": (_forward_probabilities, _backward_probabilities, _backward_probabilities_recomputing),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, differentiable):
@@ -108,13 +151,16 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda logits, targets, kept_row, inside_row: forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, rt.holds_elements(logits)),
+        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -125,7 +171,8 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(logits) else recomputing
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, logits.shape[axis])
@@ -136,7 +183,9 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_logits, grad_targets, = rt.in_row_chunks(
+        lambda logits, targets, kept_row, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, cotangent, *residuals),
+        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -86,7 +86,7 @@ _PROGRAMS = {
     "_full": (_forward_full, _backward_full),
     "_no_full": (_forward_no_full, _backward_no_full),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, differentiable):
@@ -94,7 +94,7 @@ def _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduc
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
     loss, *residuals = forward(inputs, targets, vars, rt.scalar(eps, compute))
     return loss, residuals

@@ -43,7 +43,7 @@ def _backward(inputs, targets, margin, cotangent):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, variant, differentiable):
@@ -51,7 +51,7 @@ def _hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(margin, compute))
     return loss, residuals

@@ -71,7 +71,7 @@ _PROGRAMS = {
     "_log_target": (_forward_log_target, _backward_log_target),
     "_no_log_target": (_forward_no_log_target, _backward_no_log_target),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, differentiable):
@@ -79,7 +79,7 @@ def _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, d
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     loss, *residuals = forward(inputs, targets)
     return loss, residuals
 

@@ -16,7 +16,7 @@ from .kernels import kl_div_loss as _kernels
 __all__ = ["kl_div_loss"]
 
 
-def _forward_indices(inputs, targets, axis):
+def _forward_indices(inputs, targets, axis, hold):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -25,7 +25,8 @@ def _forward_indices(inputs, targets, axis):
     t0 = rt.exp(targets)
     sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(targets - inputs)), axis)
     loss = sum0
-    return (mx.squeeze(loss, axis), t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), *held)
 
 
 def _backward_indices(inputs, targets, axis, cotangent, t0):
@@ -45,13 +46,31 @@ def _backward_indices(inputs, targets, axis, cotangent, t0):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_indices_recomputing(inputs, targets, axis, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = inputs.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t0 = rt.exp(targets)
+    d_sum0 = cotangent
+    t1 = mx.where((t0 == 0), 0, d_sum0*t0)
+    grad_inputs = -t1
+    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices),
+    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, differentiable):
@@ -59,8 +78,11 @@ def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, di
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    loss, *residuals = forward(inputs, targets, axis)
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda inputs, targets: forward(inputs, targets, axis, rt.holds_elements(inputs)),
+        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
 
 
@@ -69,8 +91,11 @@ def _kl_div_loss_gradients_from(inputs, targets, weights, axis, reduction, varia
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    grad_inputs, grad_targets, = backward(inputs, targets, axis, cotangent, *residuals)
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
+    grad_inputs, grad_targets, = rt.in_row_chunks(
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

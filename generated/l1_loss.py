@@ -43,7 +43,7 @@ def _backward(predictions, targets, cotangent):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _l1_loss_elements(predictions, targets, weights, reduction, variant, differentiable):
@@ -51,7 +51,7 @@ def _l1_loss_elements(predictions, targets, weights, reduction, variant, differe
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     loss, *residuals = forward(predictions, targets)
     return loss, residuals
 

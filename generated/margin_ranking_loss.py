@@ -50,7 +50,7 @@ def _backward(inputs1, inputs2, targets, margin, cotangent):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, reduction, variant, differentiable):
@@ -58,7 +58,7 @@ def _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, re
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
     loss, *residuals = forward(inputs1, inputs2, targets, rt.scalar(margin, compute))
     return loss, residuals

@@ -16,7 +16,7 @@ from .kernels import multi_margin_loss as _kernels
 __all__ = ["multi_margin_loss"]
 
 
-def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row):
+def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row, hold):
     """The loss of each row, indices targets."""
     given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
@@ -33,7 +33,8 @@ def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row):
     t0 = rt.power(t1, p)
     mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
     loss = mx.where(inside_row, gather0*mean0, math.nan)
-    return (mx.squeeze(loss, axis), shift0, gather0, gather1, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), shift0, gather0, gather1, *held)
 
 
 def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1, t0):
@@ -59,13 +60,38 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cota
     return (grad_inputs,)
 
 
+def _backward_indices_recomputing(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    inputs = rt.upcast(inputs, compute)
+    weight = rt.upcast(weight, compute)
+    row_length = inputs.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
+    shifted0 = inputs - shift0
+    t1 = shifted0 + (margin - gather1)
+    t0 = rt.power(t1, p)
+    t5 = (1 - targets_onehot)/row_length
+    d_mean0 = mx.contiguous(cotangent*gather0)
+    t2 = shifted0 + (margin - gather1)
+    t3 = p*t0/t2
+    t4 = (t2 > 0)
+    b0_mean0 = rt.row_sum(mx.where(t4, -t3*t5, 0), axis)
+    d_gather1 = mx.contiguous(b0_mean0*d_mean0)
+    grad_inputs = mx.where(inside_row, d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0), math.nan)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    return (grad_inputs,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices),
+    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, differentiable):
@@ -73,11 +99,14 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    loss, *residuals = forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, rt.row_flag(inside, axis))
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda inputs, targets, inside_row: forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, rt.holds_elements(inputs)),
+        [inputs, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
 
 
@@ -86,11 +115,14 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    grad_inputs, = backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_inputs, = rt.in_row_chunks(
+        lambda inputs, targets, inside_row, cotangent, *residuals: backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, cotangent, *residuals),
+        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

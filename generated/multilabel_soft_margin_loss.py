@@ -16,7 +16,7 @@ from .kernels import multilabel_soft_margin_loss as _kernels
 __all__ = ["multilabel_soft_margin_loss"]
 
 
-def _forward_indices(inputs, targets, weight, axis):
+def _forward_indices(inputs, targets, weight, axis, hold):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
@@ -27,7 +27,8 @@ def _forward_indices(inputs, targets, weight, axis):
     t1 = rt.softplus(inputs)
     mean0 = rt.row_mean(-(t0*targets + t1*(1 - targets))*weight, axis)
     loss = -mean0
-    return (mx.squeeze(loss, axis), t0, t1,)
+    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), *held)
 
 
 def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
@@ -48,13 +49,33 @@ def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_indices_recomputing(inputs, targets, weight, axis, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    weight = rt.upcast(weight, compute)
+    row_length = inputs.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    d_mean0 = mx.contiguous(-cotangent)
+    t2 = d_mean0*weight/row_length
+    grad_inputs = t2*(targets*rt.sigmoid(-inputs) - (1 - targets)*rt.sigmoid(inputs))
+    grad_targets = t2*(t1 - t0)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices),
+    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _multilabel_soft_margin_loss_elements(inputs, targets, weight, weights, axis, reduction, variant, differentiable):
@@ -62,8 +83,11 @@ def _multilabel_soft_margin_loss_elements(inputs, targets, weight, weights, axis
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    loss, *residuals = forward(inputs, targets, weight, axis)
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda inputs, targets: forward(inputs, targets, weight, axis, rt.holds_elements(inputs)),
+        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
 
 
@@ -72,8 +96,11 @@ def _multilabel_soft_margin_loss_gradients_from(inputs, targets, weight, weights
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    grad_inputs, grad_targets, = backward(inputs, targets, weight, axis, cotangent, *residuals)
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
+    grad_inputs, grad_targets, = rt.in_row_chunks(
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, weight, axis, cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -53,7 +53,7 @@ def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, variant, differentiable):
@@ -61,12 +61,15 @@ def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
-    loss, *residuals = forward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda inputs, targets, kept_row, inside_row: forward(inputs, targets, axis, kept_row, inside_row),
+        [inputs, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -80,7 +83,9 @@ def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduc
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    grad_inputs, = backward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_inputs, = rt.in_row_chunks(
+        lambda inputs, targets, kept_row, inside_row, cotangent, *residuals: backward(inputs, targets, axis, kept_row, inside_row, cotangent, *residuals),
+        [inputs, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

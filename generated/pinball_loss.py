@@ -48,7 +48,7 @@ def _backward(inputs, targets, tau, tau_value, cotangent):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _pinball_loss_elements(inputs, targets, weights, tau, reduction, variant, differentiable):
@@ -56,7 +56,7 @@ def _pinball_loss_elements(inputs, targets, weights, tau, reduction, variant, di
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(tau, compute), rt.param_value(tau, compute))
     return loss, residuals

@@ -124,7 +124,7 @@ _PROGRAMS = {
     "_no_log_input_full": (_forward_no_log_input_full, _backward_no_log_input_full),
     "_no_log_input_no_full": (_forward_no_log_input_no_full, _backward_no_log_input_no_full),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, differentiable):
@@ -132,7 +132,7 @@ def _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, r
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(eps, compute))
     return loss, residuals

@@ -16,7 +16,7 @@ from .kernels import poly1_cross_entropy as _kernels
 __all__ = ["poly1_cross_entropy"]
 
 
-def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
+def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
     """The loss of each row, indices targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -28,13 +28,14 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
     gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = mx.log(logsumexp0_sum)
+    logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
     gather1 = 1 - mx.where((mx.take_along_axis(shifted0, targets_index, axis=axis) == -math.inf), 0, rt.exp(mx.take_along_axis(shifted0, targets_index, axis=axis) - logsumexp0))
     loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
-    return (mx.squeeze(loss, axis), logsumexp0_exp, logsumexp0_sum,)
+    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
 
 
-def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, logsumexp0_exp, logsumexp0_sum):
+def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0_exp):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -53,8 +54,28 @@ def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row,
     return (grad_logits, None,)
 
 
+def _backward_indices_recomputing(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = logits.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    logsumexp0_exp = rt.exp(logits - shift0)
+    t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    b0_gather1 = mx.take_along_axis(t0, targets_index, axis=axis)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
+    d_gather0 = mx.contiguous(-cotangent)
+    grad_logits = mx.where(inside_row, d_gather0*targets_onehot + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets_onehot), math.nan)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    return (grad_logits, None,)
 
-def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row):
+
+
+def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
     """The loss of each row, probabilities targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -66,13 +87,14 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside
     gather0 = rt.row_sum(mx.where((targets == 0), 0, targets*shifted0), axis)
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
-    logsumexp0 = mx.log(logsumexp0_sum)
+    logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
     gather1 = rt.row_sum(mx.where((targets == 0), 0, (1 - mx.where((shifted0 == -math.inf), 0, rt.exp(shifted0 - logsumexp0)))*targets), axis)
     loss = logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0
-    return (mx.squeeze(loss, axis), shift0, logsumexp0_exp, logsumexp0_sum,)
+    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
 
 
-def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_exp, logsumexp0_sum):
+def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0_exp):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -93,14 +115,36 @@ def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, insid
     return (grad_logits, grad_targets,)
 
 
+def _backward_probabilities_recomputing(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = logits.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    b0_gather1 = rt.row_sum(mx.where((targets == 0), 0, t0*targets), axis)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
+    d_gather0 = mx.contiguous(-cotangent)
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets)
+    grad_targets = d_gather0*shifted0 + d_gather1*(1 - t0)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_logits, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices),
-    "_probabilities": (_forward_probabilities, _backward_probabilities),
+    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_probabilities": (_forward_probabilities, _backward_probabilities, _backward_probabilities_recomputing),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, differentiable):
@@ -108,11 +152,14 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    loss, *residuals = forward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, rt.row_flag(inside, axis))
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda logits, targets, inside_row: forward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, rt.holds_elements(logits)),
+        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -123,7 +170,8 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(logits) else recomputing
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
     of_weights = []
@@ -132,7 +180,9 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_logits, grad_targets, = rt.in_row_chunks(
+        lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, cotangent, *residuals),
+        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -49,7 +49,7 @@ def _backward(inputs, targets, delta, delta_value, cotangent, t0):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, variant, differentiable):
@@ -57,7 +57,7 @@ def _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, vari
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute))
     return loss, residuals

@@ -52,7 +52,7 @@ def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reduction, variant, differentiable):
@@ -60,7 +60,7 @@ def _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reducti
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute))
     return loss, residuals

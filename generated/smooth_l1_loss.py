@@ -46,7 +46,7 @@ def _backward(predictions, targets, beta, beta_value, cotangent):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, variant, differentiable):
@@ -54,7 +54,7 @@ def _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, var
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
     loss, *residuals = forward(predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute))
     return loss, residuals

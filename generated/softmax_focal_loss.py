@@ -16,7 +16,7 @@ from .kernels import softmax_focal_loss as _kernels
 __all__ = ["softmax_focal_loss"]
 
 
-def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row):
+def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, hold):
     """The loss of each row, indices targets."""
     given = (logits, targets, alpha,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
@@ -33,15 +33,16 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_ro
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
     logsumexp1_max = rt.row_shift(shifted0 + mx.log(1 - targets_onehot), axis)
-    logsumexp1_exp = rt.exp((shifted0 + mx.log(1 - targets_onehot)) - logsumexp1_max)
+    logsumexp1_exp = (1 - targets_onehot)*rt.exp(shifted0 - logsumexp1_max)
     logsumexp1_sum = rt.row_sum(logsumexp1_exp, axis)
     logsumexp1 = logsumexp1_max + mx.log(logsumexp1_sum)
     t0 = rt.exp(rt.zero_if((gamma_value == 0), gamma*(logsumexp1 - logsumexp0)))
     loss = mx.where(inside_row, mx.where((t0 == 0), 0, -gather0*t0*(gather1 - logsumexp0)), math.nan)
-    return (mx.squeeze(loss, axis), gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0,)
+    held = (logsumexp0_exp, logsumexp1_exp,) if hold else ()  # element-level: for float32 inputs alone
+    return (mx.squeeze(loss, axis), shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0, *held)
 
 
-def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, gather0, gather1, logsumexp0, logsumexp0_exp, logsumexp0_sum, logsumexp1_exp, logsumexp1_sum, t0):
+def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0, logsumexp0_exp, logsumexp1_exp):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (logits, targets, alpha,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
@@ -63,13 +64,38 @@ def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_r
     return (grad_logits,)
 
 
+def _backward_indices_recomputing(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (logits, targets, alpha,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits, alpha))
+    logits = rt.upcast(logits, compute)
+    alpha = rt.upcast(alpha, compute)
+    row_length = logits.shape[axis]
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    logsumexp1_exp = (1 - targets_onehot)*rt.exp(shifted0 - logsumexp1_max)
+    t1 = gather1 - logsumexp0
+    t2 = rt.zero_if((gamma_value == 0), gamma*t1)
+    t3 = mx.where((t0 == 0), 0, cotangent*t0)
+    t4 = mx.where((t0 == 0), 0, gather0*t3)
+    d_logsumexp1 = mx.contiguous(mx.where((t0 == 0), 0, -t2*t4))
+    d_logsumexp0 = mx.contiguous(mx.where((t0 == 0), 0, t4*(t2 + 1)))
+    d_gather1 = mx.contiguous(-t4)
+    grad_logits = mx.where(inside_row, mx.where((t0 == 0), 0, d_gather1*targets_onehot) + mx.where(mx.logical_or((logsumexp0_exp == 0), (t0 == 0)), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + mx.where(mx.logical_or((logsumexp1_exp == 0), (t0 == 0)), 0, (d_logsumexp1/logsumexp1_sum)*logsumexp1_exp), math.nan)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    return (grad_logits,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices),
+    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, reduction, variant, differentiable):
@@ -77,11 +103,14 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    loss, *residuals = forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, rt.row_flag(inside, axis))
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda logits, targets, inside_row: forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, rt.holds_elements(logits)),
+        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return loss, residuals
 
 
@@ -90,11 +119,14 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(logits) else recomputing
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    grad_logits, = backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals)
+    grad_logits, = rt.in_row_chunks(
+        lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, cotangent, *residuals),
+        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return [rt.gradient_for(grad_logits, logits)]
 
 

@@ -44,7 +44,7 @@ def _backward(inputs, targets, cotangent):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _squared_hinge_loss_elements(inputs, targets, weights, reduction, variant, differentiable):
@@ -52,7 +52,7 @@ def _squared_hinge_loss_elements(inputs, targets, weights, reduction, variant, d
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     loss, *residuals = forward(inputs, targets)
     return loss, residuals
 

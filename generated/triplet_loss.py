@@ -30,10 +30,10 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     t1 = rt.power(sum1 + eps, t2)
     t3 = t1 - t0 + margin
     loss = mx.maximum(0, t3)
-    return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
+    return (mx.squeeze(loss, axis), sum0, t0, sum1, t1,)
 
 
-def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, sum1, t0, t1):
+def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, t0, sum1, t1):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -66,7 +66,7 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant, differentiable):
@@ -74,9 +74,12 @@ def _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, marg
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    loss, *residuals = forward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis)
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda anchors, positives, negatives: forward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis),
+        [anchors, positives, negatives], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -87,7 +90,9 @@ def _triplet_loss_gradients_from(anchors, positives, negatives, weights, axis, p
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals)
+    grad_anchors, grad_positives, grad_negatives, = rt.in_row_chunks(
+        lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
+        [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
 
 

@@ -35,10 +35,10 @@ def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps
     t2 = rt.power(sum2, t3)
     t6 = (t0 < t2)
     loss = mx.where(mx.where(t6, (t0 - t7 < 0), (t2 - t7 < 0)), t7 - mx.minimum(t0, t2), mx.where(mx.logical_and(mx.logical_or((t0 >= t2), (t0 - t7 >= 0)), mx.logical_or((t0 < t2), (t2 - t7 >= 0))), 0, math.nan))
-    return (mx.squeeze(loss, axis), sum0, sum1, sum2, t0, t1, t2,)
+    return (mx.squeeze(loss, axis), sum0, t0, sum1, t1, sum2, t2,)
 
 
-def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, sum2, t0, t1, t2):
+def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, sum2, t2):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -89,10 +89,10 @@ def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, 
     t1 = rt.power(sum1, t2)
     t4 = t1 - t0 + margin
     loss = mx.maximum(0, t4)
-    return (mx.squeeze(loss, axis), sum0, sum1, t0, t1,)
+    return (mx.squeeze(loss, axis), sum0, t0, sum1, t1,)
 
 
-def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, sum1, t0, t1):
+def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
     given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
@@ -127,7 +127,7 @@ _PROGRAMS = {
     "_swap_indices": (_forward_swap_indices, _backward_swap_indices),
     "_no_swap_indices": (_forward_no_swap_indices, _backward_no_swap_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, differentiable):
@@ -135,9 +135,12 @@ def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    loss, *residuals = forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis)
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda anchors, positives, negatives: forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis),
+        [anchors, positives, negatives], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -148,7 +151,9 @@ def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, 
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals)
+    grad_anchors, grad_positives, grad_negatives, = rt.in_row_chunks(
+        lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
+        [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
 
 

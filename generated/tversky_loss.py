@@ -58,7 +58,7 @@ def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smo
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, differentiable):
@@ -66,9 +66,12 @@ def _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis)
+    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
+    loss, *residuals = rt.in_row_chunks(
+        lambda inputs, targets: forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis),
+        [inputs, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -79,7 +82,9 @@ def _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, sm
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals)
+    grad_inputs, grad_targets, = rt.in_row_chunks(
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -47,7 +47,7 @@ def _backward(inputs, targets, power, power_value, cotangent, t0):
 _PROGRAMS = {
     "": (_forward, _backward),
 }
-_COMPILED = {variant: (mx.compile(forward), mx.compile(backward)) for variant, (forward, backward) in _PROGRAMS.items()}
+_COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
 
 def _tweedie_deviance_elements(inputs, targets, weights, power, reduction, variant, differentiable):
@@ -55,7 +55,7 @@ def _tweedie_deviance_elements(inputs, targets, weights, power, reduction, varia
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, _ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     loss, *residuals = forward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute))
     return loss, residuals

@@ -91,20 +91,3 @@ def rowwise_programs(loss, ir, outputs, form, replacements=None, exponentials=()
     ignoring = any(t.ignore_index is not None for t in loss.class_targets)
     return programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
                     form=form if loss.class_targets else None, ignoring=ignoring, exponentials=exponentials)
-
-
-def recomputed(forward, backward):
-    """The backward with the forward's values it reads computed again first (its row reductions left to read).
-
-    A term both programs define (``shifted0``, ``smoothed_targets``) is then
-    computed once, as the forward does.
-    """
-    by_symbol = {s.symbol: s for s in forward if s.reduction is None and not s.output}
-    defined = {s.symbol for s in backward}
-    needed, stack = set(), [f for s in backward for f in s.expr.free_symbols if f not in defined]
-    while stack:
-        symbol = stack.pop()
-        if symbol in by_symbol and symbol not in needed:
-            needed.add(symbol)
-            stack.extend(by_symbol[symbol].expr.free_symbols)
-    return [s for s in forward if s.symbol in needed] + [s for s in backward if s.symbol not in needed]

@@ -5,6 +5,11 @@ forward and the backward share (an ``exp``, a ``log``, a root, a selection)
 would be paid twice. The forward computes each shared costly call as a
 statement of its own and the backward reads it (a residual, held from the
 forward to the backward); cheap values (``x - y``) are computed again.
+
+Row-wise programs of half-precision inputs follow another policy
+(``recomputed_if_cheaper``): the backward reads per-row values alone and
+computes the element-level ones again, so that nothing the size of the input
+is held in float32 from the forward to the backward.
 """
 
 from __future__ import annotations
@@ -125,3 +130,64 @@ def read_residuals(forward, backward, values):
     """The forward's costly values the backward reads, in the forward's order."""
     read = set().union(set(), *(s.expr.free_symbols for s in backward))
     return [s.name for s in forward if s.symbol in values.symbols and s.symbol in read]
+
+
+def recomputed(forward, backward, only=None):
+    """The backward with the forward's values it reads computed again first (its row reductions left to read).
+
+    A term both programs define (``shifted0``, ``smoothed_targets``) is then
+    computed once, as the forward does. ``only``: the symbols that may be
+    computed again (the others are read from the forward); every one if None.
+    """
+    by_symbol = {s.symbol: s for s in forward
+                 if s.reduction is None and not s.output and (only is None or s.symbol in only)}
+    defined = {s.symbol for s in backward}
+    needed, stack = set(), [f for s in backward for f in s.expr.free_symbols if f not in defined]
+    while stack:
+        symbol = stack.pop()
+        if symbol in by_symbol and symbol not in needed:
+            needed.add(symbol)
+            stack.extend(by_symbol[symbol].expr.free_symbols)
+    return [s for s in forward if s.symbol in needed] + [s for s in backward if s.symbol not in needed]
+
+
+# Costly calls per element a half-precision backward may make again rather than read from the
+# forward: a value held is a float32 array twice the input's size, alive from the forward to the
+# backward; an exp computed again costs about three passes of arithmetic on this project's CPU.
+RECOMPUTE_BUDGET = 4
+
+
+def recomputed_if_cheaper(forward, backward, element, arrays):
+    """The backward computing again the forward's element-level values it reads, where that is cheap.
+
+    The residual policy of row-wise programs for half-precision inputs: per-row
+    values are read from the forward; element-level ones (``element``: the
+    symbols holding a value per element) are computed again when that costs
+    at most ``RECOMPUTE_BUDGET`` costly calls per element, so the forward
+    holds nothing the size of the input for the backward. Else (and for
+    float32 inputs, where the time an exp takes again is worth more than the
+    memory) the backward reads them (``backward`` is returned as it is).
+    Values of the parameters alone (``arrays`` are the inputs) are computed
+    again too: a residual is an array.
+    """
+    again = recomputed(forward, backward, only=set(element) | _scalars(forward, arrays))
+    repeated = [s for s in again[:len(again) - len(backward)] if s.symbol in element]
+    cost = sum(1 for s in repeated for node in sp.preorder_traversal(s.expr)
+               if _is_costly_call(node) and node.free_symbols & set(element))
+    return again if cost <= RECOMPUTE_BUDGET else backward
+
+
+def _scalars(statements, arrays):
+    """The symbols ``statements`` define from parameters alone (none of ``arrays``, no reduction)."""
+    on_arrays = set(arrays)
+    for statement in statements:
+        if statement.reduction is not None or statement.expr.free_symbols & on_arrays:
+            on_arrays.add(statement.symbol)
+    return {s.symbol for s in statements} - on_arrays
+
+
+def residuals_read(forward, backward):
+    """The forward's values the backward reads without computing them, in the forward's order."""
+    defined = {s.symbol for s in backward}
+    read = set().union(set(), *(s.expr.free_symbols for s in backward)) - defined
+    return [s.symbol for s in forward if s.symbol in read]

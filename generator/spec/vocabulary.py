@@ -62,6 +62,9 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "of_params",  # the gradients of parameters given as arrays
     "arrays", "mlx_path",  # the kernels' arguments and their fallback (the MLX bodies) for transformations
     "given",  # the backward's arguments as given: the gradients' dtypes
+    "program", "programs",  # the compiled forward and backwards of each variant
+    # the residual policy of row-wise losses (rt.holds_elements) and their chunks of rows
+    "hold", "held", "holding", "recomputing",
 })
 # Names the generated package gives its own members besides the losses (its kernels' subpackage, the
 # function that picks a backend): a loss so named could not be imported.

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 
 from ...ir import INSIDE_ROW, ROW_LENGTH, ElementwiseIR
-from ...lower.programs import elementwise_programs, recomputed, rowwise_programs
+from ...lower.programs import elementwise_programs, rowwise_programs
+from ...lower.residuals import recomputed
 from ...spec.vocabulary import ClassTarget, Input, Param
 from ..source import environment
 from .printer import CUDA, METAL, CPrinter, c_name, check_kernel_names, declaration, is_condition

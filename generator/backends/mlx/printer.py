@@ -280,7 +280,7 @@ def param_name(param, python=False):
     return f"{param.name}_value" if python and not param.integer else param.name
 
 
-def _level(statements, element_symbols):
+def element_level_symbols(statements, element_symbols):
     """The symbols that hold element-level (full-row) arrays."""
     element = set(element_symbols)
     for statement in statements:
@@ -311,18 +311,12 @@ def print_program(statements, names, arrays, element_symbols=(), like=None, give
     for statement in given:
         if statement.reduction is not None or statement.expr.free_symbols & arrays:
             arrays.add(statement.symbol)
-    element = _level(known, element_symbols)
+    element = element_level_symbols(known, element_symbols)
     used_by_elements = set().union(*(s.expr.free_symbols for s in statements if s.symbol in element or (
         s.reduction is not None and s.expr.free_symbols & element)), set())
-    values = {s.symbol: s.expr for s in known if s.reduction is None}
-    shifts = {s.symbol: s.expr for s in known if s.reduction is not None and s.reduction.kind == "shift"}
     lines = []
     for statement in statements:
         printer = MLXPrinter(names, arrays, element, finite, printed_params)
-        if statement.reduction is not None and statement.reduction.kind == "logsumexp":
-            lines += _print_logsumexp(printer, statement, _at_most_zero(statement.expr, values, shifts))
-            arrays.update([statement.symbol, *logsumexp_parts(statement.symbol)])
-            continue
         if statement.reduction is not None:
             code = _print_reduction(printer, statement, element, as_given or {})
         elif printer.is_scalar(statement.expr) and statement.output:
@@ -352,38 +346,6 @@ def _finite(statements, arrays):
         if printer._is_finite(statement.expr):
             finite.add(statement.symbol)
     return finite
-
-
-def logsumexp_parts(symbol):
-    """The symbols of a logsumexp's ``e = exp(g - max g)`` (element-level) and ``s = sum e``."""
-    return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
-
-
-def _at_most_zero(expr, values, shifts):
-    """Whether ``expr`` is ``z - m`` with ``m`` the shift of ``z``: at most 0, and 0 somewhere, in a finite row."""
-    expr = values.get(expr, expr)
-    return any(expr == argument - shift for shift, argument in shifts.items())
-
-
-def _print_logsumexp(printer, statement, shifted=False):
-    """``max + log(sum(exp(g - max)))``, keeping ``exp(g - max)`` and its sum for the backward.
-
-    A row whose maximum is infinite is shifted by 0 instead (``rt.row_shift``):
-    its logsumexp is then +-inf (or NaN) as it should be, not NaN from inf - inf. A
-    ``shifted`` argument (see ``_at_most_zero``) needs no maximum of its own:
-    its shift was the row's (or 0 in a row that is not finite).
-    """
-    name = statement.symbol.name
-    exps, sums = logsumexp_parts(statement.symbol)
-    argument = printer.doprint(statement.expr)
-    if shifted:
-        return [f"{exps} = rt.exp({argument})", f"{sums} = rt.row_sum({exps}, axis)", f"{name} = mx.log({sums})"]
-    return [
-        f"{name}_max = rt.row_shift({argument}, axis)",
-        f"{exps} = rt.exp({printer.parenthesize(statement.expr, PRECEDENCE['Add'])} - {name}_max)",
-        f"{sums} = rt.row_sum({exps}, axis)",
-        f"{name} = {name}_max + mx.log({sums})",
-    ]
 
 
 def _print_reduction(printer, statement, element, as_given):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR
+from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR, Reduction
 from ...lower.programs import elementwise_programs, rowwise_programs
+from ...lower.residuals import recomputed_if_cheaper, residuals_read
 from ...lower.safety import class_terms
+from ...lower.schedule import Statement
 from ...spec.terms import expand_terms
-from ...spec.vocabulary import ClassTarget, Input, is_element_level
-from .printer import logsumexp_parts, param_name, print_program
+from ...spec.vocabulary import ClassTarget, ClassWeights, Input, is_element_level
+from .printer import element_level_symbols, param_name, print_program
 
 
 def _names(loss, target_form):
@@ -38,6 +40,8 @@ def elementwise_variant(loss, variant, printed_params):
                                         printed_params=printed_params),
         "aliases": ir.aliases,
         "residuals": residuals,
+        "held_residuals": [],
+        "recomputing_lines": None,
         "row_gradients": [],
         "returned": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
         "target_form": None,
@@ -52,20 +56,27 @@ def rowwise_variant(loss, variant, target_form, printed_params):
     like = loss.inputs[0].name
     outputs, scatters = _gradient_outputs(loss, ir, target_form, like)
     numerators = [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
-    forward, backward, costly = rowwise_programs(loss, ir, outputs, target_form,
-                                                 _softmax_residuals(ir.forward_reductions), numerators)
-
-    saved = [r.symbol for r in ir.forward_reductions]
-    saved += [s for r in ir.forward_reductions if r.kind == "logsumexp" for s in logsumexp_parts(r.symbol)]
-    kept = set(saved) | {s.symbol for s in forward if s.name in costly}
-    forward, backward = _moved_inputs_inlined(forward, kept), _moved_inputs_inlined(backward, kept)
-    element += [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
-    backward_free = set().union(*(s.expr.free_symbols for s in backward)) if backward else set()
+    forward, backward, _ = rowwise_programs(loss, ir, outputs, target_form,
+                                            _softmax_residuals(ir.forward_reductions), numerators)
+    forward = _logsumexp_spelled_out(forward)
+    element += numerators
+    recomputing = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, element), arrays)
+    per_row = residuals_read(forward, recomputing)
+    held = [r for r in residuals_read(forward, backward) if r not in per_row]
+    if not held:
+        backward = recomputing  # no element-level residuals: one backward
+    forward = _moved_inputs_inlined(forward, set(per_row + held))
+    backward, recomputing = _moved_inputs_inlined(backward, set()), _moved_inputs_inlined(recomputing, set())
     names = _names(loss, target_form)
     as_given = {i: f"given[{index}]" for index, i in enumerate(loss.inputs) if isinstance(i, Input)}
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
     forward_lines = print_program(forward, names, arrays, element, like, printed_params=printed_params,
                                   as_given=as_given)
+
+    def print_backward(statements, residuals):
+        return print_program(statements, names, arrays | {COTANGENT} | set(residuals), element, like,
+                             given=forward, printed_params=printed_params) + scatters
+
     return {
         "suffix": variant.suffix + f"_{target_form}",
         "flags": variant.flags,
@@ -73,25 +84,27 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         "forward_lines": forward_lines,
         # whether the forward reads an input as given (its maximum, its value at the class)
         "reads_given": any(code in line for code in as_given.values() for line in forward_lines),
-        "backward_lines": print_program(backward, names, arrays | {COTANGENT} | set(saved), element, like,
-                                        given=forward, printed_params=printed_params) + scatters,
-        "residuals": [s.name for s in saved if s in backward_free] + costly,
+        "backward_lines": print_backward(backward, per_row + held),
+        # the backward of half-precision inputs, which computes the element-level values again
+        "recomputing_lines": print_backward(recomputing, per_row) if held else None,
+        "residuals": [r.name for r in per_row],
+        "held_residuals": [r.name for r in held],
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
         # what the backward returns for each differentiable input: class indices have no gradient
         "returned": [f"grad_{i.name}" if not (isinstance(i, ClassTarget) and target_form == "indices") else "None"
                      for i in loss.inputs if i.differentiable],
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
-        "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
+        "backward_onehot": [t.name for t in loss.class_targets if uses(backward + recomputing, t.name)],
     }
 
 
 def _moved_inputs_inlined(statements, kept):
     """``statements`` with each input moved by a row value (``shifted = logits - shift``) that only
-    reductions read whole (a sum, a mean, a logsumexp, the value at the class) written into them
-    instead of named: under mx.compile a named array that a reduction reads is made whole (a
-    float32 copy of the logits), where inlined it is fused into each reduction's argument (and a
-    gather takes the input at the class, then moves it). Arithmetic keeps reading the named value:
+    reductions read whole (a sum, a mean, the value at the class) or a function of it alone
+    (``exp(shifted)``) written into them instead of named: under mx.compile a named array that a
+    reduction reads is made whole (a float32 copy of the logits), where inlined it is fused into
+    each reduction's argument (and a gather takes the input at the class, then moves it). Arithmetic keeps reading the named value:
     it is what keeps ``x - shift`` from being summed with other row values first (1e20 + 1 - 1e20).
     ``kept``: symbols read elsewhere (residuals)."""
     def moved_input(statement):
@@ -103,11 +116,52 @@ def _moved_inputs_inlined(statements, kept):
                                                        for f in t.free_symbols):
             return False
         uses = [s for s in statements if statement.symbol in s.expr.free_symbols]
-        return all(s.reduction is not None and s.expr == statement.symbol for s in uses)
+        return all(s.expr == statement.symbol and s.reduction is not None or _applied_to(s.expr, statement.symbol)
+                   for s in uses)
 
     inlined = {s.symbol: s.expr for s in statements if moved_input(s)}
     return [type(s)(s.symbol, s.expr.xreplace(inlined), s.reduction, s.output) if s.expr.free_symbols & set(inlined)
             else s for s in statements if s.symbol not in inlined]
+
+
+def _applied_to(expr, symbol):
+    """Whether ``expr`` is a function of ``symbol`` alone (``exp(symbol)``)."""
+    return isinstance(expr, sp.Function) and expr.args == (symbol,)
+
+
+def logsumexp_parts(symbol):
+    """The symbols of a logsumexp's ``e = exp(g - max g)`` (element-level) and ``s = sum e``."""
+    return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
+
+
+def _logsumexp_spelled_out(statements):
+    """Each logsumexp as the MLX path computes it, ``max + log(sum(exp(g - max)))``, in statements of its own.
+
+    A row whose maximum is infinite is shifted by 0 instead (``rt.row_shift``):
+    its logsumexp is then +-inf (or NaN) as it should be, not NaN from inf -
+    inf. An argument already moved by its row's shift (``z - shift(z)``) needs
+    no maximum of its own: it is at most 0, and 0 somewhere, in a finite row.
+    ``e`` and ``s`` are what the backward's softmax reads (``_softmax_residuals``).
+    """
+    values = {s.symbol: s.expr for s in statements if s.reduction is None}
+    shifts = {s.symbol: s.expr for s in statements if s.reduction is not None and s.reduction.kind == "shift"}
+    spelled = []
+    for statement in statements:
+        if statement.reduction is None or statement.reduction.kind != "logsumexp":
+            spelled.append(statement)
+            continue
+        name, argument = statement.symbol, statement.expr
+        exps, sums = logsumexp_parts(name)
+        moved = values.get(argument, argument)
+        if any(moved == z - shift for shift, z in shifts.items()):
+            spelled.append(Statement(exps, sp.exp(argument)))
+            most = sp.S.Zero
+        else:
+            most = sp.Symbol(f"{name.name}_max", real=True)
+            spelled += [Statement(most, argument, Reduction(most, "shift", argument)),
+                        Statement(exps, sp.exp(argument - most))]
+        spelled += [Statement(sums, exps, Reduction(sums, "sum", exps)), Statement(name, most + sp.log(sums))]
+    return spelled
 
 
 def _element_level(symbol):
@@ -190,6 +244,8 @@ def context(loss, variants):
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
         "element_inputs": [i.name for i in loss.inputs if is_element_level(i)],  # probability targets too
         "row_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and i.per_row],
+        # the arrays with an entry per row or per element, which chunks of rows cut (not class weights)
+        "chunked_inputs": [i.name for i in loss.inputs if not isinstance(i, ClassWeights)],
         "differentiable": [i.name for i in loss.inputs if i.differentiable],
         "gradient_names": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
         "class_targets": loss.class_targets,
