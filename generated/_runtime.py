@@ -547,60 +547,99 @@ def holds_elements(like):
     return like.dtype not in _HALF
 
 
-# ---------------------------------------------------------------- rows in chunks
-# Elements in one chunk of rows. A row-wise program computes float32 values the size of its rows
-# (exp(logits - max) for the sum, the gradient before it is cast to a half-precision input's dtype);
-# run on chunks of rows, one after the other, those are chunk-sized and only the results are
-# whole. About 1 MB of float32: MLX's CPU stream runs up to ten operations ahead of the one it
-# finishes, each holding its output.
-ROW_CHUNK_ELEMENTS = 1 << 18
+# ---------------------------------------------------------------- chunks
+# Elements in one chunk. A program computes float32 values the size of its inputs (exp(logits -
+# max) for a row's sum, a gradient before it is cast to a half-precision input's dtype); run on
+# chunks, one after the other, those are chunk-sized and only the results are whole. About 1 MB
+# of float32: MLX's CPU stream runs up to ten operations ahead of the one it finishes, each
+# holding its output.
+CHUNK_ELEMENTS = 1 << 18
 
 
-def in_row_chunks(program, rows, axis, chunked=True):
-    """``program(*rows)`` computed for chunks of the rows in turn, its outputs put together.
+def in_chunks(program, arrays, axis, chunked=True):
+    """``program(*arrays)`` computed for chunks of the rows in turn, its outputs put together.
 
-    ``rows`` are the arrays that have one entry per row: shaped like the
-    first (the loss's input; the class axis ``axis`` kept, of any length) or
-    like its rows (``axis`` dropped); a 0-d array is read whole by every chunk.
-    The rows are cut along the longest dimension other than ``axis``, each
-    chunk's work made to wait for the previous chunk's results
-    (``_after``), so that the chunks' temporaries are not all alive at
-    once. Unchunked (one call) where ``chunked`` is False or the rows fit in
-    one chunk: MLX's transformations differentiate the program as it is.
+    ``arrays`` are shaped like the first (the loss's input), or like its rows
+    (the class axis ``axis`` dropped); one of length 1 where the input is
+    longer, or 0-d, is read whole by every chunk. They are cut along the
+    longest dimension other than ``axis``, each chunk's work made to wait for
+    the previous chunk's results (``_after``), so that the chunks'
+    temporaries are not all alive at once. Unchunked (one call) where
+    ``chunked`` is False or the input fits in one chunk: MLX's
+    transformations differentiate the program as it is.
     """
-    like = rows[0]
-    dims = [d for d in range(like.ndim) if d != axis]
-    if not chunked or not dims or like.size <= ROW_CHUNK_ELEMENTS:
-        return program(*rows)
-    dim = max(dims, key=lambda d: like.shape[d])
-    per_index = like.size // like.shape[dim]
-    step = max(1, ROW_CHUNK_ELEMENTS // max(per_index, 1))
-    if step >= like.shape[dim]:
-        return program(*rows)
-
-    def along(array):  # the dimension of ``array`` that is ``dim`` of the input's
-        return dim if array.ndim == like.ndim else dim - (dim > axis)
-
-    def cut(array, start, stop):
-        if not isinstance(array, mx.array) or array.ndim == 0:
-            return array
-        return array[(slice(None),) * along(array) + (slice(start, stop),)]
-
-    results, before = None, None
-    for start in range(0, like.shape[dim], step):
-        stop = min(start + step, like.shape[dim])
-        chunk = [cut(a, start, stop) for a in rows]
-        if before is not None:
-            chunk[0] = _after(chunk[0], before)
+    chunks = _Chunks(arrays, axis)
+    if not chunked or chunks.one:
+        return program(*arrays)
+    results = None
+    for start, stop, chunk in chunks:
         outputs = program(*chunk)
-        before = next(o for o in outputs if o is not None)
+        chunks.wait_for(next(o for o in outputs if o is not None))
         if results is None:
-            results = [None if o is None else mx.zeros(_whole_shape(o, along(o), like.shape[dim]), o.dtype)
-                       for o in outputs]
-        for index, output in enumerate(outputs):
+            results = [None if o is None else mx.zeros(chunks.whole_shape(o), o.dtype) for o in outputs]
+        for whole, output in zip(results, outputs):
             if output is not None:
-                results[index][(slice(None),) * along(output) + (slice(start, stop),)] = output
+                whole[chunks.part(output, start, stop)] = output
     return tuple(results)
+
+
+def reduced_in_chunks(program, arrays, reduction):
+    """``reduce(program(*arrays), reduction)`` for ``'mean'`` and ``'sum'``, the sum taken chunk by chunk.
+
+    The elements' losses (float32, for half-precision inputs too) are then
+    never whole: only each chunk's sum is kept.
+    """
+    chunks = _Chunks(arrays, None)
+    if chunks.one:
+        return reduce(program(*arrays), reduction)
+    sums = []
+    for _, _, chunk in chunks:
+        sums.append(sum_all(program(*chunk)))
+        chunks.wait_for(sums[-1])
+    total = sum_all(mx.stack(sums))
+    return total / arrays[0].size if reduction == "mean" else total
+
+
+class _Chunks:
+    """The chunks of ``arrays`` (see ``in_chunks``): ``(start, stop, the arrays cut)`` in turn."""
+
+    def __init__(self, arrays, axis):
+        self.arrays, self.axis, self.like = arrays, axis, arrays[0]
+        dims = [d for d in range(self.like.ndim) if d != axis]
+        self.dim = max(dims, key=lambda d: self.like.shape[d]) if dims else None
+        self.length = self.like.shape[self.dim] if dims else 1
+        self.step = max(1, CHUNK_ELEMENTS // max(self.like.size // max(self.length, 1), 1))
+        self.one = not dims or self.like.size <= CHUNK_ELEMENTS or self.step >= self.length
+        self.before = None
+
+    def __iter__(self):
+        for start in range(0, self.length, self.step):
+            stop = min(start + self.step, self.length)
+            chunk = [self._cut(a, start, stop) for a in self.arrays]
+            if self.before is not None:
+                chunk[0] = _after(chunk[0], self.before)
+            yield start, stop, chunk
+
+    def wait_for(self, result):
+        """The next chunk's work waits for ``result``."""
+        self.before = result
+
+    def along(self, array):
+        """The dimension of ``array`` that is the cut dimension of the input's."""
+        return self.dim if array.ndim == self.like.ndim else self.dim - (self.dim > self.axis)
+
+    def part(self, array, start, stop):
+        return (slice(None),) * self.along(array) + (slice(start, stop),)
+
+    def whole_shape(self, chunk):
+        shape = list(chunk.shape)
+        shape[self.along(chunk)] = self.length
+        return shape
+
+    def _cut(self, array, start, stop):
+        if not isinstance(array, mx.array) or array.ndim == 0 or array.shape[self.along(array)] != self.length:
+            return array
+        return array[self.part(array, start, stop)]
 
 
 def _after(array, before):
@@ -611,12 +650,6 @@ def _after(array, before):
     of MLX goes through it (``mx.depends`` has no jvp and no vmap).
     """
     return array - mx.sum(before.reshape(-1)[:0]).astype(array.dtype)
-
-
-def _whole_shape(chunk, dim, length):
-    shape = list(chunk.shape)
-    shape[dim] = length
-    return shape
 
 
 def row_cotangent(cotangent, axis):

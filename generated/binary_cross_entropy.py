@@ -16,7 +16,7 @@ from .kernels import binary_cross_entropy as _kernels
 __all__ = ["binary_cross_entropy"]
 
 
-def _forward_with_logits(inputs, targets, label_smoothing, label_smoothing_value):
+def _forward_with_logits(inputs, targets, label_smoothing, label_smoothing_value, hold):
     """The loss with with_logits=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -42,7 +42,7 @@ def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_valu
 
 
 
-def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value):
+def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value, hold):
     """The loss with with_logits=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -51,7 +51,8 @@ def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_va
     t1 = mx.log(1 - inputs)
     smoothed_targets = 0.5*((2 - 2*label_smoothing)*targets + label_smoothing)
     loss = -mx.maximum(-100, t0)*smoothed_targets - (1 - smoothed_targets)*mx.maximum(-100, t1)
-    return (loss, t0, t1,)
+    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value, cotangent, t0, t1):
@@ -72,12 +73,32 @@ def _backward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_v
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_with_logits_recomputing(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(inputs)
+    t1 = mx.log(1 - inputs)
+    t2 = label_smoothing_value - 1
+    t3 = -t2
+    t4 = (t1 > -100)
+    t5 = (t0 > -100)
+    smoothed_targets = 0.5*((2*t3)*targets + label_smoothing)
+    grad_inputs = (-cotangent)*(mx.where(t5, smoothed_targets/inputs, 0) + mx.where(t4, -(1 - smoothed_targets)/(1 - inputs), 0))
+    grad_targets = (-cotangent)*(t2*mx.maximum(-100, t1) + t3*mx.maximum(-100, t0))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_with_logits": (_forward_with_logits, _backward_with_logits),
-    "_no_with_logits": (_forward_no_with_logits, _backward_no_with_logits),
+    "_with_logits": (_forward_with_logits, _backward_with_logits, _backward_with_logits),
+    "_no_with_logits": (_forward_no_with_logits, _backward_no_with_logits, _backward_no_with_logits_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -89,10 +110,24 @@ def _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute))
+    loss, *residuals = forward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.holds_elements(inputs))
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "_with_logits": (False, False),
+    "_no_with_logits": (False, True),
+}
+
+
+def _binary_cross_entropy_reduced(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.holds_elements(inputs))[0], [inputs, targets], reduction)
 
 
 def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, cotangent, residuals, differentiable):
@@ -100,7 +135,8 @@ def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     of_weights = []
     if weights is not None:
         *residuals, loss = residuals
@@ -150,6 +186,8 @@ def _binary_cross_entropy_residuals_jvp(primals, tangents):
 def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
     inputs, targets, weights, with_logits, label_smoothing, reduction, variant = rt.held(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, weights, label_smoothing)
+    if weights is None and reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_binary_cross_entropy_reduced(inputs, targets, weights, with_logits, label_smoothing, reduction, variant).astype(dtype),)
     loss, residuals = _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, False)
     if weights is not None:
         loss = loss * weights

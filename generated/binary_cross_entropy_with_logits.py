@@ -16,7 +16,7 @@ from .kernels import binary_cross_entropy_with_logits as _kernels
 __all__ = ["binary_cross_entropy_with_logits"]
 
 
-def _forward(inputs, targets, pos_weight):
+def _forward(inputs, targets, pos_weight, hold):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
     inputs = rt.upcast(inputs, compute)
@@ -25,7 +25,8 @@ def _forward(inputs, targets, pos_weight):
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
     loss = t1*(1 - targets) + t0*pos_weight*targets
-    return (loss, t0, t1,)
+    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
@@ -42,11 +43,27 @@ def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_recomputing(inputs, targets, pos_weight, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets, pos_weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    pos_weight = rt.upcast(pos_weight, compute)
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) - pos_weight*targets*rt.sigmoid(-inputs))
+    grad_targets = cotangent*(t0*pos_weight - t1)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "": (_forward, _backward),
+    "": (_forward, _backward, _backward_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -57,10 +74,22 @@ def _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weig
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    loss, *residuals = forward(inputs, targets, pos_weight)
+    loss, *residuals = forward(inputs, targets, pos_weight, rt.holds_elements(inputs))
     if weights is not None:
         residuals.append(loss)  # each element's loss: the gradient of the weights
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, True),
+}
+
+
+def _binary_cross_entropy_with_logits_reduced(inputs, targets, pos_weight, weights, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    return rt.reduced_in_chunks(lambda inputs, targets, pos_weight: forward(inputs, targets, pos_weight, rt.holds_elements(inputs))[0], [inputs, targets, pos_weight], reduction)
 
 
 def _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight, weights, reduction, variant, cotangent, residuals, differentiable):
@@ -68,7 +97,8 @@ def _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     of_weights = []
     if weights is not None:
         *residuals, loss = residuals
@@ -110,6 +140,8 @@ def _binary_cross_entropy_with_logits_residuals_jvp(primals, tangents):
 def _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weights, reduction, variant):
     inputs, targets, pos_weight, weights, reduction, variant = rt.held(inputs, targets, pos_weight, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, pos_weight, weights)
+    if weights is None and reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_binary_cross_entropy_with_logits_reduced(inputs, targets, pos_weight, weights, reduction, variant).astype(dtype),)
     loss, residuals = _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, False)
     if weights is not None:
         loss = loss * weights

@@ -65,8 +65,8 @@ def _binary_dice_loss_elements(inputs, targets, weights, axis, smooth, reduction
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda inputs, targets: forward(inputs, targets, rt.scalar(smooth, compute), axis),
         [inputs, targets], axis, chunked=not differentiable)
     return loss, residuals
@@ -79,7 +79,7 @@ def _binary_dice_loss_gradients_from(inputs, targets, weights, axis, smooth, red
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = rt.in_row_chunks(
+    grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(smooth, compute), axis, cotangent, *residuals),
         [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]

@@ -58,6 +58,19 @@ def _charbonnier_loss_elements(inputs, targets, weights, eps, reduction, variant
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _charbonnier_loss_reduced(inputs, targets, weights, eps, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(eps, compute))[0], [inputs, targets], reduction)
+
+
 def _charbonnier_loss_gradients_from(inputs, targets, weights, eps, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -108,6 +121,8 @@ def _charbonnier_loss_residuals_jvp(primals, tangents):
 def _charbonnier_loss(inputs, targets, weights, eps, reduction, variant):
     inputs, targets, weights, eps, reduction, variant = rt.held(inputs, targets, weights, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, eps)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_charbonnier_loss_reduced(inputs, targets, weights, eps, reduction, variant).astype(dtype),)
     loss, residuals = _charbonnier_loss_elements(inputs, targets, weights, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

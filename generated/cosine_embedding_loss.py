@@ -76,8 +76,8 @@ def _cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, redu
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda x1, x2, targets: forward(x1, x2, targets, rt.scalar(margin, compute), axis),
         [x1, x2, targets], axis, chunked=not differentiable)
     return loss, residuals
@@ -90,7 +90,7 @@ def _cosine_embedding_loss_gradients_from(x1, x2, targets, weights, axis, margin
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
-    grad_x1, grad_x2, = rt.in_row_chunks(
+    grad_x1, grad_x2, = rt.in_chunks(
         lambda x1, x2, targets, cotangent, *residuals: backward(x1, x2, targets, rt.scalar(margin, compute), axis, cotangent, *residuals),
         [x1, x2, targets, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]

@@ -71,8 +71,8 @@ def _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, vari
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda x1, x2: forward(x1, x2, rt.scalar(eps, compute), axis),
         [x1, x2], axis, chunked=not differentiable)
     return loss, residuals
@@ -85,7 +85,7 @@ def _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
-    grad_x1, grad_x2, = rt.in_row_chunks(
+    grad_x1, grad_x2, = rt.in_chunks(
         lambda x1, x2, cotangent, *residuals: backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals),
         [x1, x2, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]

@@ -157,8 +157,8 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda logits, targets, kept_row, inside_row: forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, rt.holds_elements(logits)),
         [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     if weights is not None:
@@ -183,7 +183,7 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = rt.in_row_chunks(
+    grad_logits, grad_targets, = rt.in_chunks(
         lambda logits, targets, kept_row, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, cotangent, *residuals),
         [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights

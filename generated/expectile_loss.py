@@ -62,6 +62,19 @@ def _expectile_loss_elements(inputs, targets, weights, tau, reduction, variant, 
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _expectile_loss_reduced(inputs, targets, weights, tau, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(tau, compute), rt.param_value(tau, compute))[0], [inputs, targets], reduction)
+
+
 def _expectile_loss_gradients_from(inputs, targets, weights, tau, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -112,6 +125,8 @@ def _expectile_loss_residuals_jvp(primals, tangents):
 def _expectile_loss(inputs, targets, weights, tau, reduction, variant):
     inputs, targets, weights, tau, reduction, variant = rt.held(inputs, targets, weights, tau, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, tau)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_expectile_loss_reduced(inputs, targets, weights, tau, reduction, variant).astype(dtype),)
     loss, residuals = _expectile_loss_elements(inputs, targets, weights, tau, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

@@ -100,6 +100,20 @@ def _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduc
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "_full": (False, False),
+    "_no_full": (False, False),
+}
+
+
+def _gaussian_nll_loss_reduced(inputs, targets, vars, weights, full, eps, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    return rt.reduced_in_chunks(lambda inputs, targets, vars: forward(inputs, targets, vars, rt.scalar(eps, compute))[0], [inputs, targets, vars], reduction)
+
+
 def _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -150,6 +164,8 @@ def _gaussian_nll_loss_residuals_jvp(primals, tangents):
 def _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant):
     inputs, targets, vars, weights, full, eps, reduction, variant = rt.held(inputs, targets, vars, weights, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, vars, eps)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_gaussian_nll_loss_reduced(inputs, targets, vars, weights, full, eps, reduction, variant).astype(dtype),)
     loss, residuals = _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

@@ -57,6 +57,19 @@ def _hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, 
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _hinge_embedding_loss_reduced(inputs, targets, weights, margin, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(margin, compute))[0], [inputs, targets], reduction)
+
+
 def _hinge_embedding_loss_gradients_from(inputs, targets, weights, margin, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -107,6 +120,8 @@ def _hinge_embedding_loss_residuals_jvp(primals, tangents):
 def _hinge_embedding_loss(inputs, targets, weights, margin, reduction, variant):
     inputs, targets, weights, margin, reduction, variant = rt.held(inputs, targets, weights, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, margin)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_hinge_embedding_loss_reduced(inputs, targets, weights, margin, reduction, variant).astype(dtype),)
     loss, residuals = _hinge_embedding_loss_elements(inputs, targets, weights, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

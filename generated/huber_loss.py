@@ -61,6 +61,19 @@ def _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, di
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _huber_loss_reduced(inputs, targets, weights, delta, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(delta, compute))[0], [inputs, targets], reduction)
+
+
 def _huber_loss_gradients_from(inputs, targets, weights, delta, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -111,6 +124,8 @@ def _huber_loss_residuals_jvp(primals, tangents):
 def _huber_loss(inputs, targets, weights, delta, reduction, variant):
     inputs, targets, weights, delta, reduction, variant = rt.held(inputs, targets, weights, delta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, delta)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_huber_loss_reduced(inputs, targets, weights, delta, reduction, variant).astype(dtype),)
     loss, residuals = _huber_loss_elements(inputs, targets, weights, delta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

@@ -103,8 +103,8 @@ def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, re
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda inputs, targets: forward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, rt.holds_elements(inputs)),
         [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
@@ -118,7 +118,7 @@ def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, be
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = rt.in_row_chunks(
+    grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals),
         [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]

@@ -16,14 +16,15 @@ from .kernels import kl_div as _kernels
 __all__ = ["kl_div"]
 
 
-def _forward_log_target(inputs, targets):
+def _forward_log_target(inputs, targets, hold):
     """The loss with log_target=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = rt.exp(targets)
     loss = mx.where((t0 == 0), 0, t0*(targets - inputs))
-    return (loss, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_log_target(inputs, targets, cotangent, t0):
@@ -40,15 +41,31 @@ def _backward_log_target(inputs, targets, cotangent, t0):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_log_target_recomputing(inputs, targets, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(targets)
+    t1 = mx.where((t0 == 0), 0, cotangent*t0)
+    grad_inputs = -t1
+    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
 
-def _forward_no_log_target(inputs, targets):
+
+
+def _forward_no_log_target(inputs, targets, hold):
     """The loss with log_target=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = mx.log(targets)
     loss = mx.where((targets > 0), t0*targets, mx.where((targets <= 0), 0, math.nan)) - inputs*targets
-    return (loss, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_no_log_target(inputs, targets, cotangent, t0):
@@ -64,12 +81,26 @@ def _backward_no_log_target(inputs, targets, cotangent, t0):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_log_target_recomputing(inputs, targets, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(targets)
+    grad_inputs = (-cotangent)*targets
+    grad_targets = cotangent*(mx.where((targets > 0), t0 + 1, 0) - inputs)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_log_target": (_forward_log_target, _backward_log_target),
-    "_no_log_target": (_forward_no_log_target, _backward_no_log_target),
+    "_log_target": (_forward_log_target, _backward_log_target, _backward_log_target_recomputing),
+    "_no_log_target": (_forward_no_log_target, _backward_no_log_target, _backward_no_log_target_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -80,8 +111,21 @@ def _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, d
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    loss, *residuals = forward(inputs, targets)
+    loss, *residuals = forward(inputs, targets, rt.holds_elements(inputs))
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "_log_target": (False, True),
+    "_no_log_target": (False, True),
+}
+
+
+def _kl_div_reduced(inputs, targets, weights, log_target, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.holds_elements(inputs))[0], [inputs, targets], reduction)
 
 
 def _kl_div_gradients_from(inputs, targets, weights, log_target, reduction, variant, cotangent, residuals, differentiable):
@@ -89,7 +133,8 @@ def _kl_div_gradients_from(inputs, targets, weights, log_target, reduction, vari
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
@@ -126,6 +171,8 @@ def _kl_div_residuals_jvp(primals, tangents):
 def _kl_div(inputs, targets, weights, log_target, reduction, variant):
     inputs, targets, weights, log_target, reduction, variant = rt.held(inputs, targets, weights, log_target, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_kl_div_reduced(inputs, targets, weights, log_target, reduction, variant).astype(dtype),)
     loss, residuals = _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

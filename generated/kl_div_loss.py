@@ -79,8 +79,8 @@ def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, di
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda inputs, targets: forward(inputs, targets, axis, rt.holds_elements(inputs)),
         [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
@@ -93,7 +93,7 @@ def _kl_div_loss_gradients_from(inputs, targets, weights, axis, reduction, varia
     """
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
-    grad_inputs, grad_targets, = rt.in_row_chunks(
+    grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
         [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]

@@ -56,6 +56,18 @@ def _log_cosh_loss_elements(inputs, targets, weights, reduction, variant, differ
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _log_cosh_loss_reduced(inputs, targets, weights, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets)[0], [inputs, targets], reduction)
+
+
 def _log_cosh_loss_gradients_from(inputs, targets, weights, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -98,6 +110,8 @@ def _log_cosh_loss_residuals_jvp(primals, tangents):
 def _log_cosh_loss(inputs, targets, weights, reduction, variant):
     inputs, targets, weights, reduction, variant = rt.held(inputs, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_log_cosh_loss_reduced(inputs, targets, weights, reduction, variant).astype(dtype),)
     loss, residuals = _log_cosh_loss_elements(inputs, targets, weights, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

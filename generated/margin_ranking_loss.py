@@ -64,6 +64,19 @@ def _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, re
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _margin_ranking_loss_reduced(inputs1, inputs2, targets, weights, margin, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
+    return rt.reduced_in_chunks(lambda inputs1, inputs2, targets: forward(inputs1, inputs2, targets, rt.scalar(margin, compute))[0], [inputs1, inputs2, targets], reduction)
+
+
 def _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, weights, margin, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -114,6 +127,8 @@ def _margin_ranking_loss_residuals_jvp(primals, tangents):
 def _margin_ranking_loss(inputs1, inputs2, targets, weights, margin, reduction, variant):
     inputs1, inputs2, targets, weights, margin, reduction, variant = rt.held(inputs1, inputs2, targets, weights, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs1, inputs2, targets, margin)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_margin_ranking_loss_reduced(inputs1, inputs2, targets, weights, margin, reduction, variant).astype(dtype),)
     loss, residuals = _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

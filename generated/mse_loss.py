@@ -56,6 +56,18 @@ def _mse_loss_elements(predictions, targets, weights, reduction, variant, differ
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _mse_loss_reduced(predictions, targets, weights, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    return rt.reduced_in_chunks(lambda predictions, targets: forward(predictions, targets)[0], [predictions, targets], reduction)
+
+
 def _mse_loss_gradients_from(predictions, targets, weights, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -98,6 +110,8 @@ def _mse_loss_residuals_jvp(primals, tangents):
 def _mse_loss(predictions, targets, weights, reduction, variant):
     predictions, targets, weights, reduction, variant = rt.held(predictions, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(predictions, targets)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_mse_loss_reduced(predictions, targets, weights, reduction, variant).astype(dtype),)
     loss, residuals = _mse_loss_elements(predictions, targets, weights, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

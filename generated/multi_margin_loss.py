@@ -103,8 +103,8 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda inputs, targets, inside_row: forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, rt.holds_elements(inputs)),
         [inputs, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
@@ -120,7 +120,7 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    grad_inputs, = rt.in_row_chunks(
+    grad_inputs, = rt.in_chunks(
         lambda inputs, targets, inside_row, cotangent, *residuals: backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, cotangent, *residuals),
         [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs)]

@@ -84,8 +84,8 @@ def _multilabel_soft_margin_loss_elements(inputs, targets, weight, weights, axis
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda inputs, targets: forward(inputs, targets, weight, axis, rt.holds_elements(inputs)),
         [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return loss, residuals
@@ -98,7 +98,7 @@ def _multilabel_soft_margin_loss_gradients_from(inputs, targets, weight, weights
     """
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
-    grad_inputs, grad_targets, = rt.in_row_chunks(
+    grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, weight, axis, cotangent, *residuals),
         [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]

@@ -66,8 +66,8 @@ def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, 
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda inputs, targets, kept_row, inside_row: forward(inputs, targets, axis, kept_row, inside_row),
         [inputs, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not differentiable)
     return loss, residuals
@@ -83,7 +83,7 @@ def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduc
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    grad_inputs, = rt.in_row_chunks(
+    grad_inputs, = rt.in_chunks(
         lambda inputs, targets, kept_row, inside_row, cotangent, *residuals: backward(inputs, targets, axis, kept_row, inside_row, cotangent, *residuals),
         [inputs, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_inputs, inputs)]

@@ -16,7 +16,7 @@ from .kernels import poisson_nll_loss as _kernels
 __all__ = ["poisson_nll_loss"]
 
 
-def _forward_log_input_full(inputs, targets, eps):
+def _forward_log_input_full(inputs, targets, eps, hold):
     """The loss with log_input=True, full=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -25,7 +25,8 @@ def _forward_log_input_full(inputs, targets, eps):
     t1 = mx.log(targets)
     stirling = 0.5*(2*t1*targets + mx.log((2*math.pi)*targets) - 2*targets)
     loss = t0 + mx.where((targets > 1), stirling, mx.where((targets <= 1), 0, math.nan)) - inputs*targets
-    return (loss, t0, t1,)
+    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_log_input_full(inputs, targets, eps, cotangent, t0, t1):
@@ -41,15 +42,31 @@ def _backward_log_input_full(inputs, targets, eps, cotangent, t0, t1):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_log_input_full_recomputing(inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(inputs)
+    t1 = mx.log(targets)
+    grad_inputs = cotangent*(t0 - targets)
+    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t1), 0) - inputs)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
 
-def _forward_log_input_no_full(inputs, targets, eps):
+
+
+def _forward_log_input_no_full(inputs, targets, eps, hold):
     """The loss with log_input=True, full=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = rt.exp(inputs)
     loss = t0 - inputs*targets
-    return (loss, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_log_input_no_full(inputs, targets, eps, cotangent, t0):
@@ -65,8 +82,22 @@ def _backward_log_input_no_full(inputs, targets, eps, cotangent, t0):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_log_input_no_full_recomputing(inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(inputs)
+    grad_inputs = cotangent*(t0 - targets)
+    grad_targets = (-cotangent)*inputs
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
 
-def _forward_no_log_input_full(inputs, targets, eps):
+
+
+def _forward_no_log_input_full(inputs, targets, eps, hold):
     """The loss with log_input=False, full=True."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -75,7 +106,8 @@ def _forward_no_log_input_full(inputs, targets, eps):
     t1 = mx.log(inputs + eps)
     stirling = 0.5*(2*t0*targets + mx.log((2*math.pi)*targets) - 2*targets)
     loss = inputs + mx.where((targets > 1), stirling, mx.where((targets <= 1), 0, math.nan)) - t1*targets
-    return (loss, t0, t1,)
+    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_no_log_input_full(inputs, targets, eps, cotangent, t0, t1):
@@ -91,15 +123,31 @@ def _backward_no_log_input_full(inputs, targets, eps, cotangent, t0, t1):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_log_input_full_recomputing(inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(targets)
+    t1 = mx.log(inputs + eps)
+    grad_inputs = cotangent*(1 - targets/(inputs + eps))
+    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t0), 0) - t1)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
 
-def _forward_no_log_input_no_full(inputs, targets, eps):
+
+
+def _forward_no_log_input_no_full(inputs, targets, eps, hold):
     """The loss with log_input=False, full=False."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t0 = mx.log(inputs + eps)
     loss = inputs - t0*targets
-    return (loss, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward_no_log_input_no_full(inputs, targets, eps, cotangent, t0):
@@ -115,14 +163,28 @@ def _backward_no_log_input_no_full(inputs, targets, eps, cotangent, t0):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_log_input_no_full_recomputing(inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(inputs + eps)
+    grad_inputs = cotangent*(1 - targets/(inputs + eps))
+    grad_targets = (-cotangent)*t0
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_log_input_full": (_forward_log_input_full, _backward_log_input_full),
-    "_log_input_no_full": (_forward_log_input_no_full, _backward_log_input_no_full),
-    "_no_log_input_full": (_forward_no_log_input_full, _backward_no_log_input_full),
-    "_no_log_input_no_full": (_forward_no_log_input_no_full, _backward_no_log_input_no_full),
+    "_log_input_full": (_forward_log_input_full, _backward_log_input_full, _backward_log_input_full_recomputing),
+    "_log_input_no_full": (_forward_log_input_no_full, _backward_log_input_no_full, _backward_log_input_no_full_recomputing),
+    "_no_log_input_full": (_forward_no_log_input_full, _backward_no_log_input_full, _backward_no_log_input_full_recomputing),
+    "_no_log_input_no_full": (_forward_no_log_input_no_full, _backward_no_log_input_no_full, _backward_no_log_input_no_full_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -134,8 +196,24 @@ def _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, r
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(eps, compute))
+    loss, *residuals = forward(inputs, targets, rt.scalar(eps, compute), rt.holds_elements(inputs))
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "_log_input_full": (False, True),
+    "_log_input_no_full": (False, True),
+    "_no_log_input_full": (False, True),
+    "_no_log_input_no_full": (False, True),
+}
+
+
+def _poisson_nll_loss_reduced(inputs, targets, weights, log_input, full, eps, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(eps, compute), rt.holds_elements(inputs))[0], [inputs, targets], reduction)
 
 
 def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, eps, reduction, variant, cotangent, residuals, differentiable):
@@ -143,7 +221,8 @@ def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
@@ -188,6 +267,8 @@ def _poisson_nll_loss_residuals_jvp(primals, tangents):
 def _poisson_nll_loss(inputs, targets, weights, log_input, full, eps, reduction, variant):
     inputs, targets, weights, log_input, full, eps, reduction, variant = rt.held(inputs, targets, weights, log_input, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, eps)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_poisson_nll_loss_reduced(inputs, targets, weights, log_input, full, eps, reduction, variant).astype(dtype),)
     loss, residuals = _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

@@ -156,8 +156,8 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda logits, targets, inside_row: forward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, rt.holds_elements(logits)),
         [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     if weights is not None:
@@ -180,7 +180,7 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = rt.in_row_chunks(
+    grad_logits, grad_targets, = rt.in_chunks(
         lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, cotangent, *residuals),
         [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights

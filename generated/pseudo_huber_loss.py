@@ -16,7 +16,7 @@ from .kernels import pseudo_huber_loss as _kernels
 __all__ = ["pseudo_huber_loss"]
 
 
-def _forward(inputs, targets, delta, delta_value):
+def _forward(inputs, targets, delta, delta_value, hold):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -25,7 +25,8 @@ def _forward(inputs, targets, delta, delta_value):
     t1 = mx.square(error)
     t0 = mx.sqrt(t1/(delta ** 2) + 1)
     loss = t1/(t0 + 1)
-    return (loss, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward(inputs, targets, delta, delta_value, cotangent, t0):
@@ -43,11 +44,28 @@ def _backward(inputs, targets, delta, delta_value, cotangent, t0):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_recomputing(inputs, targets, delta, delta_value, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    error = inputs - targets
+    t1 = mx.square(error)
+    t0 = mx.sqrt(t1/(delta ** 2) + 1)
+    t2 = mx.reciprocal(t0 + 1)
+    t3 = delta_value ** (-2)
+    grad_inputs = cotangent*t2*(2*inputs - 2*targets + (-t3)*t2*rt.power(error, 3)/(mx.sqrt(t3*mx.square(error) + 1)))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    grad_targets = -grad_inputs
+    return (grad_inputs, grad_targets,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "": (_forward, _backward),
+    "": (_forward, _backward, _backward_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -59,8 +77,21 @@ def _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, vari
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute))
+    loss, *residuals = forward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute), rt.holds_elements(inputs))
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, True),
+}
+
+
+def _pseudo_huber_loss_reduced(inputs, targets, weights, delta, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute), rt.holds_elements(inputs))[0], [inputs, targets], reduction)
 
 
 def _pseudo_huber_loss_gradients_from(inputs, targets, weights, delta, reduction, variant, cotangent, residuals, differentiable):
@@ -68,7 +99,8 @@ def _pseudo_huber_loss_gradients_from(inputs, targets, weights, delta, reduction
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(delta, compute), rt.param_value(delta, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
@@ -113,6 +145,8 @@ def _pseudo_huber_loss_residuals_jvp(primals, tangents):
 def _pseudo_huber_loss(inputs, targets, weights, delta, reduction, variant):
     inputs, targets, weights, delta, reduction, variant = rt.held(inputs, targets, weights, delta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, delta)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_pseudo_huber_loss_reduced(inputs, targets, weights, delta, reduction, variant).astype(dtype),)
     loss, residuals = _pseudo_huber_loss_elements(inputs, targets, weights, delta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

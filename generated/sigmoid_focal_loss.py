@@ -16,7 +16,7 @@ from .kernels import sigmoid_focal_loss as _kernels
 __all__ = ["sigmoid_focal_loss"]
 
 
-def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value):
+def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value, hold):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -28,7 +28,8 @@ def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value):
     t2 = rt.exp(rt.zero_if((gamma_value == 0), gamma*log_one_minus_p_t))
     cross_entropy = t0*targets + t1*t3
     loss = mx.where((t2 == 0), 0, t2*rt.choose((alpha_value >= 0), (1 - alpha)*t3 + rt.zero_if((alpha_value == 0), alpha*targets), 1)*cross_entropy)
-    return (loss, t0, t1, t2,)
+    held = (t0, t1, t2,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent, t0, t1, t2):
@@ -46,11 +47,31 @@ def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent
     return (grad_inputs,)
 
 
+def _backward_recomputing(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t3 = 1 - targets
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    log_one_minus_p_t = -t1*targets - t0*t3
+    t2 = rt.exp(rt.zero_if((gamma_value == 0), gamma*log_one_minus_p_t))
+    t4 = 1 - targets
+    t5 = rt.sigmoid(inputs)
+    t6 = rt.sigmoid(-inputs)
+    cross_entropy = t0*targets + t1*t4
+    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + rt.zero_if((gamma_value == 0), gamma*(t4*t6 - t5*targets)*cross_entropy) - t6*targets)*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    return (grad_inputs,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "": (_forward, _backward),
+    "": (_forward, _backward, _backward_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -62,8 +83,21 @@ def _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reducti
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute))
+    loss, *residuals = forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute), rt.holds_elements(inputs))
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, True),
+}
+
+
+def _sigmoid_focal_loss_reduced(inputs, targets, weights, alpha, gamma, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute), rt.holds_elements(inputs))[0], [inputs, targets], reduction)
 
 
 def _sigmoid_focal_loss_gradients_from(inputs, targets, weights, alpha, gamma, reduction, variant, cotangent, residuals, differentiable):
@@ -71,7 +105,8 @@ def _sigmoid_focal_loss_gradients_from(inputs, targets, weights, alpha, gamma, r
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, = backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
@@ -116,6 +151,8 @@ def _sigmoid_focal_loss_residuals_jvp(primals, tangents):
 def _sigmoid_focal_loss(inputs, targets, weights, alpha, gamma, reduction, variant):
     inputs, targets, weights, alpha, gamma, reduction, variant = rt.held(inputs, targets, weights, alpha, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, alpha, gamma)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_sigmoid_focal_loss_reduced(inputs, targets, weights, alpha, gamma, reduction, variant).astype(dtype),)
     loss, residuals = _sigmoid_focal_loss_elements(inputs, targets, weights, alpha, gamma, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

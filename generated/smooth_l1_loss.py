@@ -60,6 +60,19 @@ def _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, var
     return loss, residuals
 
 
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, False),
+}
+
+
+def _smooth_l1_loss_reduced(predictions, targets, weights, beta, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(predictions, targets))
+    return rt.reduced_in_chunks(lambda predictions, targets: forward(predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute))[0], [predictions, targets], reduction)
+
+
 def _smooth_l1_loss_gradients_from(predictions, targets, weights, beta, reduction, variant, cotangent, residuals, differentiable):
     """The gradients of the differentiable inputs, given each element's cotangent.
 
@@ -110,6 +123,8 @@ def _smooth_l1_loss_residuals_jvp(primals, tangents):
 def _smooth_l1_loss(predictions, targets, weights, beta, reduction, variant):
     predictions, targets, weights, beta, reduction, variant = rt.held(predictions, targets, weights, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(predictions, targets, beta)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][False]:
+        return (_smooth_l1_loss_reduced(predictions, targets, weights, beta, reduction, variant).astype(dtype),)
     loss, residuals = _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

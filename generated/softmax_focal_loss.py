@@ -107,8 +107,8 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda logits, targets, inside_row: forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, rt.holds_elements(logits)),
         [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return loss, residuals
@@ -124,7 +124,7 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
     inside = rt.rows_inside(targets, logits.shape[axis])
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    grad_logits, = rt.in_row_chunks(
+    grad_logits, = rt.in_chunks(
         lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, cotangent, *residuals),
         [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
     return [rt.gradient_for(grad_logits, logits)]

@@ -76,8 +76,8 @@ def _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, marg
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda anchors, positives, negatives: forward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis),
         [anchors, positives, negatives], axis, chunked=not differentiable)
     return loss, residuals
@@ -90,7 +90,7 @@ def _triplet_loss_gradients_from(anchors, positives, negatives, weights, axis, p
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = rt.in_row_chunks(
+    grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
         lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
         [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]

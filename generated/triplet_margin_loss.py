@@ -137,8 +137,8 @@ def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, 
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    # in chunks of rows: the program's row-sized temporaries are never whole (rt.in_row_chunks)
-    loss, *residuals = rt.in_row_chunks(
+    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
+    loss, *residuals = rt.in_chunks(
         lambda anchors, positives, negatives: forward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis),
         [anchors, positives, negatives], axis, chunked=not differentiable)
     return loss, residuals
@@ -151,7 +151,7 @@ def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, 
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = rt.in_row_chunks(
+    grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
         lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
         [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]

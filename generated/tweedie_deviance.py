@@ -16,7 +16,7 @@ from .kernels import tweedie_deviance as _kernels
 __all__ = ["tweedie_deviance"]
 
 
-def _forward(inputs, targets, power, power_value):
+def _forward(inputs, targets, power, power_value, hold):
     """The loss."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -27,7 +27,8 @@ def _forward(inputs, targets, power, power_value):
     t4 = 1/t1
     t0 = rt.power(inputs, t1)
     loss = 2*(t3*rt.power(inputs, t2) + (t3*t4)*rt.power(targets, t2) + (-t4)*t0*targets)
-    return (loss, t0,)
+    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
+    return (loss, *held)
 
 
 def _backward(inputs, targets, power, power_value, cotangent, t0):
@@ -41,11 +42,24 @@ def _backward(inputs, targets, power, power_value, cotangent, t0):
     return (grad_inputs,)
 
 
+def _backward_recomputing(inputs, targets, power, power_value, cotangent):
+    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t1 = 1 - power_value
+    t0 = rt.power(inputs, t1)
+    grad_inputs = (2*cotangent)*(t0 - rt.power(inputs, -power)*targets)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    return (grad_inputs,)
+
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "": (_forward, _backward),
+    "": (_forward, _backward, _backward_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -57,8 +71,21 @@ def _tweedie_deviance_elements(inputs, targets, weights, power, reduction, varia
     """
     forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    loss, *residuals = forward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute))
+    loss, *residuals = forward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute), rt.holds_elements(inputs))
     return loss, residuals
+
+
+# Whether each variant's forward hands its backward residuals: (not holding, holding element values).
+_HANDS_RESIDUALS = {
+    "": (False, True),
+}
+
+
+def _tweedie_deviance_reduced(inputs, targets, weights, power, reduction, variant):
+    """The mean or the sum of the losses, summed chunk by chunk: their float32 values are never whole."""
+    forward, *_ = _COMPILED[variant]
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    return rt.reduced_in_chunks(lambda inputs, targets: forward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute), rt.holds_elements(inputs))[0], [inputs, targets], reduction)
 
 
 def _tweedie_deviance_gradients_from(inputs, targets, weights, power, reduction, variant, cotangent, residuals, differentiable):
@@ -66,7 +93,8 @@ def _tweedie_deviance_gradients_from(inputs, targets, weights, power, reduction,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, = backward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
@@ -111,6 +139,8 @@ def _tweedie_deviance_residuals_jvp(primals, tangents):
 def _tweedie_deviance(inputs, targets, weights, power, reduction, variant):
     inputs, targets, weights, power, reduction, variant = rt.held(inputs, targets, weights, power, reduction, variant)  # the derivatives are the vjp's and the jvp's below
     dtype = rt.result_dtype(inputs, targets, power)
+    if reduction != "none" and not _HANDS_RESIDUALS[variant][rt.holds_elements(inputs)]:
+        return (_tweedie_deviance_reduced(inputs, targets, weights, power, reduction, variant).astype(dtype),)
     loss, residuals = _tweedie_deviance_elements(inputs, targets, weights, power, reduction, variant, False)
     return (rt.reduce(loss, reduction).astype(dtype), *residuals)
 

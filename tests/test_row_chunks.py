@@ -1,16 +1,17 @@
-"""Row-wise losses computed in chunks of rows, and the backward that computes element values again.
+"""Losses computed in chunks (of rows, or of elements), and the backward that computes values again.
 
-For half-precision inputs a row-wise forward hands the backward per-row values
-alone, and both run on chunks of rows (``rt.in_row_chunks``): the float32
-values the size of the input are then never whole. Both are forced here on
-small inputs (a chunk of a few elements; the recomputing backward for float32
-inputs too), and every row-wise loss, every variant, must give what the whole,
+For half-precision inputs a forward hands the backward per-row values alone
+(an elementwise one, nothing), and both run on chunks (``rt.in_chunks``): the
+float32 values the size of the input are then never whole. Both are forced
+here on small inputs (a chunk of a few elements; the recomputing backward for
+float32 inputs too), and every loss, every variant, must give what the whole,
 holding path gives, to float32 rounding; its second order must equal autodiff
 of the symbolic form; ``mx.compile`` and ``mx.vmap`` must see the same.
 """
 
 from __future__ import annotations
 
+import importlib
 import zlib
 
 import mlx.core as mx
@@ -20,12 +21,13 @@ import pytest
 import generated
 from generated import _runtime as rt
 from tests.arguments import LOSSES, make_call, ours, variant_id, variants
+from tests.test_second_order import _call as second_order_call
 from tests.test_second_order import check_hessian_vector_products
 
-ROWWISE = {name: loss for name, loss in LOSSES.items() if loss.kind == "rowwise"}
 CASES = [pytest.param(name, flags, form, id=f"{name}[{variant_id(flags, form)}]")
-         for name, loss in ROWWISE.items() for flags, form in variants(loss)]
-# (shape, axis): chunks of 2, 2, 2 and 1 rows; chunks cut after the class axis; the class axis first
+         for name, loss in LOSSES.items() for flags, form in variants(loss)]
+# (shape, axis): chunks of 2, 2, 2 and 1 rows; chunks cut after the class axis; the class axis first.
+# An elementwise loss is cut along its longest dimension (the axis is None).
 SHAPES = [((7, 5), -1), ((3, 4, 5), 1), ((6, 5), 0)]
 CHUNK_ELEMENTS = 10
 
@@ -33,11 +35,12 @@ CHUNK_ELEMENTS = 10
 @pytest.fixture
 def in_chunks(monkeypatch):
     """Chunks of at most CHUNK_ELEMENTS elements, and the recomputing backward for every dtype."""
-    monkeypatch.setattr(rt, "ROW_CHUNK_ELEMENTS", CHUNK_ELEMENTS)
+    monkeypatch.setattr(rt, "CHUNK_ELEMENTS", CHUNK_ELEMENTS)
     monkeypatch.setattr(rt, "holds_elements", lambda like: False)
 
 
 def _call(name, flags, form, shape, axis):
+    axis = axis if LOSSES[name].kind == "rowwise" else None
     rng = np.random.default_rng(zlib.crc32(f"chunks {name} {flags} {form} {shape}".encode()))
     return make_call(LOSSES[name], rng, shape, axis=axis, flags=flags, form=form, weights=True)
 
@@ -69,7 +72,7 @@ def _close(got, want, what, dtype=mx.float32):
 def test_chunks_and_recomputing_give_what_the_whole_path_gives(name, flags, form, shape, axis, monkeypatch):
     call = _call(name, flags, form, shape, axis)
     whole = {compiled: _value_and_grads(call, compiled=compiled) for compiled in (False, True)}
-    monkeypatch.setattr(rt, "ROW_CHUNK_ELEMENTS", CHUNK_ELEMENTS)
+    monkeypatch.setattr(rt, "CHUNK_ELEMENTS", CHUNK_ELEMENTS)
     monkeypatch.setattr(rt, "holds_elements", lambda like: False)
     for compiled, want in whole.items():
         got = _value_and_grads(call, compiled=compiled)
@@ -81,7 +84,7 @@ def test_chunks_and_recomputing_give_what_the_whole_path_gives(name, flags, form
 def test_half_precision_chunks_give_what_one_chunk_gives(name, flags, form, monkeypatch):
     call = _call(name, flags, form, (7, 5), -1)
     whole = _value_and_grads(call, mx.bfloat16)
-    monkeypatch.setattr(rt, "ROW_CHUNK_ELEMENTS", CHUNK_ELEMENTS)
+    monkeypatch.setattr(rt, "CHUNK_ELEMENTS", CHUNK_ELEMENTS)
     for index, (g, w) in enumerate(zip(_value_and_grads(call, mx.bfloat16), whole)):
         assert g.dtype == w.dtype
         _close(g, w, f"output {index}", mx.bfloat16)
@@ -89,11 +92,11 @@ def test_half_precision_chunks_give_what_one_chunk_gives(name, flags, form, monk
 
 @pytest.mark.parametrize("name,flags,form", CASES)
 def test_recomputing_in_chunks_keeps_the_second_order_exact(name, flags, form, in_chunks):
-    check_hessian_vector_products(_call(name, flags, form, (7, 5), -1))
+    check_hessian_vector_products(second_order_call(name, flags, form))  # (3, 4): chunks of 2 and 1, or 3 and 1
 
 
-@pytest.mark.parametrize("name", sorted(ROWWISE))
-def test_vmap_over_chunked_rows_equals_each_call(name, in_chunks):
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_vmap_over_chunks_equals_each_call(name, in_chunks):
     call = _call(name, {}, "indices", (7, 5), -1)
     arrays = call.mx_arrays()
     names = sorted(arrays)
@@ -105,27 +108,45 @@ def test_vmap_over_chunked_rows_equals_each_call(name, in_chunks):
         _close(mapped[index], one, f"vmapped entry {index}")
 
 
-@pytest.mark.parametrize("name", sorted(ROWWISE))
+@pytest.mark.parametrize("name", sorted(LOSSES))
 def test_half_precision_forwards_hand_the_backward_per_row_values_alone(name, monkeypatch):
     # The residual policy. What the forward returns besides the loss is held until the backward:
-    # for half-precision inputs one value per row; for float32 inputs also what is dear to compute
-    # again (cross_entropy's exp(logits - max), a (rows x classes) float32 array).
+    # for half-precision inputs one value per row (nothing, elementwise); for float32 inputs also
+    # what is dear to compute again (cross_entropy's exp(logits - max), the size of the logits).
     forwards = []
-    chunks = rt.in_row_chunks
+    module = importlib.import_module(f"generated.{name}")
 
-    def spy(program, rows, axis, chunked=True):
-        outputs = chunks(program, rows, axis, chunked)
-        forwards.append((axis, outputs[1:]))
-        return outputs
+    def spied(forward):
+        def spy(*arguments):
+            outputs = forward(*arguments)
+            forwards.append((arguments[0].size, outputs[1:]))
+            return outputs
+        return spy
 
-    monkeypatch.setattr(rt, "in_row_chunks", spy)
+    for variant, (forward, *backwards) in module._COMPILED.items():
+        monkeypatch.setitem(module._COMPILED, variant, [spied(forward), *backwards])
     call = _call(name, {}, "indices", (6, 5), -1)
     held = {}
     for dtype in (mx.float32, mx.bfloat16, mx.float16):
         forwards.clear()
         _value_and_grads(call, dtype)
-        axis, residuals = forwards[0]  # the first program run is the forward
-        held[dtype] = [r.shape for r in residuals if r is not None and r.shape[axis] != 1]
+        size, residuals = forwards[0]  # the first program run is the forward
+        held[dtype] = [r.shape for r in residuals if r is not None and r.size == size]
     assert held[mx.bfloat16] == held[mx.float16] == []
-    if name in ("cross_entropy", "poly1_cross_entropy", "softmax_focal_loss"):
-        assert held[mx.float32], "float32 inputs: the softmax's exponentials are held"
+    if name in ("cross_entropy", "poly1_cross_entropy", "softmax_focal_loss", "poisson_nll_loss"):
+        assert held[mx.float32], "float32 inputs: the exponentials are held"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("name,flags,form", CASES)
+def test_reduced_losses_summed_in_chunks_equal_the_whole_sum(name, flags, form, reduction, monkeypatch):
+    # An elementwise loss's mean or sum without weights is summed chunk by chunk (rt.reduced_in_chunks).
+    rng = np.random.default_rng(zlib.crc32(f"reduced {name} {flags} {form}".encode()))
+    call = make_call(LOSSES[name], rng, (7, 5), flags=flags, form=form)
+    for dtype in (mx.float32, mx.bfloat16):
+        whole = call.run(ours(name), reduction, dtype)
+        with monkeypatch.context() as patched:
+            patched.setattr(rt, "CHUNK_ELEMENTS", CHUNK_ELEMENTS)
+            chunked = call.run(ours(name), reduction, dtype)
+        assert chunked.dtype == whole.dtype
+        _close(chunked, whole, f"{dtype} {reduction}", dtype)

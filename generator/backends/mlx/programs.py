@@ -31,17 +31,27 @@ def elementwise_variant(loss, variant, printed_params):
     ir: ElementwiseIR = variant.ir
     arrays = set(loss.inputs)
     like = loss.inputs[0].name
-    forward, backward, residuals = elementwise_programs(loss, ir)
+    forward, backward, _ = elementwise_programs(loss, ir)
+    recomputing = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, loss.inputs), arrays)
+    always = residuals_read(forward, recomputing)  # too dear to compute again: held for every dtype
+    held = [r for r in residuals_read(forward, backward) if r not in always]
+    if not held:
+        backward = recomputing
+
+    def print_backward(statements):
+        return print_program(statements, {}, arrays | {COTANGENT}, loss.inputs, like=like, given=forward,
+                             printed_params=printed_params)
+
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
         "forward_lines": print_program(forward, {}, arrays, loss.inputs, like=like, printed_params=printed_params),
-        "backward_lines": print_program(backward, {}, arrays | {COTANGENT}, loss.inputs, like=like, given=forward,
-                                        printed_params=printed_params),
+        "backward_lines": print_backward(backward),
+        # the backward of half-precision inputs, which computes the forward's values again
+        "recomputing_lines": print_backward(recomputing) if held else None,
         "aliases": ir.aliases,
-        "residuals": residuals,
-        "held_residuals": [],
-        "recomputing_lines": None,
+        "residuals": [r.name for r in always],
+        "held_residuals": [r.name for r in held],
         "row_gradients": [],
         "returned": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
         "target_form": None,
@@ -244,7 +254,7 @@ def context(loss, variants):
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
         "element_inputs": [i.name for i in loss.inputs if is_element_level(i)],  # probability targets too
         "row_inputs": [i.name for i in loss.inputs if isinstance(i, Input) and i.per_row],
-        # the arrays with an entry per row or per element, which chunks of rows cut (not class weights)
+        # the arrays that chunks of rows cut (rt.in_chunks): class weights are one row's
         "chunked_inputs": [i.name for i in loss.inputs if not isinstance(i, ClassWeights)],
         "differentiable": [i.name for i in loss.inputs if i.differentiable],
         "gradient_names": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
