@@ -42,7 +42,7 @@ def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
     row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
     d_gather0 = -cotangent
     grad_inputs_at_targets = mx.where(counted_row, d_gather0, row_fill)
-    grad_inputs = rt.at_class(inputs, targets_index, grad_inputs_at_targets, axis)
+    grad_inputs = rt.at_class(given[0], targets_index, grad_inputs_at_targets, axis)
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -66,10 +66,7 @@ def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, 
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
-    # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
-    loss, *residuals = rt.in_chunks(
-        lambda inputs, targets, kept_row, inside_row: forward(inputs, targets, axis, kept_row, inside_row),
-        [inputs, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not differentiable)
+    loss, *residuals = forward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
     return loss, residuals
 
 
@@ -83,9 +80,7 @@ def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduc
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, inputs.shape[axis])
     targets = rt.mask_rows(targets, inside)
-    grad_inputs, = rt.in_chunks(
-        lambda inputs, targets, kept_row, inside_row, cotangent, *residuals: backward(inputs, targets, axis, kept_row, inside_row, cotangent, *residuals),
-        [inputs, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable)
+    grad_inputs, = backward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

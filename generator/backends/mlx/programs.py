@@ -64,7 +64,7 @@ def rowwise_variant(loss, variant, target_form, printed_params):
     arrays = set(loss.inputs) | {KEPT_ROW, INSIDE_ROW}
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
     like = loss.inputs[0].name
-    outputs, scatters = _gradient_outputs(loss, ir, target_form, like)
+    outputs, scatters = _gradient_outputs(loss, ir, target_form)
     numerators = [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     forward, backward, _ = rowwise_programs(loss, ir, outputs, target_form,
                                             _softmax_residuals(ir.forward_reductions), numerators)
@@ -77,6 +77,7 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         backward = recomputing  # no element-level residuals: one backward
     forward = _moved_inputs_inlined(forward, set(per_row + held))
     backward, recomputing = _moved_inputs_inlined(backward, set()), _moved_inputs_inlined(recomputing, set())
+    levels = element_level_symbols(forward + backward + recomputing, element)
     names = _names(loss, target_form)
     as_given = {i: f"given[{index}]" for index, i in enumerate(loss.inputs) if isinstance(i, Input)}
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
@@ -104,6 +105,8 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         # what the backward returns for each differentiable input: class indices have no gradient
         "returned": [f"grad_{i.name}" if not (isinstance(i, ClassTarget) and target_form == "indices") else "None"
                      for i in loss.inputs if i.differentiable],
+        # whether each program computes values the size of its rows (then it runs on chunks of rows)
+        "element_work": [_element_work(p, levels) for p in (forward, backward + recomputing)],
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
         "backward_onehot": [t.name for t in loss.class_targets if uses(backward + recomputing, t.name)],
     }
@@ -132,6 +135,12 @@ def _moved_inputs_inlined(statements, kept):
     inlined = {s.symbol: s.expr for s in statements if moved_input(s)}
     return [type(s)(s.symbol, s.expr.xreplace(inlined), s.reduction, s.output) if s.expr.free_symbols & set(inlined)
             else s for s in statements if s.symbol not in inlined]
+
+
+def _element_work(statements, element):
+    """Whether ``statements`` compute a value per element (not only an input's values read as they are)."""
+    return any(s.expr.free_symbols & element and not (s.reduction is not None and s.expr.is_Symbol)
+               for s in statements if s.reduction is not None or s.symbol in element)
 
 
 def _applied_to(expr, symbol):
@@ -179,13 +188,14 @@ def _element_level(symbol):
     return any(is_element_level(s) for s in expand_terms(symbol).free_symbols)
 
 
-def _gradient_outputs(loss, ir, target_form, like):
+def _gradient_outputs(loss, ir, target_form):
     """``(outputs, scatters)``: the backward's named results, and the lines that add class terms at the target.
 
     With class indices a gradient term at the target's class is one value per
     row (``grad_<input>_at_<target>``), added at one element of the row.
     """
     outputs, scatters = [], []
+    names = [i.name for i in loss.inputs]
     targets = {t.name for t in loss.class_targets}
     for name, gradient in ir.element_gradients.items():
         if name in targets and target_form == "indices":
@@ -198,8 +208,8 @@ def _gradient_outputs(loss, ir, target_form, like):
         for index, (target, value) in enumerate(at_class.items()):
             outputs.append((f"grad_{name}_at_{target.name}", value))
             at = f"{target.name}_index, grad_{name}_at_{target.name}, axis"
-            if dense == 0 and index == 0:  # zeros but one element per row
-                scatters.append(f"grad_{name} = rt.at_class({like}, {at})")
+            if dense == 0 and index == 0:  # zeros but one element per row, in the input's own dtype
+                scatters.append(f"grad_{name} = rt.at_class(given[{names.index(name)}], {at})")
             else:
                 scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
@@ -249,6 +259,9 @@ def context(loss, variants):
     param_args = _param_args(loss, printed)
     return {
         "variants": rendered,
+        # a row-wise loss's forward and backward run on chunks of rows where some variant's compute
+        # values the size of the rows (rt.in_chunks): a gather alone needs none
+        "chunked_programs": [any(v.get("element_work", [False, False])[i] for v in rendered) for i in (0, 1)],
         "param_args": param_args,
         "param_arrays": any("compute" in passed for _, passed in param_args),
         "float_inputs": [i.name for i in loss.inputs if isinstance(i, Input)],
