@@ -8,7 +8,7 @@ from .binary_dice_loss import binary_dice_loss
 from .charbonnier_loss import charbonnier_loss
 from .cosine_embedding_loss import cosine_embedding_loss
 from .cosine_similarity_loss import cosine_similarity_loss
-from .cross_entropy import cross_entropy
+from .cross_entropy import cross_entropy, linear_cross_entropy
 from .expectile_loss import expectile_loss
 from .gaussian_nll_loss import gaussian_nll_loss
 from .hinge_embedding_loss import hinge_embedding_loss
@@ -21,17 +21,17 @@ from .l1_loss import l1_loss
 from .log_cosh_loss import log_cosh_loss
 from .margin_ranking_loss import margin_ranking_loss
 from .mse_loss import mse_loss
-from .multi_margin_loss import multi_margin_loss
+from .multi_margin_loss import multi_margin_loss, linear_multi_margin_loss
 from .multilabel_soft_margin_loss import multilabel_soft_margin_loss
 from .nll_loss import nll_loss
 from .pinball_loss import pinball_loss
 from .poisson_nll_loss import poisson_nll_loss
-from .poly1_cross_entropy import poly1_cross_entropy
+from .poly1_cross_entropy import poly1_cross_entropy, linear_poly1_cross_entropy
 from .pseudo_huber_loss import pseudo_huber_loss
 from .sigmoid_focal_loss import sigmoid_focal_loss
 from .smooth_l1_loss import smooth_l1_loss
 from .soft_margin_loss import soft_margin_loss
-from .softmax_focal_loss import softmax_focal_loss
+from .softmax_focal_loss import softmax_focal_loss, linear_softmax_focal_loss
 from .squared_hinge_loss import squared_hinge_loss
 from .triplet_loss import triplet_loss
 from .triplet_margin_loss import triplet_margin_loss
@@ -47,6 +47,7 @@ __all__ = [
     "cosine_embedding_loss",
     "cosine_similarity_loss",
     "cross_entropy",
+    "linear_cross_entropy",
     "expectile_loss",
     "gaussian_nll_loss",
     "hinge_embedding_loss",
@@ -60,16 +61,19 @@ __all__ = [
     "margin_ranking_loss",
     "mse_loss",
     "multi_margin_loss",
+    "linear_multi_margin_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
     "pinball_loss",
     "poisson_nll_loss",
     "poly1_cross_entropy",
+    "linear_poly1_cross_entropy",
     "pseudo_huber_loss",
     "sigmoid_focal_loss",
     "smooth_l1_loss",
     "soft_margin_loss",
     "softmax_focal_loss",
+    "linear_softmax_focal_loss",
     "squared_hinge_loss",
     "triplet_loss",
     "triplet_margin_loss",

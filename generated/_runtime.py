@@ -642,14 +642,145 @@ class _Chunks:
         return array[self.part(array, start, stop)]
 
 
-def _after(array, before):
-    """``array``, exactly, but computed only once ``before`` is.
+def _after(array, *before):
+    """``array``, exactly, but computed only once every array of ``before`` is.
 
-    It has ``before``'s sum over no elements (+0) taken from it: ``x - 0`` is
-    ``x`` for every ``x``, -0, inf and NaN included, and every transformation
-    of MLX goes through it (``mx.depends`` has no jvp and no vmap).
+    It has their sums over no elements (+0) taken from it: ``x - 0`` is ``x``
+    for every ``x``, -0, inf and NaN included, and every transformation of MLX
+    goes through it (``mx.depends`` has no jvp and no vmap).
     """
-    return array - mx.sum(before.reshape(-1)[:0]).astype(array.dtype)
+    for value in before:
+        array = array - mx.sum(value.reshape(-1)[:0]).astype(array.dtype)
+    return array
+
+
+# ---------------------------------------------------------------- a loss of a linear layer's logits
+# Logits in one chunk of tokens (4 MB of float32): the linear_ forms never hold more of them.
+LINEAR_CHUNK_ELEMENTS = 1 << 20
+
+
+def check_linear(hidden, weight, bias, weight_name="weight", bias_name="bias"):
+    """``hidden`` (..., features), ``weight`` (classes, features) and ``bias`` (classes,) or None, floating."""
+    hidden = check_array("hidden", hidden, floating=True)
+    weight = check_array(weight_name, weight, floating=True)
+    if hidden.ndim < 1 or weight.ndim != 2 or weight.shape[1] != hidden.shape[-1]:
+        features = hidden.shape[-1] if hidden.ndim else "features"
+        raise ValueError(f"{weight_name} must have shape (classes, {features}): one row per class over hidden's "
+                         f"last axis; got hidden shape {hidden.shape} and {weight_name} shape {weight.shape}.")
+    if bias is not None:
+        bias = check_array(bias_name, bias, floating=True)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"{bias_name} must have shape ({weight.shape[0]},): one per class; got shape {bias.shape}.")
+    return hidden, weight, bias
+
+
+def logits_like(hidden, weight, bias):
+    """An array shaped and typed like ``hidden @ weight.T + bias`` that holds no memory (for the checks)."""
+    dtype = mx.result_type(hidden, weight, *([] if bias is None else [bias]))
+    return mx.broadcast_to(mx.array(0, dtype=dtype), (*hidden.shape[:-1], weight.shape[0]))
+
+
+def check_chunk_size(chunk_size, classes):
+    """Tokens in one chunk: ``chunk_size``, or as many as keep LINEAR_CHUNK_ELEMENTS logits."""
+    if chunk_size is None:
+        return max(1, LINEAR_CHUNK_ELEMENTS // max(classes, 1))
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer (tokens in one chunk) or None, got {chunk_size!r}.")
+    return chunk_size
+
+
+def _logits(hidden, weight, bias):
+    """``hidden @ weight.T + bias`` in their dtype (as the unfused composition rounds it), then in float32."""
+    logits = hidden @ weight.T
+    return (logits if bias is None else logits + bias).astype(mx.float32)
+
+
+def linear_loss(rows_loss, hidden, weight, bias, rows, weights, reduction, count, chunk_size, dtype):
+    """``reduce(rows_loss(hidden @ weight.T + bias, *rows) * weights)``, the logits made chunk by chunk of tokens.
+
+    ``rows_loss(logits, *rows)`` is the loss of each token (a generated loss,
+    reduction 'none'), ``rows`` its per-token arrays (targets). Neither the
+    logits nor their gradient is ever whole: the forward keeps each chunk's
+    losses; the backward makes each chunk's logits again and takes the loss's
+    own derived vjp there, then the gradients of ``hidden``, ``weight`` and
+    ``bias`` from it (``weight``'s and ``bias``'s summed in float32). MLX's
+    jvp and vmap take the unfused composition's (exact, and as large).
+    """
+    features = hidden.shape[-1]
+    tokens = hidden.shape[:-1]
+    flat = [hidden.reshape(-1, features)] + [r.reshape(-1, *r.shape[len(tokens):]) for r in rows]
+    has_bias, has_weights = bias is not None, weights is not None
+    arrays = [*flat[:1], weight] + ([bias] if has_bias else []) + flat[1:] + ([weights.reshape(-1)] if has_weights else [])
+
+    def unpack(arrays):
+        h, w, *rest = arrays
+        b = rest.pop(0) if has_bias else None
+        wt = rest.pop() if has_weights else None
+        return h, w, b, rest, wt
+
+    def reduced(losses, wt):
+        if wt is not None:
+            losses = losses * wt
+        return reduce(losses.reshape(tokens), reduction, count).astype(dtype)
+
+    def unfused(*arrays):
+        h, w, b, rest, wt = unpack(arrays)
+        return [reduced(rows_loss(_logits(h, w, b), *rest), wt)]
+
+    if flat[0].shape[0] == 0:  # no tokens: nothing to cut
+        return unfused(*arrays)[0]
+
+    @mx.custom_function
+    def fused(*arrays):
+        h, w, b, rest, wt = unpack(held(*arrays))
+        losses, before = [], None
+        for start in range(0, h.shape[0], chunk_size):
+            stop = start + chunk_size
+            part = h[start:stop] if before is None else _after(h[start:stop], before)
+            losses.append(rows_loss(_logits(part, w, b), *(r[start:stop] for r in rest)))
+            before = losses[-1]
+        return [reduced(mx.concatenate(losses) if losses else mx.zeros((0,), mx.float32), wt)]
+
+    @fused.vjp
+    def fused_vjp(primals, cotangent, output):
+        h, w, b, rest, wt = unpack(primals)
+        cotangent = spread(upcast(cotangent[0], compute_dtype(output[0].dtype)), reduction, h.shape[0], count)
+        cotangent = mx.broadcast_to(cotangent, tokens).reshape(-1)
+        per_token = cotangent if wt is None else cotangent * wt
+        grad_w = mx.zeros(w.shape, mx.float32)
+        grad_b = mx.zeros(w.shape[:1], mx.float32)
+        grad_h, grad_rows, losses, before = [], [[] for _ in rest], [], None
+        for start in range(0, h.shape[0], chunk_size):
+            stop = start + chunk_size
+            part = h[start:stop] if before is None else _after(h[start:stop], *before)
+            floating = [r[start:stop] for r in rest]
+            (loss,), (grad_logits, *grads) = mx.vjp(rows_loss, [_logits(part, w, b), *floating],
+                                                    [per_token[start:stop]])
+            grad_h.append(grad_logits.astype(w.dtype) @ w)  # in weight's dtype: no float32 copy of it
+            grad_w = mx.addmm(grad_w, grad_logits.T, part.astype(mx.float32))
+            grad_b = grad_b + mx.sum(grad_logits, axis=0)
+            for found, grad in zip(grad_rows, grads):
+                found.append(grad)
+            losses.append(loss)
+            before = [grad_h[-1], grad_w, grad_b, *(found[-1] for found in grad_rows)]  # this chunk's all done
+        grads = [mx.concatenate(grad_h).reshape(primals[0].shape).astype(primals[0].dtype), grad_w.astype(w.dtype)]
+        if has_bias:
+            grads.append(grad_b.astype(b.dtype))
+        for row, found in zip(rows, grad_rows):
+            grads.append(gradient_for(mx.concatenate(found).reshape(row.shape), row))
+        if has_weights:
+            grads.append((cotangent * mx.concatenate(losses)).reshape(weights.shape).astype(weights.dtype))
+        return grads
+
+    @fused.jvp
+    def fused_jvp(primals, tangents):
+        return jvp_of(unfused, primals, tangents)
+
+    @fused.vmap
+    def fused_vmap(inputs, axes):
+        return vmap_of(unfused, inputs, axes)
+
+    return fused(*arrays)[0]
 
 
 def row_cotangent(cotangent, axis):

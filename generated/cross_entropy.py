@@ -13,7 +13,7 @@ from . import _gpu
 from . import _runtime as rt
 from .kernels import cross_entropy as _kernels
 
-__all__ = ["cross_entropy"]
+__all__ = ["cross_entropy", "linear_cross_entropy"]
 
 
 def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, hold):
@@ -342,3 +342,58 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         mlx_path = lambda arrays, weights: _cross_entropy(*arrays, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
         return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing, ignore_index, lse_square_scale,), reduction, variant, mlx_path)
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
+
+
+def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, bias=None, chunk_size=None):
+    r"""``cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
+
+    The same loss, parameters and semantics as ``cross_entropy`` on those logits (its ``axis`` is
+    their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the
+    backward makes each chunk's logits again and takes the loss's derived gradient there, then
+    the gradients of ``hidden``, ``weight`` and ``bias`` (``weight``'s and ``bias``'s summed in
+    float32). Half-precision ``hidden`` and ``weight`` give the logits the matmul rounds, as the
+    unfused ``cross_entropy(hidden @ weight.T + bias, ...)`` would, and the loss is then computed
+    in float32. MLX's jvp and vmap, and parameters given as arrays, take the unfused composition.
+
+    Args:
+        hidden (array): The features of each token, ``(..., features)``.
+        weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        bias (array, optional): One per class. Default: ``None``.
+        chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
+            a million logits.
+        The others: as ``cross_entropy``'s.
+
+    Returns:
+        array: The computed loss.
+    """
+    hidden, weight, bias = rt.check_linear(hidden, weight, bias, "weight", "bias")
+    logits = rt.logits_like(hidden, weight, bias)  # what the checks read: the logits' shape and dtype
+    axis = -1
+    logits = rt.check_array("logits", logits)
+    rt.check_reduction(reduction)
+    label_smoothing = rt.check_param("label_smoothing", label_smoothing, 0.0, 1.0, False, True, False)
+    if ignore_index is not None:
+        ignore_index = rt.check_param("ignore_index", ignore_index, -math.inf, math.inf, True, True, True)
+    lse_square_scale = rt.check_param("lse_square_scale", lse_square_scale, 0.0, math.inf, False, True, False)
+    axis = rt.check_axis(axis, "logits", logits.ndim)
+    form = "indices"
+    targets = rt.check_array("targets", targets)
+    if targets.ndim == logits.ndim:
+        targets = rt.check_array("targets", targets, floating=True)
+        rt.check_same_shapes(("targets", targets), ("logits", logits))
+        form = "probabilities"
+    else:
+        targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
+    if weights is not None:
+        weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
+    chunk_size = rt.check_chunk_size(chunk_size, weight.shape[0])
+    if rt.any_array(label_smoothing, lse_square_scale):  # differentiable parameters: the unfused composition
+        logits = hidden @ weight.T if bias is None else hidden @ weight.T + bias
+        return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights)
+    dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
+
+    def rows_loss(logits, targets):  # the loss of each token
+        return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction="none")
+
+    count = rt.kept_count(rt.kept_rows(targets, ignore_index))
+    return rt.linear_loss(rows_loss, hidden, weight, bias, [targets], weights, reduction, count, chunk_size, dtype)

@@ -13,7 +13,7 @@ from . import _gpu
 from . import _runtime as rt
 from .kernels import multi_margin_loss as _kernels
 
-__all__ = ["multi_margin_loss"]
+__all__ = ["multi_margin_loss", "linear_multi_margin_loss"]
 
 
 def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row, hold):
@@ -258,3 +258,48 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
         mlx_path = lambda arrays, weights: _multi_margin_loss(*arrays, weights, axis, p, margin, reduction, variant)[0]
         return _kernels.multi_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (p, margin,), reduction, variant, mlx_path)
     return _multi_margin_loss(inputs, targets, weight, None, axis, p, margin, reduction, variant)[0]
+
+
+def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, head_bias=None, chunk_size=None):
+    r"""``multi_margin_loss`` of the inputs ``hidden @ head_weight.T + head_bias`` (classes last), never holding them whole.
+
+    The same loss, parameters and semantics as ``multi_margin_loss`` on those inputs (its ``axis`` is
+    their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the
+    backward makes each chunk's inputs again and takes the loss's derived gradient there, then
+    the gradients of ``hidden``, ``head_weight`` and ``head_bias`` (``head_weight``'s and ``head_bias``'s summed in
+    float32). Half-precision ``hidden`` and ``head_weight`` give the logits the matmul rounds, as the
+    unfused ``multi_margin_loss(hidden @ head_weight.T + head_bias, ...)`` would, and the loss is then computed
+    in float32. MLX's jvp and vmap, and parameters given as arrays, take the unfused composition.
+
+    Args:
+        hidden (array): The features of each token, ``(..., features)``.
+        head_weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        head_bias (array, optional): One per class. Default: ``None``.
+        chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
+            a million logits.
+        The others: as ``multi_margin_loss``'s.
+
+    Returns:
+        array: The computed loss.
+    """
+    hidden, head_weight, head_bias = rt.check_linear(hidden, head_weight, head_bias, "head_weight", "head_bias")
+    inputs = rt.logits_like(hidden, head_weight, head_bias)  # what the checks read: the inputs' shape and dtype
+    axis = -1
+    inputs = rt.check_array("inputs", inputs)
+    rt.check_reduction(reduction)
+    p = rt.check_param("p", p, 1.0, 2.0, False, False, True)
+    margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
+    axis = rt.check_axis(axis, "inputs", inputs.ndim)
+    weight = rt.class_weights("weight", weight, inputs, axis)
+    form = "indices"
+    targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
+    chunk_size = rt.check_chunk_size(chunk_size, head_weight.shape[0])
+    if rt.any_array(margin):  # differentiable parameters: the unfused composition
+        inputs = hidden @ head_weight.T if head_bias is None else hidden @ head_weight.T + head_bias
+        return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction)
+    dtype = rt.result_dtype(inputs, weight, targets, margin)
+
+    def rows_loss(inputs, targets):  # the loss of each token
+        return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none")
+
+    return rt.linear_loss(rows_loss, hidden, head_weight, head_bias, [targets], None, reduction, None, chunk_size, dtype)

@@ -13,7 +13,7 @@ from . import _gpu
 from . import _runtime as rt
 from .kernels import poly1_cross_entropy as _kernels
 
-__all__ = ["poly1_cross_entropy"]
+__all__ = ["poly1_cross_entropy", "linear_poly1_cross_entropy"]
 
 
 def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
@@ -330,3 +330,54 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         mlx_path = lambda arrays, weights: _poly1_cross_entropy(*arrays, weights, axis, epsilon, reduction, variant)[0]
         return _kernels.poly1_cross_entropy(backend, [logits, targets], weights, axis, (epsilon,), reduction, variant, mlx_path)
     return _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant)[0]
+
+
+def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.0, reduction='mean', *, bias=None, chunk_size=None):
+    r"""``poly1_cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
+
+    The same loss, parameters and semantics as ``poly1_cross_entropy`` on those logits (its ``axis`` is
+    their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the
+    backward makes each chunk's logits again and takes the loss's derived gradient there, then
+    the gradients of ``hidden``, ``weight`` and ``bias`` (``weight``'s and ``bias``'s summed in
+    float32). Half-precision ``hidden`` and ``weight`` give the logits the matmul rounds, as the
+    unfused ``poly1_cross_entropy(hidden @ weight.T + bias, ...)`` would, and the loss is then computed
+    in float32. MLX's jvp and vmap, and parameters given as arrays, take the unfused composition.
+
+    Args:
+        hidden (array): The features of each token, ``(..., features)``.
+        weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        bias (array, optional): One per class. Default: ``None``.
+        chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
+            a million logits.
+        The others: as ``poly1_cross_entropy``'s.
+
+    Returns:
+        array: The computed loss.
+    """
+    hidden, weight, bias = rt.check_linear(hidden, weight, bias, "weight", "bias")
+    logits = rt.logits_like(hidden, weight, bias)  # what the checks read: the logits' shape and dtype
+    axis = -1
+    logits = rt.check_array("logits", logits)
+    rt.check_reduction(reduction)
+    epsilon = rt.check_param("epsilon", epsilon, -1.0, math.inf, False, True, False)
+    axis = rt.check_axis(axis, "logits", logits.ndim)
+    form = "indices"
+    targets = rt.check_array("targets", targets)
+    if targets.ndim == logits.ndim:
+        targets = rt.check_array("targets", targets, floating=True)
+        rt.check_same_shapes(("targets", targets), ("logits", logits))
+        form = "probabilities"
+    else:
+        targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
+    if weights is not None:
+        weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
+    chunk_size = rt.check_chunk_size(chunk_size, weight.shape[0])
+    if rt.any_array(epsilon):  # differentiable parameters: the unfused composition
+        logits = hidden @ weight.T if bias is None else hidden @ weight.T + bias
+        return poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction=reduction, weights=weights)
+    dtype = rt.result_dtype(logits, targets, weights, epsilon)
+
+    def rows_loss(logits, targets):  # the loss of each token
+        return poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction="none")
+
+    return rt.linear_loss(rows_loss, hidden, weight, bias, [targets], weights, reduction, None, chunk_size, dtype)

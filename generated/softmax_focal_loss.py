@@ -13,7 +13,7 @@ from . import _gpu
 from . import _runtime as rt
 from .kernels import softmax_focal_loss as _kernels
 
-__all__ = ["softmax_focal_loss"]
+__all__ = ["softmax_focal_loss", "linear_softmax_focal_loss"]
 
 
 def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, hold):
@@ -261,3 +261,47 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
         mlx_path = lambda arrays, weights: _softmax_focal_loss(*arrays, weights, axis, gamma, reduction, variant)[0]
         return _kernels.softmax_focal_loss(backend, [logits, targets, mx.broadcast_to(alpha, logits.shape)], None, axis, (gamma,), reduction, variant, mlx_path)
     return _softmax_focal_loss(logits, targets, alpha, None, axis, gamma, reduction, variant)[0]
+
+
+def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, bias=None, chunk_size=None):
+    r"""``softmax_focal_loss`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
+
+    The same loss, parameters and semantics as ``softmax_focal_loss`` on those logits (its ``axis`` is
+    their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the
+    backward makes each chunk's logits again and takes the loss's derived gradient there, then
+    the gradients of ``hidden``, ``weight`` and ``bias`` (``weight``'s and ``bias``'s summed in
+    float32). Half-precision ``hidden`` and ``weight`` give the logits the matmul rounds, as the
+    unfused ``softmax_focal_loss(hidden @ weight.T + bias, ...)`` would, and the loss is then computed
+    in float32. MLX's jvp and vmap, and parameters given as arrays, take the unfused composition.
+
+    Args:
+        hidden (array): The features of each token, ``(..., features)``.
+        weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        bias (array, optional): One per class. Default: ``None``.
+        chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
+            a million logits.
+        The others: as ``softmax_focal_loss``'s.
+
+    Returns:
+        array: The computed loss.
+    """
+    hidden, weight, bias = rt.check_linear(hidden, weight, bias, "weight", "bias")
+    logits = rt.logits_like(hidden, weight, bias)  # what the checks read: the logits' shape and dtype
+    axis = -1
+    logits = rt.check_array("logits", logits)
+    rt.check_reduction(reduction)
+    gamma = rt.check_param("gamma", gamma, 0.0, math.inf, False, True, False)
+    axis = rt.check_axis(axis, "logits", logits.ndim)
+    alpha = rt.class_weights("alpha", alpha, logits, axis)
+    form = "indices"
+    targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
+    chunk_size = rt.check_chunk_size(chunk_size, weight.shape[0])
+    if rt.any_array(gamma):  # differentiable parameters: the unfused composition
+        logits = hidden @ weight.T if bias is None else hidden @ weight.T + bias
+        return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction)
+    dtype = rt.result_dtype(logits, alpha, targets, gamma)
+
+    def rows_loss(logits, targets):  # the loss of each token
+        return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none")
+
+    return rt.linear_loss(rows_loss, hidden, weight, bias, [targets], None, reduction, None, chunk_size, dtype)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .backends import gpu, mlx
+from .backends.mlx import exported
 from .backends.source import GENERATED_MARK, environment
 from .derive import derive
 from .spec.load import SpecFileError, check_spec_names, load_spec, spec_paths
@@ -65,11 +66,9 @@ def render_package(spec_dir, *, reuse=None, progress=None):
     check_spec_names(spec_dir, paths)
     for path in paths:
         name = path.stem  # the loader checks that the loss is named after its file
-        if name in reuse:
-            files.update(reuse[name])
-        else:
-            files.update(_render_checked(env, load_spec(path)))
-        names.append(name)
+        loss = load_spec(path)
+        files.update(reuse[name] if name in reuse else _render_checked(env, loss))
+        names.append((name, exported(loss)))
         if progress is not None:
             progress(name)
     for backend in BACKENDS:

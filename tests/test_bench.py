@@ -115,3 +115,18 @@ def test_training_steps_follow_the_stock_loss(report, report_dir):
         assert _positive(run["median_step_ms"]) and run["peak_memory_bytes"] > 0
     # bfloat16 per-token losses (the stock loss's) against ours computed in float32: within bf16 rounding
     assert bench_training.curve_gap(training) < 1e-2 * abs(training["results"][0]["losses"][0])
+
+
+def test_the_fused_linear_section_measures_each_variant(report, report_dir):
+    from generator.tools import bench_linear
+
+    entries = report["linear"]
+    assert [(tuple(e["size"]), e["dtype"]) for e in entries] == [
+        (size, dtype) for size in bench_linear.QUICK_SIZES for dtype in bench_linear.DTYPES]
+    for entry in entries:
+        assert all(_positive(entry["median_ms"][v]) for v in bench_linear.VARIANTS)
+        assert all(isinstance(entry["transient_bytes"][v], int) for v in bench_linear.VARIANTS)
+        losses = entry["loss"]
+        tolerance = 1e-5 if entry["dtype"] == "float32" else 2e-2  # bfloat16: MLX rounds its logits' loss
+        assert abs(losses["linear"] - losses["compiled"]) <= tolerance * abs(losses["compiled"])
+    assert "### fused linear + cross_entropy" in (report_dir / "bench.md").read_text()

@@ -28,7 +28,7 @@ from generator.backends.gpu.printer import c_name
 from generator.render import render_package, write_package
 from generator.spec.load import SpecFileError, load_specs
 from generator.spec.terms import collect_terms
-from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES
+from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES, HEAD_NAMES
 from tests.helpers import build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -315,6 +315,8 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
         ours |= {f"{p.name}_value" for p in loss.numeric_params if not p.integer}
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         used |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+        if not ours & HEAD_NAMES:  # a linear_ form's head takes these names where the spec has neither
+            ours |= HEAD_NAMES
         unprotected = sorted(
             n for n in used - ours
             if not n.startswith("_") and n not in GENERATED_NAMES and not GENERATED_NAME_FORMS.fullmatch(n)

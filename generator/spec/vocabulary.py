@@ -65,7 +65,13 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "program", "programs",  # the compiled forward and backwards of each variant
     # the residual policy of row-wise losses (rt.holds_elements) and their chunks of rows
     "hold", "held", "holding", "recomputing",
+    # the linear_ forms' own arguments and locals (their head is ``weight`` and ``bias`` where the spec
+    # has no argument of either name, else these: see HEAD_NAMES)
+    "hidden", "head_weight", "head_bias", "chunk_size", "rows_loss", "count",
 })
+# The linear_ forms' head, where the spec declares neither name (multi_margin_loss's class ``weight``
+# makes it head_weight and head_bias): a spec may use them.
+HEAD_NAMES = frozenset({"weight", "bias"})
 # Names the generated package gives its own members besides the losses (its kernels' subpackage, the
 # function that picks a backend): a loss so named could not be imported.
 PACKAGE_NAMES = frozenset({"kernels", "set_backend"})

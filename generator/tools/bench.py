@@ -16,7 +16,8 @@ the median over rounds, so that drift of the machine cancels. Peak memory is
 The generated results are checked against mlx.nn.losses before they are timed.
 
 Then the peak memory of value_and_grad in float32, bfloat16 and float16
-(``bench_memory``) and a few bfloat16 training steps of a small llama with
+(``bench_memory``), linear_cross_entropy against the logits made whole
+(``bench_linear``), and a few bfloat16 training steps of a small llama with
 each class loss (``bench_training``).
 """
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from ..spec.load import load_spec, spec_paths
 from ..spec.vocabulary import ClassTarget, Input
-from . import bench_memory, bench_training
+from . import bench_linear, bench_memory, bench_training
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: `make bench` measures its generated/ package
 RESULTS = ROOT / "bench" / "results"
@@ -271,6 +272,9 @@ def run(quick=False, out=RESULTS, losses=None, sizes=None, spec_dir=ROOT / "spec
     report["memory"] = bench_memory.run(specs, _summary_size(settings["sizes"]), echo=echo)
     report["summary"]["memory_targets"] = bench_memory.summarize(report["memory"])
     echo("")
+    report["linear"] = bench_linear.run(quick=quick, echo=echo)
+    report["summary"]["linear_targets"] = bench_linear.summarize(report["linear"])
+    echo("")
     if bench_training.available():
         report["training"] = bench_training.run(quick=quick, echo=echo)
     else:
@@ -414,6 +418,8 @@ def markdown(report):
                   ""]
     if "memory" in report:
         lines.append(bench_memory.markdown(report["memory"], summary["memory_targets"]))
+    if "linear" in report:
+        lines += bench_linear.markdown(report["linear"], summary["linear_targets"]) + [""]
     training = report.get("training", {})
     lines.append(bench_training.markdown(training) if "results" in training
                  else f"### training steps\n\nSkipped: {training.get('skipped', 'not run')}\n")

@@ -8,7 +8,7 @@ form) and runs either the loss's kernels (on a GPU) or the MLX bodies that
 from __future__ import annotations
 
 from ... import describe
-from ...spec.vocabulary import ClassTarget, ClassWeights, Flag, Input
+from ...spec.vocabulary import HEAD_NAMES, ClassTarget, ClassWeights, Flag, Input
 from ..source import docstring, header
 from .programs import context
 
@@ -128,6 +128,74 @@ def _variant_expr(loss):
     return " + ".join(parts) if parts else '""'
 
 
+def has_linear_form(loss):
+    """Whether the loss has a ``linear_`` form: a row-wise loss of logits over classes (class targets)."""
+    first = loss.inputs[0]
+    return loss.kind == "rowwise" and bool(loss.class_targets) and first.domain != "log_probabilities"
+
+
+def exported(loss):
+    """The public functions of the loss's module."""
+    return [loss.name] + ([f"linear_{loss.name}"] if has_linear_form(loss) else [])
+
+
+def _linear(loss):
+    """What the template needs for ``linear_<loss>``: the loss of ``hidden @ weight.T + bias``."""
+    if not has_linear_form(loss):
+        return None
+    first = loss.inputs[0].name
+    taken = {n for n, _ in describe.signature(loss)}
+    # the head's names; a loss with arguments of those names (multi_margin_loss's class ``weight``) says head_
+    head, bias = ("weight", "bias") if not taken & HEAD_NAMES else ("head_weight", "head_bias")
+    args = []
+    for name, default in describe.signature(loss):
+        if name == first:
+            args += [("hidden", None), (head, None)]
+        elif name != "axis":
+            args.append((name, default))
+    if ("*", None) not in args:
+        args.append(("*", None))
+    args += [(bias, "None"), ("chunk_size", "None")]
+    class_weights = [i.name for i in loss.inputs if isinstance(i, ClassWeights)]
+    rows = [i.name for i in loss.inputs[1:] if not isinstance(i, ClassWeights)]
+    # class weights as given (the checks lay them along the class axis)
+    keywords = [f"{w}={w}.reshape(-1)" for w in class_weights] + [f"{p.name}={p.name}" for p in loss.params]
+    return {
+        "signature": ", ".join(n if d is None else f"{n}={d}" for n, d in args),
+        "head": head,
+        "bias": bias,
+        "rows": rows,  # the per-token arrays, cut with the tokens
+        "call": ", ".join([first] + rows + keywords + ["axis=-1", 'reduction="none"']),
+        "docstring": docstring(_describe_linear(loss, head, bias), indent="    "),
+    }
+
+
+def _describe_linear(loss, head, bias):
+    first = loss.inputs[0].name
+    return "\n".join([
+        f"``{loss.name}`` of the {first} ``hidden @ {head}.T + {bias}`` (classes last), never holding them whole.",
+        "",
+        f"The same loss, parameters and semantics as ``{loss.name}`` on those {first} (its ``axis`` is",
+        f"their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the",
+        f"backward makes each chunk's {first} again and takes the loss's derived gradient there, then",
+        f"the gradients of ``hidden``, ``{head}`` and ``{bias}`` (``{head}``'s and ``{bias}``'s summed in",
+        f"float32). Half-precision ``hidden`` and ``{head}`` give the logits the matmul rounds, as the",
+        f"unfused ``{loss.name}(hidden @ {head}.T + {bias}, ...)`` would, and the loss is then computed",
+        "in float32. MLX's jvp and vmap, and parameters given as arrays, take the unfused composition.",
+        "",
+        "Args:",
+        "    hidden (array): The features of each token, ``(..., features)``.",
+        f"    {head} (array): The head: one row of ``features`` per class, ``(classes, features)``.",
+        f"    {bias} (array, optional): One per class. Default: ``None``.",
+        "    chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about",
+        "        a million logits.",
+        f"    The others: as ``{loss.name}``'s.",
+        "",
+        "Returns:",
+        "    array: The computed loss.",
+    ])
+
+
 def module_path(name):
     """Where the MLX module of the loss ``name`` lies in the package."""
     return f"{name}.py"
@@ -165,13 +233,15 @@ def render(env, loss, variants):
         weights_name=loss.weights.name if loss.weights is not None else None,  # the public name; the core says weights
         ignore={"target": ignore.name, "param": ignore.ignore_index.name} if ignore else None,
         checks=_checks(loss),
+        linear=_linear(loss),
         variant_expr=_variant_expr(loss),
         **context(loss, variants),
     )
 
 
 def package_files(env, names):
-    """The files the MLX backend adds to the package once: its runtime and ``__init__.py`` importing ``names``."""
+    """The files the MLX backend adds to the package once: its runtime and ``__init__.py`` importing ``names``
+    (``(module, its public functions)`` each)."""
     return {
         "_runtime.py": env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2")),
         "__init__.py": env.get_template("mlx/__init__.py.j2").render(header=header("specs/"), names=names),

@@ -1,0 +1,193 @@
+"""The linear_ forms: a class loss of ``hidden @ weight.T + bias``, never holding the logits.
+
+Every row-wise loss of logits over classes has one. Against the unfused
+composition, ``<loss>(hidden @ weight.T + bias, ...)`` with the generated loss
+(itself checked against float64 references elsewhere), on odd sizes (tokens
+and classes not multiples of the chunk), with each option: values and the
+gradients of hidden, weight, bias and the per-token weights to float32
+rounding; the same under ``mx.compile``; half precision to its rounding;
+second order, jvp and vmap exact; bad arguments named; and the logits never
+whole (peak memory below one float32 copy of them).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import generated
+from generator.tools.bench_memory import peak_memory
+
+TOKENS, FEATURES, CLASSES, CHUNK = 13, 8, 37, 4  # chunks of 4, 4, 4 and 1 tokens
+
+# Per loss: the options to try (beyond the defaults), and the head's names.
+OPTIONS = {
+    "cross_entropy": [{}, {"label_smoothing": 0.1, "lse_square_scale": 1e-2}, {"ignore_index": 3},
+                      {"probabilities": True}, {"weights": True}],
+    "softmax_focal_loss": [{}, {"gamma": 0.5}, {"alpha": True}],
+    "poly1_cross_entropy": [{}, {"epsilon": -0.5}, {"weights": True}],
+    "multi_margin_loss": [{}, {"p": 2, "margin": 0.5}, {"weight": True}],
+}
+HEADS = {"multi_margin_loss": ("head_weight", "head_bias")}
+LINEAR = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
+
+
+def test_every_class_loss_of_logits_has_a_linear_form():
+    assert LINEAR == sorted(OPTIONS)
+
+
+def _arrays(name, options, rng, dtype=mx.float32):
+    """(hidden, weight, bias, the loss's other keyword arguments)."""
+    hidden = mx.array(rng.normal(size=(TOKENS, FEATURES)).astype(np.float32)).astype(dtype)
+    weight = mx.array(rng.normal(scale=0.5, size=(CLASSES, FEATURES)).astype(np.float32)).astype(dtype)
+    bias = mx.array(rng.normal(size=(CLASSES,)).astype(np.float32)).astype(dtype)
+    options = dict(options)
+    if options.pop("probabilities", False):
+        z = rng.normal(size=(TOKENS, CLASSES))
+        targets = mx.array((np.exp(z) / np.exp(z).sum(-1, keepdims=True)).astype(np.float32))
+    else:
+        targets = mx.array(rng.integers(0, CLASSES, size=TOKENS).astype(np.int32))
+        if "ignore_index" in options:
+            targets = mx.where(mx.arange(TOKENS) % 4 == 1, options["ignore_index"], targets)
+    for key in ("weights", "alpha", "weight"):
+        if options.pop(key, False):
+            size = TOKENS if key == "weights" else CLASSES
+            options[key] = mx.array(rng.uniform(0.5, 1.5, size=size).astype(np.float32))
+    return hidden, weight, bias, {"targets": targets, **options}
+
+
+def _functions(name, kwargs, reduction):
+    """(fused, unfused) as functions of hidden, weight, bias (and the per-token weights, if given)."""
+    head, bias_name = HEADS.get(name, ("weight", "bias"))
+    fused_loss, loss = getattr(generated, f"linear_{name}"), getattr(generated, name)
+    has_weights = "weights" in kwargs
+    fixed = {k: v for k, v in kwargs.items() if k != "weights"}
+
+    def fused(h, w, b, *weights):
+        extra = {"weights": weights[0]} if has_weights else {}
+        return fused_loss(h, **{head: w, bias_name: b}, **fixed, **extra, reduction=reduction, chunk_size=CHUNK)
+
+    def unfused(h, w, b, *weights):
+        extra = {"weights": weights[0]} if has_weights else {}
+        targets = fixed["targets"]
+        others = {k: v for k, v in fixed.items() if k != "targets"}
+        return loss(h @ w.T + b, targets, **others, **extra, reduction=reduction)
+
+    return fused, unfused
+
+
+def _close(got, want, what, tolerance=1e-5):
+    got, want = np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32))
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    assert np.allclose(got, want, rtol=tolerance, atol=tolerance * scale, equal_nan=True), \
+        f"{what}: largest difference {np.max(np.abs(got - want))}"
+
+
+CASES = [pytest.param(name, options, id=f"{name}-{','.join(options) or 'default'}")
+         for name in sorted(OPTIONS) for options in OPTIONS[name]]
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("name,options", CASES)
+def test_values_and_gradients_equal_the_unfused_loss(name, options, reduction):
+    rng = np.random.default_rng(zlib.crc32(f"{name} {options} {reduction}".encode()))
+    hidden, weight, bias, kwargs = _arrays(name, options, rng)
+    fused, unfused = _functions(name, kwargs, reduction)
+    arrays = [hidden, weight, bias] + ([kwargs["weights"]] if "weights" in kwargs else [])
+    argnums = list(range(len(arrays)))
+    objective = (lambda f: lambda *a: mx.sum(f(*a) * mx.arange(1, TOKENS + 1))) if reduction == "none" else \
+        (lambda f: f)
+    want_value, want_grads = mx.value_and_grad(objective(unfused), argnums=argnums)(*arrays)
+    for compiled in (False, True):
+        function = mx.value_and_grad(objective(fused), argnums=argnums)
+        value, grads = (mx.compile(function) if compiled else function)(*arrays)
+        _close(value, want_value, f"value, compiled={compiled}")
+        for index, (g, w) in enumerate(zip(grads, want_grads)):
+            _close(g, w, f"gradient {index}, compiled={compiled}")
+    _close(fused(*arrays), unfused(*arrays), "the loss itself")
+
+
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16])
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_half_precision_equals_the_unfused_loss_to_its_rounding(name, dtype):
+    rng = np.random.default_rng(7)
+    hidden, weight, bias, kwargs = _arrays(name, {}, rng, dtype)
+    fused, unfused = _functions(name, kwargs, "mean")
+    value, grads = mx.value_and_grad(fused, argnums=[0, 1, 2])(hidden, weight, bias)
+    want_value, want_grads = mx.value_and_grad(unfused, argnums=[0, 1, 2])(hidden, weight, bias)
+    assert value.dtype == want_value.dtype == dtype
+    unit = {mx.bfloat16: 2.0**-7, mx.float16: 2.0**-10}[dtype]
+    _close(value, want_value, "value", 2 * unit)
+    for index, (g, w) in enumerate(zip(grads, want_grads)):
+        assert g.dtype == dtype
+        _close(g, w, f"gradient {index}", 4 * unit)  # the unfused rounds its logits' gradient to dtype first
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name):
+    rng = np.random.default_rng(11)
+    hidden, weight, bias, kwargs = _arrays(name, {}, rng)
+    fused, unfused = _functions(name, kwargs, "mean")
+    arrays = [hidden, weight, bias]
+    directions = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in arrays]
+
+    def hvp(function):
+        grad = mx.grad(function, argnums=[0, 1, 2])
+        along = lambda *a: sum(mx.sum(g * v) for g, v in zip(grad(*a), directions))
+        return mx.grad(along, argnums=[0, 1, 2])(*arrays)
+
+    for index, (g, w) in enumerate(zip(hvp(fused), hvp(unfused))):
+        _close(g, w, f"Hessian-vector product, argument {index}", 1e-4)
+    _close(mx.jvp(fused, arrays, directions)[1][0], mx.jvp(unfused, arrays, directions)[1][0], "jvp")
+    batch = mx.stack([hidden, 2 * hidden])
+    mapped = mx.vmap(lambda h: fused(h, weight, bias))(batch)
+    for index in range(2):
+        _close(mapped[index], unfused(batch[index], weight, bias), f"vmapped entry {index}")
+
+
+@pytest.mark.parametrize("shape", [(0, FEATURES), (2, 3, FEATURES)], ids=["no tokens", "batch of sequences"])
+def test_any_leading_shape_of_tokens(shape):
+    rng = np.random.default_rng(3)
+    hidden = mx.array(rng.normal(size=shape).astype(np.float32))
+    weight = mx.array(rng.normal(size=(CLASSES, FEATURES)).astype(np.float32))
+    targets = mx.array(rng.integers(0, CLASSES, size=shape[:-1]).astype(np.int32))
+    for reduction in ("none", "sum"):
+        got = generated.linear_cross_entropy(hidden, weight, targets, reduction=reduction, chunk_size=CHUNK)
+        _close(got, generated.cross_entropy(hidden @ weight.T, targets, reduction=reduction), reduction)
+
+
+def test_bad_arguments_are_named():
+    hidden, weight = mx.zeros((4, 8)), mx.zeros((10, 8))
+    targets = mx.zeros((4,), dtype=mx.int32)
+    with pytest.raises(ValueError, match=r"weight must have shape \(classes, 8\)"):
+        generated.linear_cross_entropy(hidden, mx.zeros((10, 7)), targets)
+    with pytest.raises(ValueError, match=r"bias must have shape \(10,\)"):
+        generated.linear_cross_entropy(hidden, weight, targets, bias=mx.zeros((9,)))
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        generated.linear_cross_entropy(hidden, weight, targets, chunk_size=0)
+    with pytest.raises(ValueError, match="(?i)targets"):
+        generated.linear_cross_entropy(hidden, weight, mx.zeros((5,), dtype=mx.int32))
+    with pytest.raises(ValueError, match="head_weight must have shape"):
+        generated.linear_multi_margin_loss(hidden, mx.zeros((10, 3)), targets)
+
+
+def test_the_logits_are_never_whole():
+    # 256 tokens x 4096 classes: the float32 logits alone are 4 MiB, their gradient as much again.
+    rng = np.random.default_rng(5)
+    tokens, classes = 256, 4096
+    hidden = mx.array(rng.normal(size=(tokens, FEATURES)).astype(np.float32))
+    weight = mx.array(rng.normal(size=(classes, FEATURES)).astype(np.float32))
+    targets = mx.array(rng.integers(0, classes, size=tokens).astype(np.int32))
+    mx.eval(hidden, weight, targets)
+    step = mx.value_and_grad(lambda h, w: generated.linear_cross_entropy(h, w, targets, reduction="mean",
+                                                                       chunk_size=16), argnums=[0, 1])
+    unfused = mx.value_and_grad(lambda h, w: generated.cross_entropy(h @ w.T, targets, reduction="mean"),
+                                argnums=[0, 1])
+    logits_bytes = tokens * classes * 4
+    returned = (hidden.nbytes + weight.nbytes) * 2  # the gradients, and the float32 sum of weight's
+    assert peak_memory(step, [hidden, weight]) < returned + logits_bytes / 2
+    assert peak_memory(unfused, [hidden, weight]) > logits_bytes  # the measure sees the logits where they are
