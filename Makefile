@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 TORCH_STAMP := $(VENV)/.torch
+LM_STAMP := $(VENV)/.lm
 
 .PHONY: generate check test list docs bench
 
@@ -24,6 +25,12 @@ $(TORCH_STAMP): $(STAMP)
 	if $(PY) -m pip install --quiet -e '.[dev,torch]'; then touch $(TORCH_STAMP); \
 	else echo "warning: torch could not be installed; its parity tests will skip"; fi
 
+# mlx-lm (the `lm` extra) runs the example that fine-tunes a llama with linear_cross_entropy. If it cannot
+# be installed, that example's test skips with the reason.
+$(LM_STAMP): $(STAMP)
+	if $(PY) -m pip install --quiet -e '.[dev,lm]'; then touch $(LM_STAMP); \
+	else echo "warning: mlx-lm could not be installed; the mlx-lm example's test will skip"; fi
+
 generate: $(STAMP)
 	$(PY) -m generator generate
 
@@ -36,7 +43,7 @@ list: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m generator doc
 
-test: $(STAMP) $(TORCH_STAMP)
+test: $(STAMP) $(TORCH_STAMP) $(LM_STAMP)
 	$(PY) -m generator check
 	$(PY) -m pytest
 

@@ -44,3 +44,17 @@ def test_new_loss_end_to_end(tmp_path, capsys):
     # The fitted location resists the outliers at 20: it stays near the bulk at 0.
     fitted = float(out.split("fitted location ")[1].split(",")[0])
     assert abs(fitted) < 1.0
+
+
+def test_finetuning_with_mlx_lm_follows_the_stock_loss(capsys):
+    pytest.importorskip("mlx_lm", reason="mlx-lm (the lm extra) is not installed")
+    from examples import finetune_linear_loss
+
+    argv = ["--vocabulary", "512", "--hidden", "32", "--layers", "1", "--length", "16", "--samples", "8",
+            "--iterations", "4", "--report-every", "2"]
+    assert finetune_linear_loss.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the curves agree" in out and "peak memory: stock" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 3]
+    assert [int(r[0]) for r in rows] == [2, 4]
+    assert all(float(a) > 0 and float(b) > 0 for _, a, b in rows)
