@@ -642,6 +642,23 @@ class _Chunks:
         return array[self.part(array, start, stop)]
 
 
+def one_at_a_time(programs, arrays, rest):
+    """The gradient each of ``programs`` computes from ``(*arrays, *rest)``, one after the other.
+
+    For half-precision inputs: MLX's compiler fuses one kernel per output and
+    writes whole, in float32, any value two outputs share (the inputs made
+    float32, a selection both gradients read), so each gradient is computed by
+    itself, its float array arguments read again once the one before is done
+    (``_after``: then they are no longer the same values to the compiler).
+    """
+    grads, before = [], None
+    for program in programs:
+        given = arrays if before is None else [_after(a, before) if _differentiable(a) else a for a in arrays]
+        grads.append(program(*given, *rest)[0])
+        before = grads[-1]
+    return grads
+
+
 def _after(array, *before):
     """``array``, exactly, but computed only once every array of ``before`` is.
 

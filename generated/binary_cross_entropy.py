@@ -41,6 +41,35 @@ def _backward_with_logits(inputs, targets, label_smoothing, label_smoothing_valu
     return (grad_inputs, grad_targets,)
 
 
+def _backward_with_logits_inputs(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = label_smoothing_value - 1
+    smoothed_targets = 0.5*(label_smoothing + (-2*t0)*targets)
+    grad_inputs = cotangent*(rt.sigmoid(inputs) - smoothed_targets)
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_with_logits_targets(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = label_smoothing_value - 1
+    grad_targets = (t0*cotangent)*inputs
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_with_logits_one_at_a_time(programs, inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [label_smoothing, label_smoothing_value, cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 def _forward_no_with_logits(inputs, targets, label_smoothing, label_smoothing_value, hold):
     """The loss with with_logits=False."""
@@ -93,6 +122,43 @@ def _backward_no_with_logits_recomputing(inputs, targets, label_smoothing, label
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_with_logits_inputs(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(inputs)
+    t1 = mx.log(1 - inputs)
+    t2 = label_smoothing_value - 1
+    t3 = -t2
+    t4 = (t1 > -100)
+    t5 = (t0 > -100)
+    smoothed_targets = 0.5*((2*t3)*targets + label_smoothing)
+    grad_inputs = (-cotangent)*(mx.where(t5, smoothed_targets/inputs, 0) + mx.where(t4, -(1 - smoothed_targets)/(1 - inputs), 0))
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_no_with_logits_targets(inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(inputs)
+    t1 = mx.log(1 - inputs)
+    t2 = label_smoothing_value - 1
+    t3 = -t2
+    grad_targets = (-cotangent)*(t2*mx.maximum(-100, t1) + t3*mx.maximum(-100, t0))
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_no_with_logits_one_at_a_time(programs, inputs, targets, label_smoothing, label_smoothing_value, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [label_smoothing, label_smoothing_value, cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -101,6 +167,13 @@ _PROGRAMS = {
     "_no_with_logits": (_forward_no_with_logits, _backward_no_with_logits, _backward_no_with_logits_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_with_logits": (_backward_with_logits_one_at_a_time, [_backward_with_logits_inputs, _backward_with_logits_targets]),
+    "_no_with_logits": (_backward_no_with_logits_one_at_a_time, [_backward_no_with_logits_inputs, _backward_no_with_logits_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _binary_cross_entropy_elements(inputs, targets, weights, with_logits, label_smoothing, reduction, variant, differentiable):
@@ -143,7 +216,11 @@ def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, 
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals)
+    else:
+        grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

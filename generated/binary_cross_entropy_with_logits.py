@@ -59,6 +59,36 @@ def _backward_recomputing(inputs, targets, pos_weight, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_inputs(inputs, targets, pos_weight, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, pos_weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    pos_weight = rt.upcast(pos_weight, compute)
+    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) - pos_weight*targets*rt.sigmoid(-inputs))
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_targets(inputs, targets, pos_weight, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, pos_weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, pos_weight))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    pos_weight = rt.upcast(pos_weight, compute)
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    grad_targets = cotangent*(t0*pos_weight - t1)
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_one_at_a_time(programs, inputs, targets, pos_weight, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets, pos_weight], [cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -66,6 +96,12 @@ _PROGRAMS = {
     "": (_forward, _backward, _backward_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "": (_backward_one_at_a_time, [_backward_inputs, _backward_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _binary_cross_entropy_with_logits_elements(inputs, targets, pos_weight, weights, reduction, variant, differentiable):
@@ -104,7 +140,11 @@ def _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight
         *residuals, loss = residuals
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
-    grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, pos_weight, cotangent, *residuals)
+    else:
+        grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -47,6 +47,44 @@ def _backward_full(inputs, targets, vars, eps, cotangent):
     return (grad_inputs, grad_targets, grad_vars,)
 
 
+def _backward_full_inputs(inputs, targets, vars, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, vars,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    vars = rt.upcast(vars, compute)
+    t1 = inputs - targets
+    variance = mx.maximum(vars, eps)
+    t2 = mx.reciprocal(variance)
+    t3 = cotangent*t2
+    grad_inputs = t1*t3
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_full_vars(inputs, targets, vars, eps, cotangent):
+    """The gradient of vars alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, vars,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    vars = rt.upcast(vars, compute)
+    t0 = (vars > eps)
+    t1 = inputs - targets
+    variance = mx.maximum(vars, eps)
+    t2 = mx.reciprocal(variance)
+    t3 = cotangent*t2
+    grad_vars = mx.where(t0, 0.5*t3*(1 - t2*mx.square(t1)), 0)
+    return (rt.in_dtype_of(grad_vars, given[2]),)
+
+
+
+def _backward_full_one_at_a_time(programs, inputs, targets, vars, eps, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_vars, = rt.one_at_a_time(programs, [inputs, targets, vars], [eps, cotangent])
+    grad_targets = -grad_inputs
+    return (grad_inputs, grad_targets, grad_vars,)
+
 
 def _forward_no_full(inputs, targets, vars, eps):
     """The loss with full=False."""
@@ -79,6 +117,44 @@ def _backward_no_full(inputs, targets, vars, eps, cotangent):
     return (grad_inputs, grad_targets, grad_vars,)
 
 
+def _backward_no_full_inputs(inputs, targets, vars, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, vars,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    vars = rt.upcast(vars, compute)
+    t1 = inputs - targets
+    variance = mx.maximum(vars, eps)
+    t2 = mx.reciprocal(variance)
+    t3 = cotangent*t2
+    grad_inputs = t1*t3
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_no_full_vars(inputs, targets, vars, eps, cotangent):
+    """The gradient of vars alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, vars,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    vars = rt.upcast(vars, compute)
+    t0 = (vars > eps)
+    t1 = inputs - targets
+    variance = mx.maximum(vars, eps)
+    t2 = mx.reciprocal(variance)
+    t3 = cotangent*t2
+    grad_vars = mx.where(t0, 0.5*t3*(1 - t2*mx.square(t1)), 0)
+    return (rt.in_dtype_of(grad_vars, given[2]),)
+
+
+
+def _backward_no_full_one_at_a_time(programs, inputs, targets, vars, eps, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_vars, = rt.one_at_a_time(programs, [inputs, targets, vars], [eps, cotangent])
+    grad_targets = -grad_inputs
+    return (grad_inputs, grad_targets, grad_vars,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -87,6 +163,13 @@ _PROGRAMS = {
     "_no_full": (_forward_no_full, _backward_no_full),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_full": (_backward_full_one_at_a_time, [_backward_full_inputs, _backward_full_vars]),
+    "_no_full": (_backward_no_full_one_at_a_time, [_backward_no_full_inputs, _backward_no_full_vars]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _gaussian_nll_loss_elements(inputs, targets, vars, weights, full, eps, reduction, variant, differentiable):
@@ -121,7 +204,11 @@ def _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps,
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
-    grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, grad_vars, = gradients(programs, inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
+    else:
+        grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets), rt.gradient_for(grad_vars, vars)]
 
 

@@ -40,6 +40,34 @@ def _backward(inputs, targets, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_inputs(inputs, targets, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t1 = (-cotangent)*(inputs*targets < 1)
+    grad_inputs = t1*targets
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_targets(inputs, targets, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t1 = (-cotangent)*(inputs*targets < 1)
+    grad_targets = t1*inputs
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_one_at_a_time(programs, inputs, targets, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -47,6 +75,12 @@ _PROGRAMS = {
     "": (_forward, _backward),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "": (_backward_one_at_a_time, [_backward_inputs, _backward_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _hinge_loss_elements(inputs, targets, weights, reduction, variant, differentiable):
@@ -77,7 +111,11 @@ def _hinge_loss_gradients_from(inputs, targets, weights, reduction, variant, cot
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, cotangent, *residuals)
+    else:
+        grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

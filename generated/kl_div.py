@@ -56,6 +56,36 @@ def _backward_log_target_recomputing(inputs, targets, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_log_target_inputs(inputs, targets, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(targets)
+    t1 = mx.where((t0 == 0), 0, cotangent*t0)
+    grad_inputs = -t1
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_log_target_targets(inputs, targets, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(targets)
+    t1 = mx.where((t0 == 0), 0, cotangent*t0)
+    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_log_target_one_at_a_time(programs, inputs, targets, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 def _forward_no_log_target(inputs, targets, hold):
     """The loss with log_target=False."""
@@ -95,6 +125,33 @@ def _backward_no_log_target_recomputing(inputs, targets, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_log_target_inputs(inputs, targets, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    grad_inputs = (-cotangent)*targets
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_no_log_target_targets(inputs, targets, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(targets)
+    grad_targets = cotangent*(mx.where((targets > 0), t0 + 1, 0) - inputs)
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_no_log_target_one_at_a_time(programs, inputs, targets, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -103,6 +160,13 @@ _PROGRAMS = {
     "_no_log_target": (_forward_no_log_target, _backward_no_log_target, _backward_no_log_target_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_log_target": (_backward_log_target_one_at_a_time, [_backward_log_target_inputs, _backward_log_target_targets]),
+    "_no_log_target": (_backward_no_log_target_one_at_a_time, [_backward_no_log_target_inputs, _backward_no_log_target_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _kl_div_elements(inputs, targets, weights, log_target, reduction, variant, differentiable):
@@ -135,7 +199,11 @@ def _kl_div_gradients_from(inputs, targets, weights, log_target, reduction, vari
     """
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
-    grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, cotangent, *residuals)
+    else:
+        grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -44,6 +44,39 @@ def _backward(inputs1, inputs2, targets, margin, cotangent):
     return (grad_inputs1, grad_inputs2, grad_targets,)
 
 
+def _backward_inputs1(inputs1, inputs2, targets, margin, cotangent):
+    """The gradient of inputs1 alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs1, inputs2, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
+    inputs1 = rt.upcast(inputs1, compute)
+    inputs2 = rt.upcast(inputs2, compute)
+    targets = rt.upcast(targets, compute)
+    t1 = inputs2 - inputs1
+    t2 = cotangent*(t1*targets + margin >= 0)
+    grad_inputs1 = -t2*targets
+    return (rt.in_dtype_of(grad_inputs1, given[0]),)
+
+
+def _backward_targets(inputs1, inputs2, targets, margin, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs1, inputs2, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
+    inputs1 = rt.upcast(inputs1, compute)
+    inputs2 = rt.upcast(inputs2, compute)
+    targets = rt.upcast(targets, compute)
+    t1 = inputs2 - inputs1
+    t2 = cotangent*(t1*targets + margin >= 0)
+    grad_targets = t1*t2
+    return (rt.in_dtype_of(grad_targets, given[2]),)
+
+
+
+def _backward_one_at_a_time(programs, inputs1, inputs2, targets, margin, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs1, grad_targets, = rt.one_at_a_time(programs, [inputs1, inputs2, targets], [margin, cotangent])
+    grad_inputs2 = -grad_inputs1
+    return (grad_inputs1, grad_inputs2, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -51,6 +84,12 @@ _PROGRAMS = {
     "": (_forward, _backward),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "": (_backward_one_at_a_time, [_backward_inputs1, _backward_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _margin_ranking_loss_elements(inputs1, inputs2, targets, weights, margin, reduction, variant, differentiable):
@@ -84,7 +123,11 @@ def _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, weights, marg
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
-    grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs1):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs1, grad_inputs2, grad_targets, = gradients(programs, inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals)
+    else:
+        grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs1, inputs1), rt.gradient_for(grad_inputs2, inputs2), rt.gradient_for(grad_targets, targets)]
 
 

@@ -57,6 +57,34 @@ def _backward_log_input_full_recomputing(inputs, targets, eps, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_log_input_full_inputs(inputs, targets, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(inputs)
+    grad_inputs = cotangent*(t0 - targets)
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_log_input_full_targets(inputs, targets, eps, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t1 = mx.log(targets)
+    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t1), 0) - inputs)
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_log_input_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 def _forward_log_input_no_full(inputs, targets, eps, hold):
     """The loss with log_input=True, full=False."""
@@ -95,6 +123,33 @@ def _backward_log_input_no_full_recomputing(inputs, targets, eps, cotangent):
     grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
 
+
+def _backward_log_input_no_full_inputs(inputs, targets, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = rt.exp(inputs)
+    grad_inputs = cotangent*(t0 - targets)
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_log_input_no_full_targets(inputs, targets, eps, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    grad_targets = (-cotangent)*inputs
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_log_input_no_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+    return (grad_inputs, grad_targets,)
 
 
 def _forward_no_log_input_full(inputs, targets, eps, hold):
@@ -138,6 +193,34 @@ def _backward_no_log_input_full_recomputing(inputs, targets, eps, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_log_input_full_inputs(inputs, targets, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    grad_inputs = cotangent*(1 - targets/(inputs + eps))
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_no_log_input_full_targets(inputs, targets, eps, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(targets)
+    t1 = mx.log(inputs + eps)
+    grad_targets = cotangent*(mx.where((targets > 1), 0.5*(mx.reciprocal(targets) + 2*t0), 0) - t1)
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_no_log_input_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 def _forward_no_log_input_no_full(inputs, targets, eps, hold):
     """The loss with log_input=False, full=False."""
@@ -177,6 +260,33 @@ def _backward_no_log_input_no_full_recomputing(inputs, targets, eps, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_no_log_input_no_full_inputs(inputs, targets, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    grad_inputs = cotangent*(1 - targets/(inputs + eps))
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_no_log_input_no_full_targets(inputs, targets, eps, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = mx.log(inputs + eps)
+    grad_targets = (-cotangent)*t0
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_no_log_input_no_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
+    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -187,6 +297,15 @@ _PROGRAMS = {
     "_no_log_input_no_full": (_forward_no_log_input_no_full, _backward_no_log_input_no_full, _backward_no_log_input_no_full_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_log_input_full": (_backward_log_input_full_one_at_a_time, [_backward_log_input_full_inputs, _backward_log_input_full_targets]),
+    "_log_input_no_full": (_backward_log_input_no_full_one_at_a_time, [_backward_log_input_no_full_inputs, _backward_log_input_no_full_targets]),
+    "_no_log_input_full": (_backward_no_log_input_full_one_at_a_time, [_backward_no_log_input_full_inputs, _backward_no_log_input_full_targets]),
+    "_no_log_input_no_full": (_backward_no_log_input_no_full_one_at_a_time, [_backward_no_log_input_no_full_inputs, _backward_no_log_input_no_full_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _poisson_nll_loss_elements(inputs, targets, weights, log_input, full, eps, reduction, variant, differentiable):
@@ -224,7 +343,11 @@ def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, 
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+    else:
+        grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

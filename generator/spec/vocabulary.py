@@ -62,7 +62,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "of_params",  # the gradients of parameters given as arrays
     "arrays", "mlx_path",  # the kernels' arguments and their fallback (the MLX bodies) for transformations
     "given",  # the backward's arguments as given: the gradients' dtypes
-    "program", "programs",  # the compiled forward and backwards of each variant
+    "program", "programs", "gradients",  # the compiled forward and backwards of each variant
     # the residual policy of row-wise losses (rt.holds_elements) and their chunks of rows
     "hold", "held", "holding", "recomputing",
     # the linear_ forms' own arguments and locals (their head is ``weight`` and ``bias`` where the spec

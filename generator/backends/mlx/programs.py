@@ -42,6 +42,12 @@ def elementwise_variant(loss, variant, printed_params):
         return print_program(statements, {}, arrays | {COTANGENT}, loss.inputs, like=like, given=forward,
                              printed_params=printed_params)
 
+    # Half-precision inputs: each gradient by itself (see rt.one_at_a_time), where several are computed
+    # (one that is another's, negated, is still that one's)
+    outputs = {s.output: s for s in recomputing if s.output}
+    one_at_a_time = [(i.name, print_backward(_needed_for(recomputing, outputs[f"grad_{i.name}"])))
+                     for i in loss.inputs if f"grad_{i.name}" in outputs] if len(outputs) > 1 else []
+
     return {
         "suffix": variant.suffix,
         "flags": variant.flags,
@@ -49,6 +55,8 @@ def elementwise_variant(loss, variant, printed_params):
         "backward_lines": print_backward(backward),
         # the backward of half-precision inputs, which computes the forward's values again
         "recomputing_lines": print_backward(recomputing) if held else None,
+        "one_at_a_time": one_at_a_time,
+        "one_at_a_time_gradients": ", ".join(f"grad_{name}" for name, _ in one_at_a_time),
         "aliases": ir.aliases,
         "residuals": [r.name for r in always],
         "held_residuals": [r.name for r in held],
@@ -98,6 +106,7 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         "backward_lines": print_backward(backward, per_row + held),
         # the backward of half-precision inputs, which computes the element-level values again
         "recomputing_lines": print_backward(recomputing, per_row) if held else None,
+        "one_at_a_time": [],
         "residuals": [r.name for r in per_row],
         "held_residuals": [r.name for r in held],
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
@@ -135,6 +144,18 @@ def _moved_inputs_inlined(statements, kept):
     inlined = {s.symbol: s.expr for s in statements if moved_input(s)}
     return [type(s)(s.symbol, s.expr.xreplace(inlined), s.reduction, s.output) if s.expr.free_symbols & set(inlined)
             else s for s in statements if s.symbol not in inlined]
+
+
+def _needed_for(statements, output):
+    """The statements ``output`` needs, in their order."""
+    by_symbol = {s.symbol: s for s in statements}
+    needed, stack = set(), [output.symbol]
+    while stack:
+        symbol = stack.pop()
+        if symbol in by_symbol and symbol not in needed:
+            needed.add(symbol)
+            stack.extend(by_symbol[symbol].expr.free_symbols)
+    return [s for s in statements if s.symbol in needed]
 
 
 def _element_work(statements, element):
