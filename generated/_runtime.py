@@ -537,12 +537,13 @@ def at_class(like, index, value, axis):
 
 
 def holds_elements(like):
-    """Whether a row-wise forward holds its element-level values for the backward (the residual policy).
+    """Whether a forward holds its element-level values for the backward (the residual policy).
 
     For float32 inputs it does: computing an exp again would cost more time
     than the memory is worth. For half-precision inputs it does not: a float32
     value per element is twice the input's size, and the backward computes it
-    again, chunk by chunk (see ``lower.residuals.recomputed_if_cheaper``).
+    again, chunk by chunk (see ``lower.residuals.recomputed_if_cheaper``), and
+    each gradient by itself (``one_at_a_time``).
     """
     return like.dtype not in _HALF
 
