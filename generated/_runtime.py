@@ -771,8 +771,7 @@ def linear_loss(rows_loss, hidden, weight, bias, rows, weights, reduction, count
         for start in range(0, h.shape[0], chunk_size):
             stop = start + chunk_size
             part = h[start:stop] if before is None else _after(h[start:stop], *before)
-            floating = [r[start:stop] for r in rest]
-            (loss,), (grad_logits, *grads) = mx.vjp(rows_loss, [_logits(part, w, b), *floating],
+            (loss,), (grad_logits, *grads) = mx.vjp(rows_loss, [_logits(part, w, b), *(r[start:stop] for r in rest)],
                                                     [per_token[start:stop]])
             grad_h.append(grad_logits.astype(w.dtype) @ w)  # in weight's dtype: no float32 copy of it
             grad_w = mx.addmm(grad_w, grad_logits.T, part.astype(mx.float32))

@@ -144,11 +144,11 @@ def _linear(loss):
     if not has_linear_form(loss):
         return None
     first = loss.inputs[0].name
-    taken = {n for n, _ in describe.signature(loss)}
+    signature = describe.signature(loss)
     # the head's names; a loss with arguments of those names (multi_margin_loss's class ``weight``) says head_
-    head, bias = ("weight", "bias") if not taken & HEAD_NAMES else ("head_weight", "head_bias")
+    head, bias = ("weight", "bias") if not {n for n, _ in signature} & HEAD_NAMES else ("head_weight", "head_bias")
     args = []
-    for name, default in describe.signature(loss):
+    for name, default in signature:
         if name == first:
             args += [("hidden", None), (head, None)]
         elif name != "axis":
@@ -165,7 +165,8 @@ def _linear(loss):
         "head": head,
         "bias": bias,
         "rows": rows,  # the per-token arrays, cut with the tokens
-        "call": ", ".join([first] + rows + keywords + ["axis=-1", 'reduction="none"']),
+        # the arguments of the loss on the logits, but its reduction
+        "call": ", ".join([first] + rows + keywords + ["axis=-1"]),
         "docstring": docstring(_describe_linear(loss, head, bias), indent="    "),
     }
 
@@ -176,7 +177,7 @@ def _describe_linear(loss, head, bias):
         f"``{loss.name}`` of the {first} ``hidden @ {head}.T + {bias}`` (classes last), never holding them whole.",
         "",
         f"The same loss, parameters and semantics as ``{loss.name}`` on those {first} (its ``axis`` is",
-        f"their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the",
+        "their last), computed chunk by chunk of tokens: the forward keeps each chunk's losses, the",
         f"backward makes each chunk's {first} again and takes the loss's derived gradient there, then",
         f"the gradients of ``hidden``, ``{head}`` and ``{bias}`` (``{head}``'s and ``{bias}``'s summed in",
         f"float32). Half-precision ``hidden`` and ``{head}`` give the logits the matmul rounds, as the",
