@@ -14,9 +14,9 @@ from .gaussian_nll_loss import gaussian_nll_loss
 from .hinge_embedding_loss import hinge_embedding_loss
 from .hinge_loss import hinge_loss
 from .huber_loss import huber_loss
-from .jensen_shannon_divergence import jensen_shannon_divergence
+from .jensen_shannon_divergence import jensen_shannon_divergence, linear_jensen_shannon_divergence
 from .kl_div import kl_div
-from .kl_div_loss import kl_div_loss
+from .kl_div_loss import kl_div_loss, linear_kl_div_loss
 from .l1_loss import l1_loss
 from .log_cosh_loss import log_cosh_loss
 from .margin_ranking_loss import margin_ranking_loss
@@ -37,6 +37,7 @@ from .triplet_loss import triplet_loss
 from .triplet_margin_loss import triplet_margin_loss
 from .tversky_loss import tversky_loss
 from .tweedie_deviance import tweedie_deviance
+from ._distributed import sum_gradients  # the parameters' gradient across ranks, with group= (see _distributed.py)
 from ._gpu import set_backend  # force the Metal, CUDA or MLX path (see _gpu.py)
 
 __all__ = [
@@ -54,8 +55,10 @@ __all__ = [
     "hinge_loss",
     "huber_loss",
     "jensen_shannon_divergence",
+    "linear_jensen_shannon_divergence",
     "kl_div",
     "kl_div_loss",
+    "linear_kl_div_loss",
     "l1_loss",
     "log_cosh_loss",
     "margin_ranking_loss",

@@ -210,8 +210,9 @@ def row_flag(flags, axis):
     return mx.array(True) if flags is None else mx.expand_dims(flags, axis)
 
 
-def kept_count(kept):
-    return None if kept is None else sum_all(kept)
+def kept_count(kept, rows=None):
+    """How many rows ``kept_rows`` keeps: ``rows`` (all) where it is None."""
+    return rows if kept is None else sum_all(kept)
 
 
 # Reductions of empty arrays are written out, not reduced: MLX 0.32's CPU backend can
@@ -396,6 +397,33 @@ def reduce(loss, reduction, count=None):
     return loss
 
 
+def check_group(group):
+    """None (this process's elements alone) or the ``mx.distributed.Group`` whose ranks' elements the loss reduces."""
+    if group is None or isinstance(group, mx.distributed.Group):
+        return group
+    raise ValueError(f"group must be None or an mx.distributed.Group (as mx.distributed.init() returns), "
+                     f"got {type(group).__name__}.")
+
+
+def across_ranks(local, reduction, group, count):
+    """The sum or the mean of every rank's loss elements, given this rank's sum of its own (``local``) and
+    their ``count``: both summed over ``group`` in one ``all_sum`` (float32), so ranks with different numbers
+    of elements (kept rows) give the mean of all of them, not the mean of their means. ``all_sum``'s vjp
+    passes the cotangent through: each rank's gradient is the global loss's in its own inputs."""
+    if group is None or reduction == "none":
+        return local
+    count = mx.stop_gradient(mx.array(count, mx.float32) if not isinstance(count, mx.array) else count.astype(mx.float32))
+    total = mx.distributed.all_sum(mx.stack([local.astype(mx.float32), count]), group=group)
+    return (total[0] / total[1] if reduction == "mean" else total[0]).astype(local.dtype)
+
+
+def reduce_over(loss, reduction, group, count=None):
+    """``reduce(loss, reduction, count)`` over every rank of ``group`` (None: this process's elements alone)."""
+    if group is None or reduction == "none":
+        return reduce(loss, reduction, count)
+    return across_ranks(sum_all(loss), reduction, group, loss.size if count is None else count)
+
+
 def spread(cotangent, reduction, size, count=None):
     """The cotangent of each loss element, given the cotangent of the reduced loss."""
     if reduction == "mean":
@@ -564,7 +592,7 @@ def in_chunks(program, arrays, axis, chunked=True):
     (the class axis ``axis`` dropped); one of length 1 where the input is
     longer, or 0-d, is read whole by every chunk. They are cut along the
     longest dimension other than ``axis``, each chunk's work made to wait for
-    the previous chunk's results (``_after``), so that the chunks'
+    the previous chunk's results (``after``), so that the chunks'
     temporaries are not all alive at once. Unchunked (one call) where
     ``chunked`` is False or the input fits in one chunk: MLX's
     transformations differentiate the program as it is.
@@ -618,7 +646,7 @@ class _Chunks:
             stop = min(start + self.step, self.length)
             chunk = [self._cut(a, start, stop) for a in self.arrays]
             if self.before is not None:
-                chunk[0] = _after(chunk[0], self.before)
+                chunk[0] = after(chunk[0], self.before)
             yield start, stop, chunk
 
     def wait_for(self, result):
@@ -650,17 +678,17 @@ def one_at_a_time(programs, arrays, rest):
     writes whole, in float32, any value two outputs share (the inputs made
     float32, a selection both gradients read), so each gradient is computed by
     itself, its float array arguments read again once the one before is done
-    (``_after``: then they are no longer the same values to the compiler).
+    (``after``: then they are no longer the same values to the compiler).
     """
     grads, before = [], None
     for program in programs:
-        given = arrays if before is None else [_after(a, before) if _differentiable(a) else a for a in arrays]
+        given = arrays if before is None else [after(a, before) if _differentiable(a) else a for a in arrays]
         grads.append(program(*given, *rest)[0])
         before = grads[-1]
     return grads
 
 
-def _after(array, *before):
+def after(array, *before):
     """``array``, exactly, but computed only once every array of ``before`` is.
 
     It has their sums over no elements (+0) taken from it: ``x - 0`` is ``x``
@@ -670,134 +698,6 @@ def _after(array, *before):
     for value in before:
         array = array - mx.sum(value.reshape(-1)[:0]).astype(array.dtype)
     return array
-
-
-# ---------------------------------------------------------------- a loss of a linear layer's logits
-# Logits in one chunk of tokens (4 MB of float32): the linear_ forms never hold more of them.
-LINEAR_CHUNK_ELEMENTS = 1 << 20
-
-
-def check_linear(hidden, weight, bias, weight_name="weight", bias_name="bias"):
-    """``hidden`` (..., features), ``weight`` (classes, features) and ``bias`` (classes,) or None, floating."""
-    hidden = check_array("hidden", hidden, floating=True)
-    weight = check_array(weight_name, weight, floating=True)
-    if hidden.ndim < 1 or weight.ndim != 2 or weight.shape[1] != hidden.shape[-1]:
-        features = hidden.shape[-1] if hidden.ndim else "features"
-        raise ValueError(f"{weight_name} must have shape (classes, {features}): one row per class over hidden's "
-                         f"last axis; got hidden shape {hidden.shape} and {weight_name} shape {weight.shape}.")
-    if bias is not None:
-        bias = check_array(bias_name, bias, floating=True)
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"{bias_name} must have shape ({weight.shape[0]},): one per class; got shape {bias.shape}.")
-    return hidden, weight, bias
-
-
-def logits_like(hidden, weight, bias):
-    """An array shaped and typed like ``hidden @ weight.T + bias`` that holds no memory (for the checks)."""
-    dtype = mx.result_type(hidden, weight, *([] if bias is None else [bias]))
-    return mx.broadcast_to(mx.array(0, dtype=dtype), (*hidden.shape[:-1], weight.shape[0]))
-
-
-def check_chunk_size(chunk_size, classes):
-    """Tokens in one chunk: ``chunk_size``, or as many as keep LINEAR_CHUNK_ELEMENTS logits."""
-    if chunk_size is None:
-        return max(1, LINEAR_CHUNK_ELEMENTS // max(classes, 1))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer (tokens in one chunk) or None, got {chunk_size!r}.")
-    return chunk_size
-
-
-def _logits(hidden, weight, bias):
-    """``hidden @ weight.T + bias`` in their dtype (as the unfused composition rounds it), then in float32."""
-    logits = hidden @ weight.T
-    return (logits if bias is None else logits + bias).astype(mx.float32)
-
-
-def linear_loss(rows_loss, hidden, weight, bias, rows, weights, reduction, count, chunk_size, dtype):
-    """``reduce(rows_loss(hidden @ weight.T + bias, *rows) * weights)``, the logits made chunk by chunk of tokens.
-
-    ``rows_loss(logits, *rows)`` is the loss of each token (a generated loss,
-    reduction 'none'), ``rows`` its per-token arrays (targets). Neither the
-    logits nor their gradient is ever whole: the forward keeps each chunk's
-    losses; the backward makes each chunk's logits again and takes the loss's
-    own derived vjp there, then the gradients of ``hidden``, ``weight`` and
-    ``bias`` from it (``weight``'s and ``bias``'s summed in float32). MLX's
-    jvp and vmap take the unfused composition's (exact, and as large).
-    """
-    features = hidden.shape[-1]
-    tokens = hidden.shape[:-1]
-    flat = [hidden.reshape(-1, features)] + [r.reshape(-1, *r.shape[len(tokens):]) for r in rows]
-    has_bias, has_weights = bias is not None, weights is not None
-    arrays = [*flat[:1], weight] + ([bias] if has_bias else []) + flat[1:] + ([weights.reshape(-1)] if has_weights else [])
-
-    def unpack(arrays):
-        h, w, *rest = arrays
-        b = rest.pop(0) if has_bias else None
-        wt = rest.pop() if has_weights else None
-        return h, w, b, rest, wt
-
-    def reduced(losses, wt):
-        if wt is not None:
-            losses = losses * wt
-        return reduce(losses.reshape(tokens), reduction, count).astype(dtype)
-
-    def unfused(*arrays):
-        h, w, b, rest, wt = unpack(arrays)
-        return [reduced(rows_loss(_logits(h, w, b), *rest), wt)]
-
-    if flat[0].shape[0] == 0:  # no tokens: nothing to cut
-        return unfused(*arrays)[0]
-
-    @mx.custom_function
-    def fused(*arrays):
-        h, w, b, rest, wt = unpack(held(*arrays))
-        losses, before = [], None
-        for start in range(0, h.shape[0], chunk_size):
-            stop = start + chunk_size
-            part = h[start:stop] if before is None else _after(h[start:stop], before)
-            losses.append(rows_loss(_logits(part, w, b), *(r[start:stop] for r in rest)))
-            before = losses[-1]
-        return [reduced(mx.concatenate(losses) if losses else mx.zeros((0,), mx.float32), wt)]
-
-    @fused.vjp
-    def fused_vjp(primals, cotangent, output):
-        h, w, b, rest, wt = unpack(primals)
-        cotangent = spread(upcast(cotangent[0], compute_dtype(output[0].dtype)), reduction, h.shape[0], count)
-        cotangent = mx.broadcast_to(cotangent, tokens).reshape(-1)
-        per_token = cotangent if wt is None else cotangent * wt
-        grad_w = mx.zeros(w.shape, mx.float32)
-        grad_b = mx.zeros(w.shape[:1], mx.float32)
-        grad_h, grad_rows, losses, before = [], [[] for _ in rest], [], None
-        for start in range(0, h.shape[0], chunk_size):
-            stop = start + chunk_size
-            part = h[start:stop] if before is None else _after(h[start:stop], *before)
-            (loss,), (grad_logits, *grads) = mx.vjp(rows_loss, [_logits(part, w, b), *(r[start:stop] for r in rest)],
-                                                    [per_token[start:stop]])
-            grad_h.append(grad_logits.astype(w.dtype) @ w)  # in weight's dtype: no float32 copy of it
-            grad_w = mx.addmm(grad_w, grad_logits.T, part.astype(mx.float32))
-            grad_b = grad_b + mx.sum(grad_logits, axis=0)
-            for found, grad in zip(grad_rows, grads):
-                found.append(grad)
-            losses.append(loss)
-            before = [grad_h[-1], grad_w, grad_b, *(found[-1] for found in grad_rows)]  # this chunk's all done
-        grads = [mx.concatenate(grad_h).reshape(primals[0].shape).astype(primals[0].dtype), grad_w.astype(w.dtype)]
-        if has_bias:
-            grads.append(grad_b.astype(b.dtype))
-        for row, found in zip(rows, grad_rows):
-            grads.append(gradient_for(mx.concatenate(found).reshape(row.shape), row))
-        if has_weights:
-            grads.append((cotangent * mx.concatenate(losses)).reshape(weights.shape).astype(weights.dtype))
-        return grads
-
-    @fused.jvp
-    def fused_jvp(primals, tangents):
-        return jvp_of(unfused, primals, tangents)
-
-    @fused.vmap
-    def fused_vmap(inputs, axes):
-        return vmap_of(unfused, inputs, axes)
-
-    return fused(*arrays)[0]
 
 
 def row_cotangent(cotangent, axis):

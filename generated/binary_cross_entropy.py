@@ -313,7 +313,7 @@ def _binary_cross_entropy_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduction='mean', *, label_smoothing=0.0):
+def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduction='mean', *, label_smoothing=0.0, group=None):
     r"""Computes the binary cross entropy loss.
 
     Loss (with_logits=True):
@@ -351,6 +351,7 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
         with_logits (bool, optional): Whether ``inputs`` are logits. Default: ``True``.
         label_smoothing (float or array, optional): Label smoothing factor: the targets become ``targets * (1 - label_smoothing) + label_smoothing / 2``. Must be in [0.0, 1.0]. Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -364,6 +365,15 @@ def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduct
     if weights is not None:
         weights = rt.check_weights(weights, inputs.shape, "weights")
     variant = ("_with_logits" if with_logits else "_no_with_logits")
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_binary_cross_entropy_here(inputs, targets, weights, with_logits, label_smoothing, "sum", variant), reduction, group, count)
+    return _binary_cross_entropy_here(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)
+
+
+def _binary_cross_entropy_here(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets, weights])
     if backend != "mlx" and not rt.any_array(label_smoothing):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _binary_cross_entropy(*arrays, weights, with_logits, label_smoothing, reduction, variant)[0]

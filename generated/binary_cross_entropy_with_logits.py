@@ -227,7 +227,7 @@ def _binary_cross_entropy_with_logits_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='mean', *, pos_weight=None):
+def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='mean', *, pos_weight=None, group=None):
     r"""Computes the binary cross entropy on logits -[pos_weight * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))].
 
     Loss:
@@ -251,6 +251,7 @@ def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='me
         pos_weight (array, optional): Optional weight of the positive term for each class (the last axis). Default: ``None``.
         weight (array, optional): Optional weight of each loss element. Default: ``None``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -263,8 +264,17 @@ def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='me
     if weight is not None:
         weight = rt.check_weights(weight, inputs.shape, "weight")
     variant = ""
-    backend = _gpu.backend_for([inputs, targets, pos_weight, weight])
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_binary_cross_entropy_with_logits_here(inputs, targets, pos_weight, weight, "sum", variant), reduction, group, count)
+    return _binary_cross_entropy_with_logits_here(inputs, targets, pos_weight, weight, reduction, variant)
+
+
+def _binary_cross_entropy_with_logits_here(inputs, targets, pos_weight, weights, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
+    backend = _gpu.backend_for([inputs, targets, pos_weight, weights])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _binary_cross_entropy_with_logits(*arrays, weights, reduction, variant)[0]
-        return _kernels.binary_cross_entropy_with_logits(backend, [inputs, targets, mx.broadcast_to(pos_weight, inputs.shape)], weight, None, (), reduction, variant, mlx_path)
-    return _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weight, reduction, variant)[0]
+        return _kernels.binary_cross_entropy_with_logits(backend, [inputs, targets, mx.broadcast_to(pos_weight, inputs.shape)], weights, None, (), reduction, variant, mlx_path)
+    return _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weights, reduction, variant)[0]

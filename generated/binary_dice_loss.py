@@ -167,7 +167,7 @@ def _binary_dice_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
+def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean', *, group=None):
     r"""Computes 1 - (2 * sum(inputs * targets) + smooth) / (sum(inputs) + sum(targets) + smooth) along the axis. For multi-class Dice, give per-class probability maps and one-hot targets of shape (N, C, pixels): reduction='mean' averages over samples and classes.
 
     Loss:
@@ -197,6 +197,7 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         smooth (float or array, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -209,8 +210,17 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean'):
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(inputs.shape, axis))
+        return rt.across_ranks(_binary_dice_loss_here(inputs, targets, None, axis, smooth, "sum", variant), reduction, group, count)
+    return _binary_dice_loss_here(inputs, targets, None, axis, smooth, reduction, variant)
+
+
+def _binary_dice_loss_here(inputs, targets, weights, axis, smooth, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx" and not rt.any_array(smooth):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _binary_dice_loss(*arrays, weights, axis, smooth, reduction, variant)[0]
-        return _kernels.binary_dice_loss(backend, [inputs, targets], None, axis, (smooth,), reduction, variant, mlx_path)
-    return _binary_dice_loss(inputs, targets, None, axis, smooth, reduction, variant)[0]
+        return _kernels.binary_dice_loss(backend, [inputs, targets], weights, axis, (smooth,), reduction, variant, mlx_path)
+    return _binary_dice_loss(inputs, targets, weights, axis, smooth, reduction, variant)[0]

@@ -164,7 +164,7 @@ def _charbonnier_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
+def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean', *, group=None):
     r"""Computes sqrt((inputs - targets)^2 + eps^2).
 
     Loss:
@@ -187,6 +187,7 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
         targets (array): The target values.
         eps (float or array, optional): The scale below which the loss is quadratic. Must be in (0.0, inf). Default: ``0.001``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -197,8 +198,17 @@ def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean'):
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_charbonnier_loss_here(inputs, targets, None, eps, "sum", variant), reduction, group, count)
+    return _charbonnier_loss_here(inputs, targets, None, eps, reduction, variant)
+
+
+def _charbonnier_loss_here(inputs, targets, weights, eps, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _charbonnier_loss(*arrays, weights, eps, reduction, variant)[0]
-        return _kernels.charbonnier_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant, mlx_path)
-    return _charbonnier_loss(inputs, targets, None, eps, reduction, variant)[0]
+        return _kernels.charbonnier_loss(backend, [inputs, targets], weights, None, (eps,), reduction, variant, mlx_path)
+    return _charbonnier_loss(inputs, targets, weights, eps, reduction, variant)[0]

@@ -179,7 +179,7 @@ def _cosine_embedding_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'):
+def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean', *, group=None):
     r"""Computes the cosine embedding loss: 1 - cos(x1, x2) for similar pairs, max(0, cos(x1, x2) - margin) for dissimilar ones.
 
     Loss:
@@ -210,6 +210,7 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         margin (float or array, optional): The similarity below which dissimilar pairs cost nothing. Must be in [-1.0, 1.0]. Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -224,8 +225,17 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
     rt.check_shape("targets", targets, rt.drop_axis(x1.shape, axis))
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(x1.shape, axis))
+        return rt.across_ranks(_cosine_embedding_loss_here(x1, x2, targets, None, axis, margin, "sum", variant), reduction, group, count)
+    return _cosine_embedding_loss_here(x1, x2, targets, None, axis, margin, reduction, variant)
+
+
+def _cosine_embedding_loss_here(x1, x2, targets, weights, axis, margin, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([x1, x2, targets], axis)
     if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _cosine_embedding_loss(*arrays, weights, axis, margin, reduction, variant)[0]
-        return _kernels.cosine_embedding_loss(backend, [x1, x2, targets], None, axis, (margin,), reduction, variant, mlx_path)
-    return _cosine_embedding_loss(x1, x2, targets, None, axis, margin, reduction, variant)[0]
+        return _kernels.cosine_embedding_loss(backend, [x1, x2, targets], weights, axis, (margin,), reduction, variant, mlx_path)
+    return _cosine_embedding_loss(x1, x2, targets, weights, axis, margin, reduction, variant)[0]

@@ -173,7 +173,7 @@ def _cosine_similarity_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
+def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group=None):
     r"""Computes the cosine similarity between the two inputs.
 
     Loss:
@@ -203,6 +203,7 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
         axis (int, optional): The axis the loss reduces along. Default: ``1``.
         eps (float or array, optional): The minimum value of the denominator used for numerical stability. Must be in (0.0, inf). Default: ``1e-08``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -215,8 +216,17 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none'):
     axis = rt.check_axis(axis, "x1", x1.ndim)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(x1.shape, axis))
+        return rt.across_ranks(_cosine_similarity_loss_here(x1, x2, None, axis, eps, "sum", variant), reduction, group, count)
+    return _cosine_similarity_loss_here(x1, x2, None, axis, eps, reduction, variant)
+
+
+def _cosine_similarity_loss_here(x1, x2, weights, axis, eps, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([x1, x2], axis)
     if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _cosine_similarity_loss(*arrays, weights, axis, eps, reduction, variant)[0]
-        return _kernels.cosine_similarity_loss(backend, [x1, x2], None, axis, (eps,), reduction, variant, mlx_path)
-    return _cosine_similarity_loss(x1, x2, None, axis, eps, reduction, variant)[0]
+        return _kernels.cosine_similarity_loss(backend, [x1, x2], weights, axis, (eps,), reduction, variant, mlx_path)
+    return _cosine_similarity_loss(x1, x2, weights, axis, eps, reduction, variant)[0]

@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 
 from . import _gpu
+from . import _linear
 from . import _runtime as rt
 from .kernels import cross_entropy as _kernels
 
@@ -281,7 +282,7 @@ def _cross_entropy_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
 
 
-def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0):
+def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None):
     r"""Computes the cross entropy loss.
 
     Loss:
@@ -315,6 +316,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Only for class-index targets. Default: ``None`` (off).
         lse_square_scale (float or array, optional): Weight of the z-loss ``logsumexp(logits)**2`` added to each row. Must be in [0.0, inf). Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -337,6 +339,15 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     if weights is not None:
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = rt.kept_count(rt.kept_rows(targets, ignore_index), math.prod(rt.drop_axis(logits.shape, axis)))
+        return rt.across_ranks(_cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, "sum", variant), reduction, group, count)
+    return _cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)
+
+
+def _cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([logits, targets, weights], axis)
     if backend != "mlx" and not rt.any_array(label_smoothing, lse_square_scale):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _cross_entropy(*arrays, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
@@ -344,7 +355,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
 
 
-def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, bias=None, chunk_size=None):
+def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``cross_entropy`` on those logits (its ``axis`` is
@@ -357,17 +368,24 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
 
     Args:
         hidden (array): The features of each token, ``(..., features)``.
-        weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        weight (array or layer): The head: one row of ``features`` per class, ``(classes, features)``;
+            or the layer that holds it: ``nn.Linear`` (its bias too), ``nn.Embedding`` (a tied head),
+            or their quantized forms (frozen: their integers get zero gradients, their scales and
+            biases exact ones, computed only when asked for).
         bias (array, optional): One per class. Default: ``None``.
+        softcap (float, optional): Soft-cap the logits: ``softcap * tanh(logits / softcap)``
+            (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
+            logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``cross_entropy``'s.
 
     Returns:
-        array: The computed loss.
+        array: The computed loss; with ``return_logsumexp``, ``(loss, logsumexp)``.
     """
-    hidden, weight, bias = rt.check_linear(hidden, weight, bias, "weight", "bias")
-    logits = rt.logits_like(hidden, weight, bias)  # what the checks read: the logits' shape and dtype
+    head = _linear.head_of(hidden, weight, bias, "weight", "bias")
+    logits = _linear.logits_like(head)  # what the checks read: the logits' shape and dtype
     axis = -1
     logits = rt.check_array("logits", logits)
     rt.check_reduction(reduction)
@@ -386,14 +404,17 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
         targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
     if weights is not None:
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
-    chunk_size = rt.check_chunk_size(chunk_size, weight.shape[0])
-    if rt.any_array(label_smoothing, lse_square_scale):  # differentiable parameters: the unfused composition
-        logits = hidden @ weight.T if bias is None else hidden @ weight.T + bias
-        return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights)
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    softcap = _linear.check_softcap(softcap)
+    rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
+    if rt.any_array(label_smoothing, lse_square_scale):  # differentiable parameters: the unfused composition
+        return _linear.composed(lambda logits: cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights, group=group),
+                                [head], dtype, softcap, return_logsumexp)
 
     def rows_loss(logits, targets):  # the loss of each token
         return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction="none")
 
     count = rt.kept_count(rt.kept_rows(targets, ignore_index))
-    return rt.linear_loss(rows_loss, hidden, weight, bias, [targets], weights, reduction, count, chunk_size, dtype)
+    return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, count, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group))

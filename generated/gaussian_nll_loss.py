@@ -298,7 +298,7 @@ def _gaussian_nll_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='mean'):
+def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='mean', *, group=None):
     r"""Computes the negative log likelihood loss for a Gaussian distribution.
 
     Loss (full=True):
@@ -338,6 +338,7 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
         full (bool, optional): Whether to include the constant term in the loss calculation. Default: ``False``.
         eps (float or array, optional): Small positive constant for numerical stability. Must be in (0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -350,8 +351,17 @@ def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='m
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets), ("vars", vars))
     variant = ("_full" if full else "_no_full")
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_gaussian_nll_loss_here(inputs, targets, vars, None, full, eps, "sum", variant), reduction, group, count)
+    return _gaussian_nll_loss_here(inputs, targets, vars, None, full, eps, reduction, variant)
+
+
+def _gaussian_nll_loss_here(inputs, targets, vars, weights, full, eps, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets, vars])
     if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _gaussian_nll_loss(*arrays, weights, full, eps, reduction, variant)[0]
-        return _kernels.gaussian_nll_loss(backend, [inputs, targets, vars], None, None, (eps,), reduction, variant, mlx_path)
-    return _gaussian_nll_loss(inputs, targets, vars, None, full, eps, reduction, variant)[0]
+        return _kernels.gaussian_nll_loss(backend, [inputs, targets, vars], weights, None, (eps,), reduction, variant, mlx_path)
+    return _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant)[0]

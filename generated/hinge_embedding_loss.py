@@ -161,7 +161,7 @@ def _hinge_embedding_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
+def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean', *, group=None):
     r"""Computes the hinge embedding loss: inputs for similar pairs, max(0, margin - inputs) for dissimilar ones.
 
     Loss:
@@ -183,6 +183,7 @@ def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
         targets (array): The labels: 1 for similar pairs, -1 for dissimilar ones.
         margin (float or array, optional): The distance beyond which dissimilar pairs cost nothing. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -193,8 +194,17 @@ def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean'):
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_hinge_embedding_loss_here(inputs, targets, None, margin, "sum", variant), reduction, group, count)
+    return _hinge_embedding_loss_here(inputs, targets, None, margin, reduction, variant)
+
+
+def _hinge_embedding_loss_here(inputs, targets, weights, margin, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _hinge_embedding_loss(*arrays, weights, margin, reduction, variant)[0]
-        return _kernels.hinge_embedding_loss(backend, [inputs, targets], None, None, (margin,), reduction, variant, mlx_path)
-    return _hinge_embedding_loss(inputs, targets, None, margin, reduction, variant)[0]
+        return _kernels.hinge_embedding_loss(backend, [inputs, targets], weights, None, (margin,), reduction, variant, mlx_path)
+    return _hinge_embedding_loss(inputs, targets, weights, margin, reduction, variant)[0]

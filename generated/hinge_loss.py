@@ -191,7 +191,7 @@ def _hinge_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def hinge_loss(inputs, targets, reduction='none'):
+def hinge_loss(inputs, targets, reduction='none', *, group=None):
     r"""Computes the hinge loss between inputs and targets.
 
     Loss:
@@ -213,6 +213,7 @@ def hinge_loss(inputs, targets, reduction='none'):
         inputs (array): The predicted values.
         targets (array): The target values. They should be -1 or 1.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -222,8 +223,17 @@ def hinge_loss(inputs, targets, reduction='none'):
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_hinge_loss_here(inputs, targets, None, "sum", variant), reduction, group, count)
+    return _hinge_loss_here(inputs, targets, None, reduction, variant)
+
+
+def _hinge_loss_here(inputs, targets, weights, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _hinge_loss(*arrays, weights, reduction, variant)[0]
-        return _kernels.hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
-    return _hinge_loss(inputs, targets, None, reduction, variant)[0]
+        return _kernels.hinge_loss(backend, [inputs, targets], weights, None, (), reduction, variant, mlx_path)
+    return _hinge_loss(inputs, targets, weights, reduction, variant)[0]

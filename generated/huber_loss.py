@@ -167,7 +167,7 @@ def _huber_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def huber_loss(inputs, targets, delta=1.0, reduction='none'):
+def huber_loss(inputs, targets, delta=1.0, reduction='none', *, group=None):
     r"""Computes the Huber loss between inputs and targets.
 
     Loss:
@@ -190,6 +190,7 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
         targets (array): The target values.
         delta (float or array, optional): The threshold at which to change between L1 and L2 loss. Must be in (0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -200,8 +201,17 @@ def huber_loss(inputs, targets, delta=1.0, reduction='none'):
     delta = rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_huber_loss_here(inputs, targets, None, delta, "sum", variant), reduction, group, count)
+    return _huber_loss_here(inputs, targets, None, delta, reduction, variant)
+
+
+def _huber_loss_here(inputs, targets, weights, delta, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(delta):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _huber_loss(*arrays, weights, delta, reduction, variant)[0]
-        return _kernels.huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant, mlx_path)
-    return _huber_loss(inputs, targets, None, delta, reduction, variant)[0]
+        return _kernels.huber_loss(backend, [inputs, targets], weights, None, (delta,), reduction, variant, mlx_path)
+    return _huber_loss(inputs, targets, weights, delta, reduction, variant)[0]

@@ -10,10 +10,11 @@ import math
 import mlx.core as mx
 
 from . import _gpu
+from . import _linear
 from . import _runtime as rt
 from .kernels import jensen_shannon_divergence as _kernels
 
-__all__ = ["jensen_shannon_divergence"]
+__all__ = ["jensen_shannon_divergence", "linear_jensen_shannon_divergence"]
 
 
 def _forward_indices(inputs, targets, beta, beta_value, axis, hold):
@@ -206,7 +207,7 @@ def _jensen_shannon_divergence_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mean'):
+def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mean', *, group=None):
     r"""Computes beta * KL(P || M) + (1 - beta) * KL(Q || M) with M = beta * P + (1 - beta) * Q.
 
     Loss:
@@ -234,6 +235,7 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         beta (float or array, optional): The weight of P in the mixture M = beta * P + (1 - beta) * Q. Must be in (0.0, 1.0). Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -246,8 +248,74 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(inputs.shape, axis))
+        return rt.across_ranks(_jensen_shannon_divergence_here(inputs, targets, None, axis, beta, "sum", variant), reduction, group, count)
+    return _jensen_shannon_divergence_here(inputs, targets, None, axis, beta, reduction, variant)
+
+
+def _jensen_shannon_divergence_here(inputs, targets, weights, axis, beta, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx" and not rt.any_array(beta):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _jensen_shannon_divergence(*arrays, weights, axis, beta, reduction, variant)[0]
-        return _kernels.jensen_shannon_divergence(backend, [inputs, targets], None, axis, (beta,), reduction, variant, mlx_path)
-    return _jensen_shannon_divergence(inputs, targets, None, axis, beta, reduction, variant)[0]
+        return _kernels.jensen_shannon_divergence(backend, [inputs, targets], weights, axis, (beta,), reduction, variant, mlx_path)
+    return _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, variant)[0]
+
+
+def linear_jensen_shannon_divergence(hidden, weight, teacher_hidden, teacher_weight, beta=0.5, reduction='mean', *, group=None, bias=None, teacher_bias=None, temperature=1.0, softcap=None, chunk_size=None):
+    r"""``jensen_shannon_divergence`` between a student's head and a teacher's, never holding either's logits whole.
+
+    ``jensen_shannon_divergence(inputs, targets)`` with ``inputs`` the student's ``log_softmax(logits / temperature)`` of
+    ``hidden @ weight.T + bias`` and ``targets`` the teacher's of ``teacher_hidden @
+    teacher_weight.T + teacher_bias`` (classes last), computed chunk by chunk of tokens: the
+    backward makes each chunk's logits again and takes the loss's derived gradient there.
+    The teacher's gradients are exact too, computed only when asked for: a frozen teacher costs
+    nothing more, and a trained one holds each chunk's gradient of its logits until the last.
+    MLX's jvp and vmap take the unfused composition.
+
+    Args:
+        hidden (array): The student's features of each token, ``(..., features)``.
+        weight (array or layer): The student's head, ``(classes, features)``, or its layer.
+        teacher_hidden (array): The teacher's features of each token, ``(..., teacher_features)``.
+        teacher_weight (array or layer): The teacher's head, ``(classes, teacher_features)``, or
+            its layer.
+        bias, teacher_bias (array, optional): One per class. Default: ``None``.
+        temperature (float, optional): Both heads' logits are divided by it (no temperature**2
+            factor). Default: ``1.0``.
+        softcap (float, optional): Soft-cap both heads' logits: ``softcap * tanh(logits / softcap)``,
+            before the temperature. Default: ``None``, no cap.
+        chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
+            a quarter of a million logits a head.
+        The others: as ``jensen_shannon_divergence``'s.
+
+    Returns:
+        array: The computed loss.
+    """
+    head = _linear.head_of(hidden, weight, bias, "weight", "bias")
+    teacher = _linear.head_of(teacher_hidden, teacher_weight, teacher_bias, "teacher_weight", "teacher_bias", "teacher_hidden",
+                              teacher=True)
+    _linear.check_same_tokens(head, teacher)
+    inputs, targets = _linear.logits_like(head), _linear.logits_like(teacher)  # what the checks read
+    axis = -1
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
+    rt.check_reduction(reduction)
+    beta = rt.check_param("beta", beta, 0.0, 1.0, True, True, False)
+    inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
+    axis = rt.check_axis(axis, "inputs", inputs.ndim)
+    form = "indices"
+    temperature = rt.check_param("temperature", temperature, 0.0, math.inf, True, True, False)
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, _linear.DISTILLATION_CHUNK_ELEMENTS)
+    group = rt.check_group(group)
+    softcap = _linear.check_softcap(softcap)
+    dtype = rt.result_dtype(inputs, targets, beta)
+
+    def rows_loss(inputs, targets):  # the loss of each token, of each head's logits
+        inputs, targets = (_linear.log_softmax(inputs / temperature), _linear.log_softmax(targets / temperature))
+        return jensen_shannon_divergence(inputs, targets, beta=beta, axis=-1, reduction="none")
+
+    if rt.any_array(beta, temperature):  # differentiable parameters: the unfused composition
+        return _linear.composed(lambda inputs, targets: rt.reduce_over(rows_loss(inputs, targets), reduction, group), [head, teacher], dtype, softcap)
+    return _linear.linear_loss(rows_loss, [head, teacher], [], None, reduction, None, chunk_size, dtype, softcap, False, group)

@@ -280,7 +280,7 @@ def _kl_div_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def kl_div(inputs, targets, log_target=False, reduction='mean'):
+def kl_div(inputs, targets, log_target=False, reduction='mean', *, group=None):
     r"""Computes the pointwise Kullback-Leibler divergence targets * (log(targets) - inputs). Sum it over the classes (reduction='sum' / batch size) for torch's 'batchmean'.
 
     Loss (log_target=True):
@@ -316,6 +316,7 @@ def kl_div(inputs, targets, log_target=False, reduction='mean'):
         targets (array): The target distribution: probabilities, or log probabilities when ``log_target=True``.
         log_target (bool, optional): Whether ``targets`` are log probabilities. Default: ``False``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -326,8 +327,17 @@ def kl_div(inputs, targets, log_target=False, reduction='mean'):
     rt.check_flag("log_target", log_target)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ("_log_target" if log_target else "_no_log_target")
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_kl_div_here(inputs, targets, None, log_target, "sum", variant), reduction, group, count)
+    return _kl_div_here(inputs, targets, None, log_target, reduction, variant)
+
+
+def _kl_div_here(inputs, targets, weights, log_target, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _kl_div(*arrays, weights, log_target, reduction, variant)[0]
-        return _kernels.kl_div(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
-    return _kl_div(inputs, targets, None, log_target, reduction, variant)[0]
+        return _kernels.kl_div(backend, [inputs, targets], weights, None, (), reduction, variant, mlx_path)
+    return _kl_div(inputs, targets, weights, log_target, reduction, variant)[0]

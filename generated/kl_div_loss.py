@@ -10,10 +10,11 @@ import math
 import mlx.core as mx
 
 from . import _gpu
+from . import _linear
 from . import _runtime as rt
 from .kernels import kl_div_loss as _kernels
 
-__all__ = ["kl_div_loss"]
+__all__ = ["kl_div_loss", "linear_kl_div_loss"]
 
 
 def _forward_indices(inputs, targets, axis, hold):
@@ -171,7 +172,7 @@ def _kl_div_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
+def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None):
     r"""Computes the Kullback-Leibler divergence loss sum(exp(targets) * (targets - inputs)).
 
     Loss:
@@ -196,6 +197,7 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
         targets (array): Log probabilities for the target distribution.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -207,8 +209,73 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none'):
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(inputs.shape, axis))
+        return rt.across_ranks(_kl_div_loss_here(inputs, targets, None, axis, "sum", variant), reduction, group, count)
+    return _kl_div_loss_here(inputs, targets, None, axis, reduction, variant)
+
+
+def _kl_div_loss_here(inputs, targets, weights, axis, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _kl_div_loss(*arrays, weights, axis, reduction, variant)[0]
-        return _kernels.kl_div_loss(backend, [inputs, targets], None, axis, (), reduction, variant, mlx_path)
-    return _kl_div_loss(inputs, targets, None, axis, reduction, variant)[0]
+        return _kernels.kl_div_loss(backend, [inputs, targets], weights, axis, (), reduction, variant, mlx_path)
+    return _kl_div_loss(inputs, targets, weights, axis, reduction, variant)[0]
+
+
+def linear_kl_div_loss(hidden, weight, teacher_hidden, teacher_weight, reduction='none', *, group=None, bias=None, teacher_bias=None, temperature=1.0, softcap=None, chunk_size=None):
+    r"""``kl_div_loss`` between a student's head and a teacher's, never holding either's logits whole.
+
+    ``kl_div_loss(inputs, targets)`` with ``inputs`` the student's ``log_softmax(logits / temperature)`` of
+    ``hidden @ weight.T + bias`` and ``targets`` the teacher's of ``teacher_hidden @
+    teacher_weight.T + teacher_bias`` (classes last), computed chunk by chunk of tokens: the
+    backward makes each chunk's logits again and takes the loss's derived gradient there.
+    The teacher's gradients are exact too, computed only when asked for: a frozen teacher costs
+    nothing more, and a trained one holds each chunk's gradient of its logits until the last.
+    MLX's jvp and vmap take the unfused composition.
+
+    Args:
+        hidden (array): The student's features of each token, ``(..., features)``.
+        weight (array or layer): The student's head, ``(classes, features)``, or its layer.
+        teacher_hidden (array): The teacher's features of each token, ``(..., teacher_features)``.
+        teacher_weight (array or layer): The teacher's head, ``(classes, teacher_features)``, or
+            its layer.
+        bias, teacher_bias (array, optional): One per class. Default: ``None``.
+        temperature (float, optional): Both heads' logits are divided by it (no temperature**2
+            factor). Default: ``1.0``.
+        softcap (float, optional): Soft-cap both heads' logits: ``softcap * tanh(logits / softcap)``,
+            before the temperature. Default: ``None``, no cap.
+        chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
+            a quarter of a million logits a head.
+        The others: as ``kl_div_loss``'s.
+
+    Returns:
+        array: The computed loss.
+    """
+    head = _linear.head_of(hidden, weight, bias, "weight", "bias")
+    teacher = _linear.head_of(teacher_hidden, teacher_weight, teacher_bias, "teacher_weight", "teacher_bias", "teacher_hidden",
+                              teacher=True)
+    _linear.check_same_tokens(head, teacher)
+    inputs, targets = _linear.logits_like(head), _linear.logits_like(teacher)  # what the checks read
+    axis = -1
+    inputs = rt.check_array("inputs", inputs)
+    targets = rt.check_array("targets", targets)
+    rt.check_reduction(reduction)
+    inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
+    axis = rt.check_axis(axis, "inputs", inputs.ndim)
+    form = "indices"
+    temperature = rt.check_param("temperature", temperature, 0.0, math.inf, True, True, False)
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, _linear.DISTILLATION_CHUNK_ELEMENTS)
+    group = rt.check_group(group)
+    softcap = _linear.check_softcap(softcap)
+    dtype = rt.result_dtype(inputs, targets)
+
+    def rows_loss(inputs, targets):  # the loss of each token, of each head's logits
+        inputs, targets = (_linear.log_softmax(inputs / temperature), _linear.log_softmax(targets / temperature))
+        return kl_div_loss(inputs, targets, axis=-1, reduction="none")
+
+    if rt.any_array(temperature):  # differentiable parameters: the unfused composition
+        return _linear.composed(lambda inputs, targets: rt.reduce_over(rows_loss(inputs, targets), reduction, group), [head, teacher], dtype, softcap)
+    return _linear.linear_loss(rows_loss, [head, teacher], [], None, reduction, None, chunk_size, dtype, softcap, False, group)

@@ -150,7 +150,7 @@ def _log_cosh_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def log_cosh_loss(inputs, targets, reduction='none'):
+def log_cosh_loss(inputs, targets, reduction='none', *, group=None):
     r"""Computes the log cosh loss between inputs and targets.
 
     Loss:
@@ -172,6 +172,7 @@ def log_cosh_loss(inputs, targets, reduction='none'):
         inputs (array): The predicted values.
         targets (array): The target values.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -181,8 +182,17 @@ def log_cosh_loss(inputs, targets, reduction='none'):
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_log_cosh_loss_here(inputs, targets, None, "sum", variant), reduction, group, count)
+    return _log_cosh_loss_here(inputs, targets, None, reduction, variant)
+
+
+def _log_cosh_loss_here(inputs, targets, weights, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _log_cosh_loss(*arrays, weights, reduction, variant)[0]
-        return _kernels.log_cosh_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
-    return _log_cosh_loss(inputs, targets, None, reduction, variant)[0]
+        return _kernels.log_cosh_loss(backend, [inputs, targets], weights, None, (), reduction, variant, mlx_path)
+    return _log_cosh_loss(inputs, targets, weights, reduction, variant)[0]

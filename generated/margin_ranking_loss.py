@@ -216,7 +216,7 @@ def _margin_ranking_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none'):
+def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none', *, group=None):
     r"""Computes the margin ranking loss max(0, -y * (x1 - x2) + margin).
 
     Loss:
@@ -241,6 +241,7 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
         targets (array): Labels: 1 if inputs1 should rank higher, -1 if inputs2 should.
         margin (float or array, optional): The margin by which the scores should be separated. Must be in (-inf, inf). Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -252,8 +253,17 @@ def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none')
     margin = rt.check_param("margin", margin, -math.inf, math.inf, True, True, False)
     rt.check_same_shapes(("inputs1", inputs1), ("inputs2", inputs2), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs1.size
+        return rt.across_ranks(_margin_ranking_loss_here(inputs1, inputs2, targets, None, margin, "sum", variant), reduction, group, count)
+    return _margin_ranking_loss_here(inputs1, inputs2, targets, None, margin, reduction, variant)
+
+
+def _margin_ranking_loss_here(inputs1, inputs2, targets, weights, margin, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs1, inputs2, targets])
     if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _margin_ranking_loss(*arrays, weights, margin, reduction, variant)[0]
-        return _kernels.margin_ranking_loss(backend, [inputs1, inputs2, targets], None, None, (margin,), reduction, variant, mlx_path)
-    return _margin_ranking_loss(inputs1, inputs2, targets, None, margin, reduction, variant)[0]
+        return _kernels.margin_ranking_loss(backend, [inputs1, inputs2, targets], weights, None, (margin,), reduction, variant, mlx_path)
+    return _margin_ranking_loss(inputs1, inputs2, targets, weights, margin, reduction, variant)[0]

@@ -150,7 +150,7 @@ def _mse_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def mse_loss(predictions, targets, reduction='mean'):
+def mse_loss(predictions, targets, reduction='mean', *, group=None):
     r"""Computes the mean squared error loss.
 
     Loss:
@@ -172,6 +172,7 @@ def mse_loss(predictions, targets, reduction='mean'):
         predictions (array): The predicted values.
         targets (array): The target values.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -181,8 +182,17 @@ def mse_loss(predictions, targets, reduction='mean'):
     rt.check_reduction(reduction)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = predictions.size
+        return rt.across_ranks(_mse_loss_here(predictions, targets, None, "sum", variant), reduction, group, count)
+    return _mse_loss_here(predictions, targets, None, reduction, variant)
+
+
+def _mse_loss_here(predictions, targets, weights, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([predictions, targets])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _mse_loss(*arrays, weights, reduction, variant)[0]
-        return _kernels.mse_loss(backend, [predictions, targets], None, None, (), reduction, variant, mlx_path)
-    return _mse_loss(predictions, targets, None, reduction, variant)[0]
+        return _kernels.mse_loss(backend, [predictions, targets], weights, None, (), reduction, variant, mlx_path)
+    return _mse_loss(predictions, targets, weights, reduction, variant)[0]

@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 
 from . import _gpu
+from . import _linear
 from . import _runtime as rt
 from .kernels import multi_margin_loss as _kernels
 
@@ -208,7 +209,7 @@ def _multi_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, reduction='mean'):
+def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, reduction='mean', *, group=None):
     r"""Computes the multi-class margin loss weight[y] * mean_i max(0, margin - x[y] + x[i])^p over the classes i != y.
 
     Loss:
@@ -240,6 +241,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
         p (int, optional): The power of each hinge: 1 or 2. Must be in [1.0, 2.0]. Default: ``1``.
         margin (float or array, optional): The margin by which the target score should beat every other score. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -253,14 +255,23 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
     form = "indices"
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(inputs.shape, axis))
+        return rt.across_ranks(_multi_margin_loss_here(inputs, targets, weight, None, axis, p, margin, "sum", variant), reduction, group, count)
+    return _multi_margin_loss_here(inputs, targets, weight, None, axis, p, margin, reduction, variant)
+
+
+def _multi_margin_loss_here(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets, weight], axis)
     if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _multi_margin_loss(*arrays, weights, axis, p, margin, reduction, variant)[0]
-        return _kernels.multi_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (p, margin,), reduction, variant, mlx_path)
-    return _multi_margin_loss(inputs, targets, weight, None, axis, p, margin, reduction, variant)[0]
+        return _kernels.multi_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], weights, axis, (p, margin,), reduction, variant, mlx_path)
+    return _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant)[0]
 
 
-def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, head_bias=None, chunk_size=None):
+def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, head_bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``multi_margin_loss`` of the inputs ``hidden @ head_weight.T + head_bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``multi_margin_loss`` on those inputs (its ``axis`` is
@@ -273,17 +284,24 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
 
     Args:
         hidden (array): The features of each token, ``(..., features)``.
-        head_weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        head_weight (array or layer): The head: one row of ``features`` per class, ``(classes, features)``;
+            or the layer that holds it: ``nn.Linear`` (its bias too), ``nn.Embedding`` (a tied head),
+            or their quantized forms (frozen: their integers get zero gradients, their scales and
+            biases exact ones, computed only when asked for).
         head_bias (array, optional): One per class. Default: ``None``.
+        softcap (float, optional): Soft-cap the inputs: ``softcap * tanh(inputs / softcap)``
+            (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
+            inputs, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``multi_margin_loss``'s.
 
     Returns:
-        array: The computed loss.
+        array: The computed loss; with ``return_logsumexp``, ``(loss, logsumexp)``.
     """
-    hidden, head_weight, head_bias = rt.check_linear(hidden, head_weight, head_bias, "head_weight", "head_bias")
-    inputs = rt.logits_like(hidden, head_weight, head_bias)  # what the checks read: the inputs' shape and dtype
+    head = _linear.head_of(hidden, head_weight, head_bias, "head_weight", "head_bias")
+    inputs = _linear.logits_like(head)  # what the checks read: the inputs' shape and dtype
     axis = -1
     inputs = rt.check_array("inputs", inputs)
     rt.check_reduction(reduction)
@@ -293,13 +311,16 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
     weight = rt.class_weights("weight", weight, inputs, axis)
     form = "indices"
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
-    chunk_size = rt.check_chunk_size(chunk_size, head_weight.shape[0])
-    if rt.any_array(margin):  # differentiable parameters: the unfused composition
-        inputs = hidden @ head_weight.T if head_bias is None else hidden @ head_weight.T + head_bias
-        return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction)
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    softcap = _linear.check_softcap(softcap)
+    rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(inputs, weight, targets, margin)
+    if rt.any_array(margin):  # differentiable parameters: the unfused composition
+        return _linear.composed(lambda inputs: multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction, group=group),
+                                [head], dtype, softcap, return_logsumexp)
 
     def rows_loss(inputs, targets):  # the loss of each token
         return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none")
 
-    return rt.linear_loss(rows_loss, hidden, head_weight, head_bias, [targets], None, reduction, None, chunk_size, dtype)
+    return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group))

@@ -177,7 +177,7 @@ def _multilabel_soft_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction='mean'):
+def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction='mean', *, group=None):
     r"""Computes the multi-label soft margin loss: the class-averaged binary cross entropy on logits.
 
     Loss:
@@ -203,6 +203,7 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
         weight (array, optional): Optional weight of each class. Default: ``None``.
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -215,8 +216,17 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
     weight = rt.class_weights("weight", weight, inputs, axis)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(inputs.shape, axis))
+        return rt.across_ranks(_multilabel_soft_margin_loss_here(inputs, targets, weight, None, axis, "sum", variant), reduction, group, count)
+    return _multilabel_soft_margin_loss_here(inputs, targets, weight, None, axis, reduction, variant)
+
+
+def _multilabel_soft_margin_loss_here(inputs, targets, weight, weights, axis, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets, weight], axis)
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _multilabel_soft_margin_loss(*arrays, weights, axis, reduction, variant)[0]
-        return _kernels.multilabel_soft_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], None, axis, (), reduction, variant, mlx_path)
-    return _multilabel_soft_margin_loss(inputs, targets, weight, None, axis, reduction, variant)[0]
+        return _kernels.multilabel_soft_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], weights, axis, (), reduction, variant, mlx_path)
+    return _multilabel_soft_margin_loss(inputs, targets, weight, weights, axis, reduction, variant)[0]

@@ -157,7 +157,7 @@ def _nll_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
 
 
-def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
+def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, group=None):
     r"""Computes the negative log likelihood loss.
 
     Loss:
@@ -182,6 +182,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Default: ``None`` (off).
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -194,8 +195,17 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None):
     form = "indices"
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = rt.kept_count(rt.kept_rows(targets, ignore_index), math.prod(rt.drop_axis(inputs.shape, axis)))
+        return rt.across_ranks(_nll_loss_here(inputs, targets, None, axis, ignore_index, "sum", variant), reduction, group, count)
+    return _nll_loss_here(inputs, targets, None, axis, ignore_index, reduction, variant)
+
+
+def _nll_loss_here(inputs, targets, weights, axis, ignore_index, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _nll_loss(*arrays, weights, axis, ignore_index, reduction, variant)[0]
-        return _kernels.nll_loss(backend, [inputs, targets], None, axis, (ignore_index,), reduction, variant, mlx_path)
-    return _nll_loss(inputs, targets, None, axis, ignore_index, reduction, variant)[0]
+        return _kernels.nll_loss(backend, [inputs, targets], weights, axis, (ignore_index,), reduction, variant, mlx_path)
+    return _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant)[0]

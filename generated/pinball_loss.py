@@ -168,7 +168,7 @@ def _pinball_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
+def pinball_loss(inputs, targets, tau=0.5, reduction='mean', *, group=None):
     r"""Computes the pinball loss max(tau * (targets - inputs), (tau - 1) * (targets - inputs)).
 
     Loss:
@@ -191,6 +191,7 @@ def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
         targets (array): The target values.
         tau (float or array, optional): The quantile to estimate. Must be in [0.0, 1.0]. Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -201,8 +202,17 @@ def pinball_loss(inputs, targets, tau=0.5, reduction='mean'):
     tau = rt.check_param("tau", tau, 0.0, 1.0, False, False, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_pinball_loss_here(inputs, targets, None, tau, "sum", variant), reduction, group, count)
+    return _pinball_loss_here(inputs, targets, None, tau, reduction, variant)
+
+
+def _pinball_loss_here(inputs, targets, weights, tau, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(tau):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _pinball_loss(*arrays, weights, tau, reduction, variant)[0]
-        return _kernels.pinball_loss(backend, [inputs, targets], None, None, (tau,), reduction, variant, mlx_path)
-    return _pinball_loss(inputs, targets, None, tau, reduction, variant)[0]
+        return _kernels.pinball_loss(backend, [inputs, targets], weights, None, (tau,), reduction, variant, mlx_path)
+    return _pinball_loss(inputs, targets, weights, tau, reduction, variant)[0]

@@ -435,7 +435,7 @@ def _poisson_nll_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, reduction='mean'):
+def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, reduction='mean', *, group=None):
     r"""Computes the negative log likelihood loss of a Poisson distribution.
 
     Loss (log_input=True, full=True):
@@ -499,6 +499,7 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
         full (bool, optional): Whether to add the Stirling approximation of log(targets!). Default: ``False``.
         eps (float or array, optional): Added to ``inputs`` before the log when ``log_input=False``. Must be in (0.0, inf). Default: ``1e-08``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -511,8 +512,17 @@ def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, red
     eps = rt.check_param("eps", eps, 0.0, math.inf, True, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ("_log_input" if log_input else "_no_log_input") + ("_full" if full else "_no_full")
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_poisson_nll_loss_here(inputs, targets, None, log_input, full, eps, "sum", variant), reduction, group, count)
+    return _poisson_nll_loss_here(inputs, targets, None, log_input, full, eps, reduction, variant)
+
+
+def _poisson_nll_loss_here(inputs, targets, weights, log_input, full, eps, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _poisson_nll_loss(*arrays, weights, log_input, full, eps, reduction, variant)[0]
-        return _kernels.poisson_nll_loss(backend, [inputs, targets], None, None, (eps,), reduction, variant, mlx_path)
-    return _poisson_nll_loss(inputs, targets, None, log_input, full, eps, reduction, variant)[0]
+        return _kernels.poisson_nll_loss(backend, [inputs, targets], weights, None, (eps,), reduction, variant, mlx_path)
+    return _poisson_nll_loss(inputs, targets, weights, log_input, full, eps, reduction, variant)[0]

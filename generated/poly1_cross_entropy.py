@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 
 from . import _gpu
+from . import _linear
 from . import _runtime as rt
 from .kernels import poly1_cross_entropy as _kernels
 
@@ -274,7 +275,7 @@ def _poly1_cross_entropy_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, reduction='mean'):
+def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, reduction='mean', *, group=None):
     r"""Computes the Poly-1 loss: cross entropy + epsilon * (1 - p_t), p = softmax(logits).
 
     Loss:
@@ -306,6 +307,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         epsilon (float or array, optional): The weight of the first polynomial term, (1 - p_t). Must be in [-1.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -325,6 +327,15 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
     if weights is not None:
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(logits.shape, axis))
+        return rt.across_ranks(_poly1_cross_entropy_here(logits, targets, weights, axis, epsilon, "sum", variant), reduction, group, count)
+    return _poly1_cross_entropy_here(logits, targets, weights, axis, epsilon, reduction, variant)
+
+
+def _poly1_cross_entropy_here(logits, targets, weights, axis, epsilon, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([logits, targets, weights], axis)
     if backend != "mlx" and not rt.any_array(epsilon):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _poly1_cross_entropy(*arrays, weights, axis, epsilon, reduction, variant)[0]
@@ -332,7 +343,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
     return _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant)[0]
 
 
-def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.0, reduction='mean', *, bias=None, chunk_size=None):
+def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.0, reduction='mean', *, group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``poly1_cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``poly1_cross_entropy`` on those logits (its ``axis`` is
@@ -345,17 +356,24 @@ def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.
 
     Args:
         hidden (array): The features of each token, ``(..., features)``.
-        weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        weight (array or layer): The head: one row of ``features`` per class, ``(classes, features)``;
+            or the layer that holds it: ``nn.Linear`` (its bias too), ``nn.Embedding`` (a tied head),
+            or their quantized forms (frozen: their integers get zero gradients, their scales and
+            biases exact ones, computed only when asked for).
         bias (array, optional): One per class. Default: ``None``.
+        softcap (float, optional): Soft-cap the logits: ``softcap * tanh(logits / softcap)``
+            (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
+            logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``poly1_cross_entropy``'s.
 
     Returns:
-        array: The computed loss.
+        array: The computed loss; with ``return_logsumexp``, ``(loss, logsumexp)``.
     """
-    hidden, weight, bias = rt.check_linear(hidden, weight, bias, "weight", "bias")
-    logits = rt.logits_like(hidden, weight, bias)  # what the checks read: the logits' shape and dtype
+    head = _linear.head_of(hidden, weight, bias, "weight", "bias")
+    logits = _linear.logits_like(head)  # what the checks read: the logits' shape and dtype
     axis = -1
     logits = rt.check_array("logits", logits)
     rt.check_reduction(reduction)
@@ -371,13 +389,16 @@ def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.
         targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
     if weights is not None:
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
-    chunk_size = rt.check_chunk_size(chunk_size, weight.shape[0])
-    if rt.any_array(epsilon):  # differentiable parameters: the unfused composition
-        logits = hidden @ weight.T if bias is None else hidden @ weight.T + bias
-        return poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction=reduction, weights=weights)
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    softcap = _linear.check_softcap(softcap)
+    rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, targets, weights, epsilon)
+    if rt.any_array(epsilon):  # differentiable parameters: the unfused composition
+        return _linear.composed(lambda logits: poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction=reduction, weights=weights, group=group),
+                                [head], dtype, softcap, return_logsumexp)
 
     def rows_loss(logits, targets):  # the loss of each token
         return poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction="none")
 
-    return rt.linear_loss(rows_loss, hidden, weight, bias, [targets], weights, reduction, None, chunk_size, dtype)
+    return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group))

@@ -188,7 +188,7 @@ def _pseudo_huber_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
+def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean', *, group=None):
     r"""Computes delta^2 * (sqrt(1 + (error / delta)^2) - 1), error = inputs - targets.
 
     Loss:
@@ -211,6 +211,7 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
         targets (array): The target values.
         delta (float or array, optional): The scale at which the loss turns from quadratic to linear. Must be in (0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -221,8 +222,17 @@ def pseudo_huber_loss(inputs, targets, delta=1.0, reduction='mean'):
     delta = rt.check_param("delta", delta, 0.0, math.inf, True, True, False)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_pseudo_huber_loss_here(inputs, targets, None, delta, "sum", variant), reduction, group, count)
+    return _pseudo_huber_loss_here(inputs, targets, None, delta, reduction, variant)
+
+
+def _pseudo_huber_loss_here(inputs, targets, weights, delta, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(delta):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _pseudo_huber_loss(*arrays, weights, delta, reduction, variant)[0]
-        return _kernels.pseudo_huber_loss(backend, [inputs, targets], None, None, (delta,), reduction, variant, mlx_path)
-    return _pseudo_huber_loss(inputs, targets, None, delta, reduction, variant)[0]
+        return _kernels.pseudo_huber_loss(backend, [inputs, targets], weights, None, (delta,), reduction, variant, mlx_path)
+    return _pseudo_huber_loss(inputs, targets, weights, delta, reduction, variant)[0]

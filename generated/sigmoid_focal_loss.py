@@ -193,7 +193,7 @@ def _sigmoid_focal_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none'):
+def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none', *, group=None):
     r"""Computes the focal loss -alpha_t * (1 - p_t)^gamma * log(p_t) of Lin et al. (2017) on logits.
 
     Loss:
@@ -216,6 +216,7 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
         alpha (float or array, optional): Weight of the positive class, (1 - alpha) weighs the negative one; a negative alpha weighs both 1. Must be in [-1.0, 1.0]. Default: ``0.25``. A one-element array is differentiable and, as in MLX, not range-checked.
         gamma (float or array, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -227,8 +228,17 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none')
     gamma = rt.check_param("gamma", gamma, 0.0, math.inf, False, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_sigmoid_focal_loss_here(inputs, targets, None, alpha, gamma, "sum", variant), reduction, group, count)
+    return _sigmoid_focal_loss_here(inputs, targets, None, alpha, gamma, reduction, variant)
+
+
+def _sigmoid_focal_loss_here(inputs, targets, weights, alpha, gamma, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(alpha, gamma):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _sigmoid_focal_loss(*arrays, weights, alpha, gamma, reduction, variant)[0]
-        return _kernels.sigmoid_focal_loss(backend, [inputs, targets], None, None, (alpha, gamma,), reduction, variant, mlx_path)
-    return _sigmoid_focal_loss(inputs, targets, None, alpha, gamma, reduction, variant)[0]
+        return _kernels.sigmoid_focal_loss(backend, [inputs, targets], weights, None, (alpha, gamma,), reduction, variant, mlx_path)
+    return _sigmoid_focal_loss(inputs, targets, weights, alpha, gamma, reduction, variant)[0]

@@ -166,7 +166,7 @@ def _smooth_l1_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
+def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean', *, group=None):
     r"""Computes the smooth L1 loss: squared below beta, absolute above.
 
     Loss:
@@ -189,6 +189,7 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
         targets (array): Ground truth values.
         beta (float or array, optional): The threshold after which the loss changes from the squared to the absolute difference. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -199,8 +200,17 @@ def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean'):
     beta = rt.check_param("beta", beta, 0.0, math.inf, False, True, False)
     rt.check_same_shapes(("predictions", predictions), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = predictions.size
+        return rt.across_ranks(_smooth_l1_loss_here(predictions, targets, None, beta, "sum", variant), reduction, group, count)
+    return _smooth_l1_loss_here(predictions, targets, None, beta, reduction, variant)
+
+
+def _smooth_l1_loss_here(predictions, targets, weights, beta, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([predictions, targets])
     if backend != "mlx" and not rt.any_array(beta):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _smooth_l1_loss(*arrays, weights, beta, reduction, variant)[0]
-        return _kernels.smooth_l1_loss(backend, [predictions, targets], None, None, (beta,), reduction, variant, mlx_path)
-    return _smooth_l1_loss(predictions, targets, None, beta, reduction, variant)[0]
+        return _kernels.smooth_l1_loss(backend, [predictions, targets], weights, None, (beta,), reduction, variant, mlx_path)
+    return _smooth_l1_loss(predictions, targets, weights, beta, reduction, variant)[0]

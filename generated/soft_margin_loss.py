@@ -147,7 +147,7 @@ def _soft_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def soft_margin_loss(inputs, targets, reduction='mean'):
+def soft_margin_loss(inputs, targets, reduction='mean', *, group=None):
     r"""Computes the soft margin loss log(1 + exp(-targets * inputs)).
 
     Loss:
@@ -168,6 +168,7 @@ def soft_margin_loss(inputs, targets, reduction='mean'):
         inputs (array): The predicted scores.
         targets (array): The labels, -1 or 1.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -177,8 +178,17 @@ def soft_margin_loss(inputs, targets, reduction='mean'):
     rt.check_reduction(reduction)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_soft_margin_loss_here(inputs, targets, None, "sum", variant), reduction, group, count)
+    return _soft_margin_loss_here(inputs, targets, None, reduction, variant)
+
+
+def _soft_margin_loss_here(inputs, targets, weights, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _soft_margin_loss(*arrays, weights, reduction, variant)[0]
-        return _kernels.soft_margin_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
-    return _soft_margin_loss(inputs, targets, None, reduction, variant)[0]
+        return _kernels.soft_margin_loss(backend, [inputs, targets], weights, None, (), reduction, variant, mlx_path)
+    return _soft_margin_loss(inputs, targets, weights, reduction, variant)[0]

@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 
 from . import _gpu
+from . import _linear
 from . import _runtime as rt
 from .kernels import softmax_focal_loss as _kernels
 
@@ -211,7 +212,7 @@ def _softmax_focal_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reduction='mean'):
+def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reduction='mean', *, group=None):
     r"""Computes the focal loss -alpha[t] * (1 - p_t)^gamma * log(p_t), p = softmax(logits), t the target class.
 
     Loss:
@@ -244,6 +245,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         gamma (float or array, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -256,14 +258,23 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
     form = "indices"
     targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(logits.shape, axis))
+        return rt.across_ranks(_softmax_focal_loss_here(logits, targets, alpha, None, axis, gamma, "sum", variant), reduction, group, count)
+    return _softmax_focal_loss_here(logits, targets, alpha, None, axis, gamma, reduction, variant)
+
+
+def _softmax_focal_loss_here(logits, targets, alpha, weights, axis, gamma, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([logits, targets, alpha], axis)
     if backend != "mlx" and not rt.any_array(gamma):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _softmax_focal_loss(*arrays, weights, axis, gamma, reduction, variant)[0]
-        return _kernels.softmax_focal_loss(backend, [logits, targets, mx.broadcast_to(alpha, logits.shape)], None, axis, (gamma,), reduction, variant, mlx_path)
-    return _softmax_focal_loss(logits, targets, alpha, None, axis, gamma, reduction, variant)[0]
+        return _kernels.softmax_focal_loss(backend, [logits, targets, mx.broadcast_to(alpha, logits.shape)], weights, axis, (gamma,), reduction, variant, mlx_path)
+    return _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant)[0]
 
 
-def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, bias=None, chunk_size=None):
+def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``softmax_focal_loss`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``softmax_focal_loss`` on those logits (its ``axis`` is
@@ -276,17 +287,24 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
 
     Args:
         hidden (array): The features of each token, ``(..., features)``.
-        weight (array): The head: one row of ``features`` per class, ``(classes, features)``.
+        weight (array or layer): The head: one row of ``features`` per class, ``(classes, features)``;
+            or the layer that holds it: ``nn.Linear`` (its bias too), ``nn.Embedding`` (a tied head),
+            or their quantized forms (frozen: their integers get zero gradients, their scales and
+            biases exact ones, computed only when asked for).
         bias (array, optional): One per class. Default: ``None``.
+        softcap (float, optional): Soft-cap the logits: ``softcap * tanh(logits / softcap)``
+            (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
+            logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``softmax_focal_loss``'s.
 
     Returns:
-        array: The computed loss.
+        array: The computed loss; with ``return_logsumexp``, ``(loss, logsumexp)``.
     """
-    hidden, weight, bias = rt.check_linear(hidden, weight, bias, "weight", "bias")
-    logits = rt.logits_like(hidden, weight, bias)  # what the checks read: the logits' shape and dtype
+    head = _linear.head_of(hidden, weight, bias, "weight", "bias")
+    logits = _linear.logits_like(head)  # what the checks read: the logits' shape and dtype
     axis = -1
     logits = rt.check_array("logits", logits)
     rt.check_reduction(reduction)
@@ -295,13 +313,16 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
     alpha = rt.class_weights("alpha", alpha, logits, axis)
     form = "indices"
     targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
-    chunk_size = rt.check_chunk_size(chunk_size, weight.shape[0])
-    if rt.any_array(gamma):  # differentiable parameters: the unfused composition
-        logits = hidden @ weight.T if bias is None else hidden @ weight.T + bias
-        return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction)
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    softcap = _linear.check_softcap(softcap)
+    rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, alpha, targets, gamma)
+    if rt.any_array(gamma):  # differentiable parameters: the unfused composition
+        return _linear.composed(lambda logits: softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction, group=group),
+                                [head], dtype, softcap, return_logsumexp)
 
     def rows_loss(logits, targets):  # the loss of each token
         return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none")
 
-    return rt.linear_loss(rows_loss, hidden, weight, bias, [targets], None, reduction, None, chunk_size, dtype)
+    return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group))

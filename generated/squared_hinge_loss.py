@@ -149,7 +149,7 @@ def _squared_hinge_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def squared_hinge_loss(inputs, targets, reduction='none'):
+def squared_hinge_loss(inputs, targets, reduction='none', *, group=None):
     r"""Computes the squared hinge loss max(0, 1 - inputs * targets)^2.
 
     Loss:
@@ -170,6 +170,7 @@ def squared_hinge_loss(inputs, targets, reduction='none'):
         inputs (array): The predicted values.
         targets (array): The labels, -1 or 1.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -179,8 +180,17 @@ def squared_hinge_loss(inputs, targets, reduction='none'):
     rt.check_reduction(reduction)
     inputs, targets = rt.broadcast(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_squared_hinge_loss_here(inputs, targets, None, "sum", variant), reduction, group, count)
+    return _squared_hinge_loss_here(inputs, targets, None, reduction, variant)
+
+
+def _squared_hinge_loss_here(inputs, targets, weights, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _squared_hinge_loss(*arrays, weights, reduction, variant)[0]
-        return _kernels.squared_hinge_loss(backend, [inputs, targets], None, None, (), reduction, variant, mlx_path)
-    return _squared_hinge_loss(inputs, targets, None, reduction, variant)[0]
+        return _kernels.squared_hinge_loss(backend, [inputs, targets], weights, None, (), reduction, variant, mlx_path)
+    return _squared_hinge_loss(inputs, targets, weights, reduction, variant)[0]

@@ -183,7 +183,7 @@ def _triplet_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e-06, reduction='none'):
+def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e-06, reduction='none', *, group=None):
     r"""Computes the triplet loss max(||A - P||_p - ||A - N||_p + margin, 0).
 
     Loss:
@@ -215,6 +215,7 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
         margin (float or array, optional): Margin for the triplet loss. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         eps (float or array, optional): Small positive constant added to the p-norm sum before taking the ``1 / p`` power. Must be in (0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -230,8 +231,17 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     axis = rt.check_axis(axis, "anchors", anchors.ndim)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(anchors.shape, axis))
+        return rt.across_ranks(_triplet_loss_here(anchors, positives, negatives, None, axis, p, margin, eps, "sum", variant), reduction, group, count)
+    return _triplet_loss_here(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant)
+
+
+def _triplet_loss_here(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([anchors, positives, negatives], axis)
     if backend != "mlx" and not rt.any_array(margin, eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _triplet_loss(*arrays, weights, axis, p, margin, eps, reduction, variant)[0]
-        return _kernels.triplet_loss(backend, [anchors, positives, negatives], None, axis, (p, margin, eps,), reduction, variant, mlx_path)
-    return _triplet_loss(anchors, positives, negatives, None, axis, p, margin, eps, reduction, variant)[0]
+        return _kernels.triplet_loss(backend, [anchors, positives, negatives], weights, axis, (p, margin, eps,), reduction, variant, mlx_path)
+    return _triplet_loss(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant)[0]

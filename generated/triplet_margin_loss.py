@@ -245,7 +245,7 @@ def _triplet_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction='mean'):
+def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction='mean', *, group=None):
     r"""Computes the triplet margin loss max(d(a, p) - d(a, n) + margin, 0) with d(a, b) = ||a - b + eps||_p.
 
     Loss (swap=True):
@@ -298,6 +298,7 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
         eps (float or array, optional): Added to the differences before the norm (as torch.pairwise_distance). Must be in [0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         swap (bool, optional): Whether the negative's distance is the smaller of anchor-negative and positive-negative. Default: ``False``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -314,8 +315,17 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
     axis = rt.check_axis(axis, "anchors", anchors.ndim)
     form = "indices"
     variant = ("_swap" if swap else "_no_swap") + "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(anchors.shape, axis))
+        return rt.across_ranks(_triplet_margin_loss_here(anchors, positives, negatives, None, axis, margin, p, eps, swap, "sum", variant), reduction, group, count)
+    return _triplet_margin_loss_here(anchors, positives, negatives, None, axis, margin, p, eps, swap, reduction, variant)
+
+
+def _triplet_margin_loss_here(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([anchors, positives, negatives], axis)
     if backend != "mlx" and not rt.any_array(margin, p, eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _triplet_margin_loss(*arrays, weights, axis, margin, p, eps, swap, reduction, variant)[0]
-        return _kernels.triplet_margin_loss(backend, [anchors, positives, negatives], None, axis, (margin, p, eps,), reduction, variant, mlx_path)
-    return _triplet_margin_loss(anchors, positives, negatives, None, axis, margin, p, eps, swap, reduction, variant)[0]
+        return _kernels.triplet_margin_loss(backend, [anchors, positives, negatives], weights, axis, (margin, p, eps,), reduction, variant, mlx_path)
+    return _triplet_margin_loss(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant)[0]

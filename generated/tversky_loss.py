@@ -172,7 +172,7 @@ def _tversky_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, reduction='mean'):
+def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, reduction='mean', *, group=None):
     r"""Computes 1 - (TP + smooth) / (TP + alpha * FP + beta * FN + smooth) along the axis.
 
     Loss:
@@ -204,6 +204,7 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
         beta (float or array, optional): The weight of false negatives. Must be in [0.0, inf). Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         smooth (float or array, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -218,8 +219,17 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     variant = "_" + form
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = math.prod(rt.drop_axis(inputs.shape, axis))
+        return rt.across_ranks(_tversky_loss_here(inputs, targets, None, axis, alpha, beta, smooth, "sum", variant), reduction, group, count)
+    return _tversky_loss_here(inputs, targets, None, axis, alpha, beta, smooth, reduction, variant)
+
+
+def _tversky_loss_here(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx" and not rt.any_array(alpha, beta, smooth):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _tversky_loss(*arrays, weights, axis, alpha, beta, smooth, reduction, variant)[0]
-        return _kernels.tversky_loss(backend, [inputs, targets], None, axis, (alpha, beta, smooth,), reduction, variant, mlx_path)
-    return _tversky_loss(inputs, targets, None, axis, alpha, beta, smooth, reduction, variant)[0]
+        return _kernels.tversky_loss(backend, [inputs, targets], weights, axis, (alpha, beta, smooth,), reduction, variant, mlx_path)
+    return _tversky_loss(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant)[0]

@@ -180,7 +180,7 @@ def _tweedie_deviance_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def tweedie_deviance(inputs, targets, power=1.5, reduction='mean'):
+def tweedie_deviance(inputs, targets, power=1.5, reduction='mean', *, group=None):
     r"""Computes the unit deviance 2 * (y^(2-p) / ((1-p)(2-p)) - y * mu^(1-p) / (1-p) + mu^(2-p) / (2-p)).
 
     Loss:
@@ -202,6 +202,7 @@ def tweedie_deviance(inputs, targets, power=1.5, reduction='mean'):
         targets (array): The observed values, >= 0.
         power (float or array, optional): The Tweedie power: variance = mean^power. Must be in (1.0, 2.0). Default: ``1.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
 
     Returns:
         array: The computed loss.
@@ -212,8 +213,17 @@ def tweedie_deviance(inputs, targets, power=1.5, reduction='mean'):
     power = rt.check_param("power", power, 1.0, 2.0, True, True, False)
     rt.check_same_shapes(("inputs", inputs), ("targets", targets))
     variant = ""
+    group = rt.check_group(group)
+    if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
+        count = inputs.size
+        return rt.across_ranks(_tweedie_deviance_here(inputs, targets, None, power, "sum", variant), reduction, group, count)
+    return _tweedie_deviance_here(inputs, targets, None, power, reduction, variant)
+
+
+def _tweedie_deviance_here(inputs, targets, weights, power, reduction, variant):
+    """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
     backend = _gpu.backend_for([inputs, targets])
     if backend != "mlx" and not rt.any_array(power):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _tweedie_deviance(*arrays, weights, power, reduction, variant)[0]
-        return _kernels.tweedie_deviance(backend, [inputs, targets], None, None, (power,), reduction, variant, mlx_path)
-    return _tweedie_deviance(inputs, targets, None, power, reduction, variant)[0]
+        return _kernels.tweedie_deviance(backend, [inputs, targets], weights, None, (power,), reduction, variant, mlx_path)
+    return _tweedie_deviance(inputs, targets, weights, power, reduction, variant)[0]

@@ -29,10 +29,9 @@ def signature(loss):
             args.append((p.name, repr(p.default)))
     args.append(("reduction", repr(loss.reduction)))
     keyword_only = [d for d in loss.inputs + loss.params if d.keyword_only]
-    if keyword_only:
-        args.append(("*", None))
-        args += [(d.name, "None" if isinstance(d, ClassWeights) else repr(d.default)) for d in keyword_only]
-    return args
+    args.append(("*", None))
+    args += [(d.name, "None" if isinstance(d, ClassWeights) else repr(d.default)) for d in keyword_only]
+    return args + [("group", "None")]  # every loss's: the ranks whose elements a mean or sum is over
 
 
 def argument_docs(loss):
@@ -67,6 +66,11 @@ def argument_docs(loss):
     lines.append(
         "reduction (str, optional): Specifies the reduction to apply to the output: "
         f"``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'{loss.reduction}'``."
+    )
+    lines.append(
+        "group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the "
+        "mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that "
+        "global loss's in its own inputs. Default: ``None``, this process's elements alone."
     )
     return lines
 

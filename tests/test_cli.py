@@ -131,8 +131,9 @@ def test_new_needs_a_name():
 def test_generate_writes_a_package_that_matches_mlx(specs, package_dir):
     result = run("generate", "--specs", specs, "--out", package_dir)
     assert result.exit_code == 0, result.output
-    # each loss owns its module and its kernels; the package adds __init__, _runtime, _gpu, kernels/__init__
-    assert "generated 2 losses into" in result.output and "8 files changed" in result.output
+    # each loss owns its module and its kernels; the package adds __init__, _runtime, _linear,
+    # _distributed, _gpu, kernels/__init__
+    assert "generated 2 losses into" in result.output and "10 files changed" in result.output
     package = import_package(package_dir)
     rng = np.random.default_rng(1)
     x, y = (mx.array(rng.normal(size=(4, 7)).astype(np.float32)) for _ in range(2))
@@ -278,7 +279,7 @@ def test_show_prints_formula_gradient_kinks_and_files():
     result = run("show", "huber_loss")
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "huber_loss(inputs, targets, delta=1.0, reduction='none')" in out
+    assert "huber_loss(inputs, targets, delta=1.0, reduction='none', *, group=None)" in out
     assert "error = inputs - targets" in out
     assert "Gradient" in out and "sign(error)" in out and "d loss/d targets" in out
     assert "at |error| == delta" in out  # the spec's kink convention

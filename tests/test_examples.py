@@ -46,12 +46,13 @@ def test_new_loss_end_to_end(tmp_path, capsys):
     assert abs(fitted) < 1.0
 
 
-def test_finetuning_with_mlx_lm_follows_the_stock_loss(capsys):
+@pytest.mark.parametrize("tied", [False, True], ids=["lm_head", "tied embedding"])
+def test_finetuning_with_mlx_lm_follows_the_stock_loss(capsys, tied):
     pytest.importorskip("mlx_lm", reason="mlx-lm (the lm extra) is not installed")
     from examples import finetune_linear_loss
 
     argv = ["--vocabulary", "512", "--hidden", "32", "--layers", "1", "--length", "16", "--samples", "8",
-            "--iterations", "4", "--report-every", "2"]
+            "--iterations", "4", "--report-every", "2"] + (["--tied"] if tied else [])
     assert finetune_linear_loss.main(argv) == 0
     out = capsys.readouterr().out
     assert "the curves agree" in out and "peak memory: stock" in out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import zlib
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -32,11 +33,15 @@ OPTIONS = {
     "multi_margin_loss": [{}, {"p": 2, "margin": 0.5}, {"weight": True}],
 }
 HEADS = {"multi_margin_loss": ("head_weight", "head_bias")}
-LINEAR = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
+DISTILLATION = ["jensen_shannon_divergence", "kl_div_loss"]  # tests/test_linear_distillation.py
+LINEAR = sorted(name[len("linear_"):] for name in generated.__all__
+                if name.startswith("linear_") and name[len("linear_"):] not in DISTILLATION)
 
 
 def test_every_class_loss_of_logits_has_a_linear_form():
     assert LINEAR == sorted(OPTIONS)
+    distillation = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
+    assert sorted(set(distillation) - set(LINEAR)) == DISTILLATION
 
 
 def _arrays(name, options, rng, dtype=mx.float32):
@@ -59,7 +64,7 @@ def _arrays(name, options, rng, dtype=mx.float32):
     return hidden, weight, bias, {"targets": targets, **options}
 
 
-def _functions(name, kwargs, reduction):
+def _functions(name, kwargs, reduction, softcap=None):
     """(fused, unfused) as functions of hidden, weight, bias (and the per-token weights, if given)."""
     head, bias_name = HEADS.get(name, ("weight", "bias"))
     fused_loss, loss = getattr(generated, f"linear_{name}"), getattr(generated, name)
@@ -68,13 +73,17 @@ def _functions(name, kwargs, reduction):
 
     def fused(h, w, b, *weights):
         extra = {"weights": weights[0]} if has_weights else {}
-        return fused_loss(h, **{head: w, bias_name: b}, **fixed, **extra, reduction=reduction, chunk_size=CHUNK)
+        return fused_loss(h, **{head: w, bias_name: b}, **fixed, **extra, reduction=reduction, chunk_size=CHUNK,
+                          softcap=softcap)
 
     def unfused(h, w, b, *weights):
         extra = {"weights": weights[0]} if has_weights else {}
         targets = fixed["targets"]
         others = {k: v for k, v in fixed.items() if k != "targets"}
-        return loss(h @ w.T + b, targets, **others, **extra, reduction=reduction)
+        logits = h @ w.T + b
+        if softcap is not None:  # Gemma 2's cap, written here from its definition
+            logits = softcap * mx.tanh(logits.astype(mx.float32) / softcap)
+        return loss(logits, targets, **others, **extra, reduction=reduction)
 
     return fused, unfused
 
@@ -158,6 +167,8 @@ def test_any_leading_shape_of_tokens(shape):
     for reduction in ("none", "sum"):
         got = generated.linear_cross_entropy(hidden, weight, targets, reduction=reduction, chunk_size=CHUNK)
         _close(got, generated.cross_entropy(hidden @ weight.T, targets, reduction=reduction), reduction)
+    _, lse = generated.linear_cross_entropy(hidden, weight, targets, chunk_size=CHUNK, return_logsumexp=True)
+    assert lse.shape == shape[:-1]
 
 
 def test_bad_arguments_are_named():
@@ -191,3 +202,115 @@ def test_the_logits_are_never_whole():
     returned = (hidden.nbytes + weight.nbytes) * 2  # the gradients, and the float32 sum of weight's
     assert peak_memory(step, [hidden, weight]) < returned + logits_bytes / 2
     assert peak_memory(unfused, [hidden, weight]) > logits_bytes  # the measure sees the logits where they are
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_soft_capped_logits_equal_the_unfused_loss_of_capped_logits(name):
+    rng = np.random.default_rng(zlib.crc32(f"softcap {name}".encode()))
+    hidden, weight, bias, kwargs = _arrays(name, {}, rng)
+    hidden = 4 * hidden  # logits well past the cap, where tanh bends them
+    fused, unfused = _functions(name, kwargs, "mean", softcap=2.5)
+    want_value, want_grads = mx.value_and_grad(unfused, argnums=[0, 1, 2])(hidden, weight, bias)
+    uncapped_value = _functions(name, kwargs, "mean")[1](hidden, weight, bias)
+    assert abs(float(want_value) - float(uncapped_value)) > 1e-3  # the cap matters on these logits
+    for compiled in (False, True):
+        function = mx.value_and_grad(fused, argnums=[0, 1, 2])
+        value, grads = (mx.compile(function) if compiled else function)(hidden, weight, bias)
+        _close(value, want_value, f"value, compiled={compiled}")
+        for index, (g, w) in enumerate(zip(grads, want_grads)):
+            _close(g, w, f"gradient {index}, compiled={compiled}")
+
+
+def test_the_logsumexp_comes_back_exact_and_differentiable():
+    rng = np.random.default_rng(17)
+    hidden, weight, bias, kwargs = _arrays("cross_entropy", {}, rng)
+    targets = kwargs["targets"]
+    loss, lse = generated.linear_cross_entropy(hidden, weight, targets, bias=bias, chunk_size=CHUNK,
+                                               return_logsumexp=True)
+    logits = np.asarray(hidden, dtype=np.float64) @ np.asarray(weight, dtype=np.float64).T + np.asarray(bias)
+    top = logits.max(-1, keepdims=True)
+    want = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]  # float64 truth
+    assert lse.shape == (TOKENS,) and lse.dtype == mx.float32
+    np.testing.assert_allclose(np.asarray(lse), want, rtol=1e-5)
+    _close(loss, generated.cross_entropy(hidden @ weight.T + bias, targets), "the loss beside it")
+
+    def fused(h, w, b):  # a z-loss written by the user on the returned logsumexp
+        loss, lse = generated.linear_cross_entropy(h, w, targets, bias=b, chunk_size=CHUNK, reduction="mean",
+                                                   return_logsumexp=True)
+        return loss + 1e-2 * mx.mean(lse**2)
+
+    def unfused(h, w, b):
+        logits = h @ w.T + b
+        return generated.cross_entropy(logits, targets, reduction="mean") + 1e-2 * mx.mean(mx.logsumexp(logits, -1)**2)
+
+    for g, w in zip(mx.grad(fused, argnums=[0, 1, 2])(hidden, weight, bias),
+                    mx.grad(unfused, argnums=[0, 1, 2])(hidden, weight, bias)):
+        _close(g, w, "gradient through the logsumexp")
+
+
+def _layer_case(layer, hidden, targets):
+    """The fused loss of ``layer`` as the head against the loss of ``layer``'s own output, and their gradients
+    in the layer's trainable parameters and in hidden."""
+    def fused(model, h):
+        return generated.linear_cross_entropy(h, model, targets, reduction="mean", chunk_size=CHUNK)
+
+    def unfused(model, h):
+        logits = model.as_linear(h) if isinstance(model, (nn.Embedding, nn.QuantizedEmbedding)) else model(h)
+        return generated.cross_entropy(logits, targets, reduction="mean")
+
+    for function in (fused, unfused):
+        value, grads = nn.value_and_grad(layer, function)(layer, hidden)
+        yield value, grads, mx.grad(lambda h: function(layer, h))(hidden)
+
+
+@pytest.mark.parametrize("kind", ["linear with bias", "tied embedding", "quantized linear", "quantized embedding"])
+def test_a_layer_is_a_head(kind):
+    rng = np.random.default_rng(zlib.crc32(kind.encode()))
+    features = 64  # a quantized layer's groups: 64 features
+    layer = {"linear with bias": lambda: nn.Linear(features, CLASSES),
+             "tied embedding": lambda: nn.Embedding(CLASSES, features),
+             "quantized linear": lambda: nn.QuantizedLinear(features, CLASSES, bias=True),
+             "quantized embedding": lambda: nn.QuantizedEmbedding(CLASSES, features)}[kind]()
+    if kind.startswith("quantized"):
+        layer.unfreeze(keys=["scales", "biases"], strict=False)  # trained scales and biases: exact gradients too
+    hidden = mx.array(rng.normal(size=(TOKENS, features)).astype(np.float32))
+    targets = mx.array(rng.integers(0, CLASSES, size=TOKENS).astype(np.int32))
+    (value, grads, grad_hidden), (want_value, want_grads, want_hidden) = _layer_case(layer, hidden, targets)
+    _close(value, want_value, "value")
+    _close(grad_hidden, want_hidden, "gradient of hidden")
+    flat, want_flat = dict(nn.utils.tree_flatten(grads)), dict(nn.utils.tree_flatten(want_grads))
+    assert sorted(flat) == sorted(want_flat) and flat
+    for key in flat:
+        _close(flat[key], want_flat[key], f"gradient of the layer's {key}")
+
+
+def test_a_frozen_quantized_head_costs_no_weight_gradient():
+    # The integers of a quantized head have no gradient; its scales' and biases' are computed only when
+    # asked for. Asked for hidden's alone, nothing the size of the float32 weight is made.
+    rng = np.random.default_rng(23)
+    tokens, classes, features = 256, 4096, 512
+    layer = nn.QuantizedLinear(features, classes, bias=False)
+    hidden = mx.array(rng.normal(size=(tokens, features)).astype(np.float32))
+    targets = mx.array(rng.integers(0, classes, size=tokens).astype(np.int32))
+    mx.eval(layer.parameters(), hidden, targets)
+
+    def loss(model, h):
+        return generated.linear_cross_entropy(h, model, targets, reduction="mean", chunk_size=16)
+
+    float_weight = classes * features * 4  # 8 MiB
+    assert peak_memory(mx.grad(lambda h: loss(layer, h)), [hidden]) < float_weight / 2
+    layer.unfreeze(keys=["scales"], strict=False)
+    assert peak_memory(nn.value_and_grad(layer, loss), [layer, hidden]) > float_weight  # the measure sees it
+
+
+def test_bad_heads_and_options_are_named():
+    hidden, targets = mx.zeros((4, 64)), mx.zeros((4,), dtype=mx.int32)
+    with pytest.raises(ValueError, match="bias is given twice"):
+        generated.linear_cross_entropy(hidden, nn.Linear(64, 10), targets, bias=mx.zeros((10,)))
+    with pytest.raises(ValueError, match="quantized layer of 128 features"):
+        generated.linear_cross_entropy(hidden, nn.QuantizedLinear(128, 10), targets)
+    for softcap in (0, -1.0, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="softcap must be None or a positive finite number"):
+            generated.linear_cross_entropy(hidden, mx.zeros((10, 64)), targets, softcap=softcap)
+    with pytest.raises(ValueError, match="Return logsumexp must be True or False"):
+        generated.linear_cross_entropy(hidden, mx.zeros((10, 64)), targets, return_logsumexp=1)

@@ -28,7 +28,7 @@ from generator.backends.gpu.printer import c_name
 from generator.render import render_package, write_package
 from generator.spec.load import SpecFileError, load_specs
 from generator.spec.terms import collect_terms
-from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES, HEAD_NAMES
+from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES, HEAD_NAMES, TEMPERATURE_NAME
 from tests.helpers import build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,7 +302,7 @@ def test_values_whose_repr_is_code_are_printed_as_plain_values(tmp_path):
     package = build_package(tmp_path, {"evil_loss": source})
     text = Path(inspect.getsourcefile(importlib.import_module(package.evil_loss.__module__))).read_text()
     assert "__import__" not in text and "pwned" not in text
-    assert "def evil_loss(x, y, delta=2, reduction='sum'):" in text
+    assert "def evil_loss(x, y, delta=2, reduction='sum', *, group=None):" in text
 
 
 def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
@@ -317,6 +317,7 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
         used |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
         if not ours & HEAD_NAMES:  # a linear_ form's head takes these names where the spec has neither
             ours |= HEAD_NAMES
+        ours.add(TEMPERATURE_NAME)  # a distillation form's, where the spec declares none
         unprotected = sorted(
             n for n in used - ours
             if not n.startswith("_") and n not in GENERATED_NAMES and not GENERATED_NAME_FORMS.fullmatch(n)

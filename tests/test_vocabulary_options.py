@@ -22,9 +22,9 @@ def _parameters(function):
 
 
 @pytest.mark.parametrize("name, options", [
-    ("cross_entropy", [("ignore_index", None), ("lse_square_scale", 0.0)]),
-    ("nll_loss", [("ignore_index", None)]),
-    ("binary_cross_entropy", [("label_smoothing", 0.0)]),
+    ("cross_entropy", [("ignore_index", None), ("lse_square_scale", 0.0), ("group", None)]),
+    ("nll_loss", [("ignore_index", None), ("group", None)]),
+    ("binary_cross_entropy", [("label_smoothing", 0.0), ("group", None)]),
 ])
 def test_new_options_are_keyword_only_after_mlx_s_exact_signature(name, options):
     ours = _parameters(getattr(losscc, name))
@@ -52,7 +52,7 @@ spec = Loss("scaled_loss", inputs=[x, y], params=[scale, negate, shift], reducti
 def test_keyword_only_params_and_flags_follow_reduction(tmp_path):
     package = build_package(tmp_path, {"scaled_loss": SCALED})
     assert str(inspect.signature(package.scaled_loss)) == (
-        "(inputs, targets, shift=0.0, reduction='none', *, scale=2.0, negate=False)")
+        "(inputs, targets, shift=0.0, reduction='none', *, scale=2.0, negate=False, group=None)")
     x, y = mx.array([1.0, 3.0]), mx.array([0.0, 1.0])
     np.testing.assert_allclose(np.array(package.scaled_loss(x, y, 1.0, scale=0.5, negate=True)), [0.5, -1.0])
 
@@ -76,7 +76,7 @@ def test_class_weights_lie_along_the_loss_axis(tmp_path):
     ours = package.weighted_pick(mx.array(x, dtype=mx.float64), mx.array(t), mx.array(w, dtype=mx.float64), axis=1)
     expected = w[t] * np.einsum("nck,c->nk", x, w)
     np.testing.assert_allclose(np.array(ours), expected, rtol=1e-12)
-    assert str(inspect.signature(package.weighted_pick)) == "(inputs, targets, weight=None, axis=-1, reduction='none')"
+    assert str(inspect.signature(package.weighted_pick)) == "(inputs, targets, weight=None, axis=-1, reduction='none', *, group=None)"
 
 
 EXPONENTIAL_MIX = """

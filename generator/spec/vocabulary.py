@@ -67,14 +67,19 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "hold", "held", "holding", "recomputing",
     # the linear_ forms' own arguments and locals (their head is ``weight`` and ``bias`` where the spec
     # has no argument of either name, else these: see HEAD_NAMES)
-    "hidden", "head_weight", "head_bias", "chunk_size", "rows_loss", "count",
+    "group",  # the ranks a mean or sum is over (mx.distributed)
+    "hidden", "head_weight", "head_bias", "chunk_size", "rows_loss", "count", "head", "softcap", "return_logsumexp",
+    # the distillation forms' (a teacher's head beside the student's)
+    "teacher_hidden", "teacher_weight", "teacher_bias", "teacher", "student",
 })
 # The linear_ forms' head, where the spec declares neither name (multi_margin_loss's class ``weight``
 # makes it head_weight and head_bias): a spec may use them.
 HEAD_NAMES = frozenset({"weight", "bias"})
+# The distillation forms' temperature, where the spec declares nothing of that name (a spec may).
+TEMPERATURE_NAME = "temperature"
 # Names the generated package gives its own members besides the losses (its kernels' subpackage, the
-# function that picks a backend): a loss so named could not be imported.
-PACKAGE_NAMES = frozenset({"kernels", "set_backend"})
+# function that picks a backend, the gradients' sum across ranks): a loss so named could not be imported.
+PACKAGE_NAMES = frozenset({"kernels", "set_backend", "sum_gradients"})
 # Forms of the generated code's own variables: temporaries, adjoints,
 # gradients, reduction results.
 GENERATED_NAME_FORMS = re.compile(

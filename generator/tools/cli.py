@@ -241,7 +241,8 @@ def show(name, latex, spec_dir, out):
         else:
             state = "up to date" if rendered[path] == module.read_text() else f"stale: run `losscc generate {name}`"
         click.echo(f"{_shown(module)}  ({state})")
-    click.echo(f"{_shown(out / '_runtime.py')}, {_shown(out / '_gpu.py')}  (shared by every loss)")
+    shared = ", ".join(_shown(out / f) for f in ("_runtime.py", "_linear.py", "_distributed.py", "_gpu.py"))
+    click.echo(f"{shared}  (shared by every loss)")
 
 
 @main.command()

@@ -8,7 +8,7 @@ form) and runs either the loss's kernels (on a GPU) or the MLX bodies that
 from __future__ import annotations
 
 from ... import describe
-from ...spec.vocabulary import HEAD_NAMES, ClassTarget, ClassWeights, Flag, Input
+from ...spec.vocabulary import HEAD_NAMES, TEMPERATURE_NAME, ClassTarget, ClassWeights, Flag, Input
 from ..source import docstring, header
 from .programs import context
 
@@ -129,9 +129,20 @@ def _variant_expr(loss):
 
 
 def has_linear_form(loss):
-    """Whether the loss has a ``linear_`` form: a row-wise loss of logits over classes (class targets)."""
-    first = loss.inputs[0]
-    return loss.kind == "rowwise" and bool(loss.class_targets) and first.domain != "log_probabilities"
+    """Whether the loss has a ``linear_`` form: a row-wise loss of logits over classes (class targets), or of
+    two distributions given as log probabilities (a distillation loss: a student's head and a teacher's)."""
+    return _linear_kind(loss) is not None
+
+
+def _linear_kind(loss):
+    if loss.kind != "rowwise":
+        return None
+    if loss.class_targets and loss.inputs[0].domain != "log_probabilities":
+        return "classes"
+    if (len(loss.inputs) == 2 and not loss.class_targets and loss.weights is None
+            and all(getattr(i, "domain", None) == "log_probabilities" for i in loss.inputs)):
+        return "distillation"
+    return None
 
 
 def exported(loss):
@@ -141,38 +152,56 @@ def exported(loss):
 
 def _linear(loss):
     """What the template needs for ``linear_<loss>``: the loss of ``hidden @ weight.T + bias``."""
-    if not has_linear_form(loss):
+    kind = _linear_kind(loss)
+    if kind is None:
         return None
-    first = loss.inputs[0].name
     signature = describe.signature(loss)
     # the head's names; a loss with arguments of those names (multi_margin_loss's class ``weight``) says head_
     head, bias = ("weight", "bias") if not {n for n, _ in signature} & HEAD_NAMES else ("head_weight", "head_bias")
+    heads = {loss.inputs[0].name: [("hidden", None), (head, None)]}
+    if kind == "distillation":
+        heads[loss.inputs[1].name] = [("teacher_hidden", None), ("teacher_weight", None)]
     args = []
     for name, default in signature:
-        if name == first:
-            args += [("hidden", None), (head, None)]
+        if name in heads:
+            args += heads[name]
         elif name != "axis":
             args.append((name, default))
     if ("*", None) not in args:
         args.append(("*", None))
-    args += [(bias, "None"), ("chunk_size", "None")]
+    params = [p.name for p in loss.params]
+    if kind == "distillation":
+        args += [(bias, "None"), ("teacher_bias", "None")]
+        # the logits of both heads are divided by it (where the spec has its own, the spec's is passed on)
+        temperature = TEMPERATURE_NAME not in {n for n, _ in signature}
+        args += [(TEMPERATURE_NAME, "1.0")] if temperature else []
+        args += [("softcap", "None"), ("chunk_size", "None")]
+    else:
+        temperature = False
+        args += [(bias, "None"), ("softcap", "None"), ("chunk_size", "None"), ("return_logsumexp", "False")]
     class_weights = [i.name for i in loss.inputs if isinstance(i, ClassWeights)]
-    rows = [i.name for i in loss.inputs[1:] if not isinstance(i, ClassWeights)]
+    rows = [i.name for i in loss.inputs[1:] if not isinstance(i, ClassWeights)] if kind == "classes" else []
     # class weights as given (the checks lay them along the class axis)
-    keywords = [f"{w}={w}.reshape(-1)" for w in class_weights] + [f"{p.name}={p.name}" for p in loss.params]
+    keywords = [f"{w}={w}.reshape(-1)" for w in class_weights] + [f"{p}={p}" for p in params]
+    logits = [i.name for i in loss.inputs[:2 if kind == "distillation" else 1]]
     return {
+        "kind": kind,
         "signature": ", ".join(n if d is None else f"{n}={d}" for n, d in args),
         "head": head,
         "bias": bias,
+        "logits": logits,  # the loss's inputs the heads give
+        "temperature": temperature,
         "rows": rows,  # the per-token arrays, cut with the tokens
         # the arguments of the loss on the logits, but its reduction
-        "call": ", ".join([first] + rows + keywords + ["axis=-1"]),
-        "docstring": docstring(_describe_linear(loss, head, bias), indent="    "),
+        "call": ", ".join(logits + rows + keywords + ["axis=-1"]),
+        "docstring": docstring(_describe_linear(loss, kind, head, bias, temperature), indent="    "),
     }
 
 
-def _describe_linear(loss, head, bias):
+def _describe_linear(loss, kind, head, bias, temperature):
     first = loss.inputs[0].name
+    if kind == "distillation":
+        return _describe_distillation(loss, head, bias, temperature)
     return "\n".join([
         f"``{loss.name}`` of the {first} ``hidden @ {head}.T + {bias}`` (classes last), never holding them whole.",
         "",
@@ -186,10 +215,51 @@ def _describe_linear(loss, head, bias):
         "",
         "Args:",
         "    hidden (array): The features of each token, ``(..., features)``.",
-        f"    {head} (array): The head: one row of ``features`` per class, ``(classes, features)``.",
+        f"    {head} (array or layer): The head: one row of ``features`` per class, ``(classes, features)``;",
+        "        or the layer that holds it: ``nn.Linear`` (its bias too), ``nn.Embedding`` (a tied head),",
+        "        or their quantized forms (frozen: their integers get zero gradients, their scales and",
+        "        biases exact ones, computed only when asked for).",
         f"    {bias} (array, optional): One per class. Default: ``None``.",
+        f"    softcap (float, optional): Soft-cap the {first}: ``softcap * tanh({first} / softcap)``",
+        "        (Gemma 2). Default: ``None``, no cap.",
         "    chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about",
         "        a million logits.",
+        "    return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)",
+        f"        {first}, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.",
+        f"    The others: as ``{loss.name}``'s.",
+        "",
+        "Returns:",
+        "    array: The computed loss; with ``return_logsumexp``, ``(loss, logsumexp)``.",
+    ])
+
+
+def _describe_distillation(loss, head, bias, temperature):
+    student, teacher = (i.name for i in loss.inputs)
+    scaled = "``log_softmax(logits / temperature)``" if temperature else "``log_softmax(logits)``"
+    return "\n".join([
+        f"``{loss.name}`` between a student's head and a teacher's, never holding either's logits whole.",
+        "",
+        f"``{loss.name}({student}, {teacher})`` with ``{student}`` the student's {scaled} of",
+        f"``hidden @ {head}.T + {bias}`` and ``{teacher}`` the teacher's of ``teacher_hidden @",
+        "teacher_weight.T + teacher_bias`` (classes last), computed chunk by chunk of tokens: the",
+        "backward makes each chunk's logits again and takes the loss's derived gradient there.",
+        "The teacher's gradients are exact too, computed only when asked for: a frozen teacher costs",
+        "nothing more, and a trained one holds each chunk's gradient of its logits until the last.",
+        "MLX's jvp and vmap take the unfused composition.",
+        "",
+        "Args:",
+        "    hidden (array): The student's features of each token, ``(..., features)``.",
+        f"    {head} (array or layer): The student's head, ``(classes, features)``, or its layer.",
+        "    teacher_hidden (array): The teacher's features of each token, ``(..., teacher_features)``.",
+        "    teacher_weight (array or layer): The teacher's head, ``(classes, teacher_features)``, or",
+        "        its layer.",
+        f"    {bias}, teacher_bias (array, optional): One per class. Default: ``None``.",
+        *(["    temperature (float, optional): Both heads' logits are divided by it (no temperature**2",
+           "        factor). Default: ``1.0``."] if temperature else []),
+        "    softcap (float, optional): Soft-cap both heads' logits: ``softcap * tanh(logits / softcap)``,",
+        "        before the temperature. Default: ``None``, no cap.",
+        "    chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about",
+        "        a quarter of a million logits a head.",
         f"    The others: as ``{loss.name}``'s.",
         "",
         "Returns:",
@@ -245,5 +315,8 @@ def package_files(env, names):
     (``(module, its public functions)`` each)."""
     return {
         "_runtime.py": env.get_template("mlx/_runtime.py.j2").render(header=header("templates/mlx/_runtime.py.j2")),
+        "_linear.py": env.get_template("mlx/_linear.py.j2").render(header=header("templates/mlx/_linear.py.j2")),
+        "_distributed.py": env.get_template("mlx/_distributed.py.j2").render(
+            header=header("templates/mlx/_distributed.py.j2")),
         "__init__.py": env.get_template("mlx/__init__.py.j2").render(header=header("specs/"), names=names),
     }
