@@ -239,13 +239,19 @@ def _row_reduce(reduce, values, axis):
 def row_sum(values, axis):
     """The sum along the loss axis, kept; 0 for empty rows."""
     if values.size == 0:
-        return mx.zeros(_kept_axis(values.shape, axis), dtype=values.dtype)
-    return _row_reduce(mx.sum, values, axis)
+        total = mx.zeros(_kept_axis(values.shape, axis), dtype=values.dtype)
+    else:
+        total = _row_reduce(mx.sum, values, axis)
+    return _across_ranks(mx.distributed.all_sum, total, axis)
 
 
 def row_max(values, axis):
-    """The maximum along the loss axis, kept; as with ``mx.max``, empty rows are an error."""
-    return _row_reduce(mx.max, values, axis)
+    """The maximum along the loss axis, kept; as with ``mx.max``, empty rows are an error (but a rank's
+    empty slice of split classes: -inf)."""
+    if values.size == 0 and is_split(axis):
+        return _across_ranks(mx.distributed.all_max, mx.full(_kept_axis(values.shape, axis), -math.inf,
+                                                             dtype=values.dtype), axis)
+    return _across_ranks(mx.distributed.all_max, _row_reduce(mx.max, values, axis), axis)
 
 
 def row_shift(values, axis):
@@ -254,7 +260,7 @@ def row_shift(values, axis):
     Row-wise losses are computed relative to it (see generator/shift.py); a
     row holding an infinity or a NaN is not shifted, so they reach the loss.
     """
-    if values.size == 0:
+    if values.size == 0 and not is_split(axis):
         return mx.zeros(_kept_axis(values.shape, axis), dtype=values.dtype)
     maximum = row_max(values, axis)
     return mx.where(mx.isfinite(maximum), maximum, 0)
@@ -262,9 +268,9 @@ def row_shift(values, axis):
 
 def row_mean(values, axis):
     """The mean along the loss axis, kept; NaN (0/0) for empty rows."""
-    if values.size == 0:
+    if values.size == 0 and not is_split(axis):
         return mx.full(_kept_axis(values.shape, axis), math.nan, dtype=values.dtype)
-    return row_sum(values, axis) / values.shape[axis]
+    return row_sum(values, axis) / row_length(values, axis)
 
 
 def sum_all(values):
@@ -397,11 +403,12 @@ def reduce(loss, reduction, count=None):
     return loss
 
 
-def check_group(group):
-    """None (this process's elements alone) or the ``mx.distributed.Group`` whose ranks' elements the loss reduces."""
+def check_group(group, name="group"):
+    """None or an ``mx.distributed.Group``: the ranks whose elements a loss reduces (``group``), or across
+    which the classes are split (``class_group``)."""
     if group is None or isinstance(group, mx.distributed.Group):
         return group
-    raise ValueError(f"group must be None or an mx.distributed.Group (as mx.distributed.init() returns), "
+    raise ValueError(f"{name} must be None or an mx.distributed.Group (as mx.distributed.init() returns), "
                      f"got {type(group).__name__}.")
 
 
@@ -539,6 +546,26 @@ def positions(row_length, axis, ndim):
     return mx.arange(row_length).reshape(shape)
 
 
+def class_positions(like, axis):
+    """The class of each position along ``axis`` of ``like`` (``offset + 0, 1, ...`` where the classes are
+    split across ranks)."""
+    local = positions(like.shape[axis], axis, like.ndim)
+    return local + axis.offset if is_split(axis) else local
+
+
+def at_index(values, index, axis):
+    """The value at the class ``index`` of each row, kept; where the classes are split across ranks, the
+    rank holding the class gives it (every other adds 0: NaN and inf reach every rank as they are)."""
+    if not is_split(axis):
+        return mx.take_along_axis(values, index, axis=axis)
+    local, inside = _local_index(values, index, axis)
+    if values.shape[axis] == 0:  # shaped as every other rank's (a class weight's row broadcast against the rows)
+        taken = mx.zeros(mx.broadcast_shapes(_kept_axis(values.shape, axis), index.shape), values.dtype)
+    else:
+        taken = mx.where(inside, mx.take_along_axis(values, local, axis=axis), 0)
+    return _across_ranks(mx.distributed.all_sum, taken, axis)
+
+
 def add_at_class(array, index, value, axis):
     """``array`` with ``value`` added at the class ``index`` of each row.
 
@@ -549,7 +576,7 @@ def add_at_class(array, index, value, axis):
     value_and_grad at 4096 x 1024 on the project's CPU, against 1 ms compiled
     and 5 ms as called for the selection).
     """
-    return mx.where(positions(array.shape[axis], axis, array.ndim) == index, array + value, array)
+    return mx.where(class_positions(array, axis) == index, array + value, array)
 
 
 def at_class(like, index, value, axis):
@@ -561,6 +588,9 @@ def at_class(like, index, value, axis):
     """
     if like.size == 0:
         return mx.zeros(like.shape, like.dtype)
+    if is_split(axis):  # another rank's class: nothing here
+        index, inside = _local_index(like, index, axis)
+        value = mx.where(inside, value, 0)
     return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
 
 
@@ -585,6 +615,79 @@ def holds_elements(like):
 CHUNK_ELEMENTS = 1 << 18
 
 
+# ---------------------------------------------------------------- the classes split across ranks
+class ClassAxis(int):
+    """The loss axis where the classes are split across the ranks of ``group`` (a class-sharded loss).
+
+    This rank holds ``local`` of the ``total`` classes, from ``offset`` on
+    (0-d arrays, from one ``all_gather`` of every rank's count: uneven slices
+    work). It is an int, so MLX's ops take it as the axis, and it carries the
+    split to the row reductions (``row_sum``: this rank's sum, then
+    ``all_sum``; ``row_max``: ``all_max``), the reads at a class (``at_index``)
+    and the class positions: the loss's own printed programs then compute the
+    loss of the whole rows, and its derived backward this rank's slice of the
+    gradient. The compiled programs are not used (mx.compile would see a plain
+    int), nor chunks of rows (every rank must reach the same collectives).
+    """
+
+    def __new__(cls, axis, group, local):
+        self = super().__new__(cls, axis)
+        counts = mx.distributed.all_gather(mx.array([local], dtype=mx.int32), group=group)
+        self.group = group
+        self.offset = mx.sum(mx.where(mx.arange(group.size()) < group.rank(), counts, 0))
+        self.total = mx.sum(counts)
+        self.last = counts  # the last collective: the next waits for it (see _across_ranks)
+        return self
+
+
+def is_split(axis):
+    """Whether the classes along ``axis`` are split across ranks (a ``ClassAxis``)."""
+    return isinstance(axis, ClassAxis)
+
+
+def row_length(like, axis):
+    """The number of classes of each row: all ranks' where they are split."""
+    return axis.total if is_split(axis) else like.shape[axis]
+
+
+def _local_index(like, index, axis):
+    """``(index on this rank's slice, whether this rank holds it)``; 0 where it does not."""
+    local = index - axis.offset
+    inside = (local >= 0) & (local < like.shape[axis])
+    return mx.where(inside, local, 0), inside
+
+
+def _across_ranks(collective, value, axis):
+    """``collective(value)`` over the ranks the classes are split across; ``value`` where they are not.
+
+    Every rank must run the collectives in the same order, and MLX runs
+    independent ones in an order that depends on each rank's graph (a rank
+    holding no classes has another): each waits for the one before (``after``).
+    The loss's derivatives are its own derived ones, which call this again;
+    MLX differentiating through it (a second derivative) raises: MLX's
+    collectives pass the cotangent through, which is not this use's derivative.
+    """
+    if not is_split(axis):
+        return value
+    value = after(value, axis.last)
+
+    @mx.custom_function
+    def across(value):
+        return collective(value, group=axis.group)
+
+    @across.vjp
+    def across_vjp(primals, cotangent, output):
+        raise NotImplementedError("second derivatives of a loss whose classes are split across ranks "
+                                  "(class_group=) are not supported: take them of the loss on whole rows")
+
+    @across.jvp
+    def across_jvp(primals, tangents):
+        across_vjp(None, None, None)
+
+    axis.last = across(value)
+    return axis.last
+
+
 def in_chunks(program, arrays, axis, chunked=True):
     """``program(*arrays)`` computed for chunks of the rows in turn, its outputs put together.
 
@@ -598,7 +701,7 @@ def in_chunks(program, arrays, axis, chunked=True):
     transformations differentiate the program as it is.
     """
     chunks = _Chunks(arrays, axis)
-    if not chunked or chunks.one:
+    if not chunked or chunks.one or is_split(axis):
         return program(*arrays)
     results = None
     for start, stop, chunk in chunks:

@@ -22,7 +22,7 @@ def _forward_indices(x1, x2, targets, margin, axis):
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
     targets = rt.upcast(targets, compute)
-    row_length = x1.shape[axis]
+    row_length = rt.row_length(x1, axis)
     targets = mx.expand_dims(targets, axis)
     sum0 = rt.row_sum(mx.square(x1), axis)
     sum1 = rt.row_sum(mx.square(x2), axis)
@@ -41,7 +41,7 @@ def _backward_indices(x1, x2, targets, margin, axis, cotangent, sum0, sum1, t0, 
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
     targets = rt.upcast(targets, compute)
-    row_length = x1.shape[axis]
+    row_length = rt.row_length(x1, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = mx.expand_dims(targets, axis)
     t3 = (targets == 1)
@@ -74,7 +74,7 @@ def _cosine_embedding_loss_elements(x1, x2, targets, weights, axis, margin, redu
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
@@ -88,7 +88,7 @@ def _cosine_embedding_loss_gradients_from(x1, x2, targets, weights, axis, margin
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
     grad_x1, grad_x2, = rt.in_chunks(
         lambda x1, x2, targets, cotangent, *residuals: backward(x1, x2, targets, rt.scalar(margin, compute), axis, cotangent, *residuals),
@@ -179,7 +179,7 @@ def _cosine_embedding_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean', *, group=None):
+def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean', *, group=None, class_group=None):
     r"""Computes the cosine embedding loss: 1 - cos(x1, x2) for similar pairs, max(0, cos(x1, x2) - margin) for dissimilar ones.
 
     Loss:
@@ -211,6 +211,7 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
         margin (float or array, optional): The similarity below which dissimilar pairs cost nothing. Must be in [-1.0, 1.0]. Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -226,6 +227,8 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, x1.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(x1.shape, axis))
         return rt.across_ranks(_cosine_embedding_loss_here(x1, x2, targets, None, axis, margin, "sum", variant), reduction, group, count)
@@ -234,7 +237,9 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
 
 def _cosine_embedding_loss_here(x1, x2, targets, weights, axis, margin, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([x1, x2, targets], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([x1, x2, targets], axis)
     if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _cosine_embedding_loss(*arrays, weights, axis, margin, reduction, variant)[0]
         return _kernels.cosine_embedding_loss(backend, [x1, x2, targets], weights, axis, (margin,), reduction, variant, mlx_path)

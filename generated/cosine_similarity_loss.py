@@ -21,7 +21,7 @@ def _forward_indices(x1, x2, eps, axis):
     compute = rt.compute_dtype(mx.result_type(x1, x2))
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
-    row_length = x1.shape[axis]
+    row_length = rt.row_length(x1, axis)
     sum0 = rt.row_sum(mx.square(x1), axis)
     t4 = mx.sqrt(sum0)
     t0 = mx.reciprocal(t4)
@@ -39,7 +39,7 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2):
     compute = rt.compute_dtype(mx.result_type(x1, x2))
     x1 = rt.upcast(x1, compute)
     x2 = rt.upcast(x2, compute)
-    row_length = x1.shape[axis]
+    row_length = rt.row_length(x1, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t6 = mx.rsqrt(sum0)
     t7 = mx.rsqrt(sum1)
@@ -69,7 +69,7 @@ def _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, vari
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
@@ -83,7 +83,7 @@ def _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
     grad_x1, grad_x2, = rt.in_chunks(
         lambda x1, x2, cotangent, *residuals: backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals),
@@ -173,7 +173,7 @@ def _cosine_similarity_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group=None):
+def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group=None, class_group=None):
     r"""Computes the cosine similarity between the two inputs.
 
     Loss:
@@ -204,6 +204,7 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group
         eps (float or array, optional): The minimum value of the denominator used for numerical stability. Must be in (0.0, inf). Default: ``1e-08``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -217,6 +218,8 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, x1.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(x1.shape, axis))
         return rt.across_ranks(_cosine_similarity_loss_here(x1, x2, None, axis, eps, "sum", variant), reduction, group, count)
@@ -225,7 +228,9 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group
 
 def _cosine_similarity_loss_here(x1, x2, weights, axis, eps, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([x1, x2], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([x1, x2], axis)
     if backend != "mlx" and not rt.any_array(eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _cosine_similarity_loss(*arrays, weights, axis, eps, reduction, variant)[0]
         return _kernels.cosine_similarity_loss(backend, [x1, x2], weights, axis, (eps,), reduction, variant, mlx_path)

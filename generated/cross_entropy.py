@@ -22,12 +22,12 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     targets_index = mx.expand_dims(targets, axis)
     counted_row = mx.logical_and(inside_row, kept_row)
     row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
     shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
-    gather0 = rt.upcast(mx.take_along_axis(given[0], targets_index, axis=axis), compute) - shift0
+    gather0 = rt.upcast(rt.at_index(given[0], targets_index, axis), compute) - shift0
     logsumexp0_exp = rt.exp(logits - shift0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
@@ -42,7 +42,7 @@ def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, l
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     counted_row = mx.contiguous(mx.logical_and(inside_row, kept_row))
@@ -62,7 +62,7 @@ def _backward_indices_recomputing(logits, targets, label_smoothing, label_smooth
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     logsumexp0_exp = rt.exp(logits - shift0)
@@ -84,7 +84,7 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     targets = rt.upcast(targets, compute)
     shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
     shifted0 = logits - shift0
@@ -103,7 +103,7 @@ def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_va
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
     d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
@@ -122,7 +122,7 @@ def _backward_probabilities_recomputing(logits, targets, label_smoothing, label_
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
     shifted0 = logits - shift0
@@ -152,10 +152,10 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
-    inside = rt.rows_inside(targets, logits.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
@@ -172,11 +172,11 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(logits) else recomputing
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
-    inside = rt.rows_inside(targets, logits.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)
     of_weights = []
     if weights is not None:
@@ -282,7 +282,7 @@ def _cross_entropy_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
 
 
-def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None):
+def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None):
     r"""Computes the cross entropy loss.
 
     Loss:
@@ -317,6 +317,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         lse_square_scale (float or array, optional): Weight of the z-loss ``logsumexp(logits)**2`` added to each row. Must be in [0.0, inf). Default: ``0.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -340,6 +341,8 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, logits.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = rt.kept_count(rt.kept_rows(targets, ignore_index), math.prod(rt.drop_axis(logits.shape, axis)))
         return rt.across_ranks(_cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, "sum", variant), reduction, group, count)
@@ -348,7 +351,9 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
 
 def _cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([logits, targets, weights], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([logits, targets, weights], axis)
     if backend != "mlx" and not rt.any_array(label_smoothing, lse_square_scale):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _cross_entropy(*arrays, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
         return _kernels.cross_entropy(backend, [logits, targets], weights, axis, (label_smoothing, ignore_index, lse_square_scale,), reduction, variant, mlx_path)

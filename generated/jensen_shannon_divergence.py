@@ -22,7 +22,7 @@ def _forward_indices(inputs, targets, beta, beta_value, axis, hold):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     t3 = 1 - beta_value
     t0 = rt.exp(inputs)
     t1 = rt.exp(targets)
@@ -42,7 +42,7 @@ def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t5 = 1 - beta_value
     t6 = inputs - targets + (-rt.math_of("log", beta_value) + rt.math_of("log", t5))
@@ -66,7 +66,7 @@ def _backward_indices_recomputing(inputs, targets, beta, beta_value, axis, cotan
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t3 = 1 - beta_value
     t0 = rt.exp(inputs)
@@ -102,7 +102,7 @@ def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, re
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
@@ -116,7 +116,7 @@ def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, be
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, grad_targets, = rt.in_chunks(
@@ -207,7 +207,7 @@ def _jensen_shannon_divergence_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mean', *, group=None):
+def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mean', *, group=None, class_group=None):
     r"""Computes beta * KL(P || M) + (1 - beta) * KL(Q || M) with M = beta * P + (1 - beta) * Q.
 
     Loss:
@@ -236,6 +236,7 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
         beta (float or array, optional): The weight of P in the mixture M = beta * P + (1 - beta) * Q. Must be in (0.0, 1.0). Default: ``0.5``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -249,6 +250,8 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_jensen_shannon_divergence_here(inputs, targets, None, axis, beta, "sum", variant), reduction, group, count)
@@ -257,7 +260,9 @@ def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mea
 
 def _jensen_shannon_divergence_here(inputs, targets, weights, axis, beta, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([inputs, targets], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx" and not rt.any_array(beta):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _jensen_shannon_divergence(*arrays, weights, axis, beta, reduction, variant)[0]
         return _kernels.jensen_shannon_divergence(backend, [inputs, targets], weights, axis, (beta,), reduction, variant, mlx_path)

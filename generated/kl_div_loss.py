@@ -22,7 +22,7 @@ def _forward_indices(inputs, targets, axis, hold):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     t0 = rt.exp(targets)
     sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(targets - inputs)), axis)
     loss = sum0
@@ -36,7 +36,7 @@ def _backward_indices(inputs, targets, axis, cotangent, t0):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     d_sum0 = cotangent
     t1 = mx.where((t0 == 0), 0, d_sum0*t0)
@@ -53,7 +53,7 @@ def _backward_indices_recomputing(inputs, targets, axis, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t0 = rt.exp(targets)
     d_sum0 = cotangent
@@ -79,7 +79,7 @@ def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, di
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
         lambda inputs, targets: forward(inputs, targets, axis, rt.holds_elements(inputs)),
@@ -92,7 +92,7 @@ def _kl_div_loss_gradients_from(inputs, targets, weights, axis, reduction, varia
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
@@ -172,7 +172,7 @@ def _kl_div_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None):
+def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None, class_group=None):
     r"""Computes the Kullback-Leibler divergence loss sum(exp(targets) * (targets - inputs)).
 
     Loss:
@@ -198,6 +198,7 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None):
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -210,6 +211,8 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None):
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_kl_div_loss_here(inputs, targets, None, axis, "sum", variant), reduction, group, count)
@@ -218,7 +221,9 @@ def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None):
 
 def _kl_div_loss_here(inputs, targets, weights, axis, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([inputs, targets], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _kl_div_loss(*arrays, weights, axis, reduction, variant)[0]
         return _kernels.kl_div_loss(backend, [inputs, targets], weights, axis, (), reduction, variant, mlx_path)

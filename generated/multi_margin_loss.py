@@ -23,13 +23,13 @@ def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row, hold)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
     weight = rt.upcast(weight, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(inputs, axis) == targets_index).astype(compute)
     shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
-    gather0 = rt.upcast(mx.take_along_axis(given[2], targets_index, axis=axis), compute)
+    gather0 = rt.upcast(rt.at_index(given[2], targets_index, axis), compute)
     shifted0 = inputs - shift0
-    gather1 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    gather1 = rt.at_index(shifted0, targets_index, axis)
     t1 = shifted0 + (margin - gather1)
     t0 = rt.power(t1, p)
     mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
@@ -44,10 +44,10 @@ def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cota
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
     weight = rt.upcast(weight, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(inputs, axis) == targets_index).astype(compute)
     t5 = (1 - targets_onehot)/row_length
     d_mean0 = mx.contiguous(cotangent*gather0)
     shifted0 = inputs - shift0
@@ -67,10 +67,10 @@ def _backward_indices_recomputing(inputs, targets, weight, p, margin, axis, insi
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
     weight = rt.upcast(weight, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, inputs.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(inputs, axis) == targets_index).astype(compute)
     shifted0 = inputs - shift0
     t1 = shifted0 + (margin - gather1)
     t0 = rt.power(t1, p)
@@ -100,8 +100,8 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    inside = rt.rows_inside(targets, inputs.shape[axis])
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, rt.row_length(inputs, axis))
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
@@ -116,9 +116,9 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
-    inside = rt.rows_inside(targets, inputs.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(inputs, axis))
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     grad_inputs, = rt.in_chunks(
@@ -209,7 +209,7 @@ def _multi_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, reduction='mean', *, group=None):
+def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None):
     r"""Computes the multi-class margin loss weight[y] * mean_i max(0, margin - x[y] + x[i])^p over the classes i != y.
 
     Loss:
@@ -242,6 +242,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
         margin (float or array, optional): The margin by which the target score should beat every other score. Must be in (-inf, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -256,6 +257,8 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_multi_margin_loss_here(inputs, targets, weight, None, axis, p, margin, "sum", variant), reduction, group, count)
@@ -264,7 +267,9 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
 
 def _multi_margin_loss_here(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([inputs, targets, weight], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([inputs, targets, weight], axis)
     if backend != "mlx" and not rt.any_array(margin):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _multi_margin_loss(*arrays, weights, axis, p, margin, reduction, variant)[0]
         return _kernels.multi_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], weights, axis, (p, margin,), reduction, variant, mlx_path)

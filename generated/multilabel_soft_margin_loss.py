@@ -22,7 +22,7 @@ def _forward_indices(inputs, targets, weight, axis, hold):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     weight = rt.upcast(weight, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
     mean0 = rt.row_mean(-(t0*targets + t1*(1 - targets))*weight, axis)
@@ -38,7 +38,7 @@ def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     weight = rt.upcast(weight, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     d_mean0 = mx.contiguous(-cotangent)
     t2 = d_mean0*weight/row_length
@@ -56,7 +56,7 @@ def _backward_indices_recomputing(inputs, targets, weight, axis, cotangent):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     weight = rt.upcast(weight, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
@@ -83,7 +83,7 @@ def _multilabel_soft_margin_loss_elements(inputs, targets, weight, weights, axis
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
         lambda inputs, targets: forward(inputs, targets, weight, axis, rt.holds_elements(inputs)),
@@ -96,7 +96,7 @@ def _multilabel_soft_margin_loss_gradients_from(inputs, targets, weight, weights
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, weight, axis, cotangent, *residuals),
@@ -177,7 +177,7 @@ def _multilabel_soft_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction='mean', *, group=None):
+def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction='mean', *, group=None, class_group=None):
     r"""Computes the multi-label soft margin loss: the class-averaged binary cross entropy on logits.
 
     Loss:
@@ -204,6 +204,7 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -217,6 +218,8 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_multilabel_soft_margin_loss_here(inputs, targets, weight, None, axis, "sum", variant), reduction, group, count)
@@ -225,7 +228,9 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
 
 def _multilabel_soft_margin_loss_here(inputs, targets, weight, weights, axis, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([inputs, targets, weight], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([inputs, targets, weight], axis)
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _multilabel_soft_margin_loss(*arrays, weights, axis, reduction, variant)[0]
         return _kernels.multilabel_soft_margin_loss(backend, [inputs, targets, mx.broadcast_to(weight, inputs.shape)], weights, axis, (), reduction, variant, mlx_path)

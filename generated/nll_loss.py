@@ -21,11 +21,11 @@ def _forward_indices(inputs, targets, axis, kept_row, inside_row):
     given = (inputs, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs))
     inputs = rt.upcast(inputs, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     targets_index = mx.expand_dims(targets, axis)
     counted_row = mx.logical_and(inside_row, kept_row)
     row_fill = mx.where(mx.logical_not(kept_row), 0, math.nan)
-    gather0 = rt.upcast(mx.take_along_axis(given[0], targets_index, axis=axis), compute)
+    gather0 = rt.upcast(rt.at_index(given[0], targets_index, axis), compute)
     loss = mx.where(counted_row, -gather0, row_fill)
     return (mx.squeeze(loss, axis),)
 
@@ -35,7 +35,7 @@ def _backward_indices(inputs, targets, axis, kept_row, inside_row, cotangent):
     given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs))
     inputs = rt.upcast(inputs, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
     counted_row = mx.logical_and(inside_row, kept_row)
@@ -61,10 +61,10 @@ def _nll_loss_elements(inputs, targets, weights, axis, ignore_index, reduction, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
-    inside = rt.rows_inside(targets, inputs.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(inputs, axis))
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     loss, *residuals = forward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis))
     return loss, residuals
@@ -75,10 +75,10 @@ def _nll_loss_gradients_from(inputs, targets, weights, axis, ignore_index, reduc
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
-    inside = rt.rows_inside(targets, inputs.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(inputs, axis))
     targets = rt.mask_rows(targets, inside)
     grad_inputs, = backward(inputs, targets, axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals)
     return [rt.gradient_for(grad_inputs, inputs)]
@@ -157,7 +157,7 @@ def _nll_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
 
 
-def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, group=None):
+def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, group=None, class_group=None):
     r"""Computes the negative log likelihood loss.
 
     Loss:
@@ -183,6 +183,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, g
         ignore_index (int, optional): A class index whose rows contribute nothing (their loss and gradient are 0); ``'mean'`` then divides by the rows kept. Default: ``None`` (off).
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -196,6 +197,8 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, g
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = rt.kept_count(rt.kept_rows(targets, ignore_index), math.prod(rt.drop_axis(inputs.shape, axis)))
         return rt.across_ranks(_nll_loss_here(inputs, targets, None, axis, ignore_index, "sum", variant), reduction, group, count)
@@ -204,7 +207,9 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, g
 
 def _nll_loss_here(inputs, targets, weights, axis, ignore_index, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([inputs, targets], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx":
         mlx_path = lambda arrays, weights: _nll_loss(*arrays, weights, axis, ignore_index, reduction, variant)[0]
         return _kernels.nll_loss(backend, [inputs, targets], weights, axis, (ignore_index,), reduction, variant, mlx_path)

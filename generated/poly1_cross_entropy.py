@@ -22,15 +22,15 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, 
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     targets_index = mx.expand_dims(targets, axis)
     shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
     shifted0 = logits - shift0
-    gather0 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    gather0 = rt.at_index(shifted0, targets_index, axis)
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
-    gather1 = 1 - mx.where((mx.take_along_axis(shifted0, targets_index, axis=axis) == -math.inf), 0, rt.exp(mx.take_along_axis(shifted0, targets_index, axis=axis) - logsumexp0))
+    gather1 = 1 - mx.where((rt.at_index(shifted0, targets_index, axis) == -math.inf), 0, rt.exp(rt.at_index(shifted0, targets_index, axis) - logsumexp0))
     loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
     held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
     return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
@@ -41,12 +41,12 @@ def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row,
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
     t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
-    b0_gather1 = mx.take_along_axis(t0, targets_index, axis=axis)
+    b0_gather1 = rt.at_index(t0, targets_index, axis)
     d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
@@ -60,13 +60,13 @@ def _backward_indices_recomputing(logits, targets, epsilon, epsilon_value, axis,
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
     logsumexp0_exp = rt.exp(logits - shift0)
     t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
-    b0_gather1 = mx.take_along_axis(t0, targets_index, axis=axis)
+    b0_gather1 = rt.at_index(t0, targets_index, axis)
     d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
     d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
     d_gather0 = mx.contiguous(-cotangent)
@@ -81,7 +81,7 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     targets = rt.upcast(targets, compute)
     shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
     shifted0 = logits - shift0
@@ -100,7 +100,7 @@ def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, insid
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
     t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
@@ -121,7 +121,7 @@ def _backward_probabilities_recomputing(logits, targets, epsilon, epsilon_value,
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets = rt.upcast(targets, compute)
     shifted0 = logits - shift0
@@ -153,8 +153,8 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    inside = rt.rows_inside(targets, logits.shape[axis])
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
@@ -171,9 +171,9 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(logits) else recomputing
-    inside = rt.rows_inside(targets, logits.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)
     of_weights = []
     if weights is not None:
@@ -275,7 +275,7 @@ def _poly1_cross_entropy_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, reduction='mean', *, group=None):
+def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, reduction='mean', *, group=None, class_group=None):
     r"""Computes the Poly-1 loss: cross entropy + epsilon * (1 - p_t), p = softmax(logits).
 
     Loss:
@@ -308,6 +308,7 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         epsilon (float or array, optional): The weight of the first polynomial term, (1 - p_t). Must be in [-1.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -328,6 +329,8 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, logits.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(logits.shape, axis))
         return rt.across_ranks(_poly1_cross_entropy_here(logits, targets, weights, axis, epsilon, "sum", variant), reduction, group, count)
@@ -336,7 +339,9 @@ def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, red
 
 def _poly1_cross_entropy_here(logits, targets, weights, axis, epsilon, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([logits, targets, weights], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([logits, targets, weights], axis)
     if backend != "mlx" and not rt.any_array(epsilon):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _poly1_cross_entropy(*arrays, weights, axis, epsilon, reduction, variant)[0]
         return _kernels.poly1_cross_entropy(backend, [logits, targets], weights, axis, (epsilon,), reduction, variant, mlx_path)

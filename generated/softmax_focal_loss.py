@@ -23,13 +23,13 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_ro
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
     alpha = rt.upcast(alpha, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
     shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
-    gather0 = rt.upcast(mx.take_along_axis(given[2], targets_index, axis=axis), compute)
+    gather0 = rt.upcast(rt.at_index(given[2], targets_index, axis), compute)
     shifted0 = logits - shift0
-    gather1 = mx.take_along_axis(shifted0, targets_index, axis=axis)
+    gather1 = rt.at_index(shifted0, targets_index, axis)
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.log(logsumexp0_sum)
@@ -49,10 +49,10 @@ def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_r
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
     alpha = rt.upcast(alpha, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
     t1 = gather1 - logsumexp0
     t2 = rt.zero_if((gamma_value == 0), gamma*t1)
     t3 = mx.where((t0 == 0), 0, cotangent*t0)
@@ -71,10 +71,10 @@ def _backward_indices_recomputing(logits, targets, alpha, gamma, gamma_value, ax
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
     alpha = rt.upcast(alpha, compute)
-    row_length = logits.shape[axis]
+    row_length = rt.row_length(logits, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.positions(row_length, axis, logits.ndim) == targets_index).astype(compute)
+    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
     shifted0 = logits - shift0
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp1_exp = (1 - targets_onehot)*rt.exp(shifted0 - logsumexp1_max)
@@ -104,8 +104,8 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    inside = rt.rows_inside(targets, logits.shape[axis])
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
+    inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)  # a class outside the row is read nowhere: the program makes its row NaN
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
@@ -120,9 +120,9 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(logits) else recomputing
-    inside = rt.rows_inside(targets, logits.shape[axis])
+    inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     grad_logits, = rt.in_chunks(
@@ -212,7 +212,7 @@ def _softmax_focal_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reduction='mean', *, group=None):
+def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reduction='mean', *, group=None, class_group=None):
     r"""Computes the focal loss -alpha[t] * (1 - p_t)^gamma * log(p_t), p = softmax(logits), t the target class.
 
     Loss:
@@ -246,6 +246,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
         gamma (float or array, optional): The focusing exponent on (1 - p_t). Must be in [0.0, inf). Default: ``2.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -259,6 +260,8 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
     targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, logits.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(logits.shape, axis))
         return rt.across_ranks(_softmax_focal_loss_here(logits, targets, alpha, None, axis, gamma, "sum", variant), reduction, group, count)
@@ -267,7 +270,9 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
 
 def _softmax_focal_loss_here(logits, targets, alpha, weights, axis, gamma, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([logits, targets, alpha], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([logits, targets, alpha], axis)
     if backend != "mlx" and not rt.any_array(gamma):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _softmax_focal_loss(*arrays, weights, axis, gamma, reduction, variant)[0]
         return _kernels.softmax_focal_loss(backend, [logits, targets, mx.broadcast_to(alpha, logits.shape)], weights, axis, (gamma,), reduction, variant, mlx_path)

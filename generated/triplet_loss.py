@@ -22,7 +22,7 @@ def _forward_indices(anchors, positives, negatives, p, margin, eps, axis):
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
-    row_length = anchors.shape[axis]
+    row_length = rt.row_length(anchors, axis)
     t2 = 1/p
     sum0 = rt.row_sum(rt.power(mx.abs(anchors - negatives), p), axis)
     t0 = rt.power(sum0 + eps, t2)
@@ -40,7 +40,7 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
-    row_length = anchors.shape[axis]
+    row_length = rt.row_length(anchors, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t4 = 1/p
     t5 = (t1 - t0 + margin > 0)
@@ -74,7 +74,7 @@ def _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, marg
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
@@ -88,7 +88,7 @@ def _triplet_loss_gradients_from(anchors, positives, negatives, weights, axis, p
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
         lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
@@ -183,7 +183,7 @@ def _triplet_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e-06, reduction='none', *, group=None):
+def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e-06, reduction='none', *, group=None, class_group=None):
     r"""Computes the triplet loss max(||A - P||_p - ||A - N||_p + margin, 0).
 
     Loss:
@@ -216,6 +216,7 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
         eps (float or array, optional): Small positive constant added to the p-norm sum before taking the ``1 / p`` power. Must be in (0.0, inf). Default: ``1e-06``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'none'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -232,6 +233,8 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, anchors.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(anchors.shape, axis))
         return rt.across_ranks(_triplet_loss_here(anchors, positives, negatives, None, axis, p, margin, eps, "sum", variant), reduction, group, count)
@@ -240,7 +243,9 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
 
 def _triplet_loss_here(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([anchors, positives, negatives], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([anchors, positives, negatives], axis)
     if backend != "mlx" and not rt.any_array(margin, eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _triplet_loss(*arrays, weights, axis, p, margin, eps, reduction, variant)[0]
         return _kernels.triplet_loss(backend, [anchors, positives, negatives], weights, axis, (p, margin, eps,), reduction, variant, mlx_path)

@@ -22,7 +22,7 @@ def _forward_swap_indices(anchors, positives, negatives, margin, p, p_value, eps
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
-    row_length = anchors.shape[axis]
+    row_length = rt.row_length(anchors, axis)
     t3 = 1/p_value
     t4 = -negatives
     t5 = anchors + eps
@@ -45,7 +45,7 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, ep
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
-    row_length = anchors.shape[axis]
+    row_length = rt.row_length(anchors, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t8 = (t0 < t2)
     t9 = 1/p_value
@@ -80,7 +80,7 @@ def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, 
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
-    row_length = anchors.shape[axis]
+    row_length = rt.row_length(anchors, axis)
     t2 = 1/p_value
     t3 = anchors + eps
     sum0 = rt.row_sum(rt.power(mx.abs(negatives - t3), p), axis)
@@ -99,7 +99,7 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value,
     anchors = rt.upcast(anchors, compute)
     positives = rt.upcast(positives, compute)
     negatives = rt.upcast(negatives, compute)
-    row_length = anchors.shape[axis]
+    row_length = rt.row_length(anchors, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t5 = 1/p_value
     t6 = (t1 - t0 + margin > 0)
@@ -135,7 +135,7 @@ def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
@@ -149,7 +149,7 @@ def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
     grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
         lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
@@ -245,7 +245,7 @@ def _triplet_margin_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction='mean', *, group=None):
+def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction='mean', *, group=None, class_group=None):
     r"""Computes the triplet margin loss max(d(a, p) - d(a, n) + margin, 0) with d(a, b) = ||a - b + eps||_p.
 
     Loss (swap=True):
@@ -299,6 +299,7 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
         swap (bool, optional): Whether the negative's distance is the smaller of anchor-negative and positive-negative. Default: ``False``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -316,6 +317,8 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
     form = "indices"
     variant = ("_swap" if swap else "_no_swap") + "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, anchors.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(anchors.shape, axis))
         return rt.across_ranks(_triplet_margin_loss_here(anchors, positives, negatives, None, axis, margin, p, eps, swap, "sum", variant), reduction, group, count)
@@ -324,7 +327,9 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
 
 def _triplet_margin_loss_here(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([anchors, positives, negatives], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([anchors, positives, negatives], axis)
     if backend != "mlx" and not rt.any_array(margin, p, eps):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _triplet_margin_loss(*arrays, weights, axis, margin, p, eps, swap, reduction, variant)[0]
         return _kernels.triplet_margin_loss(backend, [anchors, positives, negatives], weights, axis, (margin, p, eps,), reduction, variant, mlx_path)

@@ -21,7 +21,7 @@ def _forward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smoo
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     sum0 = rt.row_sum(inputs*targets, axis)
     t0 = sum0 + smooth
     sum1 = rt.row_sum((1 - targets)*inputs, axis)
@@ -36,7 +36,7 @@ def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smo
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    row_length = inputs.shape[axis]
+    row_length = rt.row_length(inputs, axis)
     cotangent = rt.row_cotangent(cotangent, axis)
     t1 = sum0 + smooth
     t2 = t1 + rt.zero_if((alpha_value == 0), alpha*sum1) + rt.zero_if((beta_value == 0), beta*sum2)
@@ -66,7 +66,7 @@ def _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, 
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    forward, *_ = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
@@ -80,7 +80,7 @@ def _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, sm
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals),
@@ -172,7 +172,7 @@ def _tversky_loss_jvp(primals, tangents):
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
 
 
-def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, reduction='mean', *, group=None):
+def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, reduction='mean', *, group=None, class_group=None):
     r"""Computes 1 - (TP + smooth) / (TP + alpha * FP + beta * FN + smooth) along the axis.
 
     Loss:
@@ -205,6 +205,7 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
         smooth (float or array, optional): Added to numerator and denominator. Must be in [0.0, inf). Default: ``1.0``. A one-element array is differentiable and, as in MLX, not range-checked.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.
+        class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: each holds its slice of every row (in rank order, of any size), the loss is that of the whole rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``.
 
     Returns:
         array: The computed loss.
@@ -220,6 +221,8 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
     form = "indices"
     variant = "_" + form
     group = rt.check_group(group)
+    if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
+        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_tversky_loss_here(inputs, targets, None, axis, alpha, beta, smooth, "sum", variant), reduction, group, count)
@@ -228,7 +231,9 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
 
 def _tversky_loss_here(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
     """The loss of this process's elements: by the loss's kernels on a GPU, else by its MLX programs."""
-    backend = _gpu.backend_for([inputs, targets], axis)
+    # the kernels hold whole rows: classes split across ranks take the MLX programs (their reductions then
+    # reduce across the ranks too: rt.ClassAxis)
+    backend = "mlx" if rt.is_split(axis) else _gpu.backend_for([inputs, targets], axis)
     if backend != "mlx" and not rt.any_array(alpha, beta, smooth):  # the kernels take parameters as numbers
         mlx_path = lambda arrays, weights: _tversky_loss(*arrays, weights, axis, alpha, beta, smooth, reduction, variant)[0]
         return _kernels.tversky_loss(backend, [inputs, targets], weights, axis, (alpha, beta, smooth,), reduction, variant, mlx_path)

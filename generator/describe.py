@@ -31,7 +31,10 @@ def signature(loss):
     keyword_only = [d for d in loss.inputs + loss.params if d.keyword_only]
     args.append(("*", None))
     args += [(d.name, "None" if isinstance(d, ClassWeights) else repr(d.default)) for d in keyword_only]
-    return args + [("group", "None")]  # every loss's: the ranks whose elements a mean or sum is over
+    args.append(("group", "None"))  # every loss's: the ranks whose elements a mean or sum is over
+    if loss.kind == "rowwise":
+        args.append(("class_group", "None"))  # the ranks the class axis is split across
+    return args
 
 
 def argument_docs(loss):
@@ -72,6 +75,12 @@ def argument_docs(loss):
         "mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that "
         "global loss's in its own inputs. Default: ``None``, this process's elements alone."
     )
+    if loss.kind == "rowwise":
+        lines.append(
+            "class_group (mx.distributed.Group, optional): The ranks across which the class axis is split: "
+            "each holds its slice of every row (in rank order, of any size), the loss is that of the whole "
+            "rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``."
+        )
     return lines
 
 

@@ -1,12 +1,16 @@
-"""Losses across processes: ``group=`` with 2 and 4 real ranks of MLX's ring backend on 127.0.0.1.
+"""Losses across processes: 2 and 4 real ranks of MLX's ring backend on 127.0.0.1.
 
-Each rank (tests/rank_data_parallel.py) holds uneven rows of one batch, with
-rows an ignore_index drops unevenly spread; its loss with ``group=`` and its
-gradients must equal, to float32 rounding, the loss of the whole batch in one
-process and that loss's gradients in its rows, for every loss, mean and sum,
-and for the linear_ forms (their head's gradient combined by sum_gradients).
-The launcher (tests/ranks.py) itself is checked too: a failing rank stops the
-launch at once, and a launch that hangs is killed at its timeout.
+Data parallel (tests/rank_data_parallel.py): each rank holds uneven rows of
+one batch, with rows an ignore_index drops unevenly spread; its loss with
+``group=`` and its gradients must equal, to float32 rounding, the loss of the
+whole batch in one process and that loss's gradients in its rows, for every
+loss, mean and sum, and for the linear_ forms (their head's gradient combined
+by sum_gradients). Classes split (tests/rank_class_split.py): each rank holds an
+uneven slice of the class axis (one rank none); every row-wise loss, variant,
+target form and reduction with ``class_group=`` must equal the loss of the
+whole rows, and its gradient the slice of theirs. The launcher
+(tests/ranks.py) itself is checked too: a failing rank stops the launch at
+once, and a launch that hangs is killed at its timeout.
 """
 
 from __future__ import annotations
@@ -38,6 +42,35 @@ def test_every_rank_equals_one_process_on_the_whole_batch(world):
         assert not wrong, f"rank {report['rank']} of {world}: {wrong}"
 
 
+@pytest.mark.parametrize("world", [2, 4])
+def test_classes_split_across_ranks_give_the_loss_of_whole_rows(world):
+    outputs = run_ranks("tests.rank_class_split", world, timeout=120)
+    reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    rowwise = [name for name, loss in LOSSES.items() if loss.kind == "rowwise"]
+    for report in reports:
+        assert {case.split()[0] for case in report["errors"]} == set(rowwise)
+        assert len(report["errors"]) >= 3 * len(rowwise)  # every variant and form, three reductions
+        wrong = {case: e for case, e in report["errors"].items() if not e <= TOLERANCE}
+        assert not wrong, f"rank {report['rank']} of {world}: {wrong}"
+
+
+def test_classes_split_over_one_process_and_their_second_derivative():
+    group = mx.distributed.init()  # a group of this process alone: the split is the whole row
+    rng = np.random.default_rng(2)
+    logits = mx.array(rng.normal(size=(6, 5)).astype(np.float32))
+    targets = mx.array(rng.integers(0, 5, size=6).astype(np.int32))
+
+    def loss(x, class_group=None):
+        return generated.cross_entropy(x, targets, reduction="mean", label_smoothing=0.1, class_group=class_group)
+
+    value, grad = mx.value_and_grad(lambda x: loss(x, group))(logits)
+    want_value, want_grad = mx.value_and_grad(loss)(logits)
+    np.testing.assert_allclose(value, want_value, rtol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-7)
+    with pytest.raises(NotImplementedError, match="second derivatives of a loss whose classes are split"):
+        mx.eval(mx.grad(lambda x: mx.sum(mx.grad(lambda y: loss(y, group))(x) ** 2))(logits))
+
+
 def test_a_mean_of_per_rank_means_would_fail_the_check():
     # What the ranks' check would see if the loss took each rank's mean and the ranks averaged them
     # (mlx.nn.average_gradients' rule): with 3 and 7 rows, 3 of 3 and 1 of 7 ignored, it is off.
@@ -66,6 +99,8 @@ def test_one_process_is_a_group_of_one():
 def test_a_group_must_be_a_group():
     with pytest.raises(ValueError, match="group must be None or an mx.distributed.Group"):
         generated.mse_loss(mx.zeros(3), mx.zeros(3), group=2)
+    with pytest.raises(ValueError, match="class_group must be None or an mx.distributed.Group"):
+        generated.cross_entropy(mx.zeros((2, 3)), mx.zeros((2,), dtype=mx.int32), class_group="all")
 
 
 def test_the_launcher_stops_every_rank_when_one_fails():

@@ -22,8 +22,8 @@ def _parameters(function):
 
 
 @pytest.mark.parametrize("name, options", [
-    ("cross_entropy", [("ignore_index", None), ("lse_square_scale", 0.0), ("group", None)]),
-    ("nll_loss", [("ignore_index", None), ("group", None)]),
+    ("cross_entropy", [("ignore_index", None), ("lse_square_scale", 0.0), ("group", None), ("class_group", None)]),
+    ("nll_loss", [("ignore_index", None), ("group", None), ("class_group", None)]),
     ("binary_cross_entropy", [("label_smoothing", 0.0), ("group", None)]),
 ])
 def test_new_options_are_keyword_only_after_mlx_s_exact_signature(name, options):
@@ -76,7 +76,7 @@ def test_class_weights_lie_along_the_loss_axis(tmp_path):
     ours = package.weighted_pick(mx.array(x, dtype=mx.float64), mx.array(t), mx.array(w, dtype=mx.float64), axis=1)
     expected = w[t] * np.einsum("nck,c->nk", x, w)
     np.testing.assert_allclose(np.array(ours), expected, rtol=1e-12)
-    assert str(inspect.signature(package.weighted_pick)) == "(inputs, targets, weight=None, axis=-1, reduction='none', *, group=None)"
+    assert str(inspect.signature(package.weighted_pick)) == "(inputs, targets, weight=None, axis=-1, reduction='none', *, group=None, class_group=None)"
 
 
 EXPONENTIAL_MIX = """

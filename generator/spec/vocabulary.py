@@ -67,7 +67,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "hold", "held", "holding", "recomputing",
     # the linear_ forms' own arguments and locals (their head is ``weight`` and ``bias`` where the spec
     # has no argument of either name, else these: see HEAD_NAMES)
-    "group",  # the ranks a mean or sum is over (mx.distributed)
+    "group", "class_group",  # the ranks a mean or sum is over, and those the classes are split across
     "hidden", "head_weight", "head_bias", "chunk_size", "rows_loss", "count", "head", "softcap", "return_logsumexp",
     # the distillation forms' (a teacher's head beside the student's)
     "teacher_hidden", "teacher_weight", "teacher_bias", "teacher", "student",

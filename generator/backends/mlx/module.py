@@ -165,7 +165,7 @@ def _linear(loss):
     for name, default in signature:
         if name in heads:
             args += heads[name]
-        elif name != "axis":
+        elif name not in ("axis", "class_group"):  # (a head split across ranks is not supported yet)
             args.append((name, default))
     if ("*", None) not in args:
         args.append(("*", None))

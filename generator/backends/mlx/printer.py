@@ -360,9 +360,9 @@ def _print_reduction(printer, statement, element, as_given):
     if not at_class:
         return argument  # a row-level value is the same at every class
     # The value at the class from the elements at the class: one per row, not the whole row computed first.
-    taken = {s: f"mx.take_along_axis({printer.names.get(s, s.name)}, {target.name}_index, axis=axis)"
+    taken = {s: f"rt.at_index({printer.names.get(s, s.name)}, {target.name}_index, axis)"
              for s in at_class}
-    taken.update({s: f"rt.upcast(mx.take_along_axis({as_given[s]}, {target.name}_index, axis=axis), compute)"
+    taken.update({s: f"rt.upcast(rt.at_index({as_given[s]}, {target.name}_index, axis), compute)"
                   for s in at_class if s in as_given})  # not from a float32 copy made whole for it
     per_row = MLXPrinter({**printer.names, **taken}, printer.arrays, printer.full - set(taken), printer.finite,
                          printer.printed_params)

@@ -1,0 +1,80 @@
+"""One rank of tests/test_distributed.py: every row-wise loss with its classes split across the ranks.
+
+Run by tests/ranks.py. Every rank builds the same whole rows (the same seeds)
+and holds its own slice of the class axis: uneven slices, one rank's possibly
+empty. Each rank computes the loss with ``class_group=`` (every variant and
+target form, each reduction, an ignore_index dropping some rows where the loss
+has one) and its gradients in its slice; and, by itself, the loss of the whole
+rows and its gradients: the oracle. It prints one JSON line: per case, the
+value's and the gradients' largest error relative to the oracle's scale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import mlx.core as mx
+import numpy as np
+
+import generated
+from generator.spec import ClassTarget, ClassWeights
+from tests.arguments import LOSSES, make_call, variant_id, variants
+from tests.rank_data_parallel import IGNORE_INDEX, IGNORED, error
+
+ROWS, CLASSES = 10, 11
+SLICES = {1: [11], 2: [4, 7], 4: [3, 0, 5, 3]}  # classes of each rank
+ROWWISE = sorted(name for name, loss in LOSSES.items() if loss.kind == "rowwise")
+
+
+def cases(group, start, stop):
+    """(case, error) for every row-wise loss, variant, target form and reduction."""
+    for name in ROWWISE:
+        loss = LOSSES[name]
+        function = getattr(generated, name)
+        for flags, form in variants(loss):
+            call = make_call(loss, np.random.default_rng(len(name)), shape=(ROWS, CLASSES), flags=flags,
+                             form=form or "indices", weights=True)
+            kwargs = call.kwargs()
+            ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
+            if ignore is not None and form == "indices":
+                kwargs[ignore.ignore_index.name] = IGNORE_INDEX
+                call.arrays[ignore.name][IGNORED] = IGNORE_INDEX
+            arrays = call.mx_arrays()
+            # element-level arrays (and per-class weights) are cut along the classes; per-row ones are whole
+            cut = {i.name for i in loss.inputs
+                   if i.name in arrays and arrays[i.name].ndim == 2 and not getattr(i, "per_row", False)
+                   and not (isinstance(i, ClassTarget) and form == "indices")}
+            cut |= {i.name for i in loss.inputs if isinstance(i, ClassWeights) and i.name in arrays}
+            mine = {n: (v[..., start:stop] if n in cut else v) for n, v in arrays.items()}
+            chosen = call.differentiable
+            for reduction in ("none", "mean", "sum"):
+                def objective(values_of, group=None):
+                    def f(*values):
+                        given = {**values_of, **dict(zip(chosen, values))}
+                        out = function(**given, **kwargs, reduction=reduction, class_group=group)
+                        return mx.sum(out * mx.arange(1, out.size + 1).reshape(out.shape)) if out.ndim else out
+                    return f
+
+                argnums = list(range(len(chosen)))
+                want, want_grads = mx.value_and_grad(objective(arrays), argnums=argnums)(*[arrays[n] for n in chosen])
+                got, grads = mx.value_and_grad(objective(mine, group), argnums=argnums)(*[mine[n] for n in chosen])
+                if len(chosen) == 1:  # (MLX gives one array, not a list of one)
+                    grads, want_grads = [grads], [want_grads]
+                worst = error(got, want)
+                for n, g, w in zip(chosen, grads, want_grads):
+                    worst = max(worst, error(g, w[..., start:stop] if n in cut else w))
+                yield f"{name} {variant_id(flags, form)} {reduction}", worst
+
+
+def main():
+    group = mx.distributed.init(backend="ring", strict=True)
+    bounds = np.cumsum([0] + SLICES[group.size()])
+    start, stop = int(bounds[group.rank()]), int(bounds[group.rank() + 1])
+    errors = dict(cases(group, start, stop))
+    print(json.dumps({"rank": group.rank(), "size": group.size(), "errors": errors}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
