@@ -130,8 +130,15 @@ def logits_like(head):
     return mx.broadcast_to(mx.array(0, dtype=head.dtype), (*head.hidden.shape[:-1], head.classes))
 
 
-def check_chunk_size(chunk_size, classes, elements=CHUNK_ELEMENTS):
-    """Tokens in one chunk: ``chunk_size``, or as many as keep ``elements`` logits."""
+def check_chunk_size(chunk_size, classes, elements=CHUNK_ELEMENTS, class_group=None):
+    """Tokens in one chunk: ``chunk_size``, or as many as keep ``elements`` logits.
+
+    With the classes split across ranks, every rank must cut the same chunks
+    (their row reductions meet in collectives): the default is then read from
+    every rank's classes (one all_gather, evaluated here).
+    """
+    if chunk_size is None and class_group is not None:
+        classes = mx.distributed.all_gather(mx.array([classes]), group=class_group).max().item()
     if chunk_size is None:
         return max(1, elements // max(classes, 1))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -160,26 +167,29 @@ def _capped(logits, softcap):
     return logits if softcap is None else softcap * mx.tanh(logits / softcap)
 
 
-def composed(loss, heads, dtype, softcap=None, return_logsumexp=False):
+def composed(loss, heads, dtype, softcap=None, return_logsumexp=False, class_group=None):
     """``loss(*logits)`` on the heads' logits made whole (for parameters given as arrays, which MLX
     differentiates): the linear_ forms' meaning, unfused."""
     logits = [_capped(head.logits(head.hidden), softcap) for head in heads]
     value = loss(*logits).astype(dtype)
-    return (value, logsumexp(logits[0])) if return_logsumexp else value
+    return (value, logsumexp(logits[0], class_group=class_group)) if return_logsumexp else value
 
 
 class _Gradients:
     """One head's gradients, summed chunk by chunk: hidden's cut, the weight's and the bias's in float32."""
 
-    def __init__(self, head):
-        self.head = head
+    def __init__(self, head, class_group=None):
+        self.head, self.class_group = head, class_group
         self.hidden = []
         self.weight = mx.zeros((head.classes, head.hidden.shape[-1]), mx.float32)
         self.bias = mx.zeros((head.classes,), mx.float32)
 
     def add(self, grad_logits, hidden):
         """The gradients from one chunk: its logits' and its hidden states'."""
-        self.hidden.append(self.head.times_weight(grad_logits))
+        grad_hidden = self.head.times_weight(grad_logits)
+        if self.class_group is not None:  # each rank's classes add their part of it
+            grad_hidden = mx.distributed.all_sum(grad_hidden, group=self.class_group)
+        self.hidden.append(grad_hidden)
         self.weight = mx.addmm(self.weight, grad_logits.T, hidden.astype(mx.float32))
         if self.head.bias is not None:
             self.bias = self.bias + mx.sum(grad_logits, axis=0)
@@ -202,7 +212,7 @@ class _Gradients:
 
 
 def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, dtype, softcap=None,
-                return_logsumexp=False, group=None):
+                return_logsumexp=False, group=None, class_group=None):
     """``reduce(rows_loss(*logits, *rows) * weights)``, each head's logits made chunk by chunk of tokens.
 
     ``rows_loss(*logits, *rows)`` is the loss of each token (a generated loss,
@@ -211,7 +221,9 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     are ``softcap * tanh(logits / softcap)``. ``return_logsumexp``: also each
     token's logsumexp of the first head's (capped) logits, differentiable.
     MLX's jvp and vmap take the unfused composition's (exact, and as large). ``group``: a mean or sum
-    over every rank's tokens (``rt.across_ranks``: this rank's sum, then the ranks').
+    over every rank's tokens (``rt.across_ranks``: this rank's sum, then the ranks'). ``class_group``: the
+    head's classes are split across its ranks (``rows_loss`` reduces its rows across them): hidden's
+    gradient is then summed over them, each rank's weight and bias keep their own rows'.
     """
     tokens = heads[0].hidden.shape[:-1]
     spread = group is not None and reduction != "none"
@@ -231,7 +243,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     def token_values(*arrays):  # each head's float32 logits, then the rows: each token's loss (and logsumexp)
         logits = [_capped(z, softcap) for z in arrays[:len(heads)]]
         values = [rows_loss(*logits, *arrays[len(heads):])]
-        return values + [logsumexp(logits[0])] if return_logsumexp else values
+        return values + [logsumexp(logits[0], class_group=class_group, after=values)] if return_logsumexp else values
 
     def outputs(values, wt):
         loss = values[0] if wt is None else values[0] * wt
@@ -273,7 +285,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         per_token = [cotangent if wt is None else cotangent * wt]
         if return_logsumexp:
             per_token.append(cotangents[1].reshape(-1).astype(mx.float32))
-        sums = [_Gradients(head) for head in found]
+        sums = [_Gradients(head, class_group) for head in found]
         grad_rows, losses = [[] for _ in rest], []
 
         def before():  # the last chunk's gradients, all of them
@@ -306,12 +318,25 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     return returned(fused(*arrays))
 
 
-def logsumexp(logits, keepdims=False):
-    """Each row's logsumexp (MLX's, which takes no empty array: none of no rows; -inf of rows of no classes)."""
+def logsumexp(logits, keepdims=False, class_group=None, after=()):
+    """Each row's logsumexp (MLX's, which takes no empty array: none of no rows; -inf of rows of no classes).
+
+    ``class_group``: the row's classes are split across its ranks: each rank's
+    logsumexp, combined (MLX's all_sum passes the cotangent through: right here,
+    every rank reads the same combined value), once the arrays ``after`` are
+    (every rank must run the collectives in the same order).
+    """
     if logits.size == 0:
         shape = (*logits.shape[:-1], 1) if keepdims else logits.shape[:-1]
-        return mx.full(shape, -math.inf, logits.dtype)
-    return mx.logsumexp(logits, axis=-1, keepdims=keepdims)
+        local = mx.full(shape, -math.inf, logits.dtype)
+    else:
+        local = mx.logsumexp(logits, axis=-1, keepdims=keepdims)
+    if class_group is None:
+        return local
+    local = rt.after(local, *after)
+    top = mx.distributed.all_max(mx.stop_gradient(local), group=class_group)
+    top = mx.where(mx.isfinite(top), top, 0)
+    return top + mx.log(mx.distributed.all_sum(mx.exp(local - top), group=class_group))
 
 
 def log_softmax(logits):

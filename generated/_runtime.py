@@ -619,9 +619,9 @@ CHUNK_ELEMENTS = 1 << 18
 class ClassAxis(int):
     """The loss axis where the classes are split across the ranks of ``group`` (a class-sharded loss).
 
-    This rank holds ``local`` of the ``total`` classes, from ``offset`` on
-    (0-d arrays, from one ``all_gather`` of every rank's count: uneven slices
-    work). It is an int, so MLX's ops take it as the axis, and it carries the
+    This rank holds ``like.shape[axis]`` of the ``total`` classes, from
+    ``offset`` on (0-d arrays, from one ``all_gather`` of every rank's count:
+    uneven slices work). It is an int, so MLX's ops take it as the axis, and it carries the
     split to the row reductions (``row_sum``: this rank's sum, then
     ``all_sum``; ``row_max``: ``all_max``), the reads at a class (``at_index``)
     and the class positions: the loss's own printed programs then compute the
@@ -630,9 +630,11 @@ class ClassAxis(int):
     int), nor chunks of rows (every rank must reach the same collectives).
     """
 
-    def __new__(cls, axis, group, local):
+    def __new__(cls, axis, group, like):
         self = super().__new__(cls, axis)
-        counts = mx.distributed.all_gather(mx.array([local], dtype=mx.int32), group=group)
+        # computed once ``like`` is: a loss made chunk by chunk (a linear_ form) gathers in the chunks' order
+        local = after(mx.array([like.shape[axis]], dtype=mx.int32), like)
+        counts = mx.distributed.all_gather(local, group=group)
         self.group = group
         self.offset = mx.sum(mx.where(mx.arange(group.size()) < group.rank(), counts, 0))
         self.total = mx.sum(counts)

@@ -213,7 +213,7 @@ def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean', *, 
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, inputs)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_binary_dice_loss_here(inputs, targets, None, axis, smooth, "sum", variant), reduction, group, count)

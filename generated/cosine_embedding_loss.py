@@ -228,7 +228,7 @@ def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean'
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, x1.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, x1)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(x1.shape, axis))
         return rt.across_ranks(_cosine_embedding_loss_here(x1, x2, targets, None, axis, margin, "sum", variant), reduction, group, count)

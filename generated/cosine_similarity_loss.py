@@ -219,7 +219,7 @@ def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, x1.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, x1)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(x1.shape, axis))
         return rt.across_ranks(_cosine_similarity_loss_here(x1, x2, None, axis, eps, "sum", variant), reduction, group, count)

@@ -342,7 +342,7 @@ def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, r
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, logits.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, logits)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = rt.kept_count(rt.kept_rows(targets, ignore_index), math.prod(rt.drop_axis(logits.shape, axis)))
         return rt.across_ranks(_cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, "sum", variant), reduction, group, count)
@@ -360,7 +360,7 @@ def _cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
 
 
-def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
+def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``cross_entropy`` on those logits (its ``axis`` is
@@ -378,6 +378,10 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
             or their quantized forms (frozen: their integers get zero gradients, their scales and
             biases exact ones, computed only when asked for).
         bias (array, optional): One per class. Default: ``None``.
+        class_group (mx.distributed.Group, optional): The head is split across the group's ranks by
+            classes: each holds its rows of ``weight`` (and ``bias``), in rank order; the loss is
+            that of the whole vocabulary, hidden's gradient the whole one (summed over the ranks),
+            ``weight``'s this rank's rows of it. Default: ``None``.
         softcap (float, optional): Soft-cap the logits: ``softcap * tanh(logits / softcap)``
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
@@ -409,17 +413,18 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
         targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), True)
     if weights is not None:
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
-    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    class_group = rt.check_group(class_group, "class_group")
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, class_group=class_group)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
     if rt.any_array(label_smoothing, lse_square_scale):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda logits: cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights, group=group),
-                                [head], dtype, softcap, return_logsumexp)
+        return _linear.composed(lambda logits: cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights, group=group, class_group=class_group),
+                                [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(logits, targets):  # the loss of each token
-        return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction="none")
+        return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction="none", class_group=class_group)
 
     count = rt.kept_count(rt.kept_rows(targets, ignore_index))
     return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, count, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group))
+                               softcap, return_logsumexp, rt.check_group(group), class_group)

@@ -258,7 +258,7 @@ def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, re
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, inputs)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_multi_margin_loss_here(inputs, targets, weight, None, axis, p, margin, "sum", variant), reduction, group, count)
@@ -276,7 +276,7 @@ def _multi_margin_loss_here(inputs, targets, weight, weights, axis, p, margin, r
     return _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant)[0]
 
 
-def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, head_bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
+def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None, head_bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``multi_margin_loss`` of the inputs ``hidden @ head_weight.T + head_bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``multi_margin_loss`` on those inputs (its ``axis`` is
@@ -294,6 +294,10 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
             or their quantized forms (frozen: their integers get zero gradients, their scales and
             biases exact ones, computed only when asked for).
         head_bias (array, optional): One per class. Default: ``None``.
+        class_group (mx.distributed.Group, optional): The head is split across the group's ranks by
+            classes: each holds its rows of ``head_weight`` (and ``head_bias``), in rank order; the loss is
+            that of the whole vocabulary, hidden's gradient the whole one (summed over the ranks),
+            ``head_weight``'s this rank's rows of it. Default: ``None``.
         softcap (float, optional): Soft-cap the inputs: ``softcap * tanh(inputs / softcap)``
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
@@ -316,16 +320,17 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
     weight = rt.class_weights("weight", weight, inputs, axis)
     form = "indices"
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
-    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    class_group = rt.check_group(class_group, "class_group")
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, class_group=class_group)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(inputs, weight, targets, margin)
     if rt.any_array(margin):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda inputs: multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction, group=group),
-                                [head], dtype, softcap, return_logsumexp)
+        return _linear.composed(lambda inputs: multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction, group=group, class_group=class_group),
+                                [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(inputs, targets):  # the loss of each token
-        return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none")
+        return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none", class_group=class_group)
 
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group))
+                               softcap, return_logsumexp, rt.check_group(group), class_group)

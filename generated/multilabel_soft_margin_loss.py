@@ -219,7 +219,7 @@ def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, inputs)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_multilabel_soft_margin_loss_here(inputs, targets, weight, None, axis, "sum", variant), reduction, group, count)

@@ -198,7 +198,7 @@ def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, g
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, inputs)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = rt.kept_count(rt.kept_rows(targets, ignore_index), math.prod(rt.drop_axis(inputs.shape, axis)))
         return rt.across_ranks(_nll_loss_here(inputs, targets, None, axis, ignore_index, "sum", variant), reduction, group, count)

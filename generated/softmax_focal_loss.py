@@ -261,7 +261,7 @@ def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reductio
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, logits.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, logits)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(logits.shape, axis))
         return rt.across_ranks(_softmax_focal_loss_here(logits, targets, alpha, None, axis, gamma, "sum", variant), reduction, group, count)
@@ -279,7 +279,7 @@ def _softmax_focal_loss_here(logits, targets, alpha, weights, axis, gamma, reduc
     return _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant)[0]
 
 
-def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
+def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
     r"""``softmax_focal_loss`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``softmax_focal_loss`` on those logits (its ``axis`` is
@@ -297,6 +297,10 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
             or their quantized forms (frozen: their integers get zero gradients, their scales and
             biases exact ones, computed only when asked for).
         bias (array, optional): One per class. Default: ``None``.
+        class_group (mx.distributed.Group, optional): The head is split across the group's ranks by
+            classes: each holds its rows of ``weight`` (and ``bias``), in rank order; the loss is
+            that of the whole vocabulary, hidden's gradient the whole one (summed over the ranks),
+            ``weight``'s this rank's rows of it. Default: ``None``.
         softcap (float, optional): Soft-cap the logits: ``softcap * tanh(logits / softcap)``
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
@@ -318,16 +322,17 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
     alpha = rt.class_weights("alpha", alpha, logits, axis)
     form = "indices"
     targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
-    chunk_size = _linear.check_chunk_size(chunk_size, head.classes)
+    class_group = rt.check_group(class_group, "class_group")
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, class_group=class_group)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, alpha, targets, gamma)
     if rt.any_array(gamma):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda logits: softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction, group=group),
-                                [head], dtype, softcap, return_logsumexp)
+        return _linear.composed(lambda logits: softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction, group=group, class_group=class_group),
+                                [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(logits, targets):  # the loss of each token
-        return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none")
+        return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none", class_group=class_group)
 
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group))
+                               softcap, return_logsumexp, rt.check_group(group), class_group)

@@ -234,7 +234,7 @@ def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, anchors.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, anchors)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(anchors.shape, axis))
         return rt.across_ranks(_triplet_loss_here(anchors, positives, negatives, None, axis, p, margin, eps, "sum", variant), reduction, group, count)

@@ -318,7 +318,7 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.
     variant = ("_swap" if swap else "_no_swap") + "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, anchors.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, anchors)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(anchors.shape, axis))
         return rt.across_ranks(_triplet_margin_loss_here(anchors, positives, negatives, None, axis, margin, p, eps, swap, "sum", variant), reduction, group, count)

@@ -222,7 +222,7 @@ def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, redu
     variant = "_" + form
     group = rt.check_group(group)
     if rt.check_group(class_group, "class_group") is not None:  # this rank holds a slice of the classes
-        axis = rt.ClassAxis(axis, class_group, inputs.shape[axis])
+        axis = rt.ClassAxis(axis, class_group, inputs)
     if group is not None and reduction != "none":  # every rank's elements: summed here, then over the ranks
         count = math.prod(rt.drop_axis(inputs.shape, axis))
         return rt.across_ranks(_tversky_loss_here(inputs, targets, None, axis, alpha, beta, smooth, "sum", variant), reduction, group, count)

@@ -7,6 +7,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import mlx.core as mx
+import numpy as np
+
 from generator.render import render_package, write_package
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
@@ -25,3 +28,21 @@ def build_package(tmp_path: Path, specs: dict):
         return importlib.import_module(package)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def close_to_scale(got, want, what, tolerance=1e-5):
+    """``got`` equals ``want`` (NaN where it is NaN) to ``tolerance`` relative to each element or to
+    ``want``'s largest magnitude (at least 1): float32 rounding of values summed over many terms."""
+    got, want = np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32))
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    assert np.allclose(got, want, rtol=tolerance, atol=tolerance * scale, equal_nan=True), \
+        f"{what}: largest difference {np.max(np.abs(got - want))}"
+
+
+def hessian_vector_products(function, arrays, directions):
+    """The gradient of ``sum(grad(function) . directions)`` in each of ``arrays``: second order by MLX."""
+    argnums = list(range(len(arrays)))
+    grad = mx.grad(function, argnums=argnums)
+    along = lambda *a: sum(mx.sum(g * v) for g, v in zip(grad(*a), directions))
+    return mx.grad(along, argnums=argnums)(*arrays)

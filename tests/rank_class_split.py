@@ -5,7 +5,8 @@ and holds its own slice of the class axis: uneven slices, one rank's possibly
 empty. Each rank computes the loss with ``class_group=`` (every variant and
 target form, each reduction, an ignore_index dropping some rows where the loss
 has one) and its gradients in its slice; and, by itself, the loss of the whole
-rows and its gradients: the oracle. It prints one JSON line: per case, the
+rows and its gradients: the oracle. The same for linear_cross_entropy with its
+head's rows split. It prints one JSON line: per case, the
 value's and the gradients' largest error relative to the oracle's scale.
 """
 
@@ -67,11 +68,39 @@ def cases(group, start, stop):
                 yield f"{name} {variant_id(flags, form)} {reduction}", worst
 
 
+def linear_cases(group, start, stop):
+    """linear_cross_entropy with its head's classes split (class_group=), every option at once: the loss
+    and a z-loss on the returned logsumexp, hidden's whole gradient, the head's rows of its own."""
+    rng = np.random.default_rng(9)
+    features = 6
+    hidden = mx.array(rng.normal(size=(ROWS, features)).astype(np.float32))
+    head = mx.array(rng.normal(size=(CLASSES, features)).astype(np.float32))
+    bias = mx.array(rng.normal(size=(CLASSES,)).astype(np.float32))
+    targets = mx.array(rng.integers(0, CLASSES, size=ROWS).astype(np.int32))
+    targets[mx.array(IGNORED)] = IGNORE_INDEX
+    options = {"label_smoothing": 0.1, "lse_square_scale": 1e-2, "ignore_index": IGNORE_INDEX, "softcap": 3.0,
+               "reduction": "mean", "return_logsumexp": True}
+    for chunk_size in (3, None):
+        def objective(class_group):
+            def f(h, w, b):
+                loss, lse = generated.linear_cross_entropy(h, w, targets, bias=b, chunk_size=chunk_size,
+                                                           class_group=class_group, **options)
+                return loss + 1e-2 * mx.mean(lse**2)
+            return f
+
+        want, want_grads = mx.value_and_grad(objective(None), argnums=[0, 1, 2])(hidden, head, bias)
+        got, grads = mx.value_and_grad(objective(group), argnums=[0, 1, 2])(hidden, head[start:stop], bias[start:stop])
+        worst = max(error(got, want), error(grads[0], want_grads[0]), error(grads[1], want_grads[1][start:stop]),
+                    error(grads[2], want_grads[2][start:stop]))
+        yield f"linear_cross_entropy chunk_size={chunk_size}", worst
+
+
 def main():
     group = mx.distributed.init(backend="ring", strict=True)
     bounds = np.cumsum([0] + SLICES[group.size()])
     start, stop = int(bounds[group.rank()]), int(bounds[group.rank() + 1])
     errors = dict(cases(group, start, stop))
+    errors.update(linear_cases(group, start, stop))
     print(json.dumps({"rank": group.rank(), "size": group.size(), "errors": errors}))
     return 0
 

@@ -48,7 +48,7 @@ def test_classes_split_across_ranks_give_the_loss_of_whole_rows(world):
     reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     rowwise = [name for name, loss in LOSSES.items() if loss.kind == "rowwise"]
     for report in reports:
-        assert {case.split()[0] for case in report["errors"]} == set(rowwise)
+        assert {case.split()[0] for case in report["errors"]} == set(rowwise) | {"linear_cross_entropy"}
         assert len(report["errors"]) >= 3 * len(rowwise)  # every variant and form, three reductions
         wrong = {case: e for case, e in report["errors"].items() if not e <= TOLERANCE}
         assert not wrong, f"rank {report['rank']} of {world}: {wrong}"

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import generated
+from tests.helpers import close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
 TOKENS, FEATURES, TEACHER_FEATURES, CLASSES, CHUNK = 11, 8, 5, 29, 4  # chunks of 4, 4 and 3 tokens
@@ -65,14 +66,6 @@ def _functions(name, options, reduction, temperature=1.0, softcap=None):
     return fused, unfused
 
 
-def _close(got, want, what, tolerance=1e-5):
-    got, want = np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32))
-    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    assert np.allclose(got, want, rtol=tolerance, atol=tolerance * scale, equal_nan=True), \
-        f"{what}: largest difference {np.max(np.abs(got - want))}"
-
-
 def test_the_distillation_losses_have_a_linear_form():
     assert all(hasattr(generated, f"linear_{name}") for name in LOSSES)
 
@@ -107,9 +100,9 @@ def test_values_and_gradients_of_both_heads_equal_the_unfused_loss(name, reducti
     for compiled in (False, True):
         function = mx.value_and_grad(objective(fused), argnums=argnums)
         value, grads = (mx.compile(function) if compiled else function)(*arrays)
-        _close(value, want_value, f"value, compiled={compiled}")
+        close_to_scale(value, want_value, f"value, compiled={compiled}")
         for index, (g, want) in enumerate(zip(grads, want_grads)):
-            _close(g, want, f"gradient {index}, compiled={compiled}")
+            close_to_scale(g, want, f"gradient {index}, compiled={compiled}")
 
 
 @pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16])
@@ -121,10 +114,10 @@ def test_half_precision_equals_the_unfused_loss_to_its_rounding(name, dtype):
     want_value, want_grads = mx.value_and_grad(unfused, argnums=[0, 1, 3, 4])(*arrays)
     assert value.dtype == dtype
     unit = {mx.bfloat16: 2.0**-7, mx.float16: 2.0**-10}[dtype]
-    _close(value, want_value, "value", 2 * unit)
+    close_to_scale(value, want_value, "value", 2 * unit)
     for index, (g, want) in enumerate(zip(grads, want_grads)):
         assert g.dtype == dtype
-        _close(g, want, f"gradient {index}", 4 * unit)
+        close_to_scale(g, want, f"gradient {index}", 4 * unit)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -134,18 +127,14 @@ def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name):
     fused, unfused = _functions(name, LOSSES[name], "mean", temperature=2.0)
     directions = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in arrays]
 
-    def hvp(function):
-        grad = mx.grad(function, argnums=list(range(6)))
-        along = lambda *a: sum(mx.sum(g * v) for g, v in zip(grad(*a), directions))
-        return mx.grad(along, argnums=list(range(6)))(*arrays)
-
-    for index, (g, want) in enumerate(zip(hvp(fused), hvp(unfused))):
-        _close(g, want, f"Hessian-vector product, argument {index}", 1e-4)
-    _close(mx.jvp(fused, arrays, directions)[1][0], mx.jvp(unfused, arrays, directions)[1][0], "jvp")
+    for index, (g, want) in enumerate(zip(hessian_vector_products(fused, arrays, directions),
+                                           hessian_vector_products(unfused, arrays, directions))):
+        close_to_scale(g, want, f"Hessian-vector product, argument {index}", 1e-4)
+    close_to_scale(mx.jvp(fused, arrays, directions)[1][0], mx.jvp(unfused, arrays, directions)[1][0], "jvp")
     batch = mx.stack([arrays[0], 2 * arrays[0]])
     mapped = mx.vmap(lambda h: fused(h, *arrays[1:]))(batch)
     for index in range(2):
-        _close(mapped[index], unfused(batch[index], *arrays[1:]), f"vmapped entry {index}")
+        close_to_scale(mapped[index], unfused(batch[index], *arrays[1:]), f"vmapped entry {index}")
 
 
 def test_a_frozen_teacher_costs_nothing_and_neither_logits_is_whole():

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import generated
+from tests.helpers import close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
 TOKENS, FEATURES, CLASSES, CHUNK = 13, 8, 37, 4  # chunks of 4, 4, 4 and 1 tokens
@@ -88,14 +89,6 @@ def _functions(name, kwargs, reduction, softcap=None):
     return fused, unfused
 
 
-def _close(got, want, what, tolerance=1e-5):
-    got, want = np.asarray(got.astype(mx.float32)), np.asarray(want.astype(mx.float32))
-    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    assert np.allclose(got, want, rtol=tolerance, atol=tolerance * scale, equal_nan=True), \
-        f"{what}: largest difference {np.max(np.abs(got - want))}"
-
-
 CASES = [pytest.param(name, options, id=f"{name}-{','.join(options) or 'default'}")
          for name in sorted(OPTIONS) for options in OPTIONS[name]]
 
@@ -114,10 +107,10 @@ def test_values_and_gradients_equal_the_unfused_loss(name, options, reduction):
     for compiled in (False, True):
         function = mx.value_and_grad(objective(fused), argnums=argnums)
         value, grads = (mx.compile(function) if compiled else function)(*arrays)
-        _close(value, want_value, f"value, compiled={compiled}")
+        close_to_scale(value, want_value, f"value, compiled={compiled}")
         for index, (g, w) in enumerate(zip(grads, want_grads)):
-            _close(g, w, f"gradient {index}, compiled={compiled}")
-    _close(fused(*arrays), unfused(*arrays), "the loss itself")
+            close_to_scale(g, w, f"gradient {index}, compiled={compiled}")
+    close_to_scale(fused(*arrays), unfused(*arrays), "the loss itself")
 
 
 @pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16])
@@ -130,10 +123,10 @@ def test_half_precision_equals_the_unfused_loss_to_its_rounding(name, dtype):
     want_value, want_grads = mx.value_and_grad(unfused, argnums=[0, 1, 2])(hidden, weight, bias)
     assert value.dtype == want_value.dtype == dtype
     unit = {mx.bfloat16: 2.0**-7, mx.float16: 2.0**-10}[dtype]
-    _close(value, want_value, "value", 2 * unit)
+    close_to_scale(value, want_value, "value", 2 * unit)
     for index, (g, w) in enumerate(zip(grads, want_grads)):
         assert g.dtype == dtype
-        _close(g, w, f"gradient {index}", 4 * unit)  # the unfused rounds its logits' gradient to dtype first
+        close_to_scale(g, w, f"gradient {index}", 4 * unit)  # the unfused rounds its logits' gradient to dtype first
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
@@ -144,18 +137,14 @@ def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name):
     arrays = [hidden, weight, bias]
     directions = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in arrays]
 
-    def hvp(function):
-        grad = mx.grad(function, argnums=[0, 1, 2])
-        along = lambda *a: sum(mx.sum(g * v) for g, v in zip(grad(*a), directions))
-        return mx.grad(along, argnums=[0, 1, 2])(*arrays)
-
-    for index, (g, w) in enumerate(zip(hvp(fused), hvp(unfused))):
-        _close(g, w, f"Hessian-vector product, argument {index}", 1e-4)
-    _close(mx.jvp(fused, arrays, directions)[1][0], mx.jvp(unfused, arrays, directions)[1][0], "jvp")
+    for index, (g, w) in enumerate(zip(hessian_vector_products(fused, arrays, directions),
+                                           hessian_vector_products(unfused, arrays, directions))):
+        close_to_scale(g, w, f"Hessian-vector product, argument {index}", 1e-4)
+    close_to_scale(mx.jvp(fused, arrays, directions)[1][0], mx.jvp(unfused, arrays, directions)[1][0], "jvp")
     batch = mx.stack([hidden, 2 * hidden])
     mapped = mx.vmap(lambda h: fused(h, weight, bias))(batch)
     for index in range(2):
-        _close(mapped[index], unfused(batch[index], weight, bias), f"vmapped entry {index}")
+        close_to_scale(mapped[index], unfused(batch[index], weight, bias), f"vmapped entry {index}")
 
 
 @pytest.mark.parametrize("shape", [(0, FEATURES), (2, 3, FEATURES)], ids=["no tokens", "batch of sequences"])
@@ -166,7 +155,7 @@ def test_any_leading_shape_of_tokens(shape):
     targets = mx.array(rng.integers(0, CLASSES, size=shape[:-1]).astype(np.int32))
     for reduction in ("none", "sum"):
         got = generated.linear_cross_entropy(hidden, weight, targets, reduction=reduction, chunk_size=CHUNK)
-        _close(got, generated.cross_entropy(hidden @ weight.T, targets, reduction=reduction), reduction)
+        close_to_scale(got, generated.cross_entropy(hidden @ weight.T, targets, reduction=reduction), reduction)
     _, lse = generated.linear_cross_entropy(hidden, weight, targets, chunk_size=CHUNK, return_logsumexp=True)
     assert lse.shape == shape[:-1]
 
@@ -216,9 +205,9 @@ def test_soft_capped_logits_equal_the_unfused_loss_of_capped_logits(name):
     for compiled in (False, True):
         function = mx.value_and_grad(fused, argnums=[0, 1, 2])
         value, grads = (mx.compile(function) if compiled else function)(hidden, weight, bias)
-        _close(value, want_value, f"value, compiled={compiled}")
+        close_to_scale(value, want_value, f"value, compiled={compiled}")
         for index, (g, w) in enumerate(zip(grads, want_grads)):
-            _close(g, w, f"gradient {index}, compiled={compiled}")
+            close_to_scale(g, w, f"gradient {index}, compiled={compiled}")
 
 
 def test_the_logsumexp_comes_back_exact_and_differentiable():
@@ -232,7 +221,7 @@ def test_the_logsumexp_comes_back_exact_and_differentiable():
     want = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[:, 0]  # float64 truth
     assert lse.shape == (TOKENS,) and lse.dtype == mx.float32
     np.testing.assert_allclose(np.asarray(lse), want, rtol=1e-5)
-    _close(loss, generated.cross_entropy(hidden @ weight.T + bias, targets), "the loss beside it")
+    close_to_scale(loss, generated.cross_entropy(hidden @ weight.T + bias, targets), "the loss beside it")
 
     def fused(h, w, b):  # a z-loss written by the user on the returned logsumexp
         loss, lse = generated.linear_cross_entropy(h, w, targets, bias=b, chunk_size=CHUNK, reduction="mean",
@@ -245,7 +234,7 @@ def test_the_logsumexp_comes_back_exact_and_differentiable():
 
     for g, w in zip(mx.grad(fused, argnums=[0, 1, 2])(hidden, weight, bias),
                     mx.grad(unfused, argnums=[0, 1, 2])(hidden, weight, bias)):
-        _close(g, w, "gradient through the logsumexp")
+        close_to_scale(g, w, "gradient through the logsumexp")
 
 
 def _layer_case(layer, hidden, targets):
@@ -276,12 +265,12 @@ def test_a_layer_is_a_head(kind):
     hidden = mx.array(rng.normal(size=(TOKENS, features)).astype(np.float32))
     targets = mx.array(rng.integers(0, CLASSES, size=TOKENS).astype(np.int32))
     (value, grads, grad_hidden), (want_value, want_grads, want_hidden) = _layer_case(layer, hidden, targets)
-    _close(value, want_value, "value")
-    _close(grad_hidden, want_hidden, "gradient of hidden")
+    close_to_scale(value, want_value, "value")
+    close_to_scale(grad_hidden, want_hidden, "gradient of hidden")
     flat, want_flat = dict(nn.utils.tree_flatten(grads)), dict(nn.utils.tree_flatten(want_grads))
     assert sorted(flat) == sorted(want_flat) and flat
     for key in flat:
-        _close(flat[key], want_flat[key], f"gradient of the layer's {key}")
+        close_to_scale(flat[key], want_flat[key], f"gradient of the layer's {key}")
 
 
 def test_a_frozen_quantized_head_costs_no_weight_gradient():

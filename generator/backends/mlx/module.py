@@ -165,8 +165,8 @@ def _linear(loss):
     for name, default in signature:
         if name in heads:
             args += heads[name]
-        elif name not in ("axis", "class_group"):  # (a head split across ranks is not supported yet)
-            args.append((name, default))
+        elif name != "axis" and not (name == "class_group" and kind == "distillation"):
+            args.append((name, default))  # (two heads split across ranks: not yet)
     if ("*", None) not in args:
         args.append(("*", None))
     params = [p.name for p in loss.params]
@@ -220,6 +220,10 @@ def _describe_linear(loss, kind, head, bias, temperature):
         "        or their quantized forms (frozen: their integers get zero gradients, their scales and",
         "        biases exact ones, computed only when asked for).",
         f"    {bias} (array, optional): One per class. Default: ``None``.",
+        f"    class_group (mx.distributed.Group, optional): The head is split across the group's ranks by",
+        f"        classes: each holds its rows of ``{head}`` (and ``{bias}``), in rank order; the loss is",
+        "        that of the whole vocabulary, hidden's gradient the whole one (summed over the ranks),",
+        f"        ``{head}``'s this rank's rows of it. Default: ``None``.",
         f"    softcap (float, optional): Soft-cap the {first}: ``softcap * tanh({first} / softcap)``",
         "        (Gemma 2). Default: ``None``, no cap.",
         "    chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about",
