@@ -167,12 +167,35 @@ def _capped(logits, softcap):
     return logits if softcap is None else softcap * mx.tanh(logits / softcap)
 
 
-def composed(loss, heads, dtype, softcap=None, return_logsumexp=False, class_group=None):
-    """``loss(*logits)`` on the heads' logits made whole (for parameters given as arrays, which MLX
-    differentiates): the linear_ forms' meaning, unfused."""
-    logits = [_capped(head.logits(head.hidden), softcap) for head in heads]
-    value = loss(*logits).astype(dtype)
+def composed(loss, heads, dtype, softcap=None, return_logsumexp=False, class_group=None, shared=()):
+    """``loss(*logits, *shared)`` on the heads' logits made whole (for parameters given as arrays, which MLX
+    differentiates): the linear_ forms' meaning, unfused. ``class_group``: the heads' classes are split
+    across its ranks; the hidden states and the arrays ``shared`` are the same on every rank, their gradients
+    the sums of every rank's."""
+    found = replicated([head.hidden for head in heads] + list(shared), class_group)
+    logits = [_capped(head.logits(hidden), softcap) for head, hidden in zip(heads, found)]
+    value = loss(*logits, *found[len(heads):]).astype(dtype)
     return (value, logsumexp(logits[0], class_group=class_group)) if return_logsumexp else value
+
+
+def replicated(arrays, class_group):
+    """``arrays``, the same on every rank of ``class_group``, each rank reading them for its own classes:
+    their gradient is the sum of every rank's (one all_sum each, in turn, in the backward)."""
+    if class_group is None or not arrays:
+        return list(arrays)
+
+    @mx.custom_function
+    def same(*arrays):
+        return tuple(mx.array(a) for a in arrays)
+
+    @same.vjp
+    def same_vjp(primals, cotangents, outputs):
+        sums = []
+        for cotangent in cotangents:
+            sums.append(rt.first_order_collective(mx.distributed.all_sum, rt.after(cotangent, *sums[-1:]), class_group))
+        return tuple(sums)
+
+    return list(same(*arrays))
 
 
 class _Gradients:
@@ -187,7 +210,7 @@ class _Gradients:
     def add(self, grad_logits, hidden):
         """The gradients from one chunk: its logits' and its hidden states'."""
         grad_hidden = self.head.times_weight(grad_logits)
-        if self.class_group is not None:  # each rank's classes add their part of it
+        if self.class_group is not None and not self.head.teacher:  # each rank's classes add their part of it
             grad_hidden = mx.distributed.all_sum(grad_hidden, group=self.class_group)
         self.hidden.append(grad_hidden)
         self.weight = mx.addmm(self.weight, grad_logits.T, hidden.astype(mx.float32))
@@ -202,9 +225,16 @@ class _Gradients:
             return []
         return [self.hidden[-1], self.bias] + ([] if self.head.quantized else [self.weight])
 
-    def of(self, head):
-        """The gradients of ``head``'s arrays (as given, not flat), in ``head.arrays()``'s order."""
-        grads = [mx.concatenate(self.hidden).reshape(head.hidden.shape).astype(head.hidden.dtype)]
+    def of(self, head, after=()):
+        """The gradients of ``head``'s arrays (as given, not flat), in ``head.arrays()``'s order.
+
+        A teacher's hidden gradient, computed only when asked for, is summed over the ranks the
+        classes are split across here, at once, once ``after`` is: in the same order on every rank.
+        """
+        grad_hidden = mx.concatenate(self.hidden)
+        if self.class_group is not None and self.head.teacher:
+            grad_hidden = mx.distributed.all_sum(rt.after(grad_hidden, *after), group=self.class_group)
+        grads = [grad_hidden.reshape(head.hidden.shape).astype(head.hidden.dtype)]
         grads += head.weight_gradients(self.weight)
         if head.bias is not None:
             grads.insert(2, self.bias.astype(head.bias.dtype))
@@ -300,7 +330,9 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
             for found_grads, grad in zip(grad_rows, grads[len(heads):]):
                 found_grads.append(grad)
             losses.append(values[0])
-        grads = [g for s, head in zip(sums, heads) for g in s.of(head)]
+        grads = []
+        for s, head in zip(sums, heads):
+            grads += s.of(head, after=[*grads, losses[-1]])
         for row, found_grads in zip(rows, grad_rows):
             grads.append(rt.gradient_for(mx.concatenate(found_grads).reshape(row.shape), row))
         if has_weights:
@@ -339,6 +371,41 @@ def logsumexp(logits, keepdims=False, class_group=None, after=()):
     return top + mx.log(mx.distributed.all_sum(mx.exp(local - top), group=class_group))
 
 
-def log_softmax(logits):
-    """Each row's log probabilities (a distillation loss's inputs): ``logits - logsumexp(logits)``."""
-    return logits - logsumexp(logits, keepdims=True)
+def log_softmax(*logits, class_group=None):
+    """Each row's log probabilities of each of ``logits`` (a distillation loss's inputs): ``logits - logsumexp(logits)``.
+
+    ``class_group``: the rows' classes are split across its ranks (see ``_split_log_softmax``).
+    """
+    if class_group is None:
+        return tuple(z - logsumexp(z, keepdims=True) for z in logits)
+    return _split_log_softmax(logits, class_group)
+
+
+def _split_log_softmax(logits, class_group):
+    """``log_softmax`` of each of ``logits``, rows whose classes are split across ``class_group``'s ranks.
+
+    The gradient in this rank's logits ``z`` is ``g - softmax(z) * sum(g)``, the sum over every rank's
+    classes: one all_sum in the backward (MLX's own would pass each rank's partial sum through). The
+    collectives run in one order on every rank: each logsumexp's after the one before, every result
+    after the last (the loss reading them runs its own after these), the backward's after the results.
+    """
+
+    @mx.custom_function
+    def split(*logits):
+        results = []
+        for z in logits:
+            results.append(z - logsumexp(z, keepdims=True, class_group=class_group, after=results[-1:]))
+        return tuple(rt.after(r, results[-1]) for r in results)
+
+    @split.vjp
+    def split_vjp(primals, cotangents, outputs):
+        sums = mx.stack([mx.sum(c.astype(mx.float32), axis=-1, keepdims=True) for c in cotangents])
+        sums = rt.first_order_collective(mx.distributed.all_sum, rt.after(sums, *outputs), class_group)
+        return tuple((c - mx.exp(o) * s).astype(z.dtype) for c, o, s, z in zip(cotangents, outputs, sums, primals))
+
+    @split.jvp
+    def split_jvp(primals, tangents):
+        raise NotImplementedError("forward-mode derivatives (jvp) of a loss whose classes are split across "
+                                  "ranks (class_group=) are not supported: take them of the loss on whole rows")
+
+    return split(*logits)

@@ -665,17 +665,21 @@ def _across_ranks(collective, value, axis):
     Every rank must run the collectives in the same order, and MLX runs
     independent ones in an order that depends on each rank's graph (a rank
     holding no classes has another): each waits for the one before (``after``).
-    The loss's derivatives are its own derived ones, which call this again;
-    MLX differentiating through it (a second derivative) raises: MLX's
-    collectives pass the cotangent through, which is not this use's derivative.
     """
     if not is_split(axis):
         return value
-    value = after(value, axis.last)
+    axis.last = first_order_collective(collective, after(value, axis.last), axis.group)
+    return axis.last
+
+
+def first_order_collective(collective, value, group):
+    """``collective(value, group=group)``, for a loss's own derived derivatives, which call it again: MLX
+    differentiating through it (a second derivative) raises, since MLX's collectives pass the cotangent
+    through, which is not their derivative in a loss whose classes are split across the ranks."""
 
     @mx.custom_function
     def across(value):
-        return collective(value, group=axis.group)
+        return collective(value, group=group)
 
     @across.vjp
     def across_vjp(primals, cotangent, output):
@@ -686,8 +690,7 @@ def _across_ranks(collective, value, axis):
     def across_jvp(primals, tangents):
         across_vjp(None, None, None)
 
-    axis.last = across(value)
-    return axis.last
+    return across(value)
 
 
 def in_chunks(program, arrays, axis, chunked=True):

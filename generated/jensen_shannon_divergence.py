@@ -269,7 +269,7 @@ def _jensen_shannon_divergence_here(inputs, targets, weights, axis, beta, reduct
     return _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, variant)[0]
 
 
-def linear_jensen_shannon_divergence(hidden, weight, teacher_hidden, teacher_weight, beta=0.5, reduction='mean', *, group=None, bias=None, teacher_bias=None, temperature=1.0, softcap=None, chunk_size=None):
+def linear_jensen_shannon_divergence(hidden, weight, teacher_hidden, teacher_weight, beta=0.5, reduction='mean', *, group=None, class_group=None, bias=None, teacher_bias=None, temperature=1.0, softcap=None, chunk_size=None):
     r"""``jensen_shannon_divergence`` between a student's head and a teacher's, never holding either's logits whole.
 
     ``jensen_shannon_divergence(inputs, targets)`` with ``inputs`` the student's ``log_softmax(logits / temperature)`` of
@@ -287,6 +287,10 @@ def linear_jensen_shannon_divergence(hidden, weight, teacher_hidden, teacher_wei
         teacher_weight (array or layer): The teacher's head, ``(classes, teacher_features)``, or
             its layer.
         bias, teacher_bias (array, optional): One per class. Default: ``None``.
+        class_group (mx.distributed.Group, optional): Both heads are split across the group's ranks by
+            classes, alike: each holds its rows of ``weight`` and ``teacher_weight`` (and biases), in rank
+            order; the loss is that of the whole vocabulary, the hidden states' gradients the whole
+            ones (summed over the ranks), the heads' this rank's rows of them. Default: ``None``.
         temperature (float, optional): Both heads' logits are divided by it (no temperature**2
             factor). Default: ``1.0``.
         softcap (float, optional): Soft-cap both heads' logits: ``softcap * tanh(logits / softcap)``,
@@ -312,15 +316,18 @@ def linear_jensen_shannon_divergence(hidden, weight, teacher_hidden, teacher_wei
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     temperature = rt.check_param("temperature", temperature, 0.0, math.inf, True, True, False)
-    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, _linear.DISTILLATION_CHUNK_ELEMENTS)
+    class_group = rt.check_group(class_group, "class_group")
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, _linear.DISTILLATION_CHUNK_ELEMENTS, class_group)
     group = rt.check_group(group)
     softcap = _linear.check_softcap(softcap)
     dtype = rt.result_dtype(inputs, targets, beta)
 
-    def rows_loss(inputs, targets):  # the loss of each token, of each head's logits
-        inputs, targets = (_linear.log_softmax(inputs / temperature), _linear.log_softmax(targets / temperature))
-        return jensen_shannon_divergence(inputs, targets, beta=beta, axis=-1, reduction="none")
+    def rows_loss(inputs, targets, temperature=temperature):  # the loss of each token, of each head's logits
+        inputs, targets = _linear.log_softmax(inputs / temperature, targets / temperature, class_group=class_group)
+        return jensen_shannon_divergence(inputs, targets, beta=beta, axis=-1, reduction="none", class_group=class_group)
 
     if rt.any_array(beta, temperature):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda inputs, targets: rt.reduce_over(rows_loss(inputs, targets), reduction, group), [head, teacher], dtype, softcap)
-    return _linear.linear_loss(rows_loss, [head, teacher], [], None, reduction, None, chunk_size, dtype, softcap, False, group)
+        return _linear.composed(lambda inputs, targets, temperature: rt.reduce_over(rows_loss(inputs, targets, temperature), reduction, group),
+                                [head, teacher], dtype, softcap, class_group=class_group, shared=[temperature])
+    return _linear.linear_loss(rows_loss, [head, teacher], [], None, reduction, None, chunk_size, dtype, softcap, False, group,
+                               class_group)

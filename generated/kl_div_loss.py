@@ -230,7 +230,7 @@ def _kl_div_loss_here(inputs, targets, weights, axis, reduction, variant):
     return _kl_div_loss(inputs, targets, weights, axis, reduction, variant)[0]
 
 
-def linear_kl_div_loss(hidden, weight, teacher_hidden, teacher_weight, reduction='none', *, group=None, bias=None, teacher_bias=None, temperature=1.0, softcap=None, chunk_size=None):
+def linear_kl_div_loss(hidden, weight, teacher_hidden, teacher_weight, reduction='none', *, group=None, class_group=None, bias=None, teacher_bias=None, temperature=1.0, softcap=None, chunk_size=None):
     r"""``kl_div_loss`` between a student's head and a teacher's, never holding either's logits whole.
 
     ``kl_div_loss(inputs, targets)`` with ``inputs`` the student's ``log_softmax(logits / temperature)`` of
@@ -248,6 +248,10 @@ def linear_kl_div_loss(hidden, weight, teacher_hidden, teacher_weight, reduction
         teacher_weight (array or layer): The teacher's head, ``(classes, teacher_features)``, or
             its layer.
         bias, teacher_bias (array, optional): One per class. Default: ``None``.
+        class_group (mx.distributed.Group, optional): Both heads are split across the group's ranks by
+            classes, alike: each holds its rows of ``weight`` and ``teacher_weight`` (and biases), in rank
+            order; the loss is that of the whole vocabulary, the hidden states' gradients the whole
+            ones (summed over the ranks), the heads' this rank's rows of them. Default: ``None``.
         temperature (float, optional): Both heads' logits are divided by it (no temperature**2
             factor). Default: ``1.0``.
         softcap (float, optional): Soft-cap both heads' logits: ``softcap * tanh(logits / softcap)``,
@@ -272,15 +276,18 @@ def linear_kl_div_loss(hidden, weight, teacher_hidden, teacher_weight, reduction
     axis = rt.check_axis(axis, "inputs", inputs.ndim)
     form = "indices"
     temperature = rt.check_param("temperature", temperature, 0.0, math.inf, True, True, False)
-    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, _linear.DISTILLATION_CHUNK_ELEMENTS)
+    class_group = rt.check_group(class_group, "class_group")
+    chunk_size = _linear.check_chunk_size(chunk_size, head.classes, _linear.DISTILLATION_CHUNK_ELEMENTS, class_group)
     group = rt.check_group(group)
     softcap = _linear.check_softcap(softcap)
     dtype = rt.result_dtype(inputs, targets)
 
-    def rows_loss(inputs, targets):  # the loss of each token, of each head's logits
-        inputs, targets = (_linear.log_softmax(inputs / temperature), _linear.log_softmax(targets / temperature))
-        return kl_div_loss(inputs, targets, axis=-1, reduction="none")
+    def rows_loss(inputs, targets, temperature=temperature):  # the loss of each token, of each head's logits
+        inputs, targets = _linear.log_softmax(inputs / temperature, targets / temperature, class_group=class_group)
+        return kl_div_loss(inputs, targets, axis=-1, reduction="none", class_group=class_group)
 
     if rt.any_array(temperature):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda inputs, targets: rt.reduce_over(rows_loss(inputs, targets), reduction, group), [head, teacher], dtype, softcap)
-    return _linear.linear_loss(rows_loss, [head, teacher], [], None, reduction, None, chunk_size, dtype, softcap, False, group)
+        return _linear.composed(lambda inputs, targets, temperature: rt.reduce_over(rows_loss(inputs, targets, temperature), reduction, group),
+                                [head, teacher], dtype, softcap, class_group=class_group, shared=[temperature])
+    return _linear.linear_loss(rows_loss, [head, teacher], [], None, reduction, None, chunk_size, dtype, softcap, False, group,
+                               class_group)

@@ -6,7 +6,7 @@ empty. Each rank computes the loss with ``class_group=`` (every variant and
 target form, each reduction, an ignore_index dropping some rows where the loss
 has one) and its gradients in its slice; and, by itself, the loss of the whole
 rows and its gradients: the oracle. The same for linear_cross_entropy with its
-head's rows split. It prints one JSON line: per case, the
+head's rows split, and for the distillation forms with both heads' rows split. It prints one JSON line: per case, the
 value's and the gradients' largest error relative to the oracle's scale.
 """
 
@@ -94,6 +94,61 @@ def linear_cases(group, start, stop):
                     error(grads[2], want_grads[2][start:stop]))
         yield f"linear_cross_entropy chunk_size={chunk_size}", worst
 
+    # parameters given as arrays take the unfused composition: hidden's and the parameter's gradients too
+    def unfused(class_group):
+        def f(h, w, smoothing):
+            return generated.linear_cross_entropy(h, w, targets, label_smoothing=smoothing, reduction="sum",
+                                                  class_group=class_group)
+        return f
+
+    smoothing = mx.array(0.2)
+    want, want_grads = mx.value_and_grad(unfused(None), argnums=[0, 1, 2])(hidden, head, smoothing)
+    got, grads = mx.value_and_grad(unfused(group), argnums=[0, 1, 2])(hidden, head[start:stop], smoothing)
+    yield "linear_cross_entropy label_smoothing=array", max(
+        error(got, want), error(grads[0], want_grads[0]), error(grads[1], want_grads[1][start:stop]),
+        error(grads[2], want_grads[2]))
+
+
+def distillation_cases(group, start, stop):
+    """The distillation forms with both heads' classes split alike: every array's gradient (the teacher's
+    too, computed only when asked for), temperature and softcap, each reduction, chunks of 3 and the default."""
+    rng = np.random.default_rng(11)
+    student = [mx.array(rng.normal(size=shape).astype(np.float32))
+               for shape in [(ROWS, 6), (CLASSES, 6), (CLASSES,), (ROWS, 5), (CLASSES, 5), (CLASSES,)]]
+    sliced = {1, 2, 4, 5}  # the heads' rows (weights and biases) are cut along the classes
+    mine = [a[start:stop] if i in sliced else a for i, a in enumerate(student)]
+    for name in ("linear_kl_div_loss", "linear_jensen_shannon_divergence"):
+        function = getattr(generated, name)
+        for reduction, chunk_size in (("mean", 3), ("none", None), ("sum", 4)):
+            def objective(class_group):
+                def f(h, w, b, th, tw, tb):
+                    out = function(h, w, th, tw, bias=b, teacher_bias=tb, temperature=2.0, softcap=4.0,
+                                   reduction=reduction, chunk_size=chunk_size, class_group=class_group)
+                    return mx.sum(out * mx.arange(1, out.size + 1).reshape(out.shape)) if out.ndim else out
+                return f
+
+            argnums = list(range(6))
+            want, want_grads = mx.value_and_grad(objective(None), argnums=argnums)(*student)
+            got, grads = mx.value_and_grad(objective(group), argnums=argnums)(*mine)
+            worst = error(got, want)
+            for i, (g, w) in enumerate(zip(grads, want_grads)):
+                worst = max(worst, error(g, w[start:stop] if i in sliced else w))
+            yield f"{name} {reduction} chunk_size={chunk_size}", worst
+
+        def unfused(class_group):  # the temperature as an array: its gradient too, the unfused composition
+            def f(h, w, th, tw, temperature):
+                return function(h, w, th, tw, temperature=temperature, reduction="mean", class_group=class_group)
+            return f
+
+        temperature = mx.array(1.5)
+        pick = [0, 1, 3, 4]
+        want, want_grads = mx.value_and_grad(unfused(None), argnums=list(range(5)))(*[student[i] for i in pick], temperature)
+        got, grads = mx.value_and_grad(unfused(group), argnums=list(range(5)))(*[mine[i] for i in pick], temperature)
+        worst = error(got, want)
+        for i, g, w in zip(pick + [None], grads, want_grads):
+            worst = max(worst, error(g, w[start:stop] if i in sliced else w))
+        yield f"{name} temperature=array", worst
+
 
 def main():
     group = mx.distributed.init(backend="ring", strict=True)
@@ -101,6 +156,7 @@ def main():
     start, stop = int(bounds[group.rank()]), int(bounds[group.rank() + 1])
     errors = dict(cases(group, start, stop))
     errors.update(linear_cases(group, start, stop))
+    errors.update(distillation_cases(group, start, stop))
     print(json.dumps({"rank": group.rank(), "size": group.size(), "errors": errors}))
     return 0
 

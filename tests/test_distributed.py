@@ -48,7 +48,8 @@ def test_classes_split_across_ranks_give_the_loss_of_whole_rows(world):
     reports = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     rowwise = [name for name, loss in LOSSES.items() if loss.kind == "rowwise"]
     for report in reports:
-        assert {case.split()[0] for case in report["errors"]} == set(rowwise) | {"linear_cross_entropy"}
+        assert {case.split()[0] for case in report["errors"]} == set(rowwise) | {"linear_cross_entropy", "linear_kl_div_loss",
+                                                                            "linear_jensen_shannon_divergence"}
         assert len(report["errors"]) >= 3 * len(rowwise)  # every variant and form, three reductions
         wrong = {case: e for case, e in report["errors"].items() if not e <= TOLERANCE}
         assert not wrong, f"rank {report['rank']} of {world}: {wrong}"
@@ -117,15 +118,23 @@ def test_the_launcher_kills_a_launch_past_its_timeout():
     assert time.monotonic() - start < 20
 
 
-def test_the_example_trains_across_two_processes_as_one_process_does(capsys):
+@pytest.mark.parametrize("head", ["replicated", "split"])
+def test_the_example_trains_across_two_processes_as_one_process_does(head, capsys):
     from examples import train_across_processes
 
-    outputs = run_ranks("examples.train_across_processes", 2, "--steps", "6", "--report-every", "3", timeout=120)
+    arguments = ["--steps", "6", "--report-every", "3", "--head", head]
+    outputs = run_ranks("examples.train_across_processes", 2, *arguments, timeout=120)
     finals = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
     assert all("own rows" in out and "global" in out for out in outputs)
-    assert train_across_processes.main(["--steps", "6", "--report-every", "3"]) == 0
+    assert train_across_processes.main(arguments) == 0
     alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for final in finals:
-        assert final["digest"] == finals[0]["digest"]  # the ranks' parameters stay the same
-        np.testing.assert_allclose(final["digest"], alone["digest"], rtol=1e-5, atol=1e-5)
+        assert final["body"] == finals[0]["body"]  # the ranks' bodies stay the same
+        np.testing.assert_allclose(final["body"], alone["body"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(final["loss"], alone["loss"], rtol=1e-5)
+    # each class's head row from the rank holding it: split, each class held by one rank (unevenly)
+    held = [c for final in finals for c in range(*final["classes"])]
+    every = list(range(train_across_processes.CLASSES))
+    assert sorted(held) == (every if head == "split" else sorted(every * 2))
+    for final in finals:
+        np.testing.assert_allclose(final["head"], alone["head"][slice(*final["classes"])], rtol=1e-5, atol=1e-5)

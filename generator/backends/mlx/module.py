@@ -165,8 +165,8 @@ def _linear(loss):
     for name, default in signature:
         if name in heads:
             args += heads[name]
-        elif name != "axis" and not (name == "class_group" and kind == "distillation"):
-            args.append((name, default))  # (two heads split across ranks: not yet)
+        elif name != "axis":
+            args.append((name, default))
     if ("*", None) not in args:
         args.append(("*", None))
     params = [p.name for p in loss.params]
@@ -258,6 +258,10 @@ def _describe_distillation(loss, head, bias, temperature):
         "    teacher_weight (array or layer): The teacher's head, ``(classes, teacher_features)``, or",
         "        its layer.",
         f"    {bias}, teacher_bias (array, optional): One per class. Default: ``None``.",
+        "    class_group (mx.distributed.Group, optional): Both heads are split across the group's ranks by",
+        f"        classes, alike: each holds its rows of ``{head}`` and ``teacher_weight`` (and biases), in rank",
+        "        order; the loss is that of the whole vocabulary, the hidden states' gradients the whole",
+        "        ones (summed over the ranks), the heads' this rank's rows of them. Default: ``None``.",
         *(["    temperature (float, optional): Both heads' logits are divided by it (no temperature**2",
            "        factor). Default: ``1.0``."] if temperature else []),
         "    softcap (float, optional): Soft-cap both heads' logits: ``softcap * tanh(logits / softcap)``,",
