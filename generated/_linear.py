@@ -22,6 +22,13 @@ CHUNK_ELEMENTS = 1 << 20
 # A distillation loss's chunk: each head's logits, their log_softmax and the loss's element-level
 # values are about 16 chunk-sized arrays alive at once (64 MB at CHUNK_ELEMENTS), so a quarter of it.
 DISTILLATION_CHUNK_ELEMENTS = CHUNK_ELEMENTS // 4
+# The fewest classes in one block of the backward (every token at once): with fewer, the blocks' matmuls
+# are thin and their Python work grows with the classes, so the backward takes chunks of tokens instead.
+MIN_CLASS_BLOCK = 256
+# A block of the backward holds its logits, their gradient and two more arrays of its size alive at once:
+# a quarter of a chunk's logits (at 512 x 128 x 32768 float32: 34 MiB transient with a whole chunk, 26 with
+# a half, 22 with a quarter).
+BLOCK_SHARE = 4
 
 
 class Head:
@@ -55,6 +62,11 @@ class Head:
         """The same head made of the next of ``arrays`` (an iterator, read in ``arrays()``'s order)."""
         fields = (self.hidden, self.weight, self.bias, self.scales, self.biases)
         return Head(*(None if field is None else next(arrays) for field in fields), self.quantization, self.teacher)
+
+    def block(self, start, stop):
+        """The same head restricted to its classes ``[start, stop)`` (an array weight's rows)."""
+        return Head(self.hidden, self.weight[start:stop], None if self.bias is None else self.bias[start:stop],
+                    teacher=self.teacher)
 
     def flat(self):
         """The same head, its tokens on one axis."""
@@ -144,6 +156,16 @@ def check_chunk_size(chunk_size, classes, elements=CHUNK_ELEMENTS, class_group=N
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer (tokens in one chunk) or None, got {chunk_size!r}.")
     return chunk_size
+
+
+def check_class_chunk_size(class_chunk_size):
+    """None, or the positive number of classes in one block of the backward."""
+    if class_chunk_size is None:
+        return None
+    if isinstance(class_chunk_size, bool) or not isinstance(class_chunk_size, int) or class_chunk_size < 1:
+        raise ValueError(f"class_chunk_size must be a positive integer (classes in one block of the backward) or "
+                         f"None, got {class_chunk_size!r}.")
+    return class_chunk_size
 
 
 def check_softcap(softcap):
@@ -241,8 +263,45 @@ class _Gradients:
         return grads
 
 
+class RowsProgram:
+    """A row-wise loss's own programs, for a backward on blocks of the classes.
+
+    ``values(logits, *rows)``: each token's loss and the per-row values its
+    backward reads (the loss's forward on whole rows, ``rt.RowValues``);
+    ``block_gradient(logits, *rows, axis, cotangent, values)``: the gradient
+    of a block of the logits (its backward on ``axis``, an ``rt.ClassBlock``).
+    """
+
+    def __init__(self, values, block_gradient):
+        self.values, self.block_gradient = values, block_gradient
+
+    def runs_on_blocks(self, rows):
+        """Whether the backward reads the per-row values alone (it reduces no row itself: tried on a
+        block of one row, never evaluated) and every row array is one value a token."""
+        if any(r.ndim != 1 for r in rows):
+            return False
+        logits = mx.zeros((1, 2))
+        tried = [mx.zeros((1,), r.dtype) for r in rows]
+        try:
+            _, values = self.values(logits, *tried)
+            self.block_gradient(logits[:, :1], *tried, rt.ClassBlock(1, 0, 2), mx.ones((1,)), values)
+        except rt.RowReduction:
+            return False
+        return True
+
+
+def class_block(class_chunk_size, chunk_size, tokens, classes):
+    """Classes in one block of the backward: ``class_chunk_size``, or as many as make a chunk's logits
+    (``chunk_size`` tokens' whole rows) with every token; None (tokens in chunks, whole rows) where that
+    is fewer than MIN_CLASS_BLOCK."""
+    if class_chunk_size is not None:
+        return class_chunk_size
+    width = min(chunk_size * classes // (BLOCK_SHARE * max(tokens, 1)), classes)
+    return width if width >= min(MIN_CLASS_BLOCK, classes) else None
+
+
 def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, dtype, softcap=None,
-                return_logsumexp=False, group=None, class_group=None):
+                return_logsumexp=False, group=None, class_group=None, program=None, class_chunk_size=None):
     """``reduce(rows_loss(*logits, *rows) * weights)``, each head's logits made chunk by chunk of tokens.
 
     ``rows_loss(*logits, *rows)`` is the loss of each token (a generated loss,
@@ -254,6 +313,13 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     over every rank's tokens (``rt.across_ranks``: this rank's sum, then the ranks'). ``class_group``: the
     head's classes are split across its ranks (``rows_loss`` reduces its rows across them): hidden's
     gradient is then summed over them, each rank's weight and bias keep their own rows'.
+
+    ``program`` (a ``RowsProgram``): the backward may run on blocks of
+    ``class_chunk_size`` classes with every token at once (``class_block``),
+    where the loss's backward reads its per-row values alone: each block's
+    logits made again, its gradient, then the weight's rows of that block (one
+    matmul, summed over every token: nothing accumulated chunk by chunk) and
+    its part of hidden's. Second derivatives take the chunked backward's.
     """
     tokens = heads[0].hidden.shape[:-1]
     spread = group is not None and reduction != "none"
@@ -296,6 +362,16 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
 
     if flat[0].hidden.shape[0] == 0:  # no tokens: nothing to cut
         return returned(unfused(*arrays))
+    block = None
+    if (program is not None and class_group is None and len(heads) == 1 and not heads[0].quantized
+            and program.runs_on_blocks(flat_rows)):
+        block = class_block(class_chunk_size, chunk_size, flat[0].hidden.shape[0], heads[0].classes)
+    shown = 2 if return_logsumexp else 1  # the outputs returned; the rest, per-row values for the backward
+
+    def block_values(*arrays):  # token_values, with the per-row values the backward on blocks reads
+        logits = _capped(arrays[0], softcap)
+        values, row_values = program.values(logits, *arrays[1:])
+        return [values] + ([logsumexp(logits)] if return_logsumexp else []) + list(row_values)
 
     @mx.custom_function
     def fused(*arrays):
@@ -303,11 +379,48 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         values = []
         for start, stop, parts in chunks(found, lambda: values[-1] if values else []):
             logits = [head.logits(part) for head, part in zip(found, parts)]
-            values.append(token_values(*logits, *(r[start:stop] for r in rest)))
-        return outputs([mx.concatenate(v) for v in zip(*values)], wt)
+            per_token = block_values if block else token_values
+            values.append(per_token(*logits, *(r[start:stop] for r in rest)))
+        values = [mx.concatenate(v) for v in zip(*values)]
+        # the blocked backward reads each token's per-row values, and its loss (the weights' gradient)
+        return outputs(values[:shown], wt) + (values[shown:] + values[:1] if block else [])
 
-    @fused.vjp
-    def fused_vjp(primals, cotangents, output):
+    def blocked_vjp(primals, cotangents, output):
+        """The gradients with the backward on blocks of the classes (see ``linear_loss``)."""
+        found, rest, wt = unpack(primals)
+        head, hidden = found[0], found[0].hidden
+        cotangent = rt.spread(rt.upcast(cotangents[0], rt.compute_dtype(output[0].dtype)), reduction,
+                              hidden.shape[0], count)
+        cotangent = mx.broadcast_to(cotangent, tokens).reshape(-1)
+        per_token = cotangent if wt is None else cotangent * wt
+        if return_logsumexp:
+            lse, lse_cotangent = output[1].reshape(-1, 1), cotangents[1].reshape(-1, 1).astype(mx.float32)
+        row_values, token_losses = list(output[shown:-1]), output[-1]
+        weight_blocks, bias_blocks, grad_hidden = [], [], mx.zeros(hidden.shape, mx.float32)
+        for start in range(0, head.classes, block):
+            part = head.block(start, start + block)
+            raw = part.logits(rt.after(hidden, *weight_blocks[-1:], grad_hidden))
+            logits = _capped(raw, softcap)
+            axis = rt.ClassBlock(1, start, head.classes)
+            grad = program.block_gradient(logits, *rest, axis, per_token, row_values).astype(mx.float32)
+            if return_logsumexp:
+                grad = grad + mx.exp(logits - lse) * lse_cotangent
+            if softcap is not None:
+                grad = mx.vjp(lambda z: [_capped(z, softcap)], [raw], [grad])[1][0]
+            grad_hidden = grad_hidden + part.times_weight(grad)
+            weight_blocks.append(grad.T @ hidden.astype(mx.float32))
+            bias_blocks.append(mx.sum(grad, axis=0))
+        grads = [grad_hidden.reshape(heads[0].hidden.shape).astype(heads[0].hidden.dtype)]
+        grads += head.weight_gradients(mx.concatenate(weight_blocks))
+        if head.bias is not None:
+            grads.append(mx.concatenate(bias_blocks).astype(head.bias.dtype))
+        grads += [rt.gradient_for(mx.zeros(row.shape), row) for row in rows]
+        if has_weights:
+            grads.append((cotangent * token_losses).reshape(weights.shape).astype(weights.dtype))
+        return grads
+
+    def chunked_vjp(primals, cotangents, output):
+        """The gradients, chunk by chunk of tokens: each chunk's logits whole rows, differentiated by MLX."""
         found, rest, wt = unpack(primals)
         cotangent = rt.spread(rt.upcast(cotangents[0], rt.compute_dtype(output[0].dtype)), reduction,
                               found[0].hidden.shape[0], count)
@@ -339,6 +452,12 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
             grads.append((cotangent * mx.concatenate(losses)).reshape(weights.shape).astype(weights.dtype))
         return grads
 
+    @fused.vjp
+    def fused_vjp(primals, cotangents, output):
+        if block is None:
+            return chunked_vjp(primals, cotangents, output)
+        return _computed_as(blocked_vjp, chunked_vjp, primals, cotangents, output)
+
     @fused.jvp
     def fused_jvp(primals, tangents):
         return rt.jvp_of(unfused, primals, tangents)
@@ -348,6 +467,32 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         return rt.vmap_of(unfused, inputs, axes)
 
     return returned(fused(*arrays))
+
+
+def _computed_as(fast, exact, primals, cotangents, output):
+    """``fast(primals, cotangents, output)``: gradients, the same function as ``exact``'s computed another
+    way, whose own derivatives (a second order) are ``exact``'s, which MLX differentiates."""
+    primals, cotangents, output = list(primals), list(cotangents), list(output)
+    sizes = [len(primals), len(primals) + len(cotangents)]
+
+    def parts(arrays):
+        arrays = list(arrays)
+        return arrays[:sizes[0]], arrays[sizes[0]:sizes[1]], arrays[sizes[1]:]
+
+    @mx.custom_function
+    def gradients(*arrays):
+        return fast(*parts(arrays))
+
+    @gradients.vjp
+    def gradients_vjp(arrays, gradient_cotangents, _):
+        return mx.vjp(lambda *a: exact(*parts(a)), list(arrays), list(gradient_cotangents))[1]
+
+    @gradients.jvp
+    def gradients_jvp(arrays, tangents):
+        tangents = [mx.zeros_like(a) if t is None else t for a, t in zip(arrays, tangents)]
+        return mx.jvp(lambda *a: exact(*parts(a)), list(arrays), tangents)[1]
+
+    return gradients(*primals, *cotangents, *output)
 
 
 def logsumexp(logits, keepdims=False, class_group=None, after=()):

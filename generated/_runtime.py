@@ -594,16 +594,18 @@ def at_class(like, index, value, axis):
     return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
 
 
-def holds_elements(like):
+def holds_elements(like, axis=None):
     """Whether a forward holds its element-level values for the backward (the residual policy).
 
     For float32 inputs it does: computing an exp again would cost more time
     than the memory is worth. For half-precision inputs it does not: a float32
     value per element is twice the input's size, and the backward computes it
     again, chunk by chunk (see ``lower.residuals.recomputed_if_cheaper``), and
-    each gradient by itself (``one_at_a_time``).
+    each gradient by itself (``one_at_a_time``). Nor where the backward runs on
+    blocks of the classes (``axis`` a ``RowValues`` or a ``ClassBlock``): it then
+    reads the per-row values alone.
     """
-    return like.dtype not in _HALF
+    return like.dtype not in _HALF and not isinstance(axis, (RowValues, ClassBlock))
 
 
 # ---------------------------------------------------------------- chunks
@@ -642,6 +644,30 @@ class ClassAxis(int):
         return self
 
 
+class RowValues(int):
+    """The loss axis of whole rows whose forward keeps per-row values alone for its backward, which then
+    runs on blocks of the classes (``ClassBlock``): the linear_ forms' vocabulary blocks."""
+
+
+class ClassBlock(ClassAxis):
+    """The loss axis of a block of the classes, ``[offset, offset + width)`` of rows of ``total``.
+
+    The loss's backward runs on it given the whole rows' per-row values (a
+    ``RowValues`` forward's residuals): the class positions and the row length
+    are the whole rows'. A row reduction raises ``RowReduction``: a backward
+    that reduces rows itself cannot run on a block.
+    """
+
+    def __new__(cls, axis, offset, total):
+        self = int.__new__(cls, axis)
+        self.group, self.offset, self.total, self.last = None, offset, total, None
+        return self
+
+
+class RowReduction(Exception):
+    """A program run on a block of the classes (``ClassBlock``) reduced its rows."""
+
+
 def is_split(axis):
     """Whether the classes along ``axis`` are split across ranks (a ``ClassAxis``)."""
     return isinstance(axis, ClassAxis)
@@ -668,6 +694,8 @@ def _across_ranks(collective, value, axis):
     """
     if not is_split(axis):
         return value
+    if axis.group is None:
+        raise RowReduction("a row reduction on a block of the classes")
     axis.last = first_order_collective(collective, after(value, axis.last), axis.group)
     return axis.last
 

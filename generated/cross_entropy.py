@@ -160,8 +160,8 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
     compute = rt.compute_dtype(mx.result_type(logits))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda logits, targets, kept_row, inside_row: forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, rt.holds_elements(logits)),
-        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
+        lambda logits, targets, kept_row, inside_row: forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, rt.holds_elements(logits, axis)),
+        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -173,7 +173,7 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(logits) else recomputing
+    backward = holding if rt.holds_elements(logits, axis) else recomputing
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, rt.row_length(logits, axis))
@@ -186,7 +186,7 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
     compute = rt.compute_dtype(mx.result_type(logits))
     grad_logits, grad_targets, = rt.in_chunks(
         lambda logits, targets, kept_row, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
+        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 
@@ -360,7 +360,7 @@ def _cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
 
 
-def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
+def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
     r"""``cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``cross_entropy`` on those logits (its ``axis`` is
@@ -386,6 +386,11 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        class_chunk_size (int, optional): Classes in one block of the backward, which then makes each
+            block's logits for every token at once and the weight's gradient block by block (no
+            accumulation over chunks of tokens). Default: ``None``, as many as make about a million
+            logits, where that is at least 256 and the loss's backward reads its per-row values alone
+            (else the backward takes the tokens chunk by chunk, as the forward does).
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``cross_entropy``'s.
@@ -415,6 +420,7 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
         weights = rt.check_weights(weights, rt.drop_axis(logits.shape, axis), "weights")
     class_group = rt.check_group(class_group, "class_group")
     chunk_size = _linear.check_chunk_size(chunk_size, head.classes, class_group=class_group)
+    class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
@@ -425,6 +431,15 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
     def rows_loss(logits, targets):  # the loss of each token
         return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction="none", class_group=class_group)
 
+    variant = "_" + form
+
+    def row_values(logits, targets):  # each token's loss, and the per-row values its backward reads
+        return _cross_entropy_elements(logits, targets, None, rt.RowValues(logits.ndim - 1), label_smoothing, ignore_index, lse_square_scale, "none", variant, False)
+
+    def block_gradient(logits, targets, axis, cotangent, residuals):  # of a block of the classes
+        return _cross_entropy_gradients_from(logits, targets, None, axis, label_smoothing, ignore_index, lse_square_scale, "none", variant, cotangent, residuals, False)[0]
+
     count = rt.kept_count(rt.kept_rows(targets, ignore_index))
     return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, count, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group)
+                               softcap, return_logsumexp, rt.check_group(group), class_group,
+                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)

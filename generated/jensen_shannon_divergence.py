@@ -106,8 +106,8 @@ def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, re
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets: forward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, rt.holds_elements(inputs)),
-        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
+        lambda inputs, targets: forward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, rt.holds_elements(inputs, axis)),
+        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
     return loss, residuals
 
 
@@ -117,11 +117,11 @@ def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, be
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs) else recomputing
+    backward = holding if rt.holds_elements(inputs, axis) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals),
-        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
+        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -82,8 +82,8 @@ def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, di
     forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets: forward(inputs, targets, axis, rt.holds_elements(inputs)),
-        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
+        lambda inputs, targets: forward(inputs, targets, axis, rt.holds_elements(inputs, axis)),
+        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
     return loss, residuals
 
 
@@ -93,10 +93,10 @@ def _kl_div_loss_gradients_from(inputs, targets, weights, axis, reduction, varia
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs) else recomputing
+    backward = holding if rt.holds_elements(inputs, axis) else recomputing
     grad_inputs, grad_targets, = rt.in_chunks(
         lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
-        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
+        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -106,8 +106,8 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets, inside_row: forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, rt.holds_elements(inputs)),
-        [inputs, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
+        lambda inputs, targets, inside_row: forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, rt.holds_elements(inputs, axis)),
+        [inputs, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
     return loss, residuals
 
 
@@ -117,13 +117,13 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs) else recomputing
+    backward = holding if rt.holds_elements(inputs, axis) else recomputing
     inside = rt.rows_inside(targets, rt.row_length(inputs, axis))
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     grad_inputs, = rt.in_chunks(
         lambda inputs, targets, inside_row, cotangent, *residuals: backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, cotangent, *residuals),
-        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs)))
+        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
     return [rt.gradient_for(grad_inputs, inputs)]
 
 
@@ -276,7 +276,7 @@ def _multi_margin_loss_here(inputs, targets, weight, weights, axis, p, margin, r
     return _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant)[0]
 
 
-def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None, head_bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
+def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None, head_bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
     r"""``multi_margin_loss`` of the inputs ``hidden @ head_weight.T + head_bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``multi_margin_loss`` on those inputs (its ``axis`` is
@@ -302,6 +302,11 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        class_chunk_size (int, optional): Classes in one block of the backward, which then makes each
+            block's logits for every token at once and the weight's gradient block by block (no
+            accumulation over chunks of tokens). Default: ``None``, as many as make about a million
+            logits, where that is at least 256 and the loss's backward reads its per-row values alone
+            (else the backward takes the tokens chunk by chunk, as the forward does).
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             inputs, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``multi_margin_loss``'s.
@@ -322,6 +327,7 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
     targets = rt.check_indices("targets", targets, "inputs", inputs, rt.drop_axis(inputs.shape, axis), False)
     class_group = rt.check_group(class_group, "class_group")
     chunk_size = _linear.check_chunk_size(chunk_size, head.classes, class_group=class_group)
+    class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(inputs, weight, targets, margin)
@@ -333,4 +339,5 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
         return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none", class_group=class_group)
 
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group)
+                               softcap, return_logsumexp, rt.check_group(group), class_group,
+                               None, class_chunk_size)

@@ -110,8 +110,8 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda logits, targets, inside_row: forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, rt.holds_elements(logits)),
-        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits)))
+        lambda logits, targets, inside_row: forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, rt.holds_elements(logits, axis)),
+        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
     return loss, residuals
 
 
@@ -121,13 +121,13 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(logits) else recomputing
+    backward = holding if rt.holds_elements(logits, axis) else recomputing
     inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     grad_logits, = rt.in_chunks(
         lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits)))
+        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
     return [rt.gradient_for(grad_logits, logits)]
 
 
@@ -279,7 +279,7 @@ def _softmax_focal_loss_here(logits, targets, alpha, weights, axis, gamma, reduc
     return _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant)[0]
 
 
-def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, return_logsumexp=False):
+def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
     r"""``softmax_focal_loss`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``softmax_focal_loss`` on those logits (its ``axis`` is
@@ -305,6 +305,11 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
+        class_chunk_size (int, optional): Classes in one block of the backward, which then makes each
+            block's logits for every token at once and the weight's gradient block by block (no
+            accumulation over chunks of tokens). Default: ``None``, as many as make about a million
+            logits, where that is at least 256 and the loss's backward reads its per-row values alone
+            (else the backward takes the tokens chunk by chunk, as the forward does).
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``softmax_focal_loss``'s.
@@ -324,6 +329,7 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
     targets = rt.check_indices("targets", targets, "logits", logits, rt.drop_axis(logits.shape, axis), False)
     class_group = rt.check_group(class_group, "class_group")
     chunk_size = _linear.check_chunk_size(chunk_size, head.classes, class_group=class_group)
+    class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
     dtype = rt.result_dtype(logits, alpha, targets, gamma)
@@ -335,4 +341,5 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
         return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none", class_group=class_group)
 
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group)
+                               softcap, return_logsumexp, rt.check_group(group), class_group,
+                               None, class_chunk_size)

@@ -65,8 +65,11 @@ def _arrays(name, options, rng, dtype=mx.float32):
     return hidden, weight, bias, {"targets": targets, **options}
 
 
-def _functions(name, kwargs, reduction, softcap=None):
-    """(fused, unfused) as functions of hidden, weight, bias (and the per-token weights, if given)."""
+def _functions(name, kwargs, reduction, softcap=None, class_chunk_size=None):
+    """(fused, unfused) as functions of hidden, weight, bias (and the per-token weights, if given).
+
+    ``class_chunk_size``: the fused backward's blocks of classes, where the loss's backward runs on them
+    (cross_entropy's, class indices); by default, at these sizes, it takes chunks of tokens."""
     head, bias_name = HEADS.get(name, ("weight", "bias"))
     fused_loss, loss = getattr(generated, f"linear_{name}"), getattr(generated, name)
     has_weights = "weights" in kwargs
@@ -74,8 +77,9 @@ def _functions(name, kwargs, reduction, softcap=None):
 
     def fused(h, w, b, *weights):
         extra = {"weights": weights[0]} if has_weights else {}
+        blocks = {} if class_chunk_size is None else {"class_chunk_size": class_chunk_size}
         return fused_loss(h, **{head: w, bias_name: b}, **fixed, **extra, reduction=reduction, chunk_size=CHUNK,
-                          softcap=softcap)
+                          softcap=softcap, **blocks)
 
     def unfused(h, w, b, *weights):
         extra = {"weights": weights[0]} if has_weights else {}
@@ -93,12 +97,13 @@ CASES = [pytest.param(name, options, id=f"{name}-{','.join(options) or 'default'
          for name in sorted(OPTIONS) for options in OPTIONS[name]]
 
 
+@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["token chunks", "class blocks of 5"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("name,options", CASES)
-def test_values_and_gradients_equal_the_unfused_loss(name, options, reduction):
+def test_values_and_gradients_equal_the_unfused_loss(name, options, reduction, class_chunk_size):
     rng = np.random.default_rng(zlib.crc32(f"{name} {options} {reduction}".encode()))
     hidden, weight, bias, kwargs = _arrays(name, options, rng)
-    fused, unfused = _functions(name, kwargs, reduction)
+    fused, unfused = _functions(name, kwargs, reduction, class_chunk_size=class_chunk_size)
     arrays = [hidden, weight, bias] + ([kwargs["weights"]] if "weights" in kwargs else [])
     argnums = list(range(len(arrays)))
     objective = (lambda f: lambda *a: mx.sum(f(*a) * mx.arange(1, TOKENS + 1))) if reduction == "none" else \
@@ -129,11 +134,12 @@ def test_half_precision_equals_the_unfused_loss_to_its_rounding(name, dtype):
         close_to_scale(g, w, f"gradient {index}", 4 * unit)  # the unfused rounds its logits' gradient to dtype first
 
 
+@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["token chunks", "class blocks of 5"])
 @pytest.mark.parametrize("name", sorted(OPTIONS))
-def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name):
+def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name, class_chunk_size):
     rng = np.random.default_rng(11)
     hidden, weight, bias, kwargs = _arrays(name, {}, rng)
-    fused, unfused = _functions(name, kwargs, "mean")
+    fused, unfused = _functions(name, kwargs, "mean", class_chunk_size=class_chunk_size)
     arrays = [hidden, weight, bias]
     directions = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in arrays]
 
@@ -169,6 +175,8 @@ def test_bad_arguments_are_named():
         generated.linear_cross_entropy(hidden, weight, targets, bias=mx.zeros((9,)))
     with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
         generated.linear_cross_entropy(hidden, weight, targets, chunk_size=0)
+    with pytest.raises(ValueError, match="class_chunk_size must be a positive integer"):
+        generated.linear_cross_entropy(hidden, weight, targets, class_chunk_size=2.5)
     with pytest.raises(ValueError, match="(?i)targets"):
         generated.linear_cross_entropy(hidden, weight, mx.zeros((5,), dtype=mx.int32))
     with pytest.raises(ValueError, match="head_weight must have shape"):
@@ -183,13 +191,14 @@ def test_the_logits_are_never_whole():
     weight = mx.array(rng.normal(size=(classes, FEATURES)).astype(np.float32))
     targets = mx.array(rng.integers(0, classes, size=tokens).astype(np.int32))
     mx.eval(hidden, weight, targets)
-    step = mx.value_and_grad(lambda h, w: generated.linear_cross_entropy(h, w, targets, reduction="mean",
-                                                                       chunk_size=16), argnums=[0, 1])
-    unfused = mx.value_and_grad(lambda h, w: generated.cross_entropy(h @ w.T, targets, reduction="mean"),
-                                argnums=[0, 1])
     logits_bytes = tokens * classes * 4
     returned = (hidden.nbytes + weight.nbytes) * 2  # the gradients, and the float32 sum of weight's
-    assert peak_memory(step, [hidden, weight]) < returned + logits_bytes / 2
+    for blocks in ({}, {"class_chunk_size": 256}):  # the backward by chunks of tokens, then by blocks of classes
+        step = mx.value_and_grad(lambda h, w: generated.linear_cross_entropy(h, w, targets, reduction="mean",
+                                                                           chunk_size=16, **blocks), argnums=[0, 1])
+        assert peak_memory(step, [hidden, weight]) < returned + logits_bytes / 2, blocks
+    unfused = mx.value_and_grad(lambda h, w: generated.cross_entropy(h @ w.T, targets, reduction="mean"),
+                                argnums=[0, 1])
     assert peak_memory(unfused, [hidden, weight]) > logits_bytes  # the measure sees the logits where they are
 
 

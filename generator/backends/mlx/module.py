@@ -178,7 +178,8 @@ def _linear(loss):
         args += [("softcap", "None"), ("chunk_size", "None")]
     else:
         temperature = False
-        args += [(bias, "None"), ("softcap", "None"), ("chunk_size", "None"), ("return_logsumexp", "False")]
+        args += [(bias, "None"), ("softcap", "None"), ("chunk_size", "None"), ("class_chunk_size", "None"),
+                 ("return_logsumexp", "False")]
     class_weights = [i.name for i in loss.inputs if isinstance(i, ClassWeights)]
     rows = [i.name for i in loss.inputs[1:] if not isinstance(i, ClassWeights)] if kind == "classes" else []
     # class weights as given (the checks lay them along the class axis)
@@ -192,6 +193,8 @@ def _linear(loss):
         "logits": logits,  # the loss's inputs the heads give
         "temperature": temperature,
         "rows": rows,  # the per-token arrays, cut with the tokens
+        # the backward may run on blocks of the classes: no per-class array to cut with them
+        "blocks": kind == "classes" and not class_weights,
         # the arguments of the loss on the logits, but its reduction
         "call": ", ".join(logits + rows + keywords + ["axis=-1"]),
         "docstring": docstring(_describe_linear(loss, kind, head, bias, temperature), indent="    "),
@@ -228,6 +231,11 @@ def _describe_linear(loss, kind, head, bias, temperature):
         "        (Gemma 2). Default: ``None``, no cap.",
         "    chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about",
         "        a million logits.",
+        "    class_chunk_size (int, optional): Classes in one block of the backward, which then makes each",
+        "        block's logits for every token at once and the weight's gradient block by block (no",
+        "        accumulation over chunks of tokens). Default: ``None``, as many as make about a million",
+        "        logits, where that is at least 256 and the loss's backward reads its per-row values alone",
+        "        (else the backward takes the tokens chunk by chunk, as the forward does).",
         "    return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)",
         f"        {first}, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.",
         f"    The others: as ``{loss.name}``'s.",
