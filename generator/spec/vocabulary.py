@@ -69,6 +69,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     # has no argument of either name, else these: see HEAD_NAMES)
     "group", "class_group",  # the ranks a mean or sum is over, and those the classes are split across
     "hidden", "head_weight", "head_bias", "chunk_size", "rows_loss", "count", "head", "softcap", "return_logsumexp",
+    "class_chunk_size", "row_values", "block_gradient",  # the backward on blocks of the classes
     # the distillation forms' (a teacher's head beside the student's)
     "teacher_hidden", "teacher_weight", "teacher_bias", "teacher", "student",
 })
