@@ -275,16 +275,16 @@ class RowsProgram:
     def __init__(self, values, block_gradient):
         self.values, self.block_gradient = values, block_gradient
 
-    def runs_on_blocks(self, rows):
+    def runs_on_blocks(self, rows, classes):
         """Whether the backward reads the per-row values alone (it reduces no row itself: tried on a
-        block of one row, never evaluated) and every row array is one value a token."""
+        block of one row, a graph never evaluated) and every row array is one value a token."""
         if any(r.ndim != 1 for r in rows):
             return False
-        logits = mx.zeros((1, 2))
+        logits = mx.broadcast_to(mx.array(0.0), (1, classes))
         tried = [mx.zeros((1,), r.dtype) for r in rows]
         try:
             _, values = self.values(logits, *tried)
-            self.block_gradient(logits[:, :1], *tried, rt.ClassBlock(1, 0, 2), mx.ones((1,)), values)
+            self.block_gradient(logits[:, :1], *tried, rt.ClassBlock(1, 0, 1, classes), mx.ones((1,)), values)
         except rt.RowReduction:
             return False
         return True
@@ -364,7 +364,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         return returned(unfused(*arrays))
     block = None
     if (program is not None and class_group is None and len(heads) == 1 and not heads[0].quantized
-            and program.runs_on_blocks(flat_rows)):
+            and program.runs_on_blocks(flat_rows, heads[0].classes)):
         block = class_block(class_chunk_size, chunk_size, flat[0].hidden.shape[0], heads[0].classes)
     shown = 2 if return_logsumexp else 1  # the outputs returned; the rest, per-row values for the backward
 
@@ -401,14 +401,15 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
             part = head.block(start, start + block)
             raw = part.logits(rt.after(hidden, *weight_blocks[-1:], grad_hidden))
             logits = _capped(raw, softcap)
-            axis = rt.ClassBlock(1, start, head.classes)
+            axis = rt.ClassBlock(1, start, part.classes, head.classes)
             grad = program.block_gradient(logits, *rest, axis, per_token, row_values).astype(mx.float32)
             if return_logsumexp:
                 grad = grad + mx.exp(logits - lse) * lse_cotangent
             if softcap is not None:
                 grad = mx.vjp(lambda z: [_capped(z, softcap)], [raw], [grad])[1][0]
             grad_hidden = grad_hidden + part.times_weight(grad)
-            weight_blocks.append(grad.T @ hidden.astype(mx.float32))
+            # summed in float32, then in the weight's dtype: a half-precision weight's is never whole in float32
+            weight_blocks.append((grad.T @ hidden.astype(mx.float32)).astype(head.weight.dtype))
             bias_blocks.append(mx.sum(grad, axis=0))
         grads = [grad_hidden.reshape(heads[0].hidden.shape).astype(heads[0].hidden.dtype)]
         grads += head.weight_gradients(mx.concatenate(weight_blocks))

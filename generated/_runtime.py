@@ -654,14 +654,21 @@ class ClassBlock(ClassAxis):
 
     The loss's backward runs on it given the whole rows' per-row values (a
     ``RowValues`` forward's residuals): the class positions and the row length
-    are the whole rows'. A row reduction raises ``RowReduction``: a backward
-    that reduces rows itself cannot run on a block.
+    are the whole rows', per-class arrays are ``cut`` to the block. A row
+    reduction raises ``RowReduction``: a backward that reduces rows itself
+    cannot run on a block.
     """
 
-    def __new__(cls, axis, offset, total):
+    def __new__(cls, axis, offset, width, total):
         self = int.__new__(cls, axis)
-        self.group, self.offset, self.total, self.last = None, offset, total, None
+        self.group, self.offset, self.width, self.total, self.last = None, offset, width, total, None
         return self
+
+    def cut(self, array):
+        """This block's part of ``array``, laid along the axis over the whole rows (per-class weights)."""
+        index = [slice(None)] * array.ndim
+        index[int(self)] = slice(self.offset, self.offset + self.width)
+        return array[tuple(index)]
 
 
 class RowReduction(Exception):

@@ -338,6 +338,14 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
     def rows_loss(inputs, targets):  # the loss of each token
         return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none", class_group=class_group)
 
+    variant = "_" + form
+
+    def row_values(inputs, targets):  # each token's loss, and the per-row values its backward reads
+        return _multi_margin_loss_elements(inputs, targets, weight, None, rt.RowValues(inputs.ndim - 1), p, margin, "none", variant, False)
+
+    def block_gradient(inputs, targets, axis, cotangent, residuals):  # of a block of the classes
+        return _multi_margin_loss_gradients_from(inputs, targets, axis.cut(weight), None, axis, p, margin, "none", variant, cotangent, residuals, False)[0]
+
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
                                softcap, return_logsumexp, rt.check_group(group), class_group,
-                               None, class_chunk_size)
+                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)

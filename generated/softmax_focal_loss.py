@@ -340,6 +340,14 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
     def rows_loss(logits, targets):  # the loss of each token
         return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none", class_group=class_group)
 
+    variant = "_" + form
+
+    def row_values(logits, targets):  # each token's loss, and the per-row values its backward reads
+        return _softmax_focal_loss_elements(logits, targets, alpha, None, rt.RowValues(logits.ndim - 1), gamma, "none", variant, False)
+
+    def block_gradient(logits, targets, axis, cotangent, residuals):  # of a block of the classes
+        return _softmax_focal_loss_gradients_from(logits, targets, axis.cut(alpha), None, axis, gamma, "none", variant, cotangent, residuals, False)[0]
+
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
                                softcap, return_logsumexp, rt.check_group(group), class_group,
-                               None, class_chunk_size)
+                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)

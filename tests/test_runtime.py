@@ -107,3 +107,16 @@ def test_a_new_parameter_value_compiles_nothing_new(monkeypatch, loss, parameter
         want = getattr(reference, loss.__name__)(x, y, **{parameter: value}, reduction="none")
         np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-6, atol=1e-7)
     assert not traces, "a new parameter value traced (and so compiled) the forward anew"
+
+
+def test_a_class_block_cuts_per_class_arrays_and_refuses_row_reductions():
+    block = rt.ClassBlock(1, 3, 2, 7)  # classes 3 and 4 of rows of 7
+    weights = mx.arange(7).reshape(1, 7)
+    assert block.cut(weights).tolist() == [[3, 4]]
+    assert rt.row_length(mx.zeros((2, 2)), block) == 7
+    assert rt.class_positions(mx.zeros((2, 2)), block).tolist() == [[3, 4]]
+    with pytest.raises(rt.RowReduction):
+        rt.row_sum(mx.zeros((2, 2)), block)
+    assert not rt.holds_elements(mx.zeros((2, 2)), block)
+    assert not rt.holds_elements(mx.zeros((2, 2)), rt.RowValues(1))
+    assert rt.holds_elements(mx.zeros((2, 2)), 1)

@@ -193,8 +193,10 @@ def _linear(loss):
         "logits": logits,  # the loss's inputs the heads give
         "temperature": temperature,
         "rows": rows,  # the per-token arrays, cut with the tokens
-        # the backward may run on blocks of the classes: no per-class array to cut with them
-        "blocks": kind == "classes" and not class_weights,
+        # the backward may run on blocks of the classes (``linear_loss`` tries whether it does), the
+        # per-class arrays cut to each block
+        "blocks": kind == "classes",
+        "block_inputs": [f"axis.cut({i.name})" if isinstance(i, ClassWeights) else i.name for i in loss.inputs],
         # the arguments of the loss on the logits, but its reduction
         "call": ", ".join(logits + rows + keywords + ["axis=-1"]),
         "docstring": docstring(_describe_linear(loss, kind, head, bias, temperature), indent="    "),
