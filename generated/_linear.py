@@ -364,7 +364,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         return returned(unfused(*arrays))
     block = None
     if (program is not None and class_group is None and len(heads) == 1 and not heads[0].quantized
-            and program.runs_on_blocks(flat_rows, heads[0].classes)):
+            and heads[0].classes > 0 and program.runs_on_blocks(flat_rows, heads[0].classes)):
         block = class_block(class_chunk_size, chunk_size, flat[0].hidden.shape[0], heads[0].classes)
     shown = 2 if return_logsumexp else 1  # the outputs returned; the rest, per-row values for the backward
 

@@ -312,3 +312,43 @@ def test_bad_heads_and_options_are_named():
             generated.linear_cross_entropy(hidden, mx.zeros((10, 64)), targets, softcap=softcap)
     with pytest.raises(ValueError, match="Return logsumexp must be True or False"):
         generated.linear_cross_entropy(hidden, mx.zeros((10, 64)), targets, return_logsumexp=1)
+
+
+@pytest.mark.parametrize("class_chunk_size", [None, 4])
+def test_a_head_of_no_classes_gives_what_the_unfused_loss_gives(class_chunk_size):
+    hidden, weight, targets = mx.ones((3, FEATURES)), mx.zeros((0, FEATURES)), mx.array([0, 1, 2])
+
+    def fused(h):
+        return generated.linear_cross_entropy(h, weight, targets, reduction="mean", class_chunk_size=class_chunk_size)
+
+    value, grad = mx.value_and_grad(fused)(hidden)
+    want_value, want_grad = mx.value_and_grad(
+        lambda h: generated.cross_entropy(h @ weight.T, targets, reduction="mean"))(hidden)
+    assert np.isnan(value.item()) and np.isnan(want_value.item())  # every target is outside the row
+    assert np.array_equal(np.array(grad), np.array(want_grad))
+
+
+@pytest.mark.parametrize("class_chunk_size", [None, 3], ids=["default", "class blocks of 3"])
+def test_adversarial_inputs_give_the_unfused_nan_and_inf_pattern(class_chunk_size):
+    # -inf masked classes (bias), a NaN feature, a 1e30 feature: the loss and every gradient as the unfused
+    rng = np.random.default_rng(3)
+    hidden = mx.array(rng.normal(size=(6, 4)).astype(np.float32))
+    hidden[2, 1], hidden[4, 0] = np.nan, 1e30
+    weight = mx.array(rng.normal(size=(10, 4)).astype(np.float32))
+    bias = mx.array(np.where(np.arange(10) % 3 == 0, -np.inf, 0).astype(np.float32))
+    targets, cotangent = mx.array([1, 2, 4, 5, 7, 8]), mx.arange(1, 7).astype(mx.float32)
+
+    def fused(h, w, b):
+        return generated.linear_cross_entropy(h, w, targets, bias=b, reduction="none", lse_square_scale=1e-3,
+                                              class_chunk_size=class_chunk_size)
+
+    def unfused(h, w, b):
+        return generated.cross_entropy(h @ w.T + b, targets, reduction="none", lse_square_scale=1e-3)
+
+    got, want = (mx.vjp(f, [hidden, weight, bias], [cotangent]) for f in (fused, unfused))
+    for g, w in zip([got[0][0], *got[1]], [want[0][0], *want[1]]):
+        g, w = np.array(g), np.array(w)
+        assert np.array_equal(np.isnan(g), np.isnan(w)) and np.array_equal(np.isinf(g), np.isinf(w))
+        finite = np.isfinite(w)
+        np.testing.assert_allclose(g[finite], w[finite], rtol=1e-5, atol=1e-6)
+    assert np.isnan(np.array(got[0][0])).any() and np.isinf(np.array(got[0][0])).any()  # the inputs reach the loss
