@@ -291,9 +291,9 @@ class RowsProgram:
 
 
 def class_block(class_chunk_size, chunk_size, tokens, classes):
-    """Classes in one block of the backward: ``class_chunk_size``, or as many as make a chunk's logits
-    (``chunk_size`` tokens' whole rows) with every token; None (tokens in chunks, whole rows) where that
-    is fewer than MIN_CLASS_BLOCK."""
+    """Classes in one block of the backward: ``class_chunk_size``, or as many as make 1/BLOCK_SHARE of a
+    chunk's logits (``chunk_size`` tokens' whole rows) with every token; None (tokens in chunks, whole
+    rows) where that is fewer than MIN_CLASS_BLOCK."""
     if class_chunk_size is not None:
         return class_chunk_size
     width = min(chunk_size * classes // (BLOCK_SHARE * max(tokens, 1)), classes)
