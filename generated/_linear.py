@@ -376,22 +376,25 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     @mx.custom_function
     def fused(*arrays):
         found, rest, wt = unpack(rt.held(*arrays))
-        values = []
+        values, per_token = [], block_values if block else token_values
         for start, stop, parts in chunks(found, lambda: values[-1] if values else []):
             logits = [head.logits(part) for head, part in zip(found, parts)]
-            per_token = block_values if block else token_values
             values.append(per_token(*logits, *(r[start:stop] for r in rest)))
         values = [mx.concatenate(v) for v in zip(*values)]
         # the blocked backward reads each token's per-row values, and its loss (the weights' gradient)
         return outputs(values[:shown], wt) + (values[shown:] + values[:1] if block else [])
 
+    def token_cotangent(cotangents, output):
+        """Each token's cotangent of the loss, before its weight."""
+        cotangent = rt.spread(rt.upcast(cotangents[0], rt.compute_dtype(output[0].dtype)), reduction,
+                              math.prod(tokens), count)
+        return mx.broadcast_to(cotangent, tokens).reshape(-1)
+
     def blocked_vjp(primals, cotangents, output):
         """The gradients with the backward on blocks of the classes (see ``linear_loss``)."""
         found, rest, wt = unpack(primals)
         head, hidden = found[0], found[0].hidden
-        cotangent = rt.spread(rt.upcast(cotangents[0], rt.compute_dtype(output[0].dtype)), reduction,
-                              hidden.shape[0], count)
-        cotangent = mx.broadcast_to(cotangent, tokens).reshape(-1)
+        cotangent = token_cotangent(cotangents, output)
         per_token = cotangent if wt is None else cotangent * wt
         if return_logsumexp:
             lse, lse_cotangent = output[1].reshape(-1, 1), cotangents[1].reshape(-1, 1).astype(mx.float32)
@@ -423,9 +426,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     def chunked_vjp(primals, cotangents, output):
         """The gradients, chunk by chunk of tokens: each chunk's logits whole rows, differentiated by MLX."""
         found, rest, wt = unpack(primals)
-        cotangent = rt.spread(rt.upcast(cotangents[0], rt.compute_dtype(output[0].dtype)), reduction,
-                              found[0].hidden.shape[0], count)
-        cotangent = mx.broadcast_to(cotangent, tokens).reshape(-1)
+        cotangent = token_cotangent(cotangents, output)
         per_token = [cotangent if wt is None else cotangent * wt]
         if return_logsumexp:
             per_token.append(cotangents[1].reshape(-1).astype(mx.float32))
