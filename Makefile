@@ -43,9 +43,10 @@ list: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m generator doc
 
+# The suite runs on every core (pytest-xdist), a test file to a worker: module fixtures run once.
 test: $(STAMP) $(TORCH_STAMP) $(LM_STAMP)
 	$(PY) -m generator check
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 # Speed and memory against mlx.nn.losses: a table, bench/results/bench.json and speedup.png.
 bench: $(BENCH_STAMP)
