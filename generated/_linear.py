@@ -22,10 +22,10 @@ CHUNK_ELEMENTS = 1 << 20
 # A distillation loss's chunk: each head's logits, their log_softmax and the loss's element-level
 # values are about 16 chunk-sized arrays alive at once (64 MB at CHUNK_ELEMENTS), so a quarter of it.
 DISTILLATION_CHUNK_ELEMENTS = CHUNK_ELEMENTS // 4
-# The fewest classes in one block of the backward (every token at once): with fewer, the blocks' matmuls
-# are thin and their Python work grows with the classes, so the backward takes chunks of tokens instead.
+# The fewest classes in one block of the backward's tiles (unless the head has fewer): thinner blocks make
+# thin matmuls, and their Python work grows with the classes.
 MIN_CLASS_BLOCK = 256
-# A block of the backward holds its logits, their gradient and two more arrays of its size alive at once:
+# A tile of the backward holds its logits, their gradient and two more arrays of its size alive at once:
 # a quarter of a chunk's logits (at 512 x 128 x 32768 float32: 34 MiB transient with a whole chunk, 26 with
 # a half, 22 with a quarter).
 BLOCK_SHARE = 4
@@ -290,14 +290,14 @@ class RowsProgram:
         return True
 
 
-def class_block(class_chunk_size, chunk_size, tokens, classes):
-    """Classes in one block of the backward: ``class_chunk_size``, or as many as make 1/BLOCK_SHARE of a
-    chunk's logits (``chunk_size`` tokens' whole rows) with every token; None (tokens in chunks, whole
-    rows) where that is fewer than MIN_CLASS_BLOCK."""
-    if class_chunk_size is not None:
-        return class_chunk_size
-    width = min(chunk_size * classes // (BLOCK_SHARE * max(tokens, 1)), classes)
-    return width if width >= min(MIN_CLASS_BLOCK, classes) else None
+def tiles(class_chunk_size, chunk_size, tokens, classes):
+    """The backward's tiles, as (classes in a block, tokens in a tile). A tile holds 1/BLOCK_SHARE of a
+    chunk's logits (``chunk_size`` tokens' whole rows). Its block is ``class_chunk_size`` classes, or as
+    many as make a tile of every token, but at least MIN_CLASS_BLOCK (or every class); its tokens are as
+    many as that leaves, so memory stays flat as the tokens grow."""
+    elements = max(chunk_size * classes // BLOCK_SHARE, 1)
+    width = class_chunk_size or min(max(elements // max(tokens, 1), MIN_CLASS_BLOCK), classes)
+    return width, max(1, min(tokens, elements // width))
 
 
 def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, dtype, softcap=None,
@@ -314,12 +314,13 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     head's classes are split across its ranks (``rows_loss`` reduces its rows across them): hidden's
     gradient is then summed over them, each rank's weight and bias keep their own rows'.
 
-    ``program`` (a ``RowsProgram``): the backward may run on blocks of
-    ``class_chunk_size`` classes with every token at once (``class_block``),
-    where the loss's backward reads its per-row values alone: each block's
-    logits made again, its gradient, then the weight's rows of that block (one
-    matmul, summed over every token: nothing accumulated chunk by chunk) and
-    its part of hidden's. Second derivatives take the chunked backward's.
+    ``program`` (a ``RowsProgram``): where the loss's backward reads its
+    per-row values alone, the backward runs on tiles (``tiles``): blocks of
+    ``class_chunk_size`` classes, each by chunks of tokens (one chunk of every
+    token where that fits). For each tile: its logits made again, its
+    gradient, its part of hidden's and of the weight's rows of that block; the
+    weight's gradient is never accumulated whole, only a block's rows at a
+    time. Second derivatives take the chunked backward's.
     """
     tokens = heads[0].hidden.shape[:-1]
     spread = group is not None and reduction != "none"
@@ -362,10 +363,10 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
 
     if flat[0].hidden.shape[0] == 0:  # no tokens: nothing to cut
         return returned(unfused(*arrays))
-    block = None
+    tiling = None
     if (program is not None and class_group is None and len(heads) == 1 and not heads[0].quantized
             and heads[0].classes > 0 and program.runs_on_blocks(flat_rows, heads[0].classes)):
-        block = class_block(class_chunk_size, chunk_size, flat[0].hidden.shape[0], heads[0].classes)
+        tiling = tiles(class_chunk_size, chunk_size, flat[0].hidden.shape[0], heads[0].classes)
     shown = 2 if return_logsumexp else 1  # the outputs returned; the rest, per-row values for the backward
 
     def block_values(*arrays):  # token_values, with the per-row values the backward on blocks reads
@@ -376,13 +377,13 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
     @mx.custom_function
     def fused(*arrays):
         found, rest, wt = unpack(rt.held(*arrays))
-        values, per_token = [], block_values if block else token_values
+        values, per_token = [], block_values if tiling else token_values
         for start, stop, parts in chunks(found, lambda: values[-1] if values else []):
             logits = [head.logits(part) for head, part in zip(found, parts)]
             values.append(per_token(*logits, *(r[start:stop] for r in rest)))
         values = [mx.concatenate(v) for v in zip(*values)]
         # the blocked backward reads each token's per-row values, and its loss (the weights' gradient)
-        return outputs(values[:shown], wt) + (values[shown:] + values[:1] if block else [])
+        return outputs(values[:shown], wt) + (values[shown:] + values[:1] if tiling else [])
 
     def token_cotangent(cotangents, output):
         """Each token's cotangent of the loss, before its weight."""
@@ -391,29 +392,47 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         return mx.broadcast_to(cotangent, tokens).reshape(-1)
 
     def blocked_vjp(primals, cotangents, output):
-        """The gradients with the backward on blocks of the classes (see ``linear_loss``)."""
+        """The gradients with the backward on tiles: blocks of the classes by chunks of tokens (see
+        ``linear_loss``). Each tile is made after the one before it has given its gradients."""
         found, rest, wt = unpack(primals)
         head, hidden = found[0], found[0].hidden
+        width, tile_tokens = tiling
         cotangent = token_cotangent(cotangents, output)
         per_token = cotangent if wt is None else cotangent * wt
         if return_logsumexp:
             lse, lse_cotangent = output[1].reshape(-1, 1), cotangents[1].reshape(-1, 1).astype(mx.float32)
         row_values, token_losses = list(output[shown:-1]), output[-1]
-        weight_blocks, bias_blocks, grad_hidden = [], [], mx.zeros(hidden.shape, mx.float32)
-        for start in range(0, head.classes, block):
-            part = head.block(start, start + block)
-            raw = part.logits(rt.after(hidden, *weight_blocks[-1:], grad_hidden))
-            logits = _capped(raw, softcap)
+        token_chunks = [(t, min(t + tile_tokens, hidden.shape[0])) for t in range(0, hidden.shape[0], tile_tokens)]
+        grad_hidden = [mx.zeros((stop - start, hidden.shape[-1]), mx.float32) for start, stop in token_chunks]
+        weight_blocks, bias_blocks, before = [], [], []
+        for start in range(0, head.classes, width):
+            part = head.block(start, start + width)
             axis = rt.ClassBlock(1, start, part.classes, head.classes)
-            grad = program.block_gradient(logits, *rest, axis, per_token, row_values).astype(mx.float32)
-            if return_logsumexp:
-                grad = grad + mx.exp(logits - lse) * lse_cotangent
-            if softcap is not None:
-                grad = mx.vjp(lambda z: [_capped(z, softcap)], [raw], [grad])[1][0]
-            grad_hidden = grad_hidden + part.times_weight(grad)
+            block_weight = block_bias = None
+            for i, (first, stop) in enumerate(token_chunks):
+                tile_hidden = rt.after(hidden[first:stop], *before)
+                raw = part.logits(tile_hidden)
+                logits = _capped(raw, softcap)
+                grad = program.block_gradient(logits, *(r[first:stop] for r in rest), axis,
+                                              per_token[first:stop], [v[first:stop] for v in row_values])
+                grad = grad.astype(mx.float32)
+                if return_logsumexp:
+                    grad = grad + mx.exp(logits - lse[first:stop]) * lse_cotangent[first:stop]
+                if softcap is not None:
+                    grad = mx.vjp(lambda z: [_capped(z, softcap)], [raw], [grad])[1][0]
+                grad_hidden[i] = grad_hidden[i] + part.times_weight(grad)
+                tile_weight = grad.T @ tile_hidden.astype(mx.float32)
+                block_weight = tile_weight if block_weight is None else block_weight + tile_weight
+                before = [grad_hidden[i], block_weight]
+                if head.bias is not None:
+                    tile_bias = mx.sum(grad, axis=0)
+                    block_bias = tile_bias if block_bias is None else block_bias + tile_bias
+                    before.append(block_bias)
             # summed in float32, then in the weight's dtype: a half-precision weight's is never whole in float32
-            weight_blocks.append((grad.T @ hidden.astype(mx.float32)).astype(head.weight.dtype))
-            bias_blocks.append(mx.sum(grad, axis=0))
+            weight_blocks.append(block_weight.astype(head.weight.dtype))
+            bias_blocks.append(block_bias)
+            before[1] = weight_blocks[-1]
+        grad_hidden = mx.concatenate(grad_hidden) if len(grad_hidden) > 1 else grad_hidden[0]
         grads = [grad_hidden.reshape(heads[0].hidden.shape).astype(heads[0].hidden.dtype)]
         grads += head.weight_gradients(mx.concatenate(weight_blocks))
         if head.bias is not None:
@@ -456,7 +475,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
 
     @fused.vjp
     def fused_vjp(primals, cotangents, output):
-        if block is None:
+        if tiling is None:
             return chunked_vjp(primals, cotangents, output)
         return _computed_as(blocked_vjp, chunked_vjp, primals, cotangents, output)
 

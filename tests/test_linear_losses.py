@@ -68,8 +68,10 @@ def _arrays(name, options, rng, dtype=mx.float32):
 def _functions(name, kwargs, reduction, softcap=None, class_chunk_size=None):
     """(fused, unfused) as functions of hidden, weight, bias (and the per-token weights, if given).
 
-    ``class_chunk_size``: the fused backward's blocks of classes, where the loss's backward runs on them
-    (cross_entropy's, class indices); by default, at these sizes, it takes chunks of tokens."""
+    ``class_chunk_size``: the fused backward's blocks of classes, where the loss's backward runs on tiles
+    (cross_entropy's, class indices). By default, at these sizes, a tile is every class of one token; with
+    blocks of 5, a tile is 5 classes of 7 tokens (then 6): blocks of classes by chunks of tokens. The other
+    losses' backward takes chunks of tokens."""
     head, bias_name = HEADS.get(name, ("weight", "bias"))
     fused_loss, loss = getattr(generated, f"linear_{name}"), getattr(generated, name)
     has_weights = "weights" in kwargs
@@ -97,7 +99,7 @@ CASES = [pytest.param(name, options, id=f"{name}-{','.join(options) or 'default'
          for name in sorted(OPTIONS) for options in OPTIONS[name]]
 
 
-@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["token chunks", "class blocks of 5"])
+@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["default tiles", "class blocks of 5"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("name,options", CASES)
 def test_values_and_gradients_equal_the_unfused_loss(name, options, reduction, class_chunk_size):
@@ -134,7 +136,7 @@ def test_half_precision_equals_the_unfused_loss_to_its_rounding(name, dtype):
         close_to_scale(g, w, f"gradient {index}", 4 * unit)  # the unfused rounds its logits' gradient to dtype first
 
 
-@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["token chunks", "class blocks of 5"])
+@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["default tiles", "class blocks of 5"])
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name, class_chunk_size):
     rng = np.random.default_rng(11)
@@ -183,23 +185,26 @@ def test_bad_arguments_are_named():
         generated.linear_multi_margin_loss(hidden, mx.zeros((10, 3)), targets)
 
 
-def test_the_logits_are_never_whole():
-    # 256 tokens x 4096 classes: the float32 logits alone are 4 MiB, their gradient as much again.
+def test_the_logits_are_never_whole_and_memory_stays_flat_as_the_tokens_grow():
+    # 256 tokens x 4096 classes: the float32 logits alone are 4 MiB, their gradient as much again; at 2048
+    # tokens, 32 MiB. The bound is half of the smaller logits at both sizes.
     rng = np.random.default_rng(5)
-    tokens, classes = 256, 4096
-    hidden = mx.array(rng.normal(size=(tokens, FEATURES)).astype(np.float32))
+    classes = 4096
     weight = mx.array(rng.normal(size=(classes, FEATURES)).astype(np.float32))
-    targets = mx.array(rng.integers(0, classes, size=tokens).astype(np.int32))
-    mx.eval(hidden, weight, targets)
-    logits_bytes = tokens * classes * 4
-    returned = (hidden.nbytes + weight.nbytes) * 2  # the gradients, and the float32 sum of weight's
-    for blocks in ({}, {"class_chunk_size": 256}):  # the backward by chunks of tokens, then by blocks of classes
-        step = mx.value_and_grad(lambda h, w: generated.linear_cross_entropy(h, w, targets, reduction="mean",
-                                                                           chunk_size=16, **blocks), argnums=[0, 1])
-        assert peak_memory(step, [hidden, weight]) < returned + logits_bytes / 2, blocks
+    bound = 256 * classes * 4 / 2
+    for tokens in (256, 2048):
+        hidden = mx.array(rng.normal(size=(tokens, FEATURES)).astype(np.float32))
+        targets = mx.array(rng.integers(0, classes, size=tokens).astype(np.int32))
+        mx.eval(hidden, weight, targets)
+        returned = (hidden.nbytes + weight.nbytes) * 2  # the gradients, and the float32 sum of weight's
+        # tiles of 256 classes by 64 tokens (a quarter of a chunk's 16 x 4096 logits), then of 128 by 128
+        for blocks in ({}, {"class_chunk_size": 128}):
+            step = mx.value_and_grad(lambda h, w: generated.linear_cross_entropy(
+                h, w, targets, reduction="mean", chunk_size=16, **blocks), argnums=[0, 1])
+            assert peak_memory(step, [hidden, weight]) < returned + bound, (tokens, blocks)
     unfused = mx.value_and_grad(lambda h, w: generated.cross_entropy(h @ w.T, targets, reduction="mean"),
                                 argnums=[0, 1])
-    assert peak_memory(unfused, [hidden, weight]) > logits_bytes  # the measure sees the logits where they are
+    assert peak_memory(unfused, [hidden, weight]) > tokens * classes * 4  # the measure sees the logits
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
