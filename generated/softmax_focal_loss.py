@@ -305,11 +305,11 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
             (Gemma 2). Default: ``None``, no cap.
         chunk_size (int, optional): Tokens in one chunk. Default: ``None``, as many as make about
             a million logits.
-        class_chunk_size (int, optional): Classes in one block of the backward, which then makes each
-            block's logits for every token at once and the weight's gradient block by block (no
-            accumulation over chunks of tokens). Default: ``None``, as many as make about a million
-            logits, where that is at least 256 and the loss's backward reads its per-row values alone
-            (else the backward takes the tokens chunk by chunk, as the forward does).
+        class_chunk_size (int, optional): Classes in one block of the backward's tiles, where the
+            loss's backward reads its per-row values alone (else the backward takes the tokens chunk by
+            chunk, as the forward does). Each tile, a block by a chunk of tokens, makes its logits again;
+            the weight's gradient is summed a block at a time. Default: ``None``, as many as make a
+            quarter of a chunk's logits with every token, but at least 256.
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
         The others: as ``softmax_focal_loss``'s.
