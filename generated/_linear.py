@@ -403,8 +403,12 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
             lse, lse_cotangent = output[1].reshape(-1, 1), cotangents[1].reshape(-1, 1).astype(mx.float32)
         row_values, token_losses = list(output[shown:-1]), output[-1]
         token_chunks = [(t, min(t + tile_tokens, hidden.shape[0])) for t in range(0, hidden.shape[0], tile_tokens)]
-        grad_hidden = [mx.zeros((stop - start, hidden.shape[-1]), mx.float32) for start, stop in token_chunks]
+        grad_hidden = [None] * len(token_chunks)  # each chunk of tokens' sum over the blocks, in float32
         weight_blocks, bias_blocks, before = [], [], []
+
+        def plus(total, term):  # a running sum, which starts at its first term
+            return term if total is None else total + term
+
         for start in range(0, head.classes, width):
             part = head.block(start, start + width)
             axis = rt.ClassBlock(1, start, part.classes, head.classes)
@@ -420,18 +424,16 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
                     grad = grad + mx.exp(logits - lse[first:stop]) * lse_cotangent[first:stop]
                 if softcap is not None:
                     grad = mx.vjp(lambda z: [_capped(z, softcap)], [raw], [grad])[1][0]
-                grad_hidden[i] = grad_hidden[i] + part.times_weight(grad)
-                tile_weight = grad.T @ tile_hidden.astype(mx.float32)
-                block_weight = tile_weight if block_weight is None else block_weight + tile_weight
+                grad_hidden[i] = plus(grad_hidden[i], part.times_weight(grad).astype(mx.float32))
+                block_weight = plus(block_weight, grad.T @ tile_hidden.astype(mx.float32))
                 before = [grad_hidden[i], block_weight]
                 if head.bias is not None:
-                    tile_bias = mx.sum(grad, axis=0)
-                    block_bias = tile_bias if block_bias is None else block_bias + tile_bias
+                    block_bias = plus(block_bias, mx.sum(grad, axis=0))
                     before.append(block_bias)
             # summed in float32, then in the weight's dtype: a half-precision weight's is never whole in float32
             weight_blocks.append(block_weight.astype(head.weight.dtype))
             bias_blocks.append(block_bias)
-            before[1] = weight_blocks[-1]
+            before[1] = weight_blocks[-1]  # the next block waits for these rows in the weight's dtype too
         grad_hidden = mx.concatenate(grad_hidden) if len(grad_hidden) > 1 else grad_hidden[0]
         grads = [grad_hidden.reshape(heads[0].hidden.shape).astype(heads[0].hidden.dtype)]
         grads += head.weight_gradients(mx.concatenate(weight_blocks))
