@@ -728,7 +728,7 @@ def first_order_collective(collective, value, group):
     return across(value)
 
 
-def in_chunks(program, arrays, axis, chunked=True):
+def in_chunks(program, arrays, axis, chunked=True, before=None):
     """``program(*arrays)`` computed for chunks of the rows in turn, its outputs put together.
 
     ``arrays`` are shaped like the first (the loss's input), or like its rows
@@ -739,8 +739,15 @@ def in_chunks(program, arrays, axis, chunked=True):
     temporaries are not all alive at once. Unchunked (one call) where
     ``chunked`` is False or the input fits in one chunk: MLX's
     transformations differentiate the program as it is.
+
+    ``before`` (a backward's cotangent): every half-precision chunk is read
+    after it, the first chunk too. Else the backward's chunks are the
+    forward's: MLX's compiler merges the same values computed from the same
+    chunks (the chunk made float32, its exp) and so holds them, whole, from
+    the forward to the backward. (A float32 chunk is the input itself: read
+    anew, it would be a copy.)
     """
-    chunks = _Chunks(arrays, axis)
+    chunks = _Chunks(arrays, axis, before)
     if not chunked or chunks.one or is_split(axis):
         return program(*arrays)
     results = None
@@ -775,20 +782,23 @@ def reduced_in_chunks(program, arrays, reduction):
 class _Chunks:
     """The chunks of ``arrays`` (see ``in_chunks``): ``(start, stop, the arrays cut)`` in turn."""
 
-    def __init__(self, arrays, axis):
+    def __init__(self, arrays, axis, before=None):
         self.arrays, self.axis, self.like = arrays, axis, arrays[0]
         dims = [d for d in range(self.like.ndim) if d != axis]
         self.dim = max(dims, key=lambda d: self.like.shape[d]) if dims else None
         self.length = self.like.shape[self.dim] if dims else 1
         self.step = max(1, CHUNK_ELEMENTS // max(self.like.size // max(self.length, 1), 1))
         self.one = not dims or self.like.size <= CHUNK_ELEMENTS or self.step >= self.length
-        self.before = None
+        self.before, self.every = before, before is not None
 
     def __iter__(self):
         for start in range(0, self.length, self.step):
             stop = min(start + self.step, self.length)
             chunk = [self._cut(a, start, stop) for a in self.arrays]
-            if self.before is not None:
+            if self.every:  # every float chunk read anew (see in_chunks)
+                chunk = [after(c, self.before) if _differentiable(c) and c.dtype in _HALF and c is not a else c
+                         for c, a in zip(chunk, self.arrays)]
+            elif self.before is not None:
                 chunk[0] = after(chunk[0], self.before)
             yield start, stop, chunk
 
@@ -814,7 +824,7 @@ class _Chunks:
         return array[self.part(array, start, stop)]
 
 
-def one_at_a_time(programs, arrays, rest):
+def one_at_a_time(programs, arrays, rest, axis=None, chunked=False, first_after=None):
     """The gradient each of ``programs`` computes from ``(*arrays, *rest)``, one after the other.
 
     For half-precision inputs: MLX's compiler fuses one kernel per output and
@@ -822,11 +832,19 @@ def one_at_a_time(programs, arrays, rest):
     float32, a selection both gradients read), so each gradient is computed by
     itself, its float array arguments read again once the one before is done
     (``after``: then they are no longer the same values to the compiler).
+    Where ``chunked``, each runs on chunks of the rows along ``axis`` too
+    (``in_chunks``), the first read after ``first_after`` (the cotangent):
+    unfused (MLX's eager value_and_grad runs a compiled program as it is),
+    its float32 temporaries are then chunk-sized.
     """
     grads, before = [], None
     for program in programs:
-        given = arrays if before is None else [after(a, before) if _differentiable(a) else a for a in arrays]
-        grads.append(program(*given, *rest)[0])
+        if chunked:
+            wait_for = first_after if before is None else before
+            grads.append(in_chunks(program, [*arrays, *rest], axis, before=wait_for)[0])
+        else:
+            given = arrays if before is None else [after(a, before) if _differentiable(a) else a for a in arrays]
+            grads.append(program(*given, *rest)[0])
         before = grads[-1]
     return grads
 

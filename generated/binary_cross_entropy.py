@@ -65,9 +65,9 @@ def _backward_with_logits_targets(inputs, targets, label_smoothing, label_smooth
 
 
 
-def _backward_with_logits_one_at_a_time(programs, inputs, targets, label_smoothing, label_smoothing_value, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [label_smoothing, label_smoothing_value, cotangent])
+def _backward_with_logits_one_at_a_time(programs, inputs, targets, label_smoothing, label_smoothing_value, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [label_smoothing, label_smoothing_value, cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -154,9 +154,9 @@ def _backward_no_with_logits_targets(inputs, targets, label_smoothing, label_smo
 
 
 
-def _backward_no_with_logits_one_at_a_time(programs, inputs, targets, label_smoothing, label_smoothing_value, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [label_smoothing, label_smoothing_value, cotangent])
+def _backward_no_with_logits_one_at_a_time(programs, inputs, targets, label_smoothing, label_smoothing_value, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [label_smoothing, label_smoothing_value, cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -218,9 +218,11 @@ def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, 
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
-        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals)
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals, not differentiable)
     else:
-        grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals)
+        grad_inputs, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

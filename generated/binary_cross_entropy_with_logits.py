@@ -84,9 +84,9 @@ def _backward_targets(inputs, targets, pos_weight, cotangent):
 
 
 
-def _backward_one_at_a_time(programs, inputs, targets, pos_weight, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets, pos_weight], [cotangent])
+def _backward_one_at_a_time(programs, inputs, targets, pos_weight, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets, pos_weight], [cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -142,9 +142,11 @@ def _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight
         cotangent = cotangent * weights
     if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
-        grad_inputs, grad_targets, = gradients(programs, inputs, targets, pos_weight, cotangent, *residuals)
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, pos_weight, cotangent, *residuals, not differentiable)
     else:
-        grad_inputs, grad_targets, = backward(inputs, targets, pos_weight, cotangent, *residuals)
+        grad_inputs, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            backward,
+            [inputs, targets, pos_weight, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -38,6 +38,24 @@ def _backward(inputs, targets, eps, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_inputs(inputs, targets, eps, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    t0 = inputs - targets
+    grad_inputs = cotangent*t0/(mx.sqrt(mx.square(t0) + eps ** 2))
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+
+def _backward_one_at_a_time(programs, inputs, targets, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent], None, chunked, cotangent)
+    grad_targets = -grad_inputs
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -45,6 +63,12 @@ _PROGRAMS = {
     "": (_forward, _backward),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "": (_backward_one_at_a_time, [_backward_inputs]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _charbonnier_loss_elements(inputs, targets, weights, eps, reduction, variant, differentiable):
@@ -78,7 +102,13 @@ def _charbonnier_loss_gradients_from(inputs, targets, weights, eps, reduction, v
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(eps, compute), cotangent, *residuals, not differentiable)
+    else:
+        grad_inputs, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

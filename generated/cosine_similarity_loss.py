@@ -55,6 +55,50 @@ def _backward_indices(x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2):
     return (grad_x1, grad_x2,)
 
 
+def _backward_indices_x1(x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2):
+    """The gradient of x1 alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (x1, x2,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(x1, x2))
+    x1 = rt.upcast(x1, compute)
+    x2 = rt.upcast(x2, compute)
+    row_length = rt.row_length(x1, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t6 = mx.rsqrt(sum0)
+    t7 = mx.rsqrt(sum1)
+    t8 = (eps < t4*t5)
+    t9 = cotangent*sum2
+    d_sum2 = mx.contiguous(cotangent*mx.where(t8, t6*t7, 1/eps))
+    d_sum0 = mx.contiguous(mx.where(t8, -0.5*t7*t9/(rt.power(sum0, 1.5)), 0))
+    grad_x1 = (2*d_sum0)*x1 + d_sum2*x2
+    return (rt.in_dtype_of(grad_x1, given[0]),)
+
+
+def _backward_indices_x2(x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2):
+    """The gradient of x2 alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (x1, x2,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(x1, x2))
+    x1 = rt.upcast(x1, compute)
+    x2 = rt.upcast(x2, compute)
+    row_length = rt.row_length(x1, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t6 = mx.rsqrt(sum0)
+    t7 = mx.rsqrt(sum1)
+    t8 = (eps < t4*t5)
+    t9 = cotangent*sum2
+    d_sum2 = mx.contiguous(cotangent*mx.where(t8, t6*t7, 1/eps))
+    d_sum1 = mx.contiguous(mx.where(t8, -0.5*t6*t9/(rt.power(sum1, 1.5)), 0))
+    grad_x2 = d_sum2*x1 + (2*d_sum1)*x2
+    return (rt.in_dtype_of(grad_x2, given[1]),)
+
+
+
+def _backward_indices_one_at_a_time(programs, x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda x1, x2, cotangent, sum0, t4, sum1, t5, sum2, program=program: program(x1, x2, eps, axis, cotangent, sum0, t4, sum1, t5, sum2)
+               for program in programs]
+    grad_x1, grad_x2, = rt.one_at_a_time(by_rows, [x1, x2], [cotangent, sum0, t4, sum1, t5, sum2], axis, chunked, cotangent)
+    return (grad_x1, grad_x2,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -62,6 +106,12 @@ _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_indices": (_backward_indices_one_at_a_time, [_backward_indices_x1, _backward_indices_x2]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _cosine_similarity_loss_elements(x1, x2, weights, axis, eps, reduction, variant, differentiable):
@@ -85,9 +135,13 @@ def _cosine_similarity_loss_gradients_from(x1, x2, weights, axis, eps, reduction
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2))
-    grad_x1, grad_x2, = rt.in_chunks(
-        lambda x1, x2, cotangent, *residuals: backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals),
-        [x1, x2, cotangent, *residuals], axis, chunked=not differentiable)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(x1, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_x1, grad_x2, = gradients(programs, x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_x1, grad_x2, = rt.in_chunks(
+            lambda x1, x2, cotangent, *residuals: backward(x1, x2, rt.scalar(eps, compute), axis, cotangent, *residuals),
+            [x1, x2, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_x1, x1), rt.gradient_for(grad_x2, x2)]
 
 

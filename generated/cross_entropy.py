@@ -137,6 +137,45 @@ def _backward_probabilities_recomputing(logits, targets, label_smoothing, label_
     return (grad_logits, grad_targets,)
 
 
+def _backward_probabilities_logits(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
+    """The gradient of logits alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
+    d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length
+    return (rt.in_dtype_of(grad_logits, given[0]),)
+
+
+def _backward_probabilities_targets(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
+    grad_targets = d_gather0*shifted0
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_probabilities_one_at_a_time(programs, logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda logits, targets, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0, program=program: program(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0)
+               for program in programs]
+    grad_logits, grad_targets, = rt.one_at_a_time(by_rows, [logits, targets], [kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0], axis, chunked, cotangent)
+    return (grad_logits, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -145,6 +184,12 @@ _PROGRAMS = {
     "_probabilities": (_forward_probabilities, _backward_probabilities, _backward_probabilities_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_probabilities": (_backward_probabilities_one_at_a_time, [_backward_probabilities_logits, _backward_probabilities_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant, differentiable):
@@ -184,9 +229,13 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = rt.in_chunks(
-        lambda logits, targets, kept_row, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(logits, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_logits, grad_targets, = gradients(programs, logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals, not differentiable)
+    else:
+        grad_logits, grad_targets, = rt.in_chunks(
+            lambda logits, targets, kept_row, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, cotangent, *residuals),
+            [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -79,9 +79,9 @@ def _backward_full_vars(inputs, targets, vars, eps, cotangent):
 
 
 
-def _backward_full_one_at_a_time(programs, inputs, targets, vars, eps, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_vars, = rt.one_at_a_time(programs, [inputs, targets, vars], [eps, cotangent])
+def _backward_full_one_at_a_time(programs, inputs, targets, vars, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_vars, = rt.one_at_a_time(programs, [inputs, targets, vars], [eps, cotangent], None, chunked, cotangent)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
@@ -149,9 +149,9 @@ def _backward_no_full_vars(inputs, targets, vars, eps, cotangent):
 
 
 
-def _backward_no_full_one_at_a_time(programs, inputs, targets, vars, eps, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_vars, = rt.one_at_a_time(programs, [inputs, targets, vars], [eps, cotangent])
+def _backward_no_full_one_at_a_time(programs, inputs, targets, vars, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_vars, = rt.one_at_a_time(programs, [inputs, targets, vars], [eps, cotangent], None, chunked, cotangent)
     grad_targets = -grad_inputs
     return (grad_inputs, grad_targets, grad_vars,)
 
@@ -206,9 +206,11 @@ def _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps,
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
     if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
-        grad_inputs, grad_targets, grad_vars, = gradients(programs, inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
+        grad_inputs, grad_targets, grad_vars, = gradients(programs, inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals, not differentiable)
     else:
-        grad_inputs, grad_targets, grad_vars, = backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals)
+        grad_inputs, grad_targets, grad_vars, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            lambda inputs, targets, vars, cotangent, *residuals: backward(inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals),
+            [inputs, targets, vars, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets), rt.gradient_for(grad_vars, vars)]
 
 

@@ -77,7 +77,9 @@ def _hinge_embedding_loss_gradients_from(inputs, targets, weights, margin, reduc
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, = backward(inputs, targets, rt.scalar(margin, compute), cotangent, *residuals)
+    grad_inputs, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(margin, compute), cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

@@ -88,6 +88,62 @@ def _backward_indices_recomputing(inputs, targets, beta, beta_value, axis, cotan
     return (grad_inputs, grad_targets,)
 
 
+def _backward_indices_inputs(inputs, targets, beta, beta_value, axis, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t3 = 1 - beta_value
+    t0 = rt.exp(inputs)
+    t1 = rt.exp(targets)
+    t2 = rt.logaddexp(targets + rt.math_of("log", beta_value), inputs + rt.math_of("log", t3))
+    t5 = 1 - beta_value
+    t6 = inputs - targets + (-rt.math_of("log", beta_value) + rt.math_of("log", t5))
+    t7 = -rt.sigmoid(t6)
+    d_sum1 = mx.contiguous(beta*cotangent)
+    d_sum0 = mx.contiguous(t5*cotangent)
+    t9 = mx.where((t0 == 0), 0, d_sum0*t0)
+    log_mixture = t2
+    t8 = 1 - log_mixture
+    grad_inputs = mx.where((t0 == 0), 0, t9*(inputs + t7 + t8)) + mx.where((t1 == 0), 0, d_sum1*t1*t7)
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_indices_targets(inputs, targets, beta, beta_value, axis, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t3 = 1 - beta_value
+    t0 = rt.exp(inputs)
+    t1 = rt.exp(targets)
+    t2 = rt.logaddexp(targets + rt.math_of("log", beta_value), inputs + rt.math_of("log", t3))
+    t5 = 1 - beta_value
+    t6 = inputs - targets + (-rt.math_of("log", beta_value) + rt.math_of("log", t5))
+    t10 = -rt.sigmoid(-t6)
+    d_sum1 = mx.contiguous(beta*cotangent)
+    d_sum0 = mx.contiguous(t5*cotangent)
+    t9 = mx.where((t0 == 0), 0, d_sum0*t0)
+    log_mixture = t2
+    t8 = 1 - log_mixture
+    grad_targets = mx.where((t0 == 0), 0, t10*t9) + mx.where((t1 == 0), 0, d_sum1*t1*(targets + t10 + t8))
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_indices_one_at_a_time(programs, inputs, targets, beta, beta_value, axis, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda inputs, targets, cotangent, program=program: program(inputs, targets, beta, beta_value, axis, cotangent)
+               for program in programs]
+    grad_inputs, grad_targets, = rt.one_at_a_time(by_rows, [inputs, targets], [cotangent], axis, chunked, cotangent)
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -95,6 +151,12 @@ _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_indices": (_backward_indices_one_at_a_time, [_backward_indices_inputs, _backward_indices_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, reduction, variant, differentiable):
@@ -119,9 +181,13 @@ def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, be
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs, axis) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = rt.in_chunks(
-        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals),
-        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_inputs, grad_targets, = rt.in_chunks(
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

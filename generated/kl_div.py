@@ -81,9 +81,9 @@ def _backward_log_target_targets(inputs, targets, cotangent):
 
 
 
-def _backward_log_target_one_at_a_time(programs, inputs, targets, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent])
+def _backward_log_target_one_at_a_time(programs, inputs, targets, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -147,9 +147,9 @@ def _backward_no_log_target_targets(inputs, targets, cotangent):
 
 
 
-def _backward_no_log_target_one_at_a_time(programs, inputs, targets, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent])
+def _backward_no_log_target_one_at_a_time(programs, inputs, targets, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -201,9 +201,11 @@ def _kl_div_gradients_from(inputs, targets, weights, log_target, reduction, vari
     backward = holding if rt.holds_elements(inputs) else recomputing
     if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
-        grad_inputs, grad_targets, = gradients(programs, inputs, targets, cotangent, *residuals)
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, cotangent, *residuals, not differentiable)
     else:
-        grad_inputs, grad_targets, = backward(inputs, targets, cotangent, *residuals)
+        grad_inputs, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            backward,
+            [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

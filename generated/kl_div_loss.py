@@ -65,6 +65,44 @@ def _backward_indices_recomputing(inputs, targets, axis, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_indices_inputs(inputs, targets, axis, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t0 = rt.exp(targets)
+    d_sum0 = cotangent
+    t1 = mx.where((t0 == 0), 0, d_sum0*t0)
+    grad_inputs = -t1
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_indices_targets(inputs, targets, axis, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t0 = rt.exp(targets)
+    d_sum0 = cotangent
+    t1 = mx.where((t0 == 0), 0, d_sum0*t0)
+    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_indices_one_at_a_time(programs, inputs, targets, axis, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda inputs, targets, cotangent, program=program: program(inputs, targets, axis, cotangent)
+               for program in programs]
+    grad_inputs, grad_targets, = rt.one_at_a_time(by_rows, [inputs, targets], [cotangent], axis, chunked, cotangent)
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -72,6 +110,12 @@ _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_indices": (_backward_indices_one_at_a_time, [_backward_indices_inputs, _backward_indices_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, differentiable):
@@ -94,9 +138,13 @@ def _kl_div_loss_gradients_from(inputs, targets, weights, axis, reduction, varia
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs, axis) else recomputing
-    grad_inputs, grad_targets, = rt.in_chunks(
-        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
-        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_inputs, grad_targets, = rt.in_chunks(
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

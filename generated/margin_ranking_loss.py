@@ -71,9 +71,9 @@ def _backward_targets(inputs1, inputs2, targets, margin, cotangent):
 
 
 
-def _backward_one_at_a_time(programs, inputs1, inputs2, targets, margin, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs1, grad_targets, = rt.one_at_a_time(programs, [inputs1, inputs2, targets], [margin, cotangent])
+def _backward_one_at_a_time(programs, inputs1, inputs2, targets, margin, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs1, grad_targets, = rt.one_at_a_time(programs, [inputs1, inputs2, targets], [margin, cotangent], None, chunked, cotangent)
     grad_inputs2 = -grad_inputs1
     return (grad_inputs1, grad_inputs2, grad_targets,)
 
@@ -125,9 +125,11 @@ def _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, weights, marg
     compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
     if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs1):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
-        grad_inputs1, grad_inputs2, grad_targets, = gradients(programs, inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals)
+        grad_inputs1, grad_inputs2, grad_targets, = gradients(programs, inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals, not differentiable)
     else:
-        grad_inputs1, grad_inputs2, grad_targets, = backward(inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals)
+        grad_inputs1, grad_inputs2, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            lambda inputs1, inputs2, targets, cotangent, *residuals: backward(inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals),
+            [inputs1, inputs2, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs1)), before=cotangent)
     return [rt.gradient_for(grad_inputs1, inputs1), rt.gradient_for(grad_inputs2, inputs2), rt.gradient_for(grad_targets, targets)]
 
 

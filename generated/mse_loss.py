@@ -37,6 +37,23 @@ def _backward(predictions, targets, cotangent):
     return (grad_predictions, grad_targets,)
 
 
+def _backward_predictions(predictions, targets, cotangent):
+    """The gradient of predictions alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (predictions, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(predictions, targets))
+    predictions = rt.upcast(predictions, compute)
+    targets = rt.upcast(targets, compute)
+    grad_predictions = (2*cotangent)*(predictions - targets)
+    return (rt.in_dtype_of(grad_predictions, given[0]),)
+
+
+
+def _backward_one_at_a_time(programs, predictions, targets, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_predictions, = rt.one_at_a_time(programs, [predictions, targets], [cotangent], None, chunked, cotangent)
+    grad_targets = -grad_predictions
+    return (grad_predictions, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -44,6 +61,12 @@ _PROGRAMS = {
     "": (_forward, _backward),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "": (_backward_one_at_a_time, [_backward_predictions]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _mse_loss_elements(predictions, targets, weights, reduction, variant, differentiable):
@@ -74,7 +97,13 @@ def _mse_loss_gradients_from(predictions, targets, weights, reduction, variant, 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    grad_predictions, grad_targets, = backward(predictions, targets, cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(predictions):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_predictions, grad_targets, = gradients(programs, predictions, targets, cotangent, *residuals, not differentiable)
+    else:
+        grad_predictions, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            backward,
+            [predictions, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(predictions)), before=cotangent)
     return [rt.gradient_for(grad_predictions, predictions), rt.gradient_for(grad_targets, targets)]
 
 

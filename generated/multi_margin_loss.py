@@ -123,7 +123,7 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     grad_inputs, = rt.in_chunks(
         lambda inputs, targets, inside_row, cotangent, *residuals: backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, cotangent, *residuals),
-        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

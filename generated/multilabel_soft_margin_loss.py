@@ -69,6 +69,46 @@ def _backward_indices_recomputing(inputs, targets, weight, axis, cotangent):
     return (grad_inputs, grad_targets,)
 
 
+def _backward_indices_inputs(inputs, targets, weight, axis, cotangent):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    weight = rt.upcast(weight, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    d_mean0 = mx.contiguous(-cotangent)
+    t2 = d_mean0*weight/row_length
+    grad_inputs = t2*(targets*rt.sigmoid(-inputs) - (1 - targets)*rt.sigmoid(inputs))
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_indices_targets(inputs, targets, weight, axis, cotangent):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    weight = rt.upcast(weight, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t0 = rt.softplus(-inputs)
+    t1 = rt.softplus(inputs)
+    d_mean0 = mx.contiguous(-cotangent)
+    t2 = d_mean0*weight/row_length
+    grad_targets = t2*(t1 - t0)
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_indices_one_at_a_time(programs, inputs, targets, weight, axis, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda inputs, targets, cotangent, program=program: program(inputs, targets, weight, axis, cotangent)
+               for program in programs]
+    grad_inputs, grad_targets, = rt.one_at_a_time(by_rows, [inputs, targets], [cotangent], axis, chunked, cotangent)
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -76,6 +116,12 @@ _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_indices": (_backward_indices_one_at_a_time, [_backward_indices_inputs, _backward_indices_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _multilabel_soft_margin_loss_elements(inputs, targets, weight, weights, axis, reduction, variant, differentiable):
@@ -98,9 +144,13 @@ def _multilabel_soft_margin_loss_gradients_from(inputs, targets, weight, weights
     """
     _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs, axis) else recomputing
-    grad_inputs, grad_targets, = rt.in_chunks(
-        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, weight, axis, cotangent, *residuals),
-        [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, weight, axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_inputs, grad_targets, = rt.in_chunks(
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, weight, axis, cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -80,9 +80,9 @@ def _backward_log_input_full_targets(inputs, targets, eps, cotangent):
 
 
 
-def _backward_log_input_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+def _backward_log_input_full_one_at_a_time(programs, inputs, targets, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -146,9 +146,9 @@ def _backward_log_input_no_full_targets(inputs, targets, eps, cotangent):
 
 
 
-def _backward_log_input_no_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+def _backward_log_input_no_full_one_at_a_time(programs, inputs, targets, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -216,9 +216,9 @@ def _backward_no_log_input_full_targets(inputs, targets, eps, cotangent):
 
 
 
-def _backward_no_log_input_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+def _backward_no_log_input_full_one_at_a_time(programs, inputs, targets, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -282,9 +282,9 @@ def _backward_no_log_input_no_full_targets(inputs, targets, eps, cotangent):
 
 
 
-def _backward_no_log_input_no_full_one_at_a_time(programs, inputs, targets, eps, cotangent):
-    """The gradients of half-precision inputs, each by itself (``programs``: one a gradient, rt.one_at_a_time)."""
-    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent])
+def _backward_no_log_input_no_full_one_at_a_time(programs, inputs, targets, eps, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_inputs, grad_targets, = rt.one_at_a_time(programs, [inputs, targets], [eps, cotangent], None, chunked, cotangent)
     return (grad_inputs, grad_targets,)
 
 
@@ -345,9 +345,11 @@ def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, 
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
-        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(eps, compute), cotangent, *residuals, not differentiable)
     else:
-        grad_inputs, grad_targets, = backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals)
+        grad_inputs, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(eps, compute), cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -183,7 +183,7 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
     compute = rt.compute_dtype(mx.result_type(logits))
     grad_logits, grad_targets, = rt.in_chunks(
         lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -108,7 +108,9 @@ def _sigmoid_focal_loss_gradients_from(inputs, targets, weights, alpha, gamma, r
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, = backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute), cotangent, *residuals)
+    grad_inputs, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(gamma, compute), rt.param_value(gamma, compute), cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

@@ -40,6 +40,24 @@ def _backward(predictions, targets, beta, beta_value, cotangent):
     return (grad_predictions, grad_targets,)
 
 
+def _backward_predictions(predictions, targets, beta, beta_value, cotangent):
+    """The gradient of predictions alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (predictions, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(predictions, targets))
+    predictions = rt.upcast(predictions, compute)
+    targets = rt.upcast(targets, compute)
+    t2 = predictions - targets
+    grad_predictions = cotangent*rt.choose((beta_value != 0), mx.minimum(beta, mx.maximum(t2, -beta))/beta, mx.sign(t2))
+    return (rt.in_dtype_of(grad_predictions, given[0]),)
+
+
+
+def _backward_one_at_a_time(programs, predictions, targets, beta, beta_value, cotangent, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks where ``chunked`` (rt.one_at_a_time)."""
+    grad_predictions, = rt.one_at_a_time(programs, [predictions, targets], [beta, beta_value, cotangent], None, chunked, cotangent)
+    grad_targets = -grad_predictions
+    return (grad_predictions, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -47,6 +65,12 @@ _PROGRAMS = {
     "": (_forward, _backward),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "": (_backward_one_at_a_time, [_backward_predictions]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _smooth_l1_loss_elements(predictions, targets, weights, beta, reduction, variant, differentiable):
@@ -80,7 +104,13 @@ def _smooth_l1_loss_gradients_from(predictions, targets, weights, beta, reductio
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
-    grad_predictions, grad_targets, = backward(predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), cotangent, *residuals)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(predictions):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_predictions, grad_targets, = gradients(programs, predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), cotangent, *residuals, not differentiable)
+    else:
+        grad_predictions, grad_targets, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+            lambda predictions, targets, cotangent, *residuals: backward(predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), cotangent, *residuals),
+            [predictions, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(predictions)), before=cotangent)
     return [rt.gradient_for(grad_predictions, predictions), rt.gradient_for(grad_targets, targets)]
 
 

@@ -73,7 +73,9 @@ def _soft_margin_loss_gradients_from(inputs, targets, weights, reduction, varian
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    grad_inputs, = backward(inputs, targets, cotangent, *residuals)
+    grad_inputs, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+        backward,
+        [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

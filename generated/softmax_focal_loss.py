@@ -127,7 +127,7 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     grad_logits, = rt.in_chunks(
         lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
     return [rt.gradient_for(grad_logits, logits)]
 
 

@@ -60,6 +60,74 @@ def _backward_indices(anchors, positives, negatives, p, margin, eps, axis, cotan
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
+def _backward_indices_anchors(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, t0, sum1, t1):
+    """The gradient of anchors alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t4 = 1/p
+    t5 = (t1 - t0 + margin > 0)
+    t6 = anchors - negatives
+    t7 = p - 1
+    t9 = anchors - positives
+    d_sum1 = mx.contiguous(mx.where(t5, t4*cotangent*t1/(sum1 + eps), 0))
+    t10 = d_sum1*rt.power(mx.abs(t9), t7)*mx.sign(t9)
+    d_sum0 = mx.contiguous(mx.where(t5, (-t4)*cotangent*t0/(sum0 + eps), 0))
+    t8 = d_sum0*rt.power(mx.abs(t6), t7)*mx.sign(t6)
+    grad_anchors = p*(t10 + t8)
+    return (rt.in_dtype_of(grad_anchors, given[0]),)
+
+
+def _backward_indices_positives(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, t0, sum1, t1):
+    """The gradient of positives alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t4 = 1/p
+    t5 = (t1 - t0 + margin > 0)
+    t7 = p - 1
+    t9 = anchors - positives
+    d_sum1 = mx.contiguous(mx.where(t5, t4*cotangent*t1/(sum1 + eps), 0))
+    t10 = d_sum1*rt.power(mx.abs(t9), t7)*mx.sign(t9)
+    grad_positives = (-p)*t10
+    return (rt.in_dtype_of(grad_positives, given[1]),)
+
+
+def _backward_indices_negatives(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, t0, sum1, t1):
+    """The gradient of negatives alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t4 = 1/p
+    t5 = (t1 - t0 + margin > 0)
+    t6 = anchors - negatives
+    t7 = p - 1
+    d_sum0 = mx.contiguous(mx.where(t5, (-t4)*cotangent*t0/(sum0 + eps), 0))
+    t8 = d_sum0*rt.power(mx.abs(t6), t7)*mx.sign(t6)
+    grad_negatives = (-p)*t8
+    return (rt.in_dtype_of(grad_negatives, given[2]),)
+
+
+
+def _backward_indices_one_at_a_time(programs, anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, t0, sum1, t1, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda anchors, positives, negatives, cotangent, sum0, t0, sum1, t1, program=program: program(anchors, positives, negatives, p, margin, eps, axis, cotangent, sum0, t0, sum1, t1)
+               for program in programs]
+    grad_anchors, grad_positives, grad_negatives, = rt.one_at_a_time(by_rows, [anchors, positives, negatives], [cotangent, sum0, t0, sum1, t1], axis, chunked, cotangent)
+    return (grad_anchors, grad_positives, grad_negatives,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -67,6 +135,12 @@ _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_indices": (_backward_indices_one_at_a_time, [_backward_indices_anchors, _backward_indices_positives, _backward_indices_negatives]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _triplet_loss_elements(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant, differentiable):
@@ -90,9 +164,13 @@ def _triplet_loss_gradients_from(anchors, positives, negatives, weights, axis, p
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
-        lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
-        [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(anchors, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_anchors, grad_positives, grad_negatives, = gradients(programs, anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
+            lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, p, rt.scalar(margin, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
+            [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
 
 

@@ -73,6 +73,94 @@ def _backward_swap_indices(anchors, positives, negatives, margin, p, p_value, ep
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
+def _backward_swap_indices_anchors(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, sum2, t2):
+    """The gradient of anchors alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t8 = (t0 < t2)
+    t9 = 1/p_value
+    t10 = t1 + margin
+    t11 = mx.where(t8, (t10 - t0 > 0), (t10 - t2 > 0))
+    t12 = -negatives
+    t13 = anchors + eps
+    t14 = t12 + t13
+    t15 = p_value - 1
+    t17 = t13 - positives
+    d_sum1 = mx.contiguous(mx.where(t11, t9*cotangent*t1/sum1, 0))
+    t18 = d_sum1*rt.power(mx.abs(t17), t15)*mx.sign(t17)
+    d_sum0 = mx.contiguous(mx.where(t11, mx.where(t8, (-t9)*cotangent*t0/sum0, 0), 0))
+    t16 = d_sum0*rt.power(mx.abs(t14), t15)*mx.sign(t14)
+    grad_anchors = p*(t16 + t18)
+    return (rt.in_dtype_of(grad_anchors, given[0]),)
+
+
+def _backward_swap_indices_positives(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, sum2, t2):
+    """The gradient of positives alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t8 = (t0 < t2)
+    t9 = 1/p_value
+    t10 = t1 + margin
+    t11 = mx.where(t8, (t10 - t0 > 0), (t10 - t2 > 0))
+    t12 = -negatives
+    t13 = anchors + eps
+    t15 = p_value - 1
+    t17 = t13 - positives
+    t19 = positives + t12 + eps
+    t20 = rt.power(mx.abs(t19), t15)
+    t21 = mx.sign(t19)
+    d_sum2 = mx.contiguous(mx.where(t11, mx.where(mx.logical_not(t8), (-t9)*cotangent*t2/sum2, 0), 0))
+    d_sum1 = mx.contiguous(mx.where(t11, t9*cotangent*t1/sum1, 0))
+    t18 = d_sum1*rt.power(mx.abs(t17), t15)*mx.sign(t17)
+    grad_positives = p*(d_sum2*t20*t21 - t18)
+    return (rt.in_dtype_of(grad_positives, given[1]),)
+
+
+def _backward_swap_indices_negatives(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, sum2, t2):
+    """The gradient of negatives alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t8 = (t0 < t2)
+    t9 = 1/p_value
+    t10 = t1 + margin
+    t11 = mx.where(t8, (t10 - t0 > 0), (t10 - t2 > 0))
+    t12 = -negatives
+    t13 = anchors + eps
+    t14 = t12 + t13
+    t15 = p_value - 1
+    t19 = positives + t12 + eps
+    t20 = rt.power(mx.abs(t19), t15)
+    t21 = mx.sign(t19)
+    d_sum2 = mx.contiguous(mx.where(t11, mx.where(mx.logical_not(t8), (-t9)*cotangent*t2/sum2, 0), 0))
+    d_sum0 = mx.contiguous(mx.where(t11, mx.where(t8, (-t9)*cotangent*t0/sum0, 0), 0))
+    t16 = d_sum0*rt.power(mx.abs(t14), t15)*mx.sign(t14)
+    grad_negatives = (-p)*(t16 + d_sum2*t20*t21)
+    return (rt.in_dtype_of(grad_negatives, given[2]),)
+
+
+
+def _backward_swap_indices_one_at_a_time(programs, anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, sum2, t2, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda anchors, positives, negatives, cotangent, sum0, t0, sum1, t1, sum2, t2, program=program: program(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, sum2, t2)
+               for program in programs]
+    grad_anchors, grad_positives, grad_negatives, = rt.one_at_a_time(by_rows, [anchors, positives, negatives], [cotangent, sum0, t0, sum1, t1, sum2, t2], axis, chunked, cotangent)
+    return (grad_anchors, grad_positives, grad_negatives,)
+
 
 def _forward_no_swap_indices(anchors, positives, negatives, margin, p, p_value, eps, axis):
     """The loss of each row with swap=False, indices targets."""
@@ -120,6 +208,77 @@ def _backward_no_swap_indices(anchors, positives, negatives, margin, p, p_value,
     return (grad_anchors, grad_positives, grad_negatives,)
 
 
+def _backward_no_swap_indices_anchors(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1):
+    """The gradient of anchors alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t5 = 1/p_value
+    t6 = (t1 - t0 + margin > 0)
+    t7 = anchors + eps
+    t8 = t7 - negatives
+    t9 = p_value - 1
+    t11 = t7 - positives
+    d_sum1 = mx.contiguous(mx.where(t6, t5*cotangent*t1/sum1, 0))
+    t12 = d_sum1*rt.power(mx.abs(t11), t9)*mx.sign(t11)
+    d_sum0 = mx.contiguous(mx.where(t6, (-t5)*cotangent*t0/sum0, 0))
+    t10 = d_sum0*rt.power(mx.abs(t8), t9)*mx.sign(t8)
+    grad_anchors = p*(t10 + t12)
+    return (rt.in_dtype_of(grad_anchors, given[0]),)
+
+
+def _backward_no_swap_indices_positives(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1):
+    """The gradient of positives alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t5 = 1/p_value
+    t6 = (t1 - t0 + margin > 0)
+    t7 = anchors + eps
+    t9 = p_value - 1
+    t11 = t7 - positives
+    d_sum1 = mx.contiguous(mx.where(t6, t5*cotangent*t1/sum1, 0))
+    t12 = d_sum1*rt.power(mx.abs(t11), t9)*mx.sign(t11)
+    grad_positives = (-p)*t12
+    return (rt.in_dtype_of(grad_positives, given[1]),)
+
+
+def _backward_no_swap_indices_negatives(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1):
+    """The gradient of negatives alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (anchors, positives, negatives,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
+    anchors = rt.upcast(anchors, compute)
+    positives = rt.upcast(positives, compute)
+    negatives = rt.upcast(negatives, compute)
+    row_length = rt.row_length(anchors, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t5 = 1/p_value
+    t6 = (t1 - t0 + margin > 0)
+    t7 = anchors + eps
+    t8 = t7 - negatives
+    t9 = p_value - 1
+    d_sum0 = mx.contiguous(mx.where(t6, (-t5)*cotangent*t0/sum0, 0))
+    t10 = d_sum0*rt.power(mx.abs(t8), t9)*mx.sign(t8)
+    grad_negatives = (-p)*t10
+    return (rt.in_dtype_of(grad_negatives, given[2]),)
+
+
+
+def _backward_no_swap_indices_one_at_a_time(programs, anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda anchors, positives, negatives, cotangent, sum0, t0, sum1, t1, program=program: program(anchors, positives, negatives, margin, p, p_value, eps, axis, cotangent, sum0, t0, sum1, t1)
+               for program in programs]
+    grad_anchors, grad_positives, grad_negatives, = rt.one_at_a_time(by_rows, [anchors, positives, negatives], [cotangent, sum0, t0, sum1, t1], axis, chunked, cotangent)
+    return (grad_anchors, grad_positives, grad_negatives,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -128,6 +287,13 @@ _PROGRAMS = {
     "_no_swap_indices": (_forward_no_swap_indices, _backward_no_swap_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_swap_indices": (_backward_swap_indices_one_at_a_time, [_backward_swap_indices_anchors, _backward_swap_indices_positives, _backward_swap_indices_negatives]),
+    "_no_swap_indices": (_backward_no_swap_indices_one_at_a_time, [_backward_no_swap_indices_anchors, _backward_no_swap_indices_positives, _backward_no_swap_indices_negatives]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _triplet_margin_loss_elements(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant, differentiable):
@@ -151,9 +317,13 @@ def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, 
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
-        lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
-        [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(anchors, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_anchors, grad_positives, grad_negatives, = gradients(programs, anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_anchors, grad_positives, grad_negatives, = rt.in_chunks(
+            lambda anchors, positives, negatives, cotangent, *residuals: backward(anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals),
+            [anchors, positives, negatives, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_anchors, anchors), rt.gradient_for(grad_positives, positives), rt.gradient_for(grad_negatives, negatives)]
 
 

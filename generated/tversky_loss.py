@@ -52,6 +52,52 @@ def _backward_indices(inputs, targets, alpha, alpha_value, beta, beta_value, smo
     return (grad_inputs, grad_targets,)
 
 
+def _backward_indices_inputs(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2):
+    """The gradient of inputs alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t1 = sum0 + smooth
+    t2 = t1 + rt.zero_if((alpha_value == 0), alpha*sum1) + rt.zero_if((beta_value == 0), beta*sum2)
+    t3 = cotangent*t1/(mx.square(t2))
+    t4 = mx.reciprocal(t2)
+    d_sum2 = mx.contiguous(rt.zero_if((beta_value == 0), beta*t3))
+    d_sum1 = mx.contiguous(rt.zero_if((alpha_value == 0), alpha*t3))
+    d_sum0 = mx.contiguous(cotangent*t4*(t1*t4 - 1))
+    grad_inputs = d_sum0*targets + d_sum1*(1 - targets) + (-d_sum2)*targets
+    return (rt.in_dtype_of(grad_inputs, given[0]),)
+
+
+def _backward_indices_targets(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, targets))
+    inputs = rt.upcast(inputs, compute)
+    targets = rt.upcast(targets, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    t1 = sum0 + smooth
+    t2 = t1 + rt.zero_if((alpha_value == 0), alpha*sum1) + rt.zero_if((beta_value == 0), beta*sum2)
+    t3 = cotangent*t1/(mx.square(t2))
+    t4 = mx.reciprocal(t2)
+    d_sum2 = mx.contiguous(rt.zero_if((beta_value == 0), beta*t3))
+    d_sum1 = mx.contiguous(rt.zero_if((alpha_value == 0), alpha*t3))
+    d_sum0 = mx.contiguous(cotangent*t4*(t1*t4 - 1))
+    grad_targets = d_sum0*inputs + d_sum2*(1 - inputs) + (-d_sum1)*inputs
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_indices_one_at_a_time(programs, inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda inputs, targets, cotangent, sum0, sum1, sum2, program=program: program(inputs, targets, alpha, alpha_value, beta, beta_value, smooth, axis, cotangent, sum0, sum1, sum2)
+               for program in programs]
+    grad_inputs, grad_targets, = rt.one_at_a_time(by_rows, [inputs, targets], [cotangent, sum0, sum1, sum2], axis, chunked, cotangent)
+    return (grad_inputs, grad_targets,)
+
 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
@@ -59,6 +105,12 @@ _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_indices": (_backward_indices_one_at_a_time, [_backward_indices_inputs, _backward_indices_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _tversky_loss_elements(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant, differentiable):
@@ -82,9 +134,13 @@ def _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, sm
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, grad_targets, = rt.in_chunks(
-        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals),
-        [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals, not differentiable)
+    else:
+        grad_inputs, grad_targets, = rt.in_chunks(
+            lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals),
+            [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -96,7 +96,9 @@ def _tweedie_deviance_gradients_from(inputs, targets, weights, power, reduction,
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    grad_inputs, = backward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute), cotangent, *residuals)
+    grad_inputs, = rt.in_chunks(  # half-precision inputs: in chunks (rt.one_at_a_time says why)
+        lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(power, compute), rt.param_value(power, compute), cotangent, *residuals),
+        [inputs, targets, cotangent, *residuals], None, chunked=not (differentiable or rt.holds_elements(inputs)), before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

@@ -65,6 +65,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "program", "programs", "gradients",  # the compiled forward and backwards of each variant
     # the residual policy of row-wise losses (rt.holds_elements) and their chunks of rows
     "hold", "held", "holding", "recomputing",
+    "chunked", "by_rows",  # half-precision gradients each by itself, in chunks (rt.one_at_a_time)
     # the linear_ forms' own arguments and locals (their head is ``weight`` and ``bias`` where the spec
     # has no argument of either name, else these: see HEAD_NAMES)
     "group", "class_group",  # the ranks a mean or sum is over, and those the classes are split across

@@ -42,11 +42,8 @@ def elementwise_variant(loss, variant, printed_params):
         return print_program(statements, {}, arrays | {COTANGENT}, loss.inputs, like=like, given=forward,
                              printed_params=printed_params)
 
-    # Half-precision inputs: each gradient by itself (see rt.one_at_a_time), where several are computed
-    # (one that is another's, negated, is still that one's)
-    outputs = {s.output: s for s in recomputing if s.output}
-    one_at_a_time = [(i.name, print_backward(_needed_for(recomputing, outputs[f"grad_{i.name}"])))
-                     for i in loss.inputs if f"grad_{i.name}" in outputs] if len(outputs) > 1 else []
+    one_at_a_time = [(name, print_backward(statements))
+                     for name, statements in _one_at_a_time(loss, recomputing, len(ir.aliases))]
 
     return {
         "suffix": variant.suffix,
@@ -96,6 +93,12 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         return print_program(statements, names, arrays | {COTANGENT} | set(residuals), element, like,
                              given=forward, printed_params=printed_params) + scatters
 
+    # a backward that reduces no row, and adds nothing at the target's class, computes each gradient from
+    # the per-row values alone: for half-precision inputs each by itself, like an elementwise loss's
+    elementwise = all(s.reduction is None for s in recomputing) and not scatters and not ir.row_gradients
+    one_at_a_time = [(name, print_backward(statements, per_row))
+                     for name, statements in (_one_at_a_time(loss, recomputing) if elementwise else [])]
+
     return {
         "suffix": variant.suffix + f"_{target_form}",
         "flags": variant.flags,
@@ -106,7 +109,8 @@ def rowwise_variant(loss, variant, target_form, printed_params):
         "backward_lines": print_backward(backward, per_row + held),
         # the backward of half-precision inputs, which computes the element-level values again
         "recomputing_lines": print_backward(recomputing, per_row) if held else None,
-        "one_at_a_time": [],
+        "one_at_a_time": one_at_a_time,
+        "one_at_a_time_gradients": ", ".join(f"grad_{name}" for name, _ in one_at_a_time),
         "residuals": [r.name for r in per_row],
         "held_residuals": [r.name for r in held],
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
@@ -144,6 +148,16 @@ def _moved_inputs_inlined(statements, kept):
     inlined = {s.symbol: s.expr for s in statements if moved_input(s)}
     return [type(s)(s.symbol, s.expr.xreplace(inlined), s.reduction, s.output) if s.expr.free_symbols & set(inlined)
             else s for s in statements if s.symbol not in inlined]
+
+
+def _one_at_a_time(loss, backward, aliases=0):
+    """``(input name, the statements of its gradient alone)`` of each input, where the backward returns
+    several gradients (see rt.one_at_a_time). One that is another's, negated (``aliases`` of them), is
+    not computed but taken from that one's whole: in chunks of the rows it would be a second output."""
+    outputs = {s.output: s for s in backward if s.output}
+    if len(outputs) + aliases < 2:
+        return []
+    return [(i.name, _needed_for(backward, outputs[f"grad_{i.name}"])) for i in loss.inputs if f"grad_{i.name}" in outputs]
 
 
 def _needed_for(statements, output):

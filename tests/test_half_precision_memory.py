@@ -1,0 +1,40 @@
+"""Half-precision value_and_grad peaks at most MLX's own autodiff, as called and under ``mx.compile``.
+
+``make bench``'s memory section gives every loss's figures. Here, on the loss
+each one matters to, at the bench's size (2^22 bfloat16 elements), the three
+choices those figures rest on:
+
+- each gradient computed by itself and in chunks of the rows (as called, MLX
+  runs a compiled program uncompiled inside value_and_grad, so an unchunked
+  backward makes float32 temporaries the size of the input): hinge_loss;
+- the backward's chunks read after the cotangent (else MLX's compiler merges
+  them with the forward's chunks and holds their float32 values whole from
+  the forward to the backward): kl_div_loss under ``mx.compile``;
+- a gradient that is another's negated is taken from that one whole, not
+  made in its chunks (a second output of every chunk): mse_loss.
+
+The bound is the better of MLX's eager and compiled autodiff of
+``mlx.nn.losses`` on the same inputs, measured in the same process, plus 2%.
+"""
+
+from __future__ import annotations
+
+import mlx.nn.losses as reference
+import pytest
+
+import generated
+from generator.tools import bench, bench_memory
+
+SIZE = 2**22
+LOSSES = ["hinge_loss", "kl_div_loss", "mse_loss"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_half_precision_value_and_grad_peaks_at_most_mlx_autodiff(name):
+    spec = next(s for s in bench.benchmark_losses() if s.name == name)
+    case = bench.make_case(spec, SIZE)
+    peaks = bench_memory.measure_case(case, getattr(generated, name), getattr(reference, name), "bfloat16")
+    best = min(peaks["eager"], peaks["compiled"])
+    mib = {variant: round(peak / 2**20, 1) for variant, peak in peaks.items()}
+    assert peaks["generated"] <= best * bench_memory.MARGIN, f"as called: {mib}"
+    assert peaks["generated_compiled"] <= best * bench_memory.MARGIN, f"under mx.compile: {mib}"
