@@ -10,8 +10,10 @@ and bias. The chunks run one after the other (``rt.after``), so one chunk's
 logits and their gradient are alive at a time.
 """
 
+import functools
 import math
 import numbers
+import operator
 
 import mlx.core as mx
 
@@ -269,25 +271,45 @@ class RowsProgram:
     ``values(logits, *rows)``: each token's loss and the per-row values its
     backward reads (the loss's forward on whole rows, ``rt.RowValues``);
     ``block_gradient(logits, *rows, axis, cotangent, values)``: the gradient
-    of a block of the logits (its backward on ``axis``, an ``rt.ClassBlock``).
+    of a block of the logits, then of each row array's block (None where it
+    has none): the loss's backward on ``axis``, an ``rt.ClassBlock``. A row
+    array is one value a token (class indices) or one a class (probabilities).
     """
 
     def __init__(self, values, block_gradient):
         self.values, self.block_gradient = values, block_gradient
 
     def runs_on_blocks(self, rows, classes):
-        """Whether the backward reads the per-row values alone (it reduces no row itself: tried on a
-        block of one row, a graph never evaluated) and every row array is one value a token."""
-        if any(r.ndim != 1 for r in rows):
+        """Whether the backward reads the per-row values alone: it reduces no row itself (tried on a
+        block of one row, a graph never evaluated)."""
+        if any(r.ndim != 1 and r.shape[1:] != (classes,) for r in rows):
             return False
         logits = mx.broadcast_to(mx.array(0.0), (1, classes))
-        tried = [mx.zeros((1,), r.dtype) for r in rows]
+        tried = [mx.zeros((1, *r.shape[1:]), r.dtype) for r in rows]
         try:
             _, values = self.values(logits, *tried)
-            self.block_gradient(logits[:, :1], *tried, rt.ClassBlock(1, 0, 1, classes), mx.ones((1,)), values)
+            self.block_gradient(logits[:, :1], *(block_of(r, 0, 1) for r in tried), rt.ClassBlock(1, 0, 1, classes),
+                                mx.ones((1,)), values)
         except rt.RowReduction:
             return False
         return True
+
+
+def _tiles_together(tiles):
+    """A row array's gradient from its tiles (``{block's first class: [its chunks of tokens]}``): one value
+    a class, the blocks side by side; one a token, their sum. None where there are none."""
+    blocks = [mx.concatenate(chunks) if len(chunks) > 1 else chunks[0] for chunks in tiles.values()]
+    if not blocks:
+        return None
+    if blocks[0].ndim == 1:
+        return functools.reduce(operator.add, blocks)
+    return mx.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+
+
+def block_of(row, start, stop):
+    """A row array's part for the classes ``[start, stop)``: every token's (one value a token), or the
+    block's columns (one value a class)."""
+    return row if row.ndim == 1 else row[:, start:stop]
 
 
 def tiles(class_chunk_size, chunk_size, tokens, classes):
@@ -405,6 +427,7 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         token_chunks = [(t, min(t + tile_tokens, hidden.shape[0])) for t in range(0, hidden.shape[0], tile_tokens)]
         grad_hidden = [None] * len(token_chunks)  # each chunk of tokens' sum over the blocks, in float32
         weight_blocks, bias_blocks, before = [], [], []
+        row_tiles = [{} for _ in rest]  # each row array's gradient (probability targets): its tiles, by block
 
         def plus(total, term):  # a running sum, which starts at its first term
             return term if total is None else total + term
@@ -417,8 +440,12 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
                 tile_hidden = rt.after(hidden[first:stop], *before)
                 raw = part.logits(tile_hidden)
                 logits = _capped(raw, softcap)
-                grad = program.block_gradient(logits, *(r[first:stop] for r in rest), axis,
-                                              per_token[first:stop], [v[first:stop] for v in row_values])
+                grad, *of_rows = program.block_gradient(
+                    logits, *(block_of(r[first:stop], start, start + part.classes) for r in rest), axis,
+                    per_token[first:stop], [v[first:stop] for v in row_values])
+                for tiles_of_row, grad_row in zip(row_tiles, of_rows):
+                    if grad_row is not None and mx.issubdtype(grad_row.dtype, mx.floating):
+                        tiles_of_row.setdefault(start, []).append(grad_row)
                 grad = grad.astype(mx.float32)
                 if return_logsumexp:
                     grad = grad + mx.exp(logits - lse[first:stop]) * lse_cotangent[first:stop]
@@ -439,7 +466,9 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
         grads += head.weight_gradients(mx.concatenate(weight_blocks))
         if head.bias is not None:
             grads.append(mx.concatenate(bias_blocks).astype(head.bias.dtype))
-        grads += [rt.gradient_for(mx.zeros(row.shape), row) for row in rows]
+        for row, tiles_of_row in zip(rows, row_tiles):
+            grad_row = _tiles_together(tiles_of_row)
+            grads.append(rt.gradient_for(None if grad_row is None else grad_row.reshape(row.shape), row))
         if has_weights:
             grads.append((cotangent * token_losses).reshape(weights.shape).astype(weights.dtype))
         return grads
@@ -506,14 +535,15 @@ def _computed_as(fast, exact, primals, cotangents, output):
     def gradients(*arrays):
         return fast(*parts(arrays))
 
+    # in the float arrays alone: the class indices index (a gather at the class), and MLX has no
+    # derivative of a gather in its indices
     @gradients.vjp
     def gradients_vjp(arrays, gradient_cotangents, _):
-        return mx.vjp(lambda *a: exact(*parts(a)), list(arrays), list(gradient_cotangents))[1]
+        return rt.vjp_of(lambda *a: exact(*parts(a)), list(arrays), list(gradient_cotangents))
 
     @gradients.jvp
     def gradients_jvp(arrays, tangents):
-        tangents = [mx.zeros_like(a) if t is None else t for a, t in zip(arrays, tangents)]
-        return mx.jvp(lambda *a: exact(*parts(a)), list(arrays), tangents)[1]
+        return rt.jvp_of(lambda *a: exact(*parts(a)), list(arrays), list(tangents))
 
     return gradients(*primals, *cotangents, *output)
 

@@ -486,7 +486,8 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
         return _cross_entropy_elements(logits, targets, None, rt.RowValues(logits.ndim - 1), label_smoothing, ignore_index, lse_square_scale, "none", variant, False)
 
     def block_gradient(logits, targets, axis, cotangent, residuals):  # of a block of the classes
-        return _cross_entropy_gradients_from(logits, targets, None, axis, label_smoothing, ignore_index, lse_square_scale, "none", variant, cotangent, residuals, False)[0]
+        grads = _cross_entropy_gradients_from(logits, targets, None, axis, label_smoothing, ignore_index, lse_square_scale, "none", variant, cotangent, residuals, False)
+        return grads[0], grads[1]
 
     count = rt.kept_count(rt.kept_rows(targets, ignore_index))
     return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, count, chunk_size, dtype,

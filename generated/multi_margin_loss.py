@@ -87,12 +87,63 @@ def _backward_indices_recomputing(inputs, targets, weight, p, margin, axis, insi
 
 
 
+def _forward_indices_on_blocks(inputs, targets, weight, p, margin, axis, inside_row, hold):
+    """The loss of each row, indices targets."""
+    given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    inputs = rt.upcast(inputs, compute)
+    weight = rt.upcast(weight, compute)
+    row_length = rt.row_length(inputs, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    targets_onehot = (rt.class_positions(inputs, axis) == targets_index).astype(compute)
+    t2 = 1 - targets_onehot
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
+    gather0 = rt.upcast(rt.at_index(given[2], targets_index, axis), compute)
+    shifted0 = inputs - shift0
+    gather1 = rt.at_index(shifted0, targets_index, axis)
+    t1 = shifted0 + (margin - gather1)
+    t3 = (t1 > 0)
+    t0 = rt.power(t1, p)
+    mean0 = rt.row_mean(t2*mx.where(t3, t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
+    b0_mean0 = rt.row_sum(mx.where(t3, (-p)*t0*t2/t1/row_length, mx.where((t1 <= 0), 0, math.nan)), axis)
+    loss = mx.where(inside_row, gather0*mean0, math.nan)
+    return (mx.squeeze(loss, axis), shift0, gather0, gather1, b0_mean0,)
+
+
+def _backward_indices_on_blocks(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1, b0_mean0):
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(inputs, weight))
+    inputs = rt.upcast(inputs, compute)
+    weight = rt.upcast(weight, compute)
+    row_length = rt.row_length(inputs, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    targets_onehot = (rt.class_positions(inputs, axis) == targets_index).astype(compute)
+    shifted0 = inputs - shift0
+    t1 = shifted0 + (margin - gather1)
+    t0 = rt.power(t1, p)
+    d_mean0 = mx.contiguous(cotangent*gather0)
+    d_gather1 = mx.contiguous(b0_mean0*d_mean0)
+    t4 = shifted0 + (margin - gather1)
+    grad_inputs = mx.where(inside_row, d_gather1*targets_onehot + mx.where((t4 > 0), (p*d_mean0)*t0*(1 - targets_onehot)/t4/row_length, 0), math.nan)
+    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
+    return (grad_inputs,)
+
+
+
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks, _backward_indices_on_blocks),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# The linear_ form's backward on blocks of the classes reads per-row values alone: these variants'
+# backward reduces its rows, so the form takes programs that make those reductions in the forward.
+_ON_BLOCKS = {
+    "_indices": "_indices_on_blocks",
+}
 
 
 def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margin, reduction, variant, differentiable):
@@ -339,12 +390,14 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
         return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none", class_group=class_group)
 
     variant = "_" + form
+    variant = _ON_BLOCKS.get(variant, variant)
 
     def row_values(inputs, targets):  # each token's loss, and the per-row values its backward reads
         return _multi_margin_loss_elements(inputs, targets, weight, None, rt.RowValues(inputs.ndim - 1), p, margin, "none", variant, False)
 
     def block_gradient(inputs, targets, axis, cotangent, residuals):  # of a block of the classes
-        return _multi_margin_loss_gradients_from(inputs, targets, axis.cut(weight), None, axis, p, margin, "none", variant, cotangent, residuals, False)[0]
+        grads = _multi_margin_loss_gradients_from(inputs, targets, axis.cut(weight), None, axis, p, margin, "none", variant, cotangent, residuals, False)
+        return grads[0], None
 
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
                                softcap, return_logsumexp, rt.check_group(group), class_group,

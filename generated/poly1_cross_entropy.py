@@ -139,13 +139,151 @@ def _backward_probabilities_recomputing(logits, targets, epsilon, epsilon_value,
 
 
 
+def _forward_indices_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
+    """The loss of each row, indices targets."""
+    given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
+    shifted0 = logits - shift0
+    gather0 = rt.at_index(shifted0, targets_index, axis)
+    logsumexp0_exp = rt.exp(shifted0)
+    logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
+    logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
+    gather1 = 1 - mx.where((rt.at_index(shifted0, targets_index, axis) == -math.inf), 0, rt.exp(rt.at_index(shifted0, targets_index, axis) - logsumexp0))
+    b0_gather1 = mx.where((rt.at_index(shifted0, targets_index, axis) == -math.inf), 0, rt.exp(rt.at_index(shifted0, targets_index, axis) - logsumexp0))
+    loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, b0_gather1,)
+
+
+def _backward_indices_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1):
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets_index = mx.expand_dims(targets, axis)
+    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
+    logsumexp0_exp = rt.exp(logits - shift0)
+    t1 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
+    d_gather0 = mx.contiguous(-cotangent)
+    grad_logits = mx.where(inside_row, d_gather0*targets_onehot + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t1) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t1*targets_onehot), math.nan)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    return (grad_logits, None,)
+
+
+
+def _forward_probabilities_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
+    """The loss of each row, probabilities targets."""
+    given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    targets = rt.upcast(targets, compute)
+    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
+    shifted0 = logits - shift0
+    gather0 = rt.row_sum(mx.where((targets == 0), 0, targets*shifted0), axis)
+    logsumexp0_exp = rt.exp(shifted0)
+    logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
+    logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
+    t0 = mx.where((shifted0 == -math.inf), 0, rt.exp(shifted0 - logsumexp0))
+    gather1 = rt.row_sum(mx.where((targets == 0), 0, (1 - t0)*targets), axis)
+    b0_gather1 = rt.row_sum(mx.where((targets == 0), 0, t0*targets), axis)
+    loss = logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, b0_gather1,)
+
+
+def _backward_probabilities_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1):
+    """The gradients, given each loss element's cotangent, each in its input's dtype."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    t1 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
+    d_gather0 = mx.contiguous(-cotangent)
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t1) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t1*targets)
+    grad_targets = d_gather0*shifted0 + d_gather1*(1 - t1)
+    grad_logits = rt.in_dtype_of(grad_logits, given[0])
+    grad_targets = rt.in_dtype_of(grad_targets, given[1])
+    return (grad_logits, grad_targets,)
+
+
+def _backward_probabilities_on_blocks_logits(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1):
+    """The gradient of logits alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    t1 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
+    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
+    d_gather0 = mx.contiguous(-cotangent)
+    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t1) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t1*targets)
+    return (rt.in_dtype_of(grad_logits, given[0]),)
+
+
+def _backward_probabilities_on_blocks_targets(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1):
+    """The gradient of targets alone, for half-precision inputs (rt.one_at_a_time)."""
+    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
+    compute = rt.compute_dtype(mx.result_type(logits))
+    logits = rt.upcast(logits, compute)
+    row_length = rt.row_length(logits, axis)
+    cotangent = rt.row_cotangent(cotangent, axis)
+    targets = rt.upcast(targets, compute)
+    shifted0 = logits - shift0
+    logsumexp0_exp = rt.exp(shifted0)
+    t1 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
+    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
+    d_gather0 = mx.contiguous(-cotangent)
+    grad_targets = d_gather0*shifted0 + d_gather1*(1 - t1)
+    return (rt.in_dtype_of(grad_targets, given[1]),)
+
+
+
+def _backward_probabilities_on_blocks_one_at_a_time(programs, logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1, chunked):
+    """The gradients of half-precision inputs, each by itself, in chunks of rows where ``chunked`` (rt.one_at_a_time)."""
+    by_rows = [lambda logits, targets, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1, program=program: program(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1)
+               for program in programs]
+    grad_logits, grad_targets, = rt.one_at_a_time(by_rows, [logits, targets], [inside_row, cotangent, shift0, logsumexp0_sum, b0_gather1], axis, chunked, cotangent)
+    return (grad_logits, grad_targets,)
+
+
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
     "_probabilities": (_forward_probabilities, _backward_probabilities, _backward_probabilities_recomputing),
+    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks, _backward_indices_on_blocks),
+    "_probabilities_on_blocks": (_forward_probabilities_on_blocks, _backward_probabilities_on_blocks, _backward_probabilities_on_blocks),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
+# The linear_ form's backward on blocks of the classes reads per-row values alone: these variants'
+# backward reduces its rows, so the form takes programs that make those reductions in the forward.
+_ON_BLOCKS = {
+    "_indices": "_indices_on_blocks",
+    "_probabilities": "_probabilities_on_blocks",
+}
+# Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
+_ONE_AT_A_TIME = {
+    "_probabilities_on_blocks": (_backward_probabilities_on_blocks_one_at_a_time, [_backward_probabilities_on_blocks_logits, _backward_probabilities_on_blocks_targets]),
+}
+_ONE_AT_A_TIME_COMPILED = {variant: (gradients, [mx.compile(program) for program in programs])
+                           for variant, (gradients, programs) in _ONE_AT_A_TIME.items()}
 
 
 def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduction, variant, differentiable):
@@ -181,9 +319,13 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    grad_logits, grad_targets, = rt.in_chunks(
-        lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
+    if variant in _ONE_AT_A_TIME and not rt.holds_elements(logits, axis):
+        gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
+        grad_logits, grad_targets, = gradients(programs, logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals, not differentiable)
+    else:
+        grad_logits, grad_targets, = rt.in_chunks(
+            lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, cotangent, *residuals),
+            [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 
@@ -417,12 +559,14 @@ def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.
         return poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction="none", class_group=class_group)
 
     variant = "_" + form
+    variant = _ON_BLOCKS.get(variant, variant)
 
     def row_values(logits, targets):  # each token's loss, and the per-row values its backward reads
         return _poly1_cross_entropy_elements(logits, targets, None, rt.RowValues(logits.ndim - 1), epsilon, "none", variant, False)
 
     def block_gradient(logits, targets, axis, cotangent, residuals):  # of a block of the classes
-        return _poly1_cross_entropy_gradients_from(logits, targets, None, axis, epsilon, "none", variant, cotangent, residuals, False)[0]
+        grads = _poly1_cross_entropy_gradients_from(logits, targets, None, axis, epsilon, "none", variant, cotangent, residuals, False)
+        return grads[0], grads[1]
 
     return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, None, chunk_size, dtype,
                                softcap, return_logsumexp, rt.check_group(group), class_group,

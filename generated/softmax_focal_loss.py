@@ -346,7 +346,8 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
         return _softmax_focal_loss_elements(logits, targets, alpha, None, rt.RowValues(logits.ndim - 1), gamma, "none", variant, False)
 
     def block_gradient(logits, targets, axis, cotangent, residuals):  # of a block of the classes
-        return _softmax_focal_loss_gradients_from(logits, targets, axis.cut(alpha), None, axis, gamma, "none", variant, cotangent, residuals, False)[0]
+        grads = _softmax_focal_loss_gradients_from(logits, targets, axis.cut(alpha), None, axis, gamma, "none", variant, cotangent, residuals, False)
+        return grads[0], None
 
     return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
                                softcap, return_logsumexp, rt.check_group(group), class_group,

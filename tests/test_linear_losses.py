@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import generated
+from generated import _linear
 from tests.helpers import close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
@@ -69,9 +70,8 @@ def _functions(name, kwargs, reduction, softcap=None, class_chunk_size=None):
     """(fused, unfused) as functions of hidden, weight, bias (and the per-token weights, if given).
 
     ``class_chunk_size``: the fused backward's blocks of classes, where the loss's backward runs on tiles
-    (cross_entropy's, class indices). By default, at these sizes, a tile is every class of one token; with
-    blocks of 5, a tile is 5 classes of 7 tokens (then 6): blocks of classes by chunks of tokens. The other
-    losses' backward takes chunks of tokens."""
+    (every loss's, every option). By default, at these sizes, a tile is every class of one token; with
+    blocks of 5, a tile is 5 classes of 7 tokens (then 6): blocks of classes by chunks of tokens."""
     head, bias_name = HEADS.get(name, ("weight", "bias"))
     fused_loss, loss = getattr(generated, f"linear_{name}"), getattr(generated, name)
     has_weights = "weights" in kwargs
@@ -183,6 +183,40 @@ def test_bad_arguments_are_named():
         generated.linear_cross_entropy(hidden, weight, mx.zeros((5,), dtype=mx.int32))
     with pytest.raises(ValueError, match="head_weight must have shape"):
         generated.linear_multi_margin_loss(hidden, mx.zeros((10, 3)), targets)
+
+
+PROBABILITIES = ["cross_entropy", "poly1_cross_entropy"]  # the losses whose targets may be probabilities
+
+
+@pytest.mark.parametrize("name,options", [pytest.param(name, {}, id=name) for name in sorted(OPTIONS)]
+                         + [pytest.param(name, {"probabilities": True}, id=f"{name}-probabilities")
+                            for name in PROBABILITIES])
+def test_every_loss_runs_its_backward_on_tiles(name, options, monkeypatch):
+    # poly1's and multi_margin's backward reduce their rows (the softmax at the class, the sum of the
+    # margins' slopes): their linear_ form takes programs that make those sums in the forward instead.
+    # Probability targets are cut to each tile's classes.
+    tried = []
+    runs_on_blocks = _linear.RowsProgram.runs_on_blocks
+    monkeypatch.setattr(_linear.RowsProgram, "runs_on_blocks",
+                        lambda self, *a: tried.append(runs_on_blocks(self, *a)) or tried[-1])
+    rng = np.random.default_rng(13)
+    hidden, weight, bias, kwargs = _arrays(name, options, rng)
+    fused, _ = _functions(name, kwargs, "mean", class_chunk_size=5)
+    mx.eval(mx.grad(fused)(hidden, weight, bias))
+    assert tried == [True]
+
+
+@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["default tiles", "class blocks of 5"])
+@pytest.mark.parametrize("name", PROBABILITIES)
+def test_the_gradient_of_probability_targets_equals_the_unfused_loss(name, class_chunk_size):
+    # each tile's part of the targets' gradient (the size of the logits), put back in its place
+    rng = np.random.default_rng(17)
+    hidden, weight, bias, kwargs = _arrays(name, {"probabilities": True}, rng)
+    targets, blocks = kwargs.pop("targets"), {} if class_chunk_size is None else {"class_chunk_size": class_chunk_size}
+    fused = getattr(generated, f"linear_{name}")
+    got = mx.grad(lambda t: fused(hidden, weight, t, bias=bias, reduction="sum", chunk_size=CHUNK, **blocks))(targets)
+    want = mx.grad(lambda t: getattr(generated, name)(hidden @ weight.T + bias, t, reduction="sum"))(targets)
+    close_to_scale(got, want, "the targets' gradient")
 
 
 def test_the_logits_are_never_whole_and_memory_stays_flat_as_the_tokens_grow():

@@ -17,7 +17,7 @@ from .residuals import (
     ForwardValues, definition_expressions, lift_shared_calls, read_residuals, replace_in, temporaries_after,
 )
 from .safety import expectations, guard, masked_rows
-from .schedule import schedule
+from .schedule import Statement, is_temporary, schedule
 
 
 def array_symbols(inputs, terms):
@@ -30,7 +30,7 @@ def array_symbols(inputs, terms):
 
 
 def programs(forward_definitions, loss, backward_definitions, outputs, arrays, values_of_arrays, *, form=None,
-             ignoring=False, exponentials=()):
+             ignoring=False, exponentials=(), for_backward=frozenset()):
     """``(forward, backward, residuals)``: both programs, the backward reading the forward's costly values.
 
     ``arrays`` are the inputs; ``values_of_arrays`` every symbol holding an
@@ -40,12 +40,13 @@ def programs(forward_definitions, loss, backward_definitions, outputs, arrays, v
     an ignore_index; ``"probabilities"`` makes gathers expectations).
     ``exponentials``: symbols the backward reads that hold an ``exp`` the
     backend computes itself (the MLX path's softmax numerators).
+    ``for_backward``: forward definitions the loss does not read, computed for the backward.
     """
     temps = sp.numbered_symbols(TEMP_PREFIX, real=True)
     forward_definitions, lifted = lift_shared_calls(
         forward_definitions, [loss], definition_expressions(backward_definitions) + [e for _, e in outputs],
         values_of_arrays, temps)
-    forward = schedule(forward_definitions, [("loss", loss.xreplace(lifted))], temps)
+    forward = schedule(forward_definitions, [("loss", loss.xreplace(lifted))], temps, kept=for_backward)
     values = ForwardValues(forward, arrays)
     outputs = [(name, values.replace(e)) for name, e in outputs]
     backward_definitions = {s: replace_in(values, d) for s, d in backward_definitions.items() if s not in values.symbols}
@@ -60,6 +61,30 @@ def programs(forward_definitions, loss, backward_definitions, outputs, arrays, v
     return forward, backward, residuals
 
 
+def _gathered_temporaries_inlined(statements):
+    """``statements`` with each temporary that gathers at the class alone read written into them.
+
+    A gather takes the value at the class from each element-level value at the class, one a row;
+    a temporary two gathers share (poly1's softmax at the class, for the loss and, made in the
+    forward, for the backward) would be computed for the whole row first.
+    """
+    readers = {}
+    for statement in statements:
+        for symbol in statement.expr.free_symbols:
+            readers.setdefault(symbol, []).append(statement)
+    gathered = {s.symbol for s in statements
+                if is_temporary(s.symbol) and s.reduction is None and not s.output and readers.get(s.symbol)
+                and all(r.reduction is not None and r.reduction.kind == "gather" for r in readers[s.symbol])}
+    values, kept = {}, []
+    for statement in statements:
+        expr = statement.expr.xreplace(values)
+        if statement.symbol in gathered:
+            values[statement.symbol] = expr
+        else:
+            kept.append(Statement(statement.symbol, expr, statement.reduction, statement.output))
+    return kept
+
+
 def elementwise_programs(loss, ir):
     """``(forward, backward, residuals)`` of an elementwise variant (an aliased gradient is not computed:
     it is its source's)."""
@@ -71,23 +96,34 @@ def elementwise_programs(loss, ir):
                     gradients, arrays, array_symbols(arrays, terms))
 
 
-def rowwise_programs(loss, ir, outputs, form, replacements=None, exponentials=()):
+def rowwise_programs(loss, ir, outputs, form, replacements=None, exponentials=(), on_blocks=False):
     """``(forward, backward, residuals)`` of a row-wise variant whose backward computes ``outputs``.
 
     ``replacements`` are made in the backward (the MLX path's softmax read from the forward's
-    numerators, ``exponentials``); ``form`` is how class targets are given.
+    numerators, ``exponentials``); ``form`` is how class targets are given. ``on_blocks``: the
+    backward's own row reductions (poly1's softmax at the class, multi_margin's sum of its margins'
+    slopes: none reads the cotangent) are made in the forward, so that the backward reads per-row
+    values alone and runs on blocks of the classes (the linear_ forms' tiles).
     """
     replacements = replacements or {}
     terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
     arrays = set(loss.inputs)
-    forward_defs = {r.symbol: r for r in ir.forward_reductions}
-    forward_defs.update(term_definitions([r.argument for r in ir.forward_reductions] + [ir.loss], terms))
+    forward_reductions, backward_reductions = ir.forward_reductions, ir.backward_reductions
+    if on_blocks:
+        forward_reductions, backward_reductions = forward_reductions + backward_reductions, []
+    forward_defs = {r.symbol: r for r in forward_reductions}
+    forward_defs.update(term_definitions([r.argument for r in forward_reductions] + [ir.loss], terms))
     outputs = [(n, e.subs(replacements)) for n, e in outputs]
     backward_defs = {r.symbol: Reduction(r.symbol, r.kind, r.argument.subs(replacements), r.target)
-                     for r in ir.backward_reductions}
+                     for r in backward_reductions}
     backward_defs.update({s: e.subs(replacements) for s, e in ir.adjoints})
     backward_defs.update(term_definitions(definition_expressions(backward_defs) + [e for _, e in outputs], terms))
-    row_values = array_symbols(arrays | {r.symbol for r in ir.forward_reductions}, terms)
+    row_values = array_symbols(arrays | {r.symbol for r in forward_reductions}, terms)
     ignoring = any(t.ignore_index is not None for t in loss.class_targets)
-    return programs(forward_defs, ir.loss, backward_defs, outputs, arrays, row_values,
-                    form=form if loss.class_targets else None, ignoring=ignoring, exponentials=exponentials)
+    forward, backward, residuals = programs(
+        forward_defs, ir.loss, backward_defs, outputs, arrays, row_values, form=form if loss.class_targets else None,
+        ignoring=ignoring, exponentials=exponentials,
+        for_backward=frozenset(r.symbol for r in forward_reductions[len(ir.forward_reductions):]))
+    if on_blocks and form == "indices":
+        forward = _gathered_temporaries_inlined(forward)
+    return forward, backward, residuals

@@ -31,13 +31,14 @@ class Statement:
         return self.output or self.symbol.name
 
 
-def schedule(definitions, outputs, temps=None, not_finite=frozenset()):
+def schedule(definitions, outputs, temps=None, not_finite=frozenset(), kept=frozenset()):
     """Order ``definitions`` (symbol -> expr or Reduction) and ``outputs``.
 
     ``outputs`` is a list of (name, expr). Common subexpressions across all of
     them are shared. ``temps`` is the numbered symbol generator to draw from
     (pass the same one to number temporaries across programs). Free symbols
-    are taken to be finite, but those in ``not_finite``.
+    are taken to be finite, but those in ``not_finite``. Definitions no
+    output reads are dropped, but those of ``kept`` (values for another program).
     """
     temps = temps if temps is not None else sp.numbered_symbols(TEMP_PREFIX, real=True)
     names = list(definitions)
@@ -69,7 +70,7 @@ def schedule(definitions, outputs, temps=None, not_finite=frozenset()):
         pending.pop(index)
         ready.add(statement.symbol)
         ordered.append(statement)
-    return _drop_unused(_inline_aliases(ordered))
+    return _drop_unused(_inline_aliases(ordered), kept)
 
 
 def _inline_aliases(statements):
@@ -124,9 +125,9 @@ def _negations(exprs):
     )
 
 
-def _drop_unused(statements):
-    """Remove definitions no output depends on."""
-    needed, kept = set(), []
+def _drop_unused(statements, wanted=frozenset()):
+    """Remove definitions no output (nor ``wanted``) depends on."""
+    needed, kept = set(wanted), []
     for statement in reversed(statements):
         if statement.output or statement.symbol in needed:
             kept.append(statement)

@@ -182,6 +182,7 @@ def _linear(loss):
                  ("return_logsumexp", "False")]
     class_weights = [i.name for i in loss.inputs if isinstance(i, ClassWeights)]
     rows = [i.name for i in loss.inputs[1:] if not isinstance(i, ClassWeights)] if kind == "classes" else []
+    differentiable = [i.name for i in loss.inputs if i.differentiable]
     # class weights as given (the checks lay them along the class axis)
     keywords = [f"{w}={w}.reshape(-1)" for w in class_weights] + [f"{p}={p}" for p in params]
     logits = [i.name for i in loss.inputs[:2 if kind == "distillation" else 1]]
@@ -197,6 +198,9 @@ def _linear(loss):
         # per-class arrays cut to each block
         "blocks": kind == "classes",
         "block_inputs": [f"axis.cut({i.name})" if isinstance(i, ClassWeights) else i.name for i in loss.inputs],
+        # what a block's backward returns: the gradients of its logits and of each row array (None: none)
+        "block_gradients": ["grads[0]"] + [f"grads[{differentiable.index(r)}]" if r in differentiable else "None"
+                                           for r in rows],
         # the arguments of the loss on the logits, but its reduction
         "call": ", ".join(logits + rows + keywords + ["axis=-1"]),
         "docstring": docstring(_describe_linear(loss, kind, head, bias, temperature), indent="    "),

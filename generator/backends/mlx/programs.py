@@ -60,11 +60,16 @@ def elementwise_variant(loss, variant, printed_params):
         "row_gradients": [],
         "returned": [f"grad_{i.name}" for i in loss.inputs if i.differentiable],
         "target_form": None,
+        "on_blocks": False,
     }
 
 
-def rowwise_variant(loss, variant, target_form, printed_params):
-    """The template context of one row-wise variant, class targets given as ``target_form``."""
+def rowwise_variant(loss, variant, target_form, printed_params, on_blocks=False):
+    """The template context of one row-wise variant, class targets given as ``target_form``.
+
+    ``on_blocks``: its programs for a backward on blocks of the classes (``lower.programs.rowwise_programs``):
+    the forward hands per-row values alone, for every dtype.
+    """
     ir = variant.ir
     arrays = set(loss.inputs) | {KEPT_ROW, INSIDE_ROW}
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
@@ -72,12 +77,12 @@ def rowwise_variant(loss, variant, target_form, printed_params):
     outputs, scatters = _gradient_outputs(loss, ir, target_form)
     numerators = [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
     forward, backward, _ = rowwise_programs(loss, ir, outputs, target_form,
-                                            _softmax_residuals(ir.forward_reductions), numerators)
+                                            _softmax_residuals(ir.forward_reductions), numerators, on_blocks)
     forward = _logsumexp_spelled_out(forward)
     element += numerators
     recomputing = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, element), arrays)
     per_row = residuals_read(forward, recomputing)
-    held = [r for r in residuals_read(forward, backward) if r not in per_row]
+    held = [] if on_blocks else [r for r in residuals_read(forward, backward) if r not in per_row]
     if not held:
         backward = recomputing  # no element-level residuals: one backward
     forward = _moved_inputs_inlined(forward, set(per_row + held))
@@ -100,9 +105,10 @@ def rowwise_variant(loss, variant, target_form, printed_params):
                      for name, statements in (_one_at_a_time(loss, recomputing) if elementwise else [])]
 
     return {
-        "suffix": variant.suffix + f"_{target_form}",
+        "suffix": variant.suffix + f"_{target_form}" + ("_on_blocks" if on_blocks else ""),
         "flags": variant.flags,
         "target_form": target_form,
+        "on_blocks": on_blocks,
         "forward_lines": forward_lines,
         # whether the forward reads an input as given (its maximum, its value at the class)
         "reads_given": any(code in line for code in as_given.values() for line in forward_lines),
@@ -291,6 +297,10 @@ def context(loss, variants):
     else:
         forms = ["indices"] + (["probabilities"] if any(t.probabilities for t in loss.class_targets) else [])
         rendered = [rowwise_variant(loss, v, form, printed) for v in variants for form in forms]
+        # the linear_ forms' backward on tiles reads per-row values alone: where a variant's backward
+        # reduces its rows, it has a second pair of programs, those reductions made in the forward
+        rendered += [rowwise_variant(loss, v, form, printed, on_blocks=True)
+                     for v in variants if v.ir.backward_reductions for form in forms]
     param_args = _param_args(loss, printed)
     return {
         "variants": rendered,
