@@ -11,6 +11,7 @@ from .cosine_similarity_loss import cosine_similarity_loss
 from .cross_entropy import cross_entropy, linear_cross_entropy
 from .expectile_loss import expectile_loss
 from .gaussian_nll_loss import gaussian_nll_loss
+from .generalized_kl_divergence import generalized_kl_divergence
 from .hinge_embedding_loss import hinge_embedding_loss
 from .hinge_loss import hinge_loss
 from .huber_loss import huber_loss
@@ -22,6 +23,8 @@ from .log_cosh_loss import log_cosh_loss
 from .margin_ranking_loss import margin_ranking_loss
 from .mse_loss import mse_loss
 from .multi_margin_loss import multi_margin_loss, linear_multi_margin_loss
+from .multiclass_hinge_loss import multiclass_hinge_loss, linear_multiclass_hinge_loss
+from .multiclass_perceptron_loss import multiclass_perceptron_loss, linear_multiclass_perceptron_loss
 from .multilabel_soft_margin_loss import multilabel_soft_margin_loss
 from .nll_loss import nll_loss
 from .pinball_loss import pinball_loss
@@ -51,6 +54,7 @@ __all__ = [
     "linear_cross_entropy",
     "expectile_loss",
     "gaussian_nll_loss",
+    "generalized_kl_divergence",
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
@@ -65,6 +69,10 @@ __all__ = [
     "mse_loss",
     "multi_margin_loss",
     "linear_multi_margin_loss",
+    "multiclass_hinge_loss",
+    "linear_multiclass_hinge_loss",
+    "multiclass_perceptron_loss",
+    "linear_multiclass_perceptron_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
     "pinball_loss",

@@ -140,6 +140,11 @@ def _kl_div_valid(call):
     return valid
 
 
+def _generalized_kl_into(call):
+    _log_softmax_rows("log_predictions")(call)
+    call.arrays["targets"] = _sigmoid(call.arrays["targets"])  # measures: non-negative, a row need not sum to 1
+
+
 def _tweedie_into(call):
     call.arrays["inputs"] = 0.1 + np.abs(call.arrays["inputs"])
     call.arrays["targets"] = np.abs(call.arrays["targets"])
@@ -162,6 +167,8 @@ DOMAINS = {
     "gaussian_nll_loss": Domain(_gaussian_into),
     "kl_div_loss": Domain(_log_softmax_rows("inputs", "targets"), _log_probabilities("inputs", "targets"),
                           log_probabilities=("inputs", "targets")),
+    "generalized_kl_divergence": Domain(_generalized_kl_into, lambda call: {"targets": call.arrays["targets"] >= 0},
+                                        log_probabilities=("log_predictions",)),
     "nll_loss": Domain(_log_softmax_rows("inputs"), log_probabilities=("inputs",)),
     "cross_entropy": Domain(log_probabilities=("logits",)),  # -inf logits mask classes out
 }

@@ -81,9 +81,16 @@ class _MLX:
 
     @staticmethod
     def reduce(kind, a, axis):
-        return {"sum": mx.sum, "mean": mx.mean, "max": mx.max, "logsumexp": mx.logsumexp}[kind](
-            a, axis=axis, keepdims=True
-        )
+        if kind == "max":
+            return _MLX.shared_max(a, axis)
+        return {"sum": mx.sum, "mean": mx.mean, "logsumexp": mx.logsumexp}[kind](a, axis=axis, keepdims=True)
+
+    @staticmethod
+    def shared_max(a, axis):
+        """The row's maximum, its derivative shared equally by the elements equal to it (the vocabulary's
+        RowMax), written so that MLX differentiates it twice (mx.max's forward mode takes an argmax)."""
+        ties = a == mx.stop_gradient(mx.max(a, axis=axis, keepdims=True))
+        return mx.sum(mx.where(ties, a, 0), axis=axis, keepdims=True) / mx.sum(ties, axis=axis, keepdims=True)
 
 
 NUMPY, MLX = _Numpy(), _MLX()

@@ -33,8 +33,11 @@ OPTIONS = {
     "softmax_focal_loss": [{}, {"gamma": 0.5}, {"alpha": True}],
     "poly1_cross_entropy": [{}, {"epsilon": -0.5}, {"weights": True}],
     "multi_margin_loss": [{}, {"p": 2, "margin": 0.5}, {"weight": True}],
+    "multiclass_hinge_loss": [{}],
+    "multiclass_perceptron_loss": [{}],
 }
 HEADS = {"multi_margin_loss": ("head_weight", "head_bias")}
+LABELS = {"multiclass_hinge_loss": "labels", "multiclass_perceptron_loss": "labels"}  # optax's name of the targets
 DISTILLATION = ["jensen_shannon_divergence", "kl_div_loss"]  # tests/test_linear_distillation.py
 LINEAR = sorted(name[len("linear_"):] for name in generated.__all__
                 if name.startswith("linear_") and name[len("linear_"):] not in DISTILLATION)
@@ -80,7 +83,8 @@ def _functions(name, kwargs, reduction, softcap=None, class_chunk_size=None):
     def fused(h, w, b, *weights):
         extra = {"weights": weights[0]} if has_weights else {}
         blocks = {} if class_chunk_size is None else {"class_chunk_size": class_chunk_size}
-        return fused_loss(h, **{head: w, bias_name: b}, **fixed, **extra, reduction=reduction, chunk_size=CHUNK,
+        named = {LABELS.get(name, k) if k == "targets" else k: v for k, v in fixed.items()}
+        return fused_loss(h, **{head: w, bias_name: b}, **named, **extra, reduction=reduction, chunk_size=CHUNK,
                           softcap=softcap, **blocks)
 
     def unfused(h, w, b, *weights):

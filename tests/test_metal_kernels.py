@@ -262,6 +262,9 @@ EXTRA_PASSES = {
     # the shift; 1 - p_t needs logsumexp first: a gather at the index for class indices, a second read of the
     # row (logits and targets) for probabilities, whose gradient is written too
     "poly1_cross_entropy": [("_indices", 2.0, 3, 1.0, 2), ("_probabilities", 2.5, 3, 1.5, 2)],
+    # the shift, then the maximum (the perceptron's is the shift's, found again); the gradient counts the ties
+    "multiclass_hinge_loss": [("_indices", 2.0, 2, 1.5, 2)],
+    "multiclass_perceptron_loss": [("_indices", 2.0, 2, 1.5, 2)],
 }
 
 

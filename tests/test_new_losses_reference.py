@@ -104,6 +104,22 @@ def multi_margin_reference(x, y, weight, p, margin):
     return w[y] * np.sum(np.where(others, hinge, 0.0), -1) / classes
 
 
+def multiclass_hinge_reference(scores, labels):
+    # optax.losses.multiclass_hinge_loss: max_i(scores_i + 1 - [i == y]) - scores_y
+    one_hot = np.arange(scores.shape[-1]) == labels[..., None]
+    return np.max(scores + 1.0 - one_hot, -1) - at_class(scores, labels)
+
+
+def multiclass_perceptron_reference(scores, labels):
+    return np.max(scores, -1) - at_class(scores, labels)
+
+
+def generalized_kl_reference(log_predictions, targets):
+    # optax.losses.generalized_kl_divergence: sum(xlogy(t, t) - t * log_p + exp(log_p) - t)
+    xlogx = np.where(targets > 0, targets * np.log(np.where(targets > 0, targets, 1.0)), 0.0)
+    return np.sum(xlogx - targets * log_predictions + np.exp(log_predictions) - targets, -1)
+
+
 def multilabel_soft_margin_reference(x, y, weight):
     w = 1.0 if weight is None else weight
     return -np.mean(w * (y * log_sigmoid(x) + (1 - y) * log_sigmoid(-x)), -1)
@@ -315,6 +331,42 @@ def multi_margin_loss(rng, variant):
                 lambda a, r: losscc.multi_margin_loss(a["inputs"], a["targets"], a.get("weight"), axis, p, margin,
                                                       reduction=r),
                 lambda a: multi_margin_reference(a["inputs"], a["targets"], a.get("weight"), p, margin), axis)
+
+
+def _scores_away_from_ties(rng, shape, axis, margin):
+    """Scores whose row maximum (of scores + margin off the label) is one class's, by at least 0.1."""
+    while True:
+        x = rng.normal(size=shape)
+        t = rng.integers(0, shape[axis], drop(shape, axis))
+        moved = np.moveaxis(x, axis, -1) + margin * (np.arange(shape[axis]) != t[..., None])
+        top = np.sort(moved, -1)
+        if shape[axis] < 2 or np.all(top[..., -1] - top[..., -2] > 0.1):
+            return x, t
+
+
+def multiclass_hinge_loss(rng, variant):
+    shape, axis = shape_with_axis(rng)
+    x, t = _scores_away_from_ties(rng, shape, axis, 1.0)
+    return Case({"scores": x, "labels": t}, ["scores"],
+                lambda a, r: losscc.multiclass_hinge_loss(a["scores"], a["labels"], axis, reduction=r),
+                lambda a: multiclass_hinge_reference(a["scores"], a["labels"]), axis)
+
+
+def multiclass_perceptron_loss(rng, variant):
+    shape, axis = shape_with_axis(rng)
+    x, t = _scores_away_from_ties(rng, shape, axis, 0.0)
+    return Case({"scores": x, "labels": t}, ["scores"],
+                lambda a, r: losscc.multiclass_perceptron_loss(a["scores"], a["labels"], axis, reduction=r),
+                lambda a: multiclass_perceptron_reference(a["scores"], a["labels"]), axis)
+
+
+def generalized_kl_divergence(rng, variant):
+    shape, axis = shape_with_axis(rng)
+    log_predictions = rng.normal(size=shape)  # any measure: a row need not sum to 1
+    targets = rng.uniform(0.05, 2.0, shape)
+    return Case({"log_predictions": log_predictions, "targets": targets}, ["log_predictions", "targets"],
+                lambda a, r: losscc.generalized_kl_divergence(a["log_predictions"], a["targets"], axis, reduction=r),
+                lambda a: generalized_kl_reference(a["log_predictions"], a["targets"]), axis)
 
 
 def multilabel_soft_margin_loss(rng, variant):
@@ -534,6 +586,7 @@ CASES = [
     sigmoid_focal_loss, softmax_focal_loss, poly1_cross_entropy, jensen_shannon_divergence, binary_dice_loss,
     tversky_loss, pinball_loss, expectile_loss, pseudo_huber_loss, charbonnier_loss, tweedie_deviance,
     squared_hinge_loss, cross_entropy_z_loss, binary_cross_entropy_label_smoothing,
+    multiclass_hinge_loss, multiclass_perceptron_loss, generalized_kl_divergence,
 ]
 
 
@@ -643,6 +696,15 @@ def grad_of(function, *arrays):
     values = [mx.array(a, dtype=mx.float64) for a in arrays]
     gradients = mx.grad(lambda v: mx.sum(function(*v)))(values)  # a list in, a list out
     return [np.array(g) for g in gradients]
+
+
+def test_multiclass_hinge_gradient_where_the_label_ties_the_highest_other_score():
+    # scores + 1 - onehot is [1, 2, 1]: the maximum is class 1's alone; the label's own score (tied with class
+    # 1's) gives -1, the maximum's +1. (A gradient split into a dense part and a term at the label lost the
+    # one-hot inside the maximum's condition, and gave 0 at the label.)
+    labels = mx.array([0])
+    (grad,) = grad_of(lambda s: losscc.multiclass_hinge_loss(s, labels), np.array([[1.0, 1.0, 0.0]]))
+    np.testing.assert_allclose(grad, [[-1.0, 1.0, 0.0]])
 
 
 def test_pinball_at_zero_error_takes_the_slope_of_the_second_branch():

@@ -110,12 +110,20 @@ def class_terms(gradient, is_element):
     coefficient one value per row (no symbol for which ``is_element`` holds), else ``(gradient, {})``."""
     at_class = {}
     for target in sorted((f for f in gradient.free_symbols if isinstance(f, ClassTarget)), key=str):
+        if _in_a_condition(gradient, target):
+            return gradient, {}  # d/dtarget would not see it (SymPy differentiates a Piecewise's branches alone)
         coefficient = sp.diff(gradient, target)
         if target in coefficient.free_symbols or any(is_element(f) for f in coefficient.free_symbols):
             return gradient, {}
         at_class[target] = coefficient
     dense = gradient.subs({target: 0 for target in at_class})
     return dense, at_class
+
+
+def _in_a_condition(expr, symbol):
+    """Whether ``symbol`` is read by a condition of a selection in ``expr`` (the tie of a maximum at the class)."""
+    return any(isinstance(node, sp.Piecewise) and any(symbol in condition.free_symbols for _, condition in node.args)
+               for node in sp.preorder_traversal(expr))
 
 
 def is_finite(expr, is_scalar, finite):
