@@ -344,20 +344,22 @@ def _scores_away_from_ties(rng, shape, axis, margin):
             return x, t
 
 
-def multiclass_hinge_loss(rng, variant):
+def _scores_and_labels(rng, loss, margin, reference):
+    """A Case of an optax loss of class scores and labels, its maximum (of the scores, plus ``margin`` off
+    the label) one class's."""
     shape, axis = shape_with_axis(rng)
-    x, t = _scores_away_from_ties(rng, shape, axis, 1.0)
+    x, t = _scores_away_from_ties(rng, shape, axis, margin)
     return Case({"scores": x, "labels": t}, ["scores"],
-                lambda a, r: losscc.multiclass_hinge_loss(a["scores"], a["labels"], axis, reduction=r),
-                lambda a: multiclass_hinge_reference(a["scores"], a["labels"]), axis)
+                lambda a, r: loss(a["scores"], a["labels"], axis, reduction=r),
+                lambda a: reference(a["scores"], a["labels"]), axis)
+
+
+def multiclass_hinge_loss(rng, variant):
+    return _scores_and_labels(rng, losscc.multiclass_hinge_loss, 1.0, multiclass_hinge_reference)
 
 
 def multiclass_perceptron_loss(rng, variant):
-    shape, axis = shape_with_axis(rng)
-    x, t = _scores_away_from_ties(rng, shape, axis, 0.0)
-    return Case({"scores": x, "labels": t}, ["scores"],
-                lambda a, r: losscc.multiclass_perceptron_loss(a["scores"], a["labels"], axis, reduction=r),
-                lambda a: multiclass_perceptron_reference(a["scores"], a["labels"]), axis)
+    return _scores_and_labels(rng, losscc.multiclass_perceptron_loss, 0.0, multiclass_perceptron_reference)
 
 
 def generalized_kl_divergence(rng, variant):
