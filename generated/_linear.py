@@ -10,10 +10,8 @@ and bias. The chunks run one after the other (``rt.after``), so one chunk's
 logits and their gradient are alive at a time.
 """
 
-import functools
 import math
 import numbers
-import operator
 
 import mlx.core as mx
 
@@ -271,9 +269,10 @@ class RowsProgram:
     ``values(logits, *rows)``: each token's loss and the per-row values its
     backward reads (the loss's forward on whole rows, ``rt.RowValues``);
     ``block_gradient(logits, *rows, axis, cotangent, values)``: the gradient
-    of a block of the logits, then of each row array's block (None where it
-    has none): the loss's backward on ``axis``, an ``rt.ClassBlock``. A row
-    array is one value a token (class indices) or one a class (probabilities).
+    of a block of the logits, then of each row array's block (None, or
+    integer zeros, for class indices: the tiles keep float gradients alone):
+    the loss's backward on ``axis``, an ``rt.ClassBlock``. A row array is one
+    value a token (class indices) or one a class (probabilities).
     """
 
     def __init__(self, values, block_gradient):
@@ -297,12 +296,13 @@ class RowsProgram:
 
 def _tiles_together(tiles):
     """A row array's gradient from its tiles (``{block's first class: [its chunks of tokens]}``): one value
-    a class, the blocks side by side; one a token, their sum. None where there are none."""
+    a class, the blocks side by side; one a token, the first block's (a tile's backward reduces no row:
+    every block gives the same per-token values). None where there are none."""
     blocks = [mx.concatenate(chunks) if len(chunks) > 1 else chunks[0] for chunks in tiles.values()]
     if not blocks:
         return None
     if blocks[0].ndim == 1:
-        return functools.reduce(operator.add, blocks)
+        return blocks[0]
     return mx.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
 
 

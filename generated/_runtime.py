@@ -472,6 +472,10 @@ def _differentiable(value):
     return isinstance(value, mx.array) and mx.issubdtype(value.dtype, mx.floating)
 
 
+def _is_half(value):
+    return isinstance(value, mx.array) and value.dtype in _HALF
+
+
 def _in_arrays(function, arguments, where):
     """``function`` of the arguments at the positions ``where`` alone, the others held as given."""
     def moved(*arrays):
@@ -740,15 +744,18 @@ def in_chunks(program, arrays, axis, chunked=True, before=None):
     ``chunked`` is False or the input fits in one chunk: MLX's
     transformations differentiate the program as it is.
 
-    ``before`` (a backward's cotangent): every half-precision chunk is read
-    after it, the first chunk too. Else the backward's chunks are the
-    forward's: MLX's compiler merges the same values computed from the same
-    chunks (the chunk made float32, its exp) and so holds them, whole, from
-    the forward to the backward. (A float32 chunk is the input itself: read
-    anew, it would be a copy.)
+    ``before`` (a backward's cotangent): every half-precision array is read
+    after it, in every chunk, the first too. Else the backward's chunks are
+    the forward's: MLX's compiler merges the same values computed from the
+    same chunks (the chunk made float32, its exp) and so holds them, whole,
+    from the forward to the backward. (A float32 chunk is not read anew: the
+    program uses it as it is, and a copy would be made; nor is an array read
+    whole by every chunk.)
     """
     chunks = _Chunks(arrays, axis, before)
     if not chunked or chunks.one or is_split(axis):
+        if before is not None:  # read after it all the same (one_at_a_time's order)
+            arrays = [after(a, before) if _is_half(a) else a for a in arrays]
         return program(*arrays)
     results = None
     for start, stop, chunk in chunks:
@@ -794,17 +801,15 @@ class _Chunks:
         limit = CHUNK_ELEMENTS // 2 if axis is None and before is not None else CHUNK_ELEMENTS
         self.step = max(1, limit // max(self.like.size // max(self.length, 1), 1))
         self.one = not dims or self.like.size <= limit or self.step >= self.length
-        self.before, self.every = before, before is not None
+        self.before, self.reread_half = before, before is not None
 
     def __iter__(self):
         for start in range(0, self.length, self.step):
             stop = min(start + self.step, self.length)
             chunk = [self._cut(a, start, stop) for a in self.arrays]
-            if self.every:  # every float chunk read anew (see in_chunks)
-                chunk = [after(c, self.before) if _differentiable(c) and c.dtype in _HALF and c is not a else c
-                         for c, a in zip(chunk, self.arrays)]
-            elif self.before is not None:
-                chunk[0] = after(chunk[0], self.before)
+            if self.before is not None:  # the first array waits; with reread_half, every half-precision chunk
+                chunk = [after(c, self.before) if i == 0 or (self.reread_half and c is not a and _is_half(c)) else c
+                         for i, (c, a) in enumerate(zip(chunk, self.arrays))]
             yield start, stop, chunk
 
     def wait_for(self, result):

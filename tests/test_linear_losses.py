@@ -21,7 +21,7 @@ import pytest
 
 import generated
 from generated import _linear
-from tests.helpers import close_to_scale, hessian_vector_products
+from tests.helpers import build_package, close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
 TOKENS, FEATURES, CLASSES, CHUNK = 13, 8, 37, 4  # chunks of 4, 4, 4 and 1 tokens
@@ -221,6 +221,53 @@ def test_the_gradient_of_probability_targets_equals_the_unfused_loss(name, class
     got = mx.grad(lambda t: fused(hidden, weight, t, bias=bias, reduction="sum", chunk_size=CHUNK, **blocks))(targets)
     want = mx.grad(lambda t: getattr(generated, name)(hidden @ weight.T + bias, t, reduction="sum"))(targets)
     close_to_scale(got, want, "the targets' gradient")
+
+
+SCALED_SPEC = """
+from generator.spec import ClassTarget, Gather, Input, LogSumExp, Loss
+
+logits = Input("logits", doc="The logits.")
+scale = Input("scale", per_row=True, doc="One scale a row.")
+targets = ClassTarget("targets", doc="The class indices.")
+spec = Loss("scaled_ce", inputs=[logits, scale, targets], axis=-1, reduction="none",
+            doc="Computes a test loss.", row=LogSumExp(logits) - scale * Gather(logits, targets))
+"""
+GATHERED_EXP_SPEC = """
+from sympy import exp
+
+from generator.spec import ClassTarget, Gather, Input, Loss, RowMean
+
+logits = Input("logits", doc="The logits.")
+targets = ClassTarget("targets", doc="The class indices.")
+spec = Loss("gathered_exp", inputs=[logits, targets], axis=-1, reduction="none",
+            doc="Computes a test loss.", row=Gather(exp(logits - RowMean(logits)), targets))
+"""
+
+
+@pytest.mark.parametrize("class_chunk_size", [None, 4, 3], ids=["default tiles", "blocks of 4", "blocks of 3"])
+def test_a_users_spec_on_tiles_a_per_token_input_and_a_gathered_value_the_backward_reads(tmp_path, class_chunk_size):
+    # A per-token float input's gradient is the same from every block of the classes (it was summed over
+    # them); a temporary gathered in the forward and read by the backward stays (it was written away).
+    package = build_package(tmp_path, {"scaled_ce": SCALED_SPEC, "gathered_exp": GATHERED_EXP_SPEC})
+    rng = np.random.default_rng(19)
+    hidden, weight, _, _ = _arrays("cross_entropy", {}, rng)
+    scale = mx.array(rng.uniform(0.5, 1.5, size=TOKENS).astype(np.float32))
+    targets = mx.array(rng.integers(0, CLASSES, size=TOKENS).astype(np.int32))
+    blocks = {} if class_chunk_size is None else {"class_chunk_size": class_chunk_size}
+    cases = {
+        "scaled_ce": (lambda h, w, s: package.linear_scaled_ce(h, w, s, targets, reduction="sum", chunk_size=CHUNK,
+                                                               **blocks),
+                      lambda h, w, s: mx.sum(package.scaled_ce(h @ w.T, s, targets))),
+        "gathered_exp": (lambda h, w, s: package.linear_gathered_exp(h, w, targets, reduction="sum", chunk_size=CHUNK,
+                                                                     **blocks),
+                         lambda h, w, s: mx.sum(package.gathered_exp(h @ w.T, targets))),
+    }
+    for name, (fused, unfused) in cases.items():
+        got = mx.value_and_grad(fused, argnums=[0, 1, 2])(hidden, weight, scale)
+        want = mx.value_and_grad(unfused, argnums=[0, 1, 2])(hidden, weight, scale)
+        close_to_scale(got[0], want[0], f"{name}: value")
+        for index, (g, w) in enumerate(zip(got[1], want[1])):
+            close_to_scale(g, w, f"{name}: gradient {index}")
 
 
 def test_the_logits_are_never_whole_and_memory_stays_flat_as_the_tokens_grow():

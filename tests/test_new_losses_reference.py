@@ -709,6 +709,16 @@ def test_multiclass_hinge_gradient_where_the_label_ties_the_highest_other_score(
     np.testing.assert_allclose(grad, [[-1.0, 1.0, 0.0]])
 
 
+def test_generalized_kl_at_zero_targets_is_the_measure_with_gradient_minus_log_predictions_minus_one():
+    # the spec's kink: targets * log(targets) is 0 at targets == 0, and its slope there is taken as 0
+    log_predictions, targets = np.array([[-0.5, 0.3]]), np.array([[0.0, 0.0]])
+    loss = losscc.generalized_kl_divergence(mx.array(log_predictions, dtype=mx.float64),
+                                            mx.array(targets, dtype=mx.float64))
+    np.testing.assert_allclose(np.array(loss), [np.exp(-0.5) + np.exp(0.3)])
+    _, grad_targets = grad_of(losscc.generalized_kl_divergence, log_predictions, targets)
+    np.testing.assert_allclose(grad_targets, -log_predictions - 1)
+
+
 def test_pinball_at_zero_error_takes_the_slope_of_the_second_branch():
     # maximum(tau * e, (tau - 1) * e) with e = targets - inputs: at a tie the gradient goes to (tau - 1) * e
     tau = 0.3

@@ -61,12 +61,13 @@ def programs(forward_definitions, loss, backward_definitions, outputs, arrays, v
     return forward, backward, residuals
 
 
-def _gathered_temporaries_inlined(statements):
-    """``statements`` with each temporary that gathers at the class alone read written into them.
+def _gathered_temporaries_inlined(statements, read_elsewhere):
+    """``statements`` with each temporary that gathers at the class alone read (not ``read_elsewhere``:
+    by the backward) written into them.
 
     A gather takes the value at the class from each element-level value at the class, one a row;
-    a temporary two gathers share (poly1's softmax at the class, for the loss and, made in the
-    forward, for the backward) would be computed for the whole row first.
+    a temporary gathers share (poly1's softmax at the class, for the loss and, made in the forward,
+    for the backward) would be computed for the whole row first.
     """
     readers = {}
     for statement in statements:
@@ -74,6 +75,7 @@ def _gathered_temporaries_inlined(statements):
             readers.setdefault(symbol, []).append(statement)
     gathered = {s.symbol for s in statements
                 if is_temporary(s.symbol) and s.reduction is None and not s.output and readers.get(s.symbol)
+                and s.symbol not in read_elsewhere
                 and all(r.reduction is not None and r.reduction.kind == "gather" for r in readers[s.symbol])}
     values, kept = {}, []
     for statement in statements:
@@ -103,7 +105,8 @@ def rowwise_programs(loss, ir, outputs, form, replacements=None, exponentials=()
     numerators, ``exponentials``); ``form`` is how class targets are given. ``on_blocks``: the
     backward's own row reductions (poly1's softmax at the class, multi_margin's sum of its margins'
     slopes: none reads the cotangent) are made in the forward, so that the backward reads per-row
-    values alone and runs on blocks of the classes (the linear_ forms' tiles).
+    values alone and runs on blocks of the classes (the linear_ forms' tiles). Made there, they follow
+    the forward's rules: a NaN in a row makes them NaN, where the backward's would leave it out.
     """
     replacements = replacements or {}
     terms = collect_terms(sp.Tuple(*ir.expressions()))  # the spec's, and those derivation names
@@ -125,5 +128,5 @@ def rowwise_programs(loss, ir, outputs, form, replacements=None, exponentials=()
         ignoring=ignoring, exponentials=exponentials,
         for_backward=frozenset(r.symbol for r in forward_reductions[len(ir.forward_reductions):]))
     if on_blocks and form == "indices":
-        forward = _gathered_temporaries_inlined(forward)
+        forward = _gathered_temporaries_inlined(forward, set().union(*(s.expr.free_symbols for s in backward)))
     return forward, backward, residuals
