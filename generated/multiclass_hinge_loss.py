@@ -53,54 +53,12 @@ def _backward_indices(scores, labels, axis, inside_row, cotangent, shift0, max0)
 
 
 
-def _forward_indices_on_blocks(scores, labels, axis, inside_row):
-    """The loss of each row, indices targets."""
-    given = (scores, labels,)  # as given: a row's maximum is read in the input's own dtype
-    compute = rt.compute_dtype(mx.result_type(scores))
-    scores = rt.upcast(scores, compute)
-    row_length = rt.row_length(scores, axis)
-    labels_index = mx.expand_dims(labels, axis)
-    labels_onehot = (rt.class_positions(scores, axis) == labels_index).astype(compute)
-    shift0 = rt.upcast(rt.row_shift(given[0], axis), compute)
-    shifted0 = scores - shift0
-    t0 = shifted0 - labels_onehot + 1
-    gather0 = rt.at_index(shifted0, labels_index, axis)
-    max0 = rt.row_max(t0, axis)
-    ties_max0 = rt.row_sum(mx.where((max0 == t0), 1, mx.where(mx.logical_or((max0 > t0), (max0 < t0)), 0, math.nan)), axis)
-    loss = mx.where(inside_row, max0 - gather0, math.nan)
-    return (mx.squeeze(loss, axis), shift0, max0, ties_max0,)
-
-
-def _backward_indices_on_blocks(scores, labels, axis, inside_row, cotangent, shift0, max0, ties_max0):
-    """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (scores, labels,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(scores))
-    scores = rt.upcast(scores, compute)
-    row_length = rt.row_length(scores, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    labels_index = mx.expand_dims(labels, axis)
-    labels_onehot = (rt.class_positions(scores, axis) == labels_index).astype(compute)
-    d_max0 = cotangent
-    d_gather0 = mx.contiguous(-cotangent)
-    shifted0 = scores - shift0
-    grad_scores = mx.where(inside_row, d_gather0*labels_onehot + mx.where((max0 == shifted0 - labels_onehot + 1), d_max0/ties_max0, 0), math.nan)
-    grad_scores = rt.in_dtype_of(grad_scores, given[0])
-    return (grad_scores,)
-
-
-
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
     "_indices": (_forward_indices, _backward_indices),
-    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
-# The linear_ form's backward on blocks of the classes reads per-row values alone: these variants'
-# backward reduces its rows, so the form takes programs that make those reductions in the forward.
-_ON_BLOCKS = {
-    "_indices": "_indices_on_blocks",
-}
 
 
 def _multiclass_hinge_loss_elements(scores, labels, weights, axis, reduction, variant, differentiable):
@@ -317,16 +275,6 @@ def linear_multiclass_hinge_loss(hidden, weight, labels, reduction='none', *, gr
     def rows_loss(scores, labels):  # the loss of each token
         return multiclass_hinge_loss(scores, labels, axis=-1, reduction="none", class_group=class_group)
 
-    variant = "_" + form
-    variant = _ON_BLOCKS.get(variant, variant)
-
-    def row_values(scores, labels):  # each token's loss, and the per-row values its backward reads
-        return _multiclass_hinge_loss_elements(scores, labels, None, rt.RowValues(scores.ndim - 1), "none", variant, False)
-
-    def block_gradient(scores, labels, axis, cotangent, residuals):  # of a block of the classes
-        grads = _multiclass_hinge_loss_gradients_from(scores, labels, None, axis, "none", variant, cotangent, residuals, False)
-        return grads[0], None
-
     return _linear.linear_loss(rows_loss, [head], [labels], None, reduction, None, chunk_size, dtype,
                                softcap, return_logsumexp, rt.check_group(group), class_group,
-                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)
+                               None, class_chunk_size)

@@ -190,6 +190,9 @@ def test_bad_arguments_are_named():
 
 
 PROBABILITIES = ["cross_entropy", "poly1_cross_entropy"]  # the losses whose targets may be probabilities
+# Losses whose backward compares the logits with their row's maximum: a tile's logits (a matmul of another
+# shape) may round otherwise than the forward's on a GPU, so they keep the chunks of tokens
+OF_THE_MAXIMUM = ["multiclass_hinge_loss", "multiclass_perceptron_loss"]
 
 
 @pytest.mark.parametrize("name,options", [pytest.param(name, {}, id=name) for name in sorted(OPTIONS)]
@@ -198,7 +201,7 @@ PROBABILITIES = ["cross_entropy", "poly1_cross_entropy"]  # the losses whose tar
 def test_every_loss_runs_its_backward_on_tiles(name, options, monkeypatch):
     # poly1's and multi_margin's backward reduce their rows (the softmax at the class, the sum of the
     # margins' slopes): their linear_ form takes programs that make those sums in the forward instead.
-    # Probability targets are cut to each tile's classes.
+    # Probability targets are cut to each tile's classes. The maximum's losses are not tried at all.
     tried = []
     runs_on_blocks = _linear.RowsProgram.runs_on_blocks
     monkeypatch.setattr(_linear.RowsProgram, "runs_on_blocks",
@@ -207,7 +210,7 @@ def test_every_loss_runs_its_backward_on_tiles(name, options, monkeypatch):
     hidden, weight, bias, kwargs = _arrays(name, options, rng)
     fused, _ = _functions(name, kwargs, "mean", class_chunk_size=5)
     mx.eval(mx.grad(fused)(hidden, weight, bias))
-    assert tried == [True]
+    assert tried == ([] if name in OF_THE_MAXIMUM else [True])
 
 
 @pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["default tiles", "class blocks of 5"])

@@ -8,7 +8,7 @@ form) and runs either the loss's kernels (on a GPU) or the MLX bodies that
 from __future__ import annotations
 
 from ... import describe
-from ...spec.vocabulary import HEAD_NAMES, TEMPERATURE_NAME, ClassTarget, ClassWeights, Flag, Input
+from ...spec.vocabulary import HEAD_NAMES, TEMPERATURE_NAME, ClassTarget, ClassWeights, Flag, Input, RowMax
 from ..source import docstring, header
 from .programs import context
 
@@ -134,6 +134,13 @@ def has_linear_form(loss):
     return _linear_kind(loss) is not None
 
 
+def linear_on_blocks(loss):
+    """Whether the ``linear_`` form's backward may run on blocks of the classes: a class loss's, but not
+    where it compares logits with their row's maximum. A tile's logits, made by a matmul of another shape
+    than the forward's chunk, may round otherwise (on a GPU), and no element would equal the maximum."""
+    return _linear_kind(loss) == "classes" and not loss.formula.has(RowMax)
+
+
 def _linear_kind(loss):
     if loss.kind != "rowwise":
         return None
@@ -196,7 +203,7 @@ def _linear(loss):
         "rows": rows,  # the per-token arrays, cut with the tokens
         # the backward may run on blocks of the classes (``linear_loss`` tries whether it does), the
         # per-class arrays cut to each block
-        "blocks": kind == "classes",
+        "blocks": linear_on_blocks(loss),
         "block_inputs": [f"axis.cut({i.name})" if isinstance(i, ClassWeights) else i.name for i in loss.inputs],
         # what a block's backward returns: the gradients of its logits and of each row array (None: none)
         "block_gradients": ["grads[0]"] + [f"grads[{differentiable.index(r)}]" if r in differentiable else "None"
@@ -328,7 +335,7 @@ def render(env, loss, variants):
         checks=_checks(loss),
         linear=_linear(loss),
         variant_expr=_variant_expr(loss),
-        **context(loss, variants),
+        **context(loss, variants, linear_on_blocks(loss)),
     )
 
 

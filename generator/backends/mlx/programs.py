@@ -289,8 +289,9 @@ def _param_args(loss, printed):
     return args
 
 
-def context(loss, variants):
-    """Everything the MLX template needs for one loss."""
+def context(loss, variants, on_blocks=False):
+    """Everything the MLX template needs for one loss (``on_blocks``: its linear_ form's backward may run on
+    blocks of the classes)."""
     printed = set()
     if loss.kind == "elementwise":
         rendered = [elementwise_variant(loss, v, printed) for v in variants]
@@ -300,7 +301,7 @@ def context(loss, variants):
         # the linear_ forms' backward on tiles reads per-row values alone: where a variant's backward
         # reduces its rows, it has a second pair of programs, those reductions made in the forward
         rendered += [rowwise_variant(loss, v, form, printed, on_blocks=True)
-                     for v in variants if v.ir.backward_reductions for form in forms]
+                     for v in variants if on_blocks and v.ir.backward_reductions for form in forms]
     param_args = _param_args(loss, printed)
     return {
         "variants": rendered,
