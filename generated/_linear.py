@@ -295,15 +295,12 @@ class RowsProgram:
 
 
 def _tiles_together(tiles):
-    """A row array's gradient from its tiles (``{block's first class: [its chunks of tokens]}``): one value
-    a class, the blocks side by side; one a token, the first block's (a tile's backward reduces no row:
-    every block gives the same per-token values). None where there are none."""
+    """A row array's gradient from its tiles (``{block's first class: [its chunks of tokens]}``), the blocks
+    side by side along the classes; None where there are none."""
     blocks = [mx.concatenate(chunks) if len(chunks) > 1 else chunks[0] for chunks in tiles.values()]
     if not blocks:
         return None
-    if blocks[0].ndim == 1:
-        return blocks[0]
-    return mx.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    return mx.concatenate(blocks, axis=-1) if len(blocks) > 1 else blocks[0]
 
 
 def block_of(row, start, stop):
@@ -444,7 +441,10 @@ def linear_loss(rows_loss, heads, rows, weights, reduction, count, chunk_size, d
                     logits, *(block_of(r[first:stop], start, start + part.classes) for r in rest), axis,
                     per_token[first:stop], [v[first:stop] for v in row_values])
                 for tiles_of_row, grad_row in zip(row_tiles, of_rows):
-                    if grad_row is not None and mx.issubdtype(grad_row.dtype, mx.floating):
+                    # a float row's gradient: one value a class, a block's; one a token, every block gives it
+                    # whole (a tile's backward reduces no row), so the first block's alone
+                    if (grad_row is not None and mx.issubdtype(grad_row.dtype, mx.floating)
+                            and (grad_row.ndim > 1 or start == 0)):
                         tiles_of_row.setdefault(start, []).append(grad_row)
                 grad = grad.astype(mx.float32)
                 if return_logsumexp:
