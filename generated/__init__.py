@@ -8,16 +8,21 @@ from .binary_dice_loss import binary_dice_loss
 from .charbonnier_loss import charbonnier_loss
 from .cosine_embedding_loss import cosine_embedding_loss
 from .cosine_similarity_loss import cosine_similarity_loss
+from .cpo_loss import cpo_loss, linear_cpo_loss
 from .cross_entropy import cross_entropy, linear_cross_entropy
+from .dpo_hinge_loss import dpo_hinge_loss, linear_dpo_hinge_loss
+from .dpo_loss import dpo_loss, linear_dpo_loss
 from .expectile_loss import expectile_loss
 from .gaussian_nll_loss import gaussian_nll_loss
 from .generalized_kl_divergence import generalized_kl_divergence
 from .hinge_embedding_loss import hinge_embedding_loss
 from .hinge_loss import hinge_loss
 from .huber_loss import huber_loss
+from .ipo_loss import ipo_loss, linear_ipo_loss
 from .jensen_shannon_divergence import jensen_shannon_divergence, linear_jensen_shannon_divergence
 from .kl_div import kl_div
 from .kl_div_loss import kl_div_loss, linear_kl_div_loss
+from .kto_loss import kto_loss, linear_kto_loss
 from .l1_loss import l1_loss
 from .log_cosh_loss import log_cosh_loss
 from .margin_ranking_loss import margin_ranking_loss
@@ -27,11 +32,13 @@ from .multiclass_hinge_loss import multiclass_hinge_loss, linear_multiclass_hing
 from .multiclass_perceptron_loss import multiclass_perceptron_loss, linear_multiclass_perceptron_loss
 from .multilabel_soft_margin_loss import multilabel_soft_margin_loss
 from .nll_loss import nll_loss
+from .orpo_loss import orpo_loss, linear_orpo_loss
 from .pinball_loss import pinball_loss
 from .poisson_nll_loss import poisson_nll_loss
 from .poly1_cross_entropy import poly1_cross_entropy, linear_poly1_cross_entropy
 from .pseudo_huber_loss import pseudo_huber_loss
 from .sigmoid_focal_loss import sigmoid_focal_loss
+from .simpo_loss import simpo_loss, linear_simpo_loss
 from .smooth_l1_loss import smooth_l1_loss
 from .soft_margin_loss import soft_margin_loss
 from .softmax_focal_loss import softmax_focal_loss, linear_softmax_focal_loss
@@ -50,19 +57,29 @@ __all__ = [
     "charbonnier_loss",
     "cosine_embedding_loss",
     "cosine_similarity_loss",
+    "cpo_loss",
+    "linear_cpo_loss",
     "cross_entropy",
     "linear_cross_entropy",
+    "dpo_hinge_loss",
+    "linear_dpo_hinge_loss",
+    "dpo_loss",
+    "linear_dpo_loss",
     "expectile_loss",
     "gaussian_nll_loss",
     "generalized_kl_divergence",
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
+    "ipo_loss",
+    "linear_ipo_loss",
     "jensen_shannon_divergence",
     "linear_jensen_shannon_divergence",
     "kl_div",
     "kl_div_loss",
     "linear_kl_div_loss",
+    "kto_loss",
+    "linear_kto_loss",
     "l1_loss",
     "log_cosh_loss",
     "margin_ranking_loss",
@@ -75,12 +92,16 @@ __all__ = [
     "linear_multiclass_perceptron_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
+    "orpo_loss",
+    "linear_orpo_loss",
     "pinball_loss",
     "poisson_nll_loss",
     "poly1_cross_entropy",
     "linear_poly1_cross_entropy",
     "pseudo_huber_loss",
     "sigmoid_focal_loss",
+    "simpo_loss",
+    "linear_simpo_loss",
     "smooth_l1_loss",
     "soft_margin_loss",
     "softmax_focal_loss",

@@ -607,3 +607,78 @@ def _split_log_softmax(logits, class_group):
                                   "ranks (class_group=) are not supported: take them of the loss on whole rows")
 
     return split(*logits)
+
+
+class SequenceLogProbs:
+    """Sequences' log-probabilities of their labels under one head (``sequence_log_probs``'s), and the first
+    (the chosen) sequences' tokens' mean cross entropy, for a preference loss's NLL term."""
+
+    def __init__(self, log_probs, chosen_losses, chosen_kept):
+        self.log_probs, self._chosen_losses, self._chosen_kept = log_probs, chosen_losses, chosen_kept
+
+    def with_nll(self, loss, compute_nll_loss, alpha, reduction, group):
+        """``loss``, plus ``alpha`` times the chosen tokens' mean cross entropy where ``compute_nll_loss``
+        (Liger's ``alpha * nll_loss``): the mean over every kept token of the chosen sequences (of every
+        rank of ``group``)."""
+        rt.check_flag("compute_nll_loss", compute_nll_loss)
+        alpha = rt.check_param("alpha", alpha, 0.0, math.inf, False, True, False)
+        if not compute_nll_loss:
+            return loss
+        if reduction == "none":
+            raise ValueError("Compute nll loss adds one number to the loss: reduction must be 'mean' or 'sum', "
+                             "got 'none'.")
+        count = mx.sum(self._chosen_kept)
+        nll = rt.reduce_over(self._chosen_losses, "mean", group, count)
+        return (loss + alpha * nll).astype(loss.dtype)
+
+
+def sequence_log_probs(token_loss, sequences, weight, bias, ignore_index, softcap, chunk_size, class_chunk_size):
+    """Each sequence's log-probability of its labels through the head: minus the sum of its tokens'
+    ``token_loss`` (a ``linear_`` class loss, reduction 'none') over those whose label is not
+    ``ignore_index``; where the sequence says ``average``, divided by their count (0 where none is kept).
+
+    ``sequences``: (name, hidden ``(..., tokens, features)``, labels ``(..., tokens)``, average) each,
+    all of one batch shape. Every sequence's tokens go through the head in one call: one pass over the
+    weight, one gradient of it. The token losses come back in float32 (their weights, 1 where kept, are
+    float32), whatever the head's dtype: a sequence's sum is made in float32.
+    """
+    if ignore_index is not None:
+        ignore_index = rt.check_param("ignore_index", ignore_index, -math.inf, math.inf, True, True, True)
+    checked = []
+    for name, hidden, labels, average in sequences:
+        hidden = rt.check_array(f"{name}_hidden", hidden, floating=True)
+        labels = rt.check_array(f"{name}_labels", labels)
+        if hidden.ndim < 2:
+            raise ValueError(f"{name}_hidden must have a tokens axis and a features axis, (..., tokens, features), "
+                             f"got shape {tuple(hidden.shape)}.")
+        if not mx.issubdtype(labels.dtype, mx.integer):
+            raise ValueError(f"{name}_labels must be integer class indices, got {str(labels.dtype).rsplit('.', 1)[-1]}.")
+        if labels.shape != hidden.shape[:-1]:
+            raise ValueError(f"{name}_labels must have the shape of {name}_hidden without its features axis, "
+                             f"{tuple(hidden.shape[:-1])}, got {tuple(labels.shape)}.")
+        checked.append((name, hidden, labels, average))
+    first, first_hidden, first_labels, _ = checked[0]
+    for name, hidden, labels, _ in checked[1:]:
+        if labels.shape[:-1] != first_labels.shape[:-1]:
+            raise ValueError(f"{name}_labels must have the batch shape of {first}_labels, "
+                             f"{tuple(first_labels.shape[:-1])}, got {tuple(labels.shape[:-1])}.")
+        if hidden.shape[-1] != first_hidden.shape[-1]:
+            raise ValueError(f"{name}_hidden must have the features of {first}_hidden, {first_hidden.shape[-1]}, "
+                             f"got {hidden.shape[-1]}.")
+    features = first_hidden.shape[-1]
+    hidden = mx.concatenate([h.reshape(-1, features) for _, h, _, _ in checked])
+    labels = mx.concatenate([t.reshape(-1) for _, _, t, _ in checked])
+    kept = labels != ignore_index if ignore_index is not None else mx.ones(labels.shape, mx.bool_)
+    losses = token_loss(hidden, weight, labels, kept.astype(mx.float32), reduction="none", ignore_index=ignore_index,
+                        bias=bias, softcap=softcap, chunk_size=chunk_size, class_chunk_size=class_chunk_size)
+    log_probs, parts, start = [], [], 0
+    for _, _, labels_of, average in checked:
+        stop = start + labels_of.size
+        token_losses, token_kept = losses[start:stop].reshape(labels_of.shape), kept[start:stop].reshape(labels_of.shape)
+        total = -mx.sum(token_losses, axis=-1)
+        if average:
+            total = total / mx.maximum(mx.sum(token_kept, axis=-1), 1)
+        log_probs.append(total)
+        parts.append((token_losses, token_kept))
+        start = stop
+    return SequenceLogProbs(log_probs, *parts[0])

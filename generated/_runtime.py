@@ -486,6 +486,12 @@ def _in_arrays(function, arguments, where):
     return moved
 
 
+def twin(array):
+    """``array``'s values as another array (a view: nothing copied). A gradient that equals another is
+    returned as its twin: of one array returned twice, MLX's vjp would keep one cotangent alone."""
+    return mx.squeeze(mx.expand_dims(array, 0), 0)
+
+
 def vjp_of(function, arguments, cotangents):
     """``mx.vjp`` of ``function(*arguments)`` in its floating array arguments; zeros for integer arrays.
 

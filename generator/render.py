@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .backends import gpu, mlx
-from .backends.mlx import exported
+from .backends.mlx import exported, linear_kind
 from .backends.source import GENERATED_MARK, environment
 from .derive import derive
 from .spec.load import SpecFileError, check_spec_names, load_spec, spec_paths
@@ -64,9 +64,9 @@ def render_package(spec_dir, *, reuse=None, progress=None):
     names, files = [], {}
     paths = spec_paths(spec_dir)
     check_spec_names(spec_dir, paths)
-    for path in paths:
-        name = path.stem  # the loader checks that the loss is named after its file
-        loss = load_spec(path)
+    losses = {path.stem: load_spec(path) for path in paths}  # the loader checks that a loss is named after its file
+    _check_token_losses(losses)
+    for name, loss in losses.items():
         files.update(reuse[name] if name in reuse else _render_checked(env, loss))
         names.append((name, exported(loss)))
         if progress is not None:
@@ -74,6 +74,19 @@ def render_package(spec_dir, *, reuse=None, progress=None):
     for backend in BACKENDS:
         files.update(backend.package_files(env, names))
     return files
+
+
+def _check_token_losses(losses):
+    """A loss of Sequence inputs makes them with another loss of the package: a class loss with a
+    ``linear_`` form and an ``ignore_index`` (the cross entropy)."""
+    for loss in losses.values():
+        for sequence in loss.sequences[:1]:  # one token loss for all (the vocabulary checks)
+            token = losses.get(sequence.token_loss)
+            if (token is None or linear_kind(token) != "classes"
+                    or not any(t.ignore_index is not None for t in token.class_targets)):
+                raise SpecFileError(loss.source, f"sequence {sequence.name!r}: token_loss {sequence.token_loss!r} must "
+                                                 "be a loss of these specs of logits and class targets with an "
+                                                 "ignore_index (as cross_entropy)")
 
 
 class OutputError(SpecFileError):

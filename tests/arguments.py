@@ -150,6 +150,14 @@ def _tweedie_into(call):
     call.arrays["targets"] = np.abs(call.arrays["targets"])
 
 
+def _at_most_zero(*names):
+    """These inputs into (-inf, 0] (a sequence's log-probability)."""
+    def into(call):
+        for name in names:
+            call.arrays[name] = -np.abs(call.arrays[name])
+    return into
+
+
 def _positive_means(call):
     return {"inputs": call.arrays["inputs"] > 0, "targets": call.arrays["targets"] >= 0}
 
@@ -171,6 +179,9 @@ DOMAINS = {
                                         log_probabilities=("log_predictions",)),
     "nll_loss": Domain(_log_softmax_rows("inputs"), log_probabilities=("inputs",)),
     "cross_entropy": Domain(log_probabilities=("logits",)),  # -inf logits mask classes out
+    # the log odds of a probability: log(p) - log(1 - p), of log-probabilities
+    "orpo_loss": Domain(_at_most_zero("chosen_logps", "rejected_logps"),
+                        _log_probabilities("chosen_logps", "rejected_logps")),
 }
 
 

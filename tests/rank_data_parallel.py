@@ -80,25 +80,36 @@ def loss_cases(group, start, stop):
 
 
 def linear_cases(group, start, stop):
-    """linear_cross_entropy (ignore_index) and linear_kl_div_loss with group=: the rows' gradients, and the
-    head's as sum_gradients combines each rank's."""
+    """linear_cross_entropy (ignore_index), linear_kl_div_loss and linear_cpo_loss (a row a pair of sequences,
+    its NLL term the mean over every rank's kept chosen tokens) with group=: the rows' gradients, and the head's
+    as sum_gradients combines each rank's."""
     rng = np.random.default_rng(5)
     hidden, teacher = (mx.array(rng.normal(size=(ROWS, FEATURES)).astype(np.float32)) for _ in range(2))
     head, teacher_head = (mx.array(rng.normal(size=(CLASSES + 3, FEATURES)).astype(np.float32)) for _ in range(2))
     targets = mx.array(rng.integers(0, CLASSES + 3, size=ROWS).astype(np.int32))
     targets[mx.array(IGNORED)] = IGNORE_INDEX
+    tokens = 3
+    chosen, rejected = (mx.array(rng.normal(size=(ROWS, tokens, FEATURES)).astype(np.float32)) for _ in range(2))
+    chosen_labels, rejected_labels = (mx.array(rng.integers(0, CLASSES + 3, size=(ROWS, tokens)).astype(np.int32))
+                                      for _ in range(2))
+    chosen_labels[mx.array(IGNORED)] = IGNORE_INDEX  # these rows' chosen tokens count for nothing in the NLL
     forms = {
         "linear_cross_entropy": lambda h, w, rows, group: generated.linear_cross_entropy(
             h, w, targets[rows], reduction="mean", ignore_index=IGNORE_INDEX, chunk_size=2, group=group),
         "linear_kl_div_loss": lambda h, w, rows, group: generated.linear_kl_div_loss(
             h, w, teacher[rows], teacher_head, reduction="mean", chunk_size=2, group=group),
+        "linear_cpo_loss": lambda h, w, rows, group: generated.linear_cpo_loss(
+            h, rejected[rows], w, chosen_labels[rows], rejected_labels[rows], reduction="mean", chunk_size=2,
+            group=group),
     }
+    arrays = {"linear_cpo_loss": chosen}
     everything, mine = slice(0, ROWS), slice(start, stop)
     for name, form in forms.items():
+        rows = arrays.get(name, hidden)
         want, (want_hidden, want_head) = mx.value_and_grad(
-            lambda h, w: form(h, w, everything, None), argnums=[0, 1])(hidden, head)
+            lambda h, w: form(h, w, everything, None), argnums=[0, 1])(rows, head)
         got, (grad_hidden, grad_head) = mx.value_and_grad(
-            lambda h, w: form(h, w, mine, group), argnums=[0, 1])(hidden[mine], head)
+            lambda h, w: form(h, w, mine, group), argnums=[0, 1])(rows[mine], head)
         grad_head = generated.sum_gradients({"head": grad_head}, group)["head"]
         yield f"{name} mean", max(error(got, want), error(grad_hidden, want_hidden[mine]), error(grad_head, want_head))
 

@@ -21,6 +21,7 @@ import pytest
 
 import generated
 from generated import _linear
+from tests.arguments import LOSSES
 from tests.helpers import build_package, close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
@@ -39,14 +40,16 @@ OPTIONS = {
 HEADS = {"multi_margin_loss": ("head_weight", "head_bias")}
 LABELS = {"multiclass_hinge_loss": "labels", "multiclass_perceptron_loss": "labels"}  # optax's name of the targets
 DISTILLATION = ["jensen_shannon_divergence", "kl_div_loss"]  # tests/test_linear_distillation.py
+PREFERENCE = sorted(name for name, loss in LOSSES.items() if loss.sequences)  # tests/test_preference_losses.py
 LINEAR = sorted(name[len("linear_"):] for name in generated.__all__
-                if name.startswith("linear_") and name[len("linear_"):] not in DISTILLATION)
+                if name.startswith("linear_") and name[len("linear_"):] not in DISTILLATION + PREFERENCE)
 
 
 def test_every_class_loss_of_logits_has_a_linear_form():
     assert LINEAR == sorted(OPTIONS)
-    distillation = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
-    assert sorted(set(distillation) - set(LINEAR)) == DISTILLATION
+    others = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
+    assert sorted(set(others) - set(LINEAR)) == sorted(DISTILLATION + PREFERENCE)
+    assert PREFERENCE == ["cpo_loss", "dpo_hinge_loss", "dpo_loss", "ipo_loss", "kto_loss", "orpo_loss", "simpo_loss"]
 
 
 def _arrays(name, options, rng, dtype=mx.float32):

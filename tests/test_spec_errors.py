@@ -28,7 +28,9 @@ from generator.backends.gpu.printer import c_name
 from generator.render import render_package, write_package
 from generator.spec.load import SpecFileError, load_specs
 from generator.spec.terms import collect_terms
-from generator.spec.vocabulary import GENERATED_NAME_FORMS, GENERATED_NAMES, HEAD_NAMES, TEMPERATURE_NAME
+from generator.spec.vocabulary import (
+    GENERATED_NAME_FORMS, GENERATED_NAMES, HEAD_NAMES, SEQUENCE_FORM_NAMES, TEMPERATURE_NAME,
+)
 from tests.helpers import build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,6 +161,22 @@ CASES = [
     ("parameter-alone-in-stable-function", "bad_loss",
      _spec("d = Param('delta', 1.0)\nspec = Loss(NAME, inputs=[x, y], params=[d], elementwise=x * sigmoid(d))\n"),
      "cannot be compiled"),
+    ("sequence-name", "bad_loss", _spec("c = Sequence('chosen')\nspec = Loss(NAME, inputs=[c, y], elementwise=c - y)\n"),
+     "its name ends in '_logps'"),
+    ("sequence-in-row-loss", "bad_loss",
+     _spec("c = Sequence('c_logps')\nspec = Loss(NAME, inputs=[c, y], row=RowSum(c - y), axis=-1)\n"),
+     "Sequence inputs are for elementwise losses"),
+    ("nll-without-sequences", "bad_loss", _spec("spec = Loss(NAME, inputs=[x, y], elementwise=x - y, nll=True)\n"),
+     "nll= is for losses of Sequence inputs"),
+    ("sequence-form-argument", "bad_loss",
+     _spec("c, a = Sequence('c_logps'), Param('alpha', 1.0)\nspec = Loss(NAME, inputs=[c, y], params=[a], elementwise=a * c)\n"),
+     "'alpha' is an argument of the linear_ form"),
+    ("sequence-derived-name", "bad_loss",
+     _spec("c, h = Sequence('c_logps'), Input('c_hidden')\nspec = Loss(NAME, inputs=[c, h], elementwise=c - h)\n"),
+     "'c_hidden' is the linear_ form's argument for sequence 'c_logps'"),
+    ("sequence-token-loss", "bad_loss",
+     _spec("c = Sequence('c_logps', token_loss='mse_loss')\nspec = Loss(NAME, inputs=[c, y], elementwise=c - y)\n"),
+     "token_loss 'mse_loss' must be a loss of these specs of logits and class targets"),
 ]
 
 
@@ -317,6 +335,8 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
         used |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
         if not ours & HEAD_NAMES:  # a linear_ form's head takes these names where the spec has neither
             ours |= HEAD_NAMES
+        if loss.sequences:  # their linear_ form's arguments, which such a spec may not declare
+            ours |= SEQUENCE_FORM_NAMES | {f"{s.prefix}_{a}" for s in loss.sequences for a in ("hidden", "labels")}
         ours.add(TEMPERATURE_NAME)  # a distillation form's, where the spec declares none
         unprotected = sorted(
             n for n in used - ours

@@ -28,7 +28,7 @@ import sympy as sp
 from .functions import Select, log_sigmoid, logaddexp, logcosh, maximum, minimum, relu, sigmoid, softplus
 
 __all__ = [
-    "Loss", "Input", "ClassTarget", "ClassWeights", "Weights", "Param", "Flag", "Term",
+    "Loss", "Input", "Sequence", "ClassTarget", "ClassWeights", "Weights", "Param", "Flag", "Term",
     "RowSum", "RowMean", "RowMax", "LogSumExp", "Gather", "Select",
     "sigmoid", "softplus", "log_sigmoid", "logaddexp", "logcosh", "maximum", "minimum", "relu",
     "SpecError",
@@ -73,12 +73,16 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "class_chunk_size", "row_values", "block_gradient",  # the backward on blocks of the classes
     # the distillation forms' (a teacher's head beside the student's)
     "teacher_hidden", "teacher_weight", "teacher_bias", "teacher", "student",
+    "sequences",  # the sequence forms' log-probabilities made through the head
 })
 # The linear_ forms' head, where the spec declares neither name (multi_margin_loss's class ``weight``
 # makes it head_weight and head_bias): a spec may use them.
 HEAD_NAMES = frozenset({"weight", "bias"})
 # The distillation forms' temperature, where the spec declares nothing of that name (a spec may).
 TEMPERATURE_NAME = "temperature"
+# The arguments the linear_ form of a loss of Sequence inputs adds (a spec of them may not declare these).
+SEQUENCE_FORM_NAMES = HEAD_NAMES | {"ignore_index", "softcap", "chunk_size", "class_chunk_size", "compute_nll_loss",
+                                    "alpha"}
 # Names the generated package gives its own members besides the losses (its kernels' subpackage, the
 # function that picks a backend, the gradients' sum across ranks): a loss so named could not be imported.
 PACKAGE_NAMES = frozenset({"kernels", "set_backend", "sum_gradients"})
@@ -150,8 +154,8 @@ class Input(_Declared):
     Element-level by default (one value per loss element, or per element of a
     row for row-wise losses); ``per_row=True`` declares one value per row (the
     shape of the loss before reduction). ``domain="log_probabilities"`` says
-    what the values mean (a row of them sums to 1 after ``exp``): the
-    catalogue plots the loss on such rows.
+    what the values mean (a row of them sums to 1 after ``exp``; each value of
+    an elementwise loss's is at most 0): the catalogue plots the loss on such values.
     """
 
     def __new__(cls, name, *, differentiable=True, per_row=False, domain="real", doc=""):
@@ -163,6 +167,40 @@ class Input(_Declared):
         obj.domain = domain
         obj.doc = _check_text(doc, f"doc of input {name!r}")
         return obj
+
+
+SEQUENCE_SUFFIX = "_logps"
+
+
+class Sequence(Input):
+    """A sequence's log-probability: one value per sequence, the sum over its tokens of each token's
+    log-probability of its label (with ``average=True``, their mean).
+
+    The loss takes these values as they are (an array of them, as TRL's
+    preference losses do), and its ``linear_`` form makes them from each
+    sequence's hidden states through the head: minus the sum (or mean) of its
+    tokens' ``token_loss`` (a class loss with a ``linear_`` form, the cross
+    entropy) over the tokens whose label is not ``ignore_index``. The name
+    ends in ``_logps``; what precedes it names the ``linear_`` form's
+    arguments: ``chosen_logps`` gives ``chosen_hidden`` and ``chosen_labels``.
+    """
+
+    def __new__(cls, name, *, average=False, token_loss="cross_entropy", doc=""):
+        name = check_name(name, cls.__name__)
+        if not name.endswith(SEQUENCE_SUFFIX) or name == SEQUENCE_SUFFIX:
+            raise SpecError(f"sequence {name!r}: its name ends in {SEQUENCE_SUFFIX!r} (as chosen_logps): what precedes "
+                            "it names its hidden states and labels in the linear_ form")
+        if not isinstance(average, bool):
+            raise SpecError(f"average= of sequence {name!r} must be True or False, got {average!r}")
+        obj = super().__new__(cls, name, domain="log_probabilities", doc=doc)  # each value one log-probability
+        obj.average = average
+        obj.token_loss = check_name(token_loss, f"token_loss of sequence {name!r}")
+        return obj
+
+    @property
+    def prefix(self):
+        """What names the sequence's hidden states and labels: ``chosen`` for ``chosen_logps``."""
+        return self.name[:-len(SEQUENCE_SUFFIX)]
 
 
 class ClassWeights(Input):
@@ -408,6 +446,9 @@ class Loss:
     kinks: str = ""
     weights: Weights | None = None
     broadcast: bool = False  # broadcast element inputs together (else shapes must match)
+    # with Sequence inputs: whether their linear_ form adds the chosen tokens' cross entropy by default
+    # (``compute_nll_loss``, Liger's), the first sequence being the chosen one
+    nll: bool = False
     source: str = ""  # the spec file, filled in by the loader
 
     def __post_init__(self):
@@ -426,6 +467,7 @@ class Loss:
         self._check_shape()
         self._check_declarations()
         self._check_names()
+        self._check_sequences()
         self.formula = _formula(self.elementwise if self.row is None else self.row)
 
     def _check_shape(self):
@@ -481,6 +523,30 @@ class Loss:
                 raise SpecError(f"name {name!r} is reserved: it is the loss's own name (the generated function's)")
             if name in derived:
                 raise SpecError(f"name {name!r} has a form the generated code uses for its own variables")
+
+    def _check_sequences(self):
+        if not isinstance(self.nll, bool):
+            raise SpecError(f"nll= must be True or False, got {self.nll!r}")
+        sequences = self.sequences
+        if not sequences:
+            if self.nll:
+                raise SpecError("nll= is for losses of Sequence inputs (it adds the chosen tokens' cross entropy)")
+            return
+        if self.kind != "elementwise":
+            raise SpecError("Sequence inputs are for elementwise losses (one value per sequence)")
+        if len({s.token_loss for s in sequences}) > 1:
+            raise SpecError("the Sequence inputs of one loss share one token_loss")
+        declared = {d.name for d in self.declarations}
+        for name in sorted(declared & SEQUENCE_FORM_NAMES):
+            raise SpecError(f"name {name!r} is an argument of the linear_ form of a loss of Sequence inputs")
+        for s in sequences:
+            for derived in (f"{s.prefix}_hidden", f"{s.prefix}_labels"):
+                if derived in declared:
+                    raise SpecError(f"name {derived!r} is the linear_ form's argument for sequence {s.name!r}")
+
+    @property
+    def sequences(self):
+        return [i for i in self.inputs if isinstance(i, Sequence)]
 
     @property
     def kind(self):

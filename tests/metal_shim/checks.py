@@ -139,7 +139,10 @@ class _Call:
                 self.arrays[item.name], self.values[item.name] = _rounded(probabilities, dtype)
             else:
                 item_shape = self.loss_shape if item.per_row else shape
-                values = draw(item_shape)
+                draw_item = draw
+                if positive and not rowwise and item.domain == "log_probabilities":
+                    draw_item = lambda size: np.log(draw(size))  # one log-probability each (a sequence's)
+                values = draw_item(item_shape)
                 # No two inputs equal after rounding: derived gradients such as |u|^p sign(u) / |u|
                 # (triplet_loss) are 0/0 at u = 0, in the MLX path as in the kernels.
                 for _ in range(20):
@@ -150,7 +153,7 @@ class _Call:
                             ties |= rounded == other
                     if not ties.any():
                         break
-                    values = np.where(ties, draw(item_shape), values)
+                    values = np.where(ties, draw_item(item_shape), values)
                 self.arrays[item.name], self.values[item.name] = _rounded(values, dtype)
         self.weights = None
         if setting.weighted:

@@ -11,6 +11,7 @@ from ... import describe
 from ...spec.vocabulary import HEAD_NAMES, TEMPERATURE_NAME, ClassTarget, ClassWeights, Flag, Input, RowMax
 from ..source import docstring, header
 from .programs import context
+from .sequences import sequence_form
 
 
 def _describe(loss, variants):
@@ -129,19 +130,23 @@ def _variant_expr(loss):
 
 
 def has_linear_form(loss):
-    """Whether the loss has a ``linear_`` form: a row-wise loss of logits over classes (class targets), or of
-    two distributions given as log probabilities (a distillation loss: a student's head and a teacher's)."""
-    return _linear_kind(loss) is not None
+    """Whether the loss has a ``linear_`` form: a row-wise loss of logits over classes (class targets), of
+    two distributions given as log probabilities (a distillation loss: a student's head and a teacher's), or
+    of Sequence inputs (a preference loss: sequences' hidden states through a head)."""
+    return linear_kind(loss) is not None
 
 
 def linear_on_blocks(loss):
     """Whether the ``linear_`` form's backward may run on blocks of the classes: a class loss's, but not
     where it compares logits with their row's maximum. A tile's logits, made by a matmul of another shape
     than the forward's chunk, may round otherwise (on a GPU), and no element would equal the maximum."""
-    return _linear_kind(loss) == "classes" and not loss.formula.has(RowMax)
+    return linear_kind(loss) == "classes" and not loss.formula.has(RowMax)
 
 
-def _linear_kind(loss):
+def linear_kind(loss):
+    """"classes", "distillation" or "sequences": what the loss's ``linear_`` form takes; None where it has none."""
+    if loss.sequences:
+        return "sequences"
     if loss.kind != "rowwise":
         return None
     if loss.class_targets and loss.inputs[0].domain != "log_probabilities":
@@ -159,9 +164,11 @@ def exported(loss):
 
 def _linear(loss):
     """What the template needs for ``linear_<loss>``: the loss of ``hidden @ weight.T + bias``."""
-    kind = _linear_kind(loss)
+    kind = linear_kind(loss)
     if kind is None:
         return None
+    if kind == "sequences":
+        return sequence_form(loss)
     signature = describe.signature(loss)
     # the head's names; a loss with arguments of those names (multi_margin_loss's class ``weight``) says head_
     head, bias = ("weight", "bias") if not {n for n, _ in signature} & HEAD_NAMES else ("head_weight", "head_bias")
