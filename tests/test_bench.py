@@ -122,11 +122,13 @@ def test_the_fused_linear_section_measures_each_variant(report, report_dir):
 
     entries = report["linear"]
     assert [(tuple(e["size"]), e["dtype"]) for e in entries] == [
-        (size, dtype) for size in bench_linear.QUICK_SIZES for dtype in bench_linear.DTYPES]
+        (size, dtype) for size in bench_linear.QUICK_SIZES for dtype in bench_linear.DTYPES] + [
+        (bench_linear.QUICK_PREFERENCE_SIZE, "float32")]
+    assert entries[-1]["preference"] == "dpo_loss"
     for entry in entries:
         assert all(_positive(entry["median_ms"][v]) for v in bench_linear.VARIANTS)
         assert all(isinstance(entry["transient_bytes"][v], int) for v in bench_linear.VARIANTS)
         losses = entry["loss"]
         tolerance = 1e-5 if entry["dtype"] == "float32" else 2e-2  # bfloat16: MLX rounds its logits' loss
         assert abs(losses["linear"] - losses["compiled"]) <= tolerance * abs(losses["compiled"])
-    assert "### fused linear + cross_entropy" in (report_dir / "bench.md").read_text()
+    assert "### fused linear + a class loss" in (report_dir / "bench.md").read_text()

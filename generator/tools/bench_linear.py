@@ -8,6 +8,10 @@ side in one run. Transient memory is the peak less the returned gradients (the
 inputs are held before the call and not counted). Targets (issue 16): the
 generated form's transient memory at most 1/8 of compiled MLX's at the first
 size and 1/16 at the second, and its time at least 0.95 of compiled MLX's.
+
+A preference loss the same way: ``linear_dpo_loss`` of chosen and rejected
+completions' hidden states, against ``dpo_loss`` of their log-probabilities
+from ``mlx.nn.losses.cross_entropy`` of the logits made whole (float32).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ SIZES = [(512, 128, 32768), (256, 128, 131072)]
 QUICK_SIZES = [(64, 16, 1024)]
 DTYPES = ("float32", "bfloat16")
 VARIANTS = ("linear", "eager", "compiled")
+PREFERENCE_SIZE = (2, 128, 128, 32768)  # pairs x tokens of a completion x features x classes
+QUICK_PREFERENCE_SIZE = (2, 8, 16, 1024)
 MEMORY_GOALS = {SIZES[0]: 1 / 8, SIZES[1]: 1 / 16}
 TIME_GOAL = 0.95
 
 
 def _functions(targets):
-    import mlx.core as mx
     import mlx.nn.losses as reference
 
     import generated
@@ -34,47 +39,90 @@ def _functions(targets):
     def whole(hidden, weight):
         return reference.cross_entropy(hidden @ weight.T, targets, reduction="mean")
 
-    step = lambda loss: mx.value_and_grad(loss, argnums=[0, 1])
+    return _variants(linear, whole, argnums=[0, 1])
+
+
+def _preference_functions(labels, references):
+    import mlx.nn.losses as reference
+
+    import generated
+
+    def linear(chosen, rejected, weight):
+        return generated.linear_dpo_loss(chosen, rejected, weight, *labels, *references)
+
+    def whole(chosen, rejected, weight):  # each completion's log-probability: minus its tokens' cross entropy
+        log_probs = [-reference.cross_entropy(h @ weight.T, t).sum(axis=-1) for h, t in zip((chosen, rejected), labels)]
+        return generated.dpo_loss(*log_probs, *references)
+
+    return _variants(linear, whole, argnums=[0, 1, 2])
+
+
+def _variants(linear, whole, argnums):
+    import mlx.core as mx
+
+    step = lambda loss: mx.value_and_grad(loss, argnums=argnums)
     return {"linear": mx.compile(step(linear)), "eager": step(whole), "compiled": mx.compile(step(whole))}
+
+
+def _measured(functions, arrays, rounds):
+    """Median step time (ms), transient peak memory (bytes: the peak above ``arrays``, less their
+    gradients, which are returned) and the loss of each variant."""
+    import mlx.core as mx
+
+    from .bench_memory import peak_memory
+
+    returned = sum(a.nbytes for a in arrays)
+    times = {name: [] for name in VARIANTS}
+    for name in VARIANTS:  # warm-up: compilation is not a step's
+        mx.eval(functions[name](*arrays))
+    for _ in range(rounds):
+        for name in VARIANTS:
+            start = time.perf_counter()
+            mx.eval(functions[name](*arrays))
+            times[name].append(time.perf_counter() - start)
+    memory = {name: max(peak_memory(functions[name], arrays) - returned, 0) for name in VARIANTS}
+    values = {name: float(functions[name](*arrays)[0].astype(mx.float32).item()) for name in VARIANTS}
+    return {"median_ms": {name: 1e3 * sorted(t)[len(t) // 2] for name, t in times.items()},
+            "transient_bytes": memory, "loss": values}
 
 
 def measure(size, dtype_name, rounds):
     """Median step time (ms) and transient peak memory (bytes) of each variant at ``size``."""
     import mlx.core as mx
 
-    from .bench_memory import peak_memory
-
     tokens, features, classes = size
     dtype = getattr(mx, dtype_name)
-    key = mx.random.key(0)
-    hidden = (mx.random.normal((tokens, features), key=key)).astype(dtype)
+    hidden = mx.random.normal((tokens, features), key=mx.random.key(0)).astype(dtype)
     weight = (0.05 * mx.random.normal((classes, features), key=mx.random.key(1))).astype(dtype)
     targets = mx.random.randint(0, classes, (tokens,), key=mx.random.key(2))
     mx.eval(hidden, weight, targets)
-    functions = _functions(targets)
-    returned = hidden.nbytes + weight.nbytes
-    times = {name: [] for name in VARIANTS}
-    for name in VARIANTS:  # warm-up: compilation is not a step's
-        mx.eval(functions[name](hidden, weight))
-    for _ in range(rounds):
-        for name in VARIANTS:
-            start = time.perf_counter()
-            mx.eval(functions[name](hidden, weight))
-            times[name].append(time.perf_counter() - start)
-    memory = {name: max(peak_memory(functions[name], [hidden, weight]) - returned, 0) for name in VARIANTS}
-    values = {name: float(functions[name](hidden, weight)[0].astype(mx.float32).item()) for name in VARIANTS}
-    return {"size": list(size), "dtype": dtype_name,
-            "median_ms": {name: 1e3 * sorted(t)[len(t) // 2] for name, t in times.items()},
-            "transient_bytes": memory, "loss": values}
+    return {"size": list(size), "dtype": dtype_name, **_measured(_functions(targets), [hidden, weight], rounds)}
+
+
+def measure_preference(size, rounds):
+    """``measure`` for linear_dpo_loss at ``size`` (pairs, tokens, features, classes), in float32."""
+    import mlx.core as mx
+
+    pairs, tokens, features, classes = size
+    chosen, rejected = (mx.random.normal((pairs, tokens, features), key=mx.random.key(k)) for k in (0, 1))
+    weight = 0.05 * mx.random.normal((classes, features), key=mx.random.key(2))
+    labels = [mx.random.randint(0, classes, (pairs, tokens), key=mx.random.key(k)) for k in (3, 4)]
+    references = [-tokens * mx.random.uniform(shape=(pairs,), key=mx.random.key(k)) for k in (5, 6)]
+    mx.eval(chosen, rejected, weight, *labels, *references)
+    functions = _preference_functions(labels, references)
+    return {"size": list(size), "dtype": "float32", "preference": "dpo_loss",
+            **_measured(functions, [chosen, rejected, weight], rounds)}
 
 
 def run(quick=False, echo=print):
-    """Every size in every dtype."""
+    """Every size in every dtype, then the preference loss."""
     entries = []
     for size in QUICK_SIZES if quick else SIZES:
         for dtype_name in DTYPES:
             entries.append(measure(size, dtype_name, 1 if quick else 3))
             echo(_progress(entries[-1]))
+    entries.append(measure_preference(QUICK_PREFERENCE_SIZE if quick else PREFERENCE_SIZE, 1 if quick else 3))
+    echo(_progress(entries[-1]))
     return entries
 
 
@@ -95,22 +143,29 @@ def summarize(entries):
     return checks
 
 
+def _label(entry):
+    return f"{entry.get('preference', 'cross_entropy')} {'x'.join(map(str, entry['size']))}"
+
+
 def _progress(entry):
     ms, memory = entry["median_ms"], entry["transient_bytes"]
-    return (f"linear {'x'.join(map(str, entry['size'])):18s} {entry['dtype']:9s} "
+    return (f"linear {_label(entry):32s} {entry['dtype']:9s} "
             + " ".join(f"{k}={ms[k]:.0f}ms/{memory[k] / 2**20:.1f}MiB" for k in VARIANTS))
 
 
 def markdown(entries, checks):
     """The section of bench.md."""
-    lines = ["### fused linear + cross_entropy: value_and_grad in hidden and weight, compiled", "",
-             "| tokens x features x classes | dtype | " + " | ".join(f"{v} ms" for v in VARIANTS)
+    lines = ["### fused linear + a class loss: value_and_grad in the hidden states and the head, compiled", "",
+             "Against the loss of the logits made whole: cross_entropy's (tokens x features x classes), and",
+             "dpo_loss's of each completion's log-probability (pairs x tokens of a completion x features x",
+             "classes; chosen and rejected completions).", "",
+             "| loss | size | dtype | " + " | ".join(f"{v} ms" for v in VARIANTS)
              + " | " + " | ".join(f"{v} MiB" for v in VARIANTS) + " |",
-             "|---|---|" + "---:|" * (2 * len(VARIANTS))]
+             "|---|---|---|" + "---:|" * (2 * len(VARIANTS))]
     for entry in entries:
         ms, memory = entry["median_ms"], entry["transient_bytes"]
-        lines.append(f"| {' x '.join(map(str, entry['size']))} | {entry['dtype']} | "
-                     + " | ".join(f"{ms[v]:.0f}" for v in VARIANTS) + " | "
+        lines.append(f"| linear_{entry.get('preference', 'cross_entropy')} | {' x '.join(map(str, entry['size']))} | "
+                     f"{entry['dtype']} | " + " | ".join(f"{ms[v]:.0f}" for v in VARIANTS) + " | "
                      + " | ".join(f"{memory[v] / 2**20:.1f}" for v in VARIANTS) + " |")
     lines += ["", "Memory is transient: the peak above the inputs, less the returned gradients.", "",
               "| fused-linear target | value | goal | |", "|---|---:|---|---|"]
