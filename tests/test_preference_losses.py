@@ -314,3 +314,22 @@ def test_linear_kto_is_the_composition_from_hidden_states():
     close_to_scale(got, mx.array(want.detach().numpy()), "linear_kto_loss")
     for what, grad, tensor in zip(["policy_hidden", "weight", "bias"], grads, tensors):
         close_to_scale(grad, mx.array(tensor.grad.numpy()), f"linear_kto_loss: gradient of {what}")
+
+
+def test_a_label_outside_the_classes_or_a_nan_feature_makes_its_pair_nan_alone():
+    """As the cross entropy's: a label outside [0, classes) that is not ignore_index gives its token, so its
+    sequence and its pair, a NaN loss and NaN gradients; the other pairs keep theirs. A NaN feature too."""
+    rng = np.random.default_rng(11)
+    chosen, rejected, weight, _, chosen_labels, rejected_labels = (mx.array(a) for a in _sequences(rng, empty=False))
+    refs = [mx.zeros((BATCH,))] * 2
+    outside = mx.array(np.where(np.arange(BATCH)[:, None] == 1, CLASSES, np.asarray(chosen_labels)))  # pair 1's
+    nan_feature = mx.where(mx.arange(BATCH)[:, None, None] == 2, mx.nan, rejected)  # pair 2's
+    for what, c, r, labels in [("label", chosen, rejected, outside), ("feature", chosen, nan_feature, chosen_labels)]:
+        bad = 1 if what == "label" else 2
+        loss = lambda c, r: generated.linear_dpo_loss(c, r, weight, labels, rejected_labels, *refs, reduction="none")
+        values = loss(c, r)
+        grad = mx.grad(lambda c, r: loss(c, r).sum())(c, r)
+        assert np.isnan(np.asarray(values)).tolist() == [i == bad for i in range(BATCH)], what
+        kept_tokens = np.asarray(labels) != IGNORE
+        assert np.isnan(np.asarray(grad))[bad][kept_tokens[bad]].all(), what
+        assert np.isfinite(np.asarray(grad))[np.arange(BATCH) != bad].all(), what
