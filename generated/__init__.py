@@ -6,6 +6,7 @@ from .binary_cross_entropy import binary_cross_entropy
 from .binary_cross_entropy_with_logits import binary_cross_entropy_with_logits
 from .binary_dice_loss import binary_dice_loss
 from .charbonnier_loss import charbonnier_loss
+from .clip_loss import clip_loss, linear_clip_loss
 from .cosine_embedding_loss import cosine_embedding_loss
 from .cosine_similarity_loss import cosine_similarity_loss
 from .cpo_loss import cpo_loss, linear_cpo_loss
@@ -18,6 +19,7 @@ from .generalized_kl_divergence import generalized_kl_divergence
 from .hinge_embedding_loss import hinge_embedding_loss
 from .hinge_loss import hinge_loss
 from .huber_loss import huber_loss
+from .info_nce_loss import info_nce_loss, linear_info_nce_loss
 from .ipo_loss import ipo_loss, linear_ipo_loss
 from .jensen_shannon_divergence import jensen_shannon_divergence, linear_jensen_shannon_divergence
 from .kl_div import kl_div
@@ -55,6 +57,8 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "binary_dice_loss",
     "charbonnier_loss",
+    "clip_loss",
+    "linear_clip_loss",
     "cosine_embedding_loss",
     "cosine_similarity_loss",
     "cpo_loss",
@@ -71,6 +75,8 @@ __all__ = [
     "hinge_embedding_loss",
     "hinge_loss",
     "huber_loss",
+    "info_nce_loss",
+    "linear_info_nce_loss",
     "ipo_loss",
     "linear_ipo_loss",
     "jensen_shannon_divergence",

@@ -682,3 +682,33 @@ def sequence_log_probs(token_loss, sequences, weight, bias, ignore_index, softca
         parts.append((token_losses, token_kept))
         start = stop
     return SequenceLogProbs(log_probs, *parts[0])
+
+
+def contrastive_log_probs(token_loss, pairs, scale, scale_name, divide, normalize, chunk_size, class_chunk_size):
+    """Each query's log-probability of its own key among all keys: minus ``token_loss`` (a ``linear_`` class
+    loss, reduction 'none') of the rows of ``queries @ keys.T`` times ``scale`` (divided by it where
+    ``divide``) against their diagonal. The keys are the head, so the batch-by-batch matrix is never whole;
+    a learnable ``scale`` (an array) is differentiated through the scaled queries.
+
+    ``pairs``: (queries' name, queries, keys' name, keys) each, ``(batch, features)``. ``normalize``: both
+    L2-normalised first (as torch's ``F.normalize``: a norm below 1e-12 counts as 1e-12). The losses come
+    back in float32 (their weights, 1, are float32), whatever the embeddings' dtype.
+    """
+    scale = rt.check_param(scale_name, scale, 0.0, math.inf, True, True, False)
+    found = []
+    for queries_name, queries, keys_name, keys in pairs:
+        queries = rt.check_array(queries_name, queries, floating=True)
+        keys = rt.check_array(keys_name, keys, floating=True)
+        if queries.ndim != 2:
+            raise ValueError(f"{queries_name} must be (batch, features), got shape {tuple(queries.shape)}.")
+        if keys.shape != queries.shape:
+            raise ValueError(f"{keys_name} must have the shape of {queries_name}, {tuple(queries.shape)}, "
+                             f"got {tuple(keys.shape)}.")
+        if normalize:
+            queries, keys = (a / mx.maximum(mx.linalg.norm(a, axis=-1, keepdims=True), 1e-12) for a in (queries, keys))
+        scaled = queries / scale if divide else queries * scale
+        batch = queries.shape[0]
+        losses = token_loss(scaled, keys, mx.arange(batch), mx.ones((batch,), mx.float32), reduction="none",
+                            chunk_size=chunk_size, class_chunk_size=class_chunk_size)
+        found.append(-losses)
+    return found

@@ -767,10 +767,10 @@ def in_chunks(program, arrays, axis, chunked=True, before=None):
     for start, stop, chunk in chunks:
         outputs = program(*chunk)
         chunks.wait_for(next(o for o in outputs if o is not None))
-        if results is None:
-            results = [None if o is None else mx.zeros(chunks.whole_shape(o), o.dtype) for o in outputs]
+        if results is None:  # a 0-d output reads no chunk (a linear loss's gradient of a mean): the first is all
+            results = [o if o is None or o.ndim == 0 else mx.zeros(chunks.whole_shape(o), o.dtype) for o in outputs]
         for whole, output in zip(results, outputs):
-            if output is not None:
+            if output is not None and output.ndim:
                 whole[chunks.part(output, start, stop)] = output
     return tuple(results)
 

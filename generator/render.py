@@ -77,14 +77,14 @@ def render_package(spec_dir, *, reuse=None, progress=None):
 
 
 def _check_token_losses(losses):
-    """A loss of Sequence inputs makes them with another loss of the package: a class loss with a
-    ``linear_`` form and an ``ignore_index`` (the cross entropy)."""
+    """A loss of Sequence or Contrastive inputs makes them with another loss of the package: a class loss
+    with a ``linear_`` form and an ``ignore_index`` (the cross entropy)."""
     for loss in losses.values():
-        for sequence in loss.sequences[:1]:  # one token loss for all (the vocabulary checks)
+        for sequence in (loss.sequences + loss.contrastives)[:1]:  # one token loss for all (the vocabulary checks)
             token = losses.get(sequence.token_loss)
             if (token is None or linear_kind(token) != "classes"
                     or not any(t.ignore_index is not None for t in token.class_targets)):
-                raise SpecFileError(loss.source, f"sequence {sequence.name!r}: token_loss {sequence.token_loss!r} must "
+                raise SpecFileError(loss.source, f"input {sequence.name!r}: token_loss {sequence.token_loss!r} must "
                                                  "be a loss of these specs of logits and class targets with an "
                                                  "ignore_index (as cross_entropy)")
 

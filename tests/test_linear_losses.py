@@ -41,14 +41,16 @@ HEADS = {"multi_margin_loss": ("head_weight", "head_bias")}
 LABELS = {"multiclass_hinge_loss": "labels", "multiclass_perceptron_loss": "labels"}  # optax's name of the targets
 DISTILLATION = ["jensen_shannon_divergence", "kl_div_loss"]  # tests/test_linear_distillation.py
 PREFERENCE = sorted(name for name, loss in LOSSES.items() if loss.sequences)  # tests/test_preference_losses.py
+CONTRASTIVE = sorted(name for name, loss in LOSSES.items() if loss.contrastives)  # tests/test_contrastive_losses.py
 LINEAR = sorted(name[len("linear_"):] for name in generated.__all__
-                if name.startswith("linear_") and name[len("linear_"):] not in DISTILLATION + PREFERENCE)
+                if name.startswith("linear_") and name[len("linear_"):] not in DISTILLATION + PREFERENCE + CONTRASTIVE)
 
 
 def test_every_class_loss_of_logits_has_a_linear_form():
     assert LINEAR == sorted(OPTIONS)
     others = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
-    assert sorted(set(others) - set(LINEAR)) == sorted(DISTILLATION + PREFERENCE)
+    assert sorted(set(others) - set(LINEAR)) == sorted(DISTILLATION + PREFERENCE + CONTRASTIVE)
+    assert CONTRASTIVE == ["clip_loss", "info_nce_loss"]
     assert PREFERENCE == ["cpo_loss", "dpo_hinge_loss", "dpo_loss", "ipo_loss", "kto_loss", "orpo_loss", "simpo_loss"]
 
 

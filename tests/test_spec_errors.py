@@ -176,7 +176,26 @@ CASES = [
      "'c_hidden' is the linear_ form's argument for sequence 'c_logps'"),
     ("sequence-token-loss", "bad_loss",
      _spec("c = Sequence('c_logps', token_loss='mse_loss')\nspec = Loss(NAME, inputs=[c, y], elementwise=c - y)\n"),
-     "token_loss 'mse_loss' must be a loss of these specs of logits and class targets"),
+     "input 'c_logps': token_loss 'mse_loss' must be a loss of these specs of logits and class targets"),
+    ("contrastive-name", "bad_loss",
+     _spec("c = Contrastive('c', queries='a', keys='b')\nspec = Loss(NAME, inputs=[c, y], elementwise=c - y)\n"),
+     "its name ends in '_logps'"),
+    ("contrastive-same-arrays", "bad_loss",
+     _spec("c = Contrastive('c_logps', queries='a', keys='a')\nspec = Loss(NAME, inputs=[c, y], elementwise=c - y)\n"),
+     "queries and keys are two arrays"),
+    ("contrastive-scale", "bad_loss",
+     _spec("c = Contrastive('c_logps', queries='a', keys='b', scale=2.0)\nspec = Loss(NAME, inputs=[c], elementwise=-c)\n"),
+     "must be a float Param"),
+    ("contrastive-two-scales", "bad_loss",
+     _spec("s, t = Param('s', 1.0), Param('t', 2.0)\nc = Contrastive('c_logps', queries='a', keys='b', scale=s)\n"
+           "e = Contrastive('e_logps', queries='b', keys='a', scale=t)\nspec = Loss(NAME, inputs=[c, e], elementwise=c + e)\n"),
+     "share one scale"),
+    ("contrastive-declared-name", "bad_loss",
+     _spec("c = Contrastive('c_logps', queries='y', keys='b')\nspec = Loss(NAME, inputs=[c, y], elementwise=c - y)\n"),
+     "name 'y' of the linear_ form of a Contrastive input is declared, or reserved"),
+    ("contrastive-in-row-loss", "bad_loss",
+     _spec("c = Contrastive('c_logps', queries='a', keys='b')\nspec = Loss(NAME, inputs=[c, y], row=RowSum(c - y), axis=-1)\n"),
+     "Contrastive inputs are for elementwise losses"),
 ]
 
 
@@ -337,6 +356,8 @@ def test_every_name_the_generated_code_uses_is_the_specs_or_reserved():
             ours |= HEAD_NAMES
         if loss.sequences:  # their linear_ form's arguments, which such a spec may not declare
             ours |= SEQUENCE_FORM_NAMES | {f"{s.prefix}_{a}" for s in loss.sequences for a in ("hidden", "labels")}
+        for c in loss.contrastives:  # their linear_ form's arguments: the embeddings and the scale
+            ours |= {c.queries, c.keys} | ({c.scale.name} if c.scale is not None else set())
         ours.add(TEMPERATURE_NAME)  # a distillation form's, where the spec declares none
         unprotected = sorted(
             n for n in used - ours

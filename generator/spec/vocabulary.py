@@ -28,7 +28,7 @@ import sympy as sp
 from .functions import Select, log_sigmoid, logaddexp, logcosh, maximum, minimum, relu, sigmoid, softplus
 
 __all__ = [
-    "Loss", "Input", "Sequence", "ClassTarget", "ClassWeights", "Weights", "Param", "Flag", "Term",
+    "Loss", "Input", "Sequence", "Contrastive", "ClassTarget", "ClassWeights", "Weights", "Param", "Flag", "Term",
     "RowSum", "RowMean", "RowMax", "LogSumExp", "Gather", "Select",
     "sigmoid", "softplus", "log_sigmoid", "logaddexp", "logcosh", "maximum", "minimum", "relu",
     "SpecError",
@@ -201,6 +201,42 @@ class Sequence(Input):
     def prefix(self):
         """What names the sequence's hidden states and labels: ``chosen`` for ``chosen_logps``."""
         return self.name[:-len(SEQUENCE_SUFFIX)]
+
+
+class Contrastive(Input):
+    """Each query's log-probability of its own key among a batch of keys: the diagonal of
+    ``log_softmax(scale * queries @ keys.T)`` along the keys (InfoNCE's; CLIP's, one way).
+
+    The loss takes these values as they are; its ``linear_`` form makes them
+    from the embeddings ``queries`` and ``keys`` (names of its arguments,
+    ``(batch, features)`` each): minus ``token_loss`` (the cross entropy) of
+    the rows of ``scale * queries @ keys.T`` against their diagonal, the keys
+    as the head of ``linear_<token_loss>``, so the batch-by-batch matrix is
+    never whole. ``scale``: a :class:`Param` (the ``linear_`` form's argument,
+    positive, learnable as an array) the similarities are multiplied by, or
+    with ``divide=True`` divided by (a temperature); None for 1.
+    ``normalize=True``: queries and keys are L2-normalised first (cosine
+    similarities). The name ends in ``_logps``.
+    """
+
+    def __new__(cls, name, *, queries, keys, scale=None, divide=False, normalize=False, token_loss="cross_entropy",
+                doc=""):
+        name = check_name(name, cls.__name__)
+        if not name.endswith(SEQUENCE_SUFFIX) or name == SEQUENCE_SUFFIX:
+            raise SpecError(f"contrastive {name!r}: its name ends in {SEQUENCE_SUFFIX!r}: each value is a log-probability")
+        if scale is not None and not (isinstance(scale, Param) and not scale.integer and scale.default is not None):
+            raise SpecError(f"scale= of contrastive {name!r} must be a float Param, got {scale!r}")
+        for flag, value in (("divide", divide), ("normalize", normalize)):
+            if not isinstance(value, bool):
+                raise SpecError(f"{flag}= of contrastive {name!r} must be True or False, got {value!r}")
+        obj = super().__new__(cls, name, domain="log_probabilities", doc=doc)
+        obj.queries = check_name(queries, f"queries of contrastive {name!r}")
+        obj.keys = check_name(keys, f"keys of contrastive {name!r}")
+        if obj.queries == obj.keys:
+            raise SpecError(f"contrastive {name!r}: queries and keys are two arrays, got {queries!r} for both")
+        obj.scale, obj.divide, obj.normalize = scale, divide, normalize
+        obj.token_loss = check_name(token_loss, f"token_loss of contrastive {name!r}")
+        return obj
 
 
 class ClassWeights(Input):
@@ -527,6 +563,8 @@ class Loss:
     def _check_sequences(self):
         if not isinstance(self.nll, bool):
             raise SpecError(f"nll= must be True or False, got {self.nll!r}")
+        if self.contrastives:
+            self._check_contrastives()
         sequences = self.sequences
         if not sequences:
             if self.nll:
@@ -544,9 +582,30 @@ class Loss:
                 if derived in declared:
                     raise SpecError(f"name {derived!r} is the linear_ form's argument for sequence {s.name!r}")
 
+    def _check_contrastives(self):
+        contrastives = self.contrastives
+        if self.kind != "elementwise" or self.sequences or self.nll:
+            raise SpecError("Contrastive inputs are for elementwise losses, without Sequence inputs or nll=")
+        if len({c.token_loss for c in contrastives}) > 1:
+            raise SpecError("the Contrastive inputs of one loss share one token_loss")
+        scales = {(c.scale.name, c.scale.default, c.divide) if c.scale is not None else None for c in contrastives}
+        if len(scales) > 1:
+            raise SpecError("the Contrastive inputs of one loss share one scale (the same Param, divide= alike)")
+        if len({c.normalize for c in contrastives}) > 1:
+            raise SpecError("the Contrastive inputs of one loss are all normalized, or none")
+        declared = {d.name for d in self.declarations}
+        scale = contrastives[0].scale
+        for name in sorted({n for c in contrastives for n in (c.queries, c.keys)} | ({scale.name} if scale else set())):
+            if name in declared | SEQUENCE_FORM_NAMES | GENERATED_NAMES:
+                raise SpecError(f"name {name!r} of the linear_ form of a Contrastive input is declared, or reserved")
+
     @property
     def sequences(self):
         return [i for i in self.inputs if isinstance(i, Sequence)]
+
+    @property
+    def contrastives(self):
+        return [i for i in self.inputs if isinstance(i, Contrastive)]
 
     @property
     def kind(self):

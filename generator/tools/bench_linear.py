@@ -11,7 +11,9 @@ size and 1/16 at the second, and its time at least 0.95 of compiled MLX's.
 
 A preference loss the same way: ``linear_dpo_loss`` of chosen and rejected
 completions' hidden states, against ``dpo_loss`` of their log-probabilities
-from ``mlx.nn.losses.cross_entropy`` of the logits made whole (float32).
+from ``mlx.nn.losses.cross_entropy`` of the logits made whole (float32); and
+``linear_clip_loss`` of two batches of embeddings, against the cross entropy
+of their similarity matrix made whole, both ways.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ DTYPES = ("float32", "bfloat16")
 VARIANTS = ("linear", "eager", "compiled")
 PREFERENCE_SIZE = (2, 128, 128, 32768)  # pairs x tokens of a completion x features x classes
 QUICK_PREFERENCE_SIZE = (2, 8, 16, 1024)
+CONTRASTIVE_SIZE = (4096, 32)  # batch x features
+QUICK_CONTRASTIVE_SIZE = (64, 8)
 MEMORY_GOALS = {SIZES[0]: 1 / 8, SIZES[1]: 1 / 16}
 TIME_GOAL = 0.95
 
@@ -55,6 +59,23 @@ def _preference_functions(labels, references):
         return generated.dpo_loss(*log_probs, *references)
 
     return _variants(linear, whole, argnums=[0, 1, 2])
+
+
+def _contrastive_functions(logit_scale):
+    import mlx.core as mx
+    import mlx.nn.losses as reference
+
+    import generated
+
+    def linear(images, texts):
+        return generated.linear_clip_loss(images, texts, logit_scale)
+
+    def whole(images, texts):
+        logits, labels = logit_scale * images @ texts.T, mx.arange(images.shape[0])
+        return (reference.cross_entropy(logits, labels, reduction="mean")
+                + reference.cross_entropy(logits.T, labels, reduction="mean")) / 2
+
+    return _variants(linear, whole, argnums=[0, 1])
 
 
 def _variants(linear, whole, argnums):
@@ -114,14 +135,27 @@ def measure_preference(size, rounds):
             **_measured(functions, [chosen, rejected, weight], rounds)}
 
 
+def measure_contrastive(size, rounds):
+    """``measure`` for linear_clip_loss at ``size`` (batch, features), in float32."""
+    import mlx.core as mx
+
+    images, texts = (mx.random.normal(size, key=mx.random.key(k)) for k in (0, 1))
+    images, texts = (a / mx.linalg.norm(a, axis=-1, keepdims=True) for a in (images, texts))
+    mx.eval(images, texts)
+    return {"size": list(size), "dtype": "float32", "contrastive": "clip_loss",
+            **_measured(_contrastive_functions(10.0), [images, texts], rounds)}
+
+
 def run(quick=False, echo=print):
-    """Every size in every dtype, then the preference loss."""
+    """Every size in every dtype, then the preference loss and the contrastive one."""
     entries = []
     for size in QUICK_SIZES if quick else SIZES:
         for dtype_name in DTYPES:
             entries.append(measure(size, dtype_name, 1 if quick else 3))
             echo(_progress(entries[-1]))
     entries.append(measure_preference(QUICK_PREFERENCE_SIZE if quick else PREFERENCE_SIZE, 1 if quick else 3))
+    echo(_progress(entries[-1]))
+    entries.append(measure_contrastive(QUICK_CONTRASTIVE_SIZE if quick else CONTRASTIVE_SIZE, 1 if quick else 3))
     echo(_progress(entries[-1]))
     return entries
 
@@ -143,8 +177,12 @@ def summarize(entries):
     return checks
 
 
+def _loss_name(entry):
+    return entry.get("preference") or entry.get("contrastive") or "cross_entropy"
+
+
 def _label(entry):
-    return f"{entry.get('preference', 'cross_entropy')} {'x'.join(map(str, entry['size']))}"
+    return f"{_loss_name(entry)} {'x'.join(map(str, entry['size']))}"
 
 
 def _progress(entry):
@@ -158,13 +196,13 @@ def markdown(entries, checks):
     lines = ["### fused linear + a class loss: value_and_grad in the hidden states and the head, compiled", "",
              "Against the loss of the logits made whole: cross_entropy's (tokens x features x classes), and",
              "dpo_loss's of each completion's log-probability (pairs x tokens of a completion x features x",
-             "classes; chosen and rejected completions).", "",
+             "classes; chosen and rejected completions), clip_loss's of the similarities (batch x features).", "",
              "| loss | size | dtype | " + " | ".join(f"{v} ms" for v in VARIANTS)
              + " | " + " | ".join(f"{v} MiB" for v in VARIANTS) + " |",
              "|---|---|---|" + "---:|" * (2 * len(VARIANTS))]
     for entry in entries:
         ms, memory = entry["median_ms"], entry["transient_bytes"]
-        lines.append(f"| linear_{entry.get('preference', 'cross_entropy')} | {' x '.join(map(str, entry['size']))} | "
+        lines.append(f"| linear_{_loss_name(entry)} | {' x '.join(map(str, entry['size']))} | "
                      f"{entry['dtype']} | " + " | ".join(f"{ms[v]:.0f}" for v in VARIANTS) + " | "
                      + " | ".join(f"{memory[v] / 2**20:.1f}" for v in VARIANTS) + " |")
     lines += ["", "Memory is transient: the peak above the inputs, less the returned gradients.", "",

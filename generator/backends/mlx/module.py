@@ -11,7 +11,7 @@ from ... import describe
 from ...spec.vocabulary import HEAD_NAMES, TEMPERATURE_NAME, ClassTarget, ClassWeights, Flag, Input, RowMax
 from ..source import docstring, header
 from .programs import context
-from .sequences import sequence_form
+from .sequences import contrastive_form, sequence_form
 
 
 def _describe(loss, variants):
@@ -131,8 +131,9 @@ def _variant_expr(loss):
 
 def has_linear_form(loss):
     """Whether the loss has a ``linear_`` form: a row-wise loss of logits over classes (class targets), of
-    two distributions given as log probabilities (a distillation loss: a student's head and a teacher's), or
-    of Sequence inputs (a preference loss: sequences' hidden states through a head)."""
+    two distributions given as log probabilities (a distillation loss: a student's head and a teacher's), of
+    Sequence inputs (a preference loss: sequences' hidden states through a head), or of Contrastive inputs (two
+    batches of embeddings, each the other's head)."""
     return linear_kind(loss) is not None
 
 
@@ -144,9 +145,12 @@ def linear_on_blocks(loss):
 
 
 def linear_kind(loss):
-    """"classes", "distillation" or "sequences": what the loss's ``linear_`` form takes; None where it has none."""
+    """"classes", "distillation", "sequences" or "contrastive": what the loss's ``linear_`` form takes; None where
+    it has none."""
     if loss.sequences:
         return "sequences"
+    if loss.contrastives:
+        return "contrastive"
     if loss.kind != "rowwise":
         return None
     if loss.class_targets and loss.inputs[0].domain != "log_probabilities":
@@ -169,6 +173,8 @@ def _linear(loss):
         return None
     if kind == "sequences":
         return sequence_form(loss)
+    if kind == "contrastive":
+        return contrastive_form(loss)
     signature = describe.signature(loss)
     # the head's names; a loss with arguments of those names (multi_margin_loss's class ``weight``) says head_
     head, bias = ("weight", "bias") if not {n for n, _ in signature} & HEAD_NAMES else ("head_weight", "head_bias")

@@ -1,10 +1,13 @@
-"""The ``linear_`` form of a loss of ``Sequence`` inputs (a preference loss such as DPO).
+"""The ``linear_`` forms of losses of computed log-probabilities: of ``Sequence`` inputs (a preference loss
+such as DPO) and of ``Contrastive`` inputs (CLIP, InfoNCE).
 
-Each sequence's log-probability is made from its hidden states through the
-head (``_linear.sequence_log_probs``: minus the sum, or mean, of its tokens'
-cross entropy, the ``linear_`` form of the token loss the spec names), then
-the loss is the spec's own of those values. Its gradients are the token
-loss's derived ones, times the loss's derived ones per sequence.
+A sequence's log-probability is made from its hidden states through the head
+(``_linear.sequence_log_probs``: minus the sum, or mean, of its tokens' cross
+entropy, the ``linear_`` form of the token loss the spec names); a query's of
+its own key, from two batches of embeddings, the keys as the head
+(``_linear.contrastive_log_probs``). Then the loss is the spec's own of those
+values. Its gradients are the token loss's derived ones, times the loss's
+derived ones per value.
 """
 
 from __future__ import annotations
@@ -70,6 +73,69 @@ def _describe(loss, token_loss):
         f"        kept token of the {chosen.prefix} sequences (for reduction 'mean' or 'sum'). Default:"
         f" ``{loss.nll}``.",
         "    alpha (float, optional): The weight of that term. Default: ``1.0``.",
+        f"    The others: as ``{loss.name}``'s.",
+        "",
+        "Returns:",
+        "    array: The computed loss.",
+    ]
+    return "\n".join(lines)
+
+
+def contrastive_form(loss):
+    """What the template needs for ``linear_<loss>`` of a loss of Contrastive inputs (None for other losses)."""
+    contrastives = loss.contrastives
+    if not contrastives:
+        return None
+    first = contrastives[0]
+    given = {c.name for c in contrastives}
+    embeddings = list(dict.fromkeys(n for c in contrastives for n in (c.queries, c.keys)))
+    args = [(name, None) for name in embeddings]
+    if first.scale is not None:
+        args.append((first.scale.name, repr(first.scale.default)))
+    # no group: a mean over ranks would need every rank's keys (an all-gather), which this form does not make
+    args += [(name, default) for name, default in describe.signature(loss) if name not in given and name != "group"]
+    args += [("chunk_size", "None"), ("class_chunk_size", "None")]
+    scale = first.scale.name if first.scale is not None else "1.0"
+    return {
+        "kind": "contrastive",
+        "token_loss": first.token_loss,
+        "signature": ", ".join(n if d is None else f"{n}={d}" for n, d in args),
+        "made": ", ".join(c.name for c in contrastives),
+        "pairs": "[" + ", ".join(f'("{c.queries}", {c.queries}, "{c.keys}", {c.keys})' for c in contrastives) + "]",
+        "scale": f'{scale}, {first.scale.name if first.scale is not None else "scale"!r}, {first.divide}, '
+                 f"{first.normalize}",
+        "call": ", ".join(f"{n}={n}" for n, _ in describe.signature(loss) if n not in ("*", "group")),
+        "docstring": docstring(_describe_contrastive(loss), indent="    "),
+    }
+
+
+def _describe_contrastive(loss):
+    contrastives = loss.contrastives
+    first = contrastives[0]
+    scaled = ("``queries @ keys.T``" if first.scale is None
+              else f"``queries @ keys.T {'/' if first.divide else '*'} {first.scale.name}``")
+    normalized = " of the L2-normalised embeddings (cosine similarities)" if first.normalize else ""
+    lines = [
+        f"``{loss.name}`` of two batches of embeddings, never holding their similarity matrix whole.",
+        "",
+        f"{' and '.join(f'``{c.name}``' for c in contrastives)} {'is' if len(contrastives) == 1 else 'are each'}"
+        " made from the embeddings: each query's log-probability",
+        f"of its own key (the same row) among all keys, the rows of {scaled}{normalized}: minus",
+        f"their ``{first.token_loss}`` against the diagonal, through ``linear_{first.token_loss}`` with the keys as its",
+        f"head (in chunks of queries and blocks of keys). Then the loss is ``{loss.name}`` of them.",
+        "",
+        "Args:",
+    ]
+    for name in dict.fromkeys(n for c in contrastives for n in (c.queries, c.keys)):
+        roles = [f"the {role} of ``{c.name}``" for c in contrastives
+                 for role, of in (("queries", c.queries), ("keys", c.keys)) if of == name]
+        lines.append(f"    {name} (array): ``(batch, features)``: {', '.join(roles)}.")
+    if first.scale is not None:
+        lines += [f"    {first.scale.name} (float or array): {first.scale.doc or 'The scale of the similarities.'}"
+                  f" Default: ``{first.scale.default}``."]
+    lines += [
+        f"    chunk_size, class_chunk_size: as ``linear_{first.token_loss}``'s (its tokens are the queries, its"
+        " classes the keys).",
         f"    The others: as ``{loss.name}``'s.",
         "",
         "Returns:",

@@ -1,0 +1,122 @@
+"""Contrastive losses (specs with Contrastive inputs) and their linear_ forms, against the papers.
+
+The oracles are written here in float64 torch with autograd, from the papers
+(and open_clip's / info-nce-pytorch's code): the batch-by-batch similarity
+matrix made whole, the cross entropy of its rows (and of its columns, for
+CLIP) against the diagonal. The robustness tests over every spec cover the
+plain forms (the losses of given log-probabilities) too.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import generated
+from generator.tools.bench_memory import peak_memory
+from tests.helpers import close_to_scale, hessian_vector_products
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+BATCH, FEATURES = 13, 8  # chunks of 4 queries, blocks of 5 keys: neither divides the batch
+
+
+def clip_paper(images, texts, logit_scale, reduction):
+    """Radford 2021, fig. 3: the symmetric cross entropy of the scaled similarities."""
+    logits = logit_scale * images @ texts.T
+    labels = torch.arange(len(logits))
+    return (F.cross_entropy(logits, labels, reduction=reduction) + F.cross_entropy(logits.T, labels, reduction=reduction)) / 2
+
+
+def info_nce_paper(query, keys, temperature, reduction):
+    """van den Oord 2018, eq. 4, as info-nce-pytorch: cosine similarities over the temperature, in-batch negatives."""
+    logits = F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(logits)), reduction=reduction)
+
+
+CASES = {  # the linear_ form, its oracle, its scale
+    "clip_loss": (lambda *a, **k: generated.linear_clip_loss(*a, **k), clip_paper, 2.7),
+    "info_nce_loss": (lambda *a, **k: generated.linear_info_nce_loss(*a, **k), info_nce_paper, 0.3),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_linear_form_is_the_papers_loss_of_the_similarities(name, reduction):
+    """Values and gradients in both embeddings and in the scale given as an array (learnt), as called and
+    compiled, against float64."""
+    linear, paper, scale = CASES[name]
+    rng = np.random.default_rng(sorted(CASES).index(name))
+    queries, keys = (rng.normal(size=(BATCH, FEATURES)) for _ in range(2))
+    tensors = [torch.tensor(a, requires_grad=True) for a in (queries, keys, np.array(scale))]
+    want = paper(*tensors, reduction)
+    want.sum().backward()
+
+    def ours(q, k, s):
+        return linear(q, k, s, reduction=reduction, chunk_size=4, class_chunk_size=5)
+
+    arrays = [mx.array(a.astype(np.float32)) for a in (queries, keys, np.array(scale))]
+    for how, function in [("as called", ours), ("compiled", mx.compile(ours))]:
+        got = function(*arrays)
+        close_to_scale(got, mx.array(want.detach().numpy()), f"linear_{name} {reduction} {how}")
+        grads = mx.grad(lambda *a: function(*a).sum(), argnums=[0, 1, 2])(*arrays)
+        for what, grad, tensor in zip(["queries", "keys", "scale"], grads, tensors):
+            close_to_scale(grad, mx.array(tensor.grad.numpy()), f"linear_{name} {reduction} {how}: gradient of {what}")
+
+
+def test_second_order_through_linear_clip_is_the_unfused_compositions():
+    """grad of grad of linear_clip_loss equals that of the loss of the similarity matrix made whole (the
+    generated cross_entropy both ways, MLX's autodiff of the rest)."""
+    rng = np.random.default_rng(3)
+    arrays = [mx.array(rng.normal(size=(BATCH, FEATURES)).astype(np.float32)) for _ in range(2)]
+
+    def fused(images, texts):
+        return generated.linear_clip_loss(images, texts, 2.0, chunk_size=4, class_chunk_size=5)
+
+    def unfused(images, texts):
+        logits, labels = 2.0 * images @ texts.T, mx.arange(BATCH)
+        return (generated.cross_entropy(logits, labels, reduction="mean")
+                + generated.cross_entropy(logits.T, labels, reduction="mean")) / 2
+
+    directions = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in arrays]
+    for got, want, what in zip(hessian_vector_products(fused, arrays, directions),
+                               hessian_vector_products(unfused, arrays, directions), ["images", "texts"]):
+        close_to_scale(got, want, f"second order in {what}", 1e-4)
+
+
+def test_half_precision_embeddings_give_float32_losses_of_the_rounded_similarities():
+    rng = np.random.default_rng(4)
+    images, texts = (mx.array(rng.normal(size=(BATCH, FEATURES)).astype(np.float32)).astype(mx.bfloat16)
+                     for _ in range(2))
+    got = generated.linear_clip_loss(images, texts, 2.0, chunk_size=4)
+    logits, labels = ((2.0 * images) @ texts.T).astype(mx.float32), mx.arange(BATCH)
+    want = (generated.cross_entropy(logits, labels, reduction="mean")
+            + generated.cross_entropy(((2.0 * texts) @ images.T).astype(mx.float32), labels, reduction="mean")) / 2
+    assert got.dtype == mx.float32
+    close_to_scale(got, want, "linear_clip_loss bfloat16")
+
+
+def test_the_linear_form_never_holds_the_similarities():
+    """At a batch of 4096 the float32 similarities are 64 MiB, each way, and as much again their gradient:
+    linear_clip_loss's value_and_grad in chunks of 128 queries holds less than a quarter of one of them at
+    its peak (above the inputs and the gradients it returns; 8 MiB when measured)."""
+    batch, features = 4096, 32
+    rng = np.random.default_rng(5)
+    arrays = [mx.array(rng.normal(size=(batch, features)).astype(np.float32)) for _ in range(2)]
+    step = mx.value_and_grad(lambda a, b: generated.linear_clip_loss(a, b, 10.0, chunk_size=128), argnums=[0, 1])
+    returned = sum(a.nbytes for a in arrays)
+    assert peak_memory(step, arrays) - returned < batch * batch * 4 / 4
+
+
+def test_bad_embeddings_name_the_argument():
+    images, texts = mx.zeros((4, 3)), mx.zeros((4, 3))
+    with pytest.raises(ValueError, match="text_embeds must have the shape of image_embeds"):
+        generated.linear_clip_loss(images, texts[:3])
+    with pytest.raises(ValueError, match=r"image_embeds must be \(batch, features\)"):
+        generated.linear_clip_loss(images[0], texts[0])
+    with pytest.raises(ValueError, match="Temperature"):
+        generated.linear_info_nce_loss(images, texts, temperature=0.0)
+    with pytest.raises(ValueError, match="must have a floating-point dtype"):
+        generated.linear_clip_loss(images.astype(mx.int32), texts)
