@@ -97,6 +97,11 @@ def test_peak_memory_is_reported_for_every_loss_in_every_dtype(report):
         assert all(isinstance(m, int) and m >= 0 for m in entry["peak_memory_bytes"].values())
     # the anchor's gradient alone is a (512, 32000) bfloat16 array: every variant holds at least that
     assert min(anchor["peak_memory_bytes"].values()) >= 512 * 32000 * 2
+    # cross_entropy's, the anchor's too, beside MLX's fused mx.fast.cross_entropy (which holds its gradient too)
+    for entry in [e for e in report["memory"] if e["loss"] == "cross_entropy"]:
+        fast = entry["fast_cross_entropy_bytes"]
+        assert set(fast) == {"eager", "compiled"} and all(isinstance(m, int) and m > 0 for m in fast.values())
+    assert min(anchor["fast_cross_entropy_bytes"].values()) >= 512 * 32000 * 2
     targets = report["summary"]["memory_targets"]
     assert len(targets) == 3 and all(isinstance(t["met"], bool) and math.isfinite(t["value"]) for t in targets)
 

@@ -6,6 +6,8 @@ compiled) are called once on the same inputs in each dtype, and the peak
 allocation above the inputs is recorded. The issue's target: as called and
 compiled, at most the better of MLX's two plus 2%. Plus the anchor the issue
 names: cross_entropy at logits (512, 32000) in bfloat16, at most 63 MB.
+cross_entropy is also measured against MLX's fused ``mx.fast.cross_entropy``
+(its mean), eager and compiled: reported beside, not a target.
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ def measure_case(case, generated_fn, reference_fn, dtype_name):
     for name in VARIANTS:  # warm-up: compilation and first-call allocations are not the loss's
         mx.eval(fns[name](*arrays))
     return {name: peak_memory(fns[name], arrays) for name in VARIANTS}
+
+
+def fast_cross_entropy_peaks(case, dtype_name):
+    """Peak bytes of ``mx.fast.cross_entropy``'s value_and_grad (its mean, in the logits) on ``case``'s
+    arrays, eager and compiled; None where this MLX has no such function."""
+    import mlx.core as mx
+
+    fast = getattr(getattr(mx, "fast", None), "cross_entropy", None)
+    if fast is None:
+        return None
+    arrays = _in_dtype(case.arrays, getattr(mx, dtype_name))
+    mx.eval(arrays)
+    step = mx.value_and_grad(lambda logits, targets: fast(logits, targets).mean())
+    fns = {"eager": step, "compiled": mx.compile(step)}
+    for fn in fns.values():
+        mx.eval(fn(*arrays))
+    return {name: peak_memory(fn, arrays) for name, fn in fns.items()}
 
 
 def anchor_case():
@@ -112,13 +131,16 @@ def run(specs, size, echo=print):
         for dtype in DTYPES:
             peaks = measure_case(case, getattr(generated, spec.name), getattr(reference, spec.name), dtype)
             entries.append({"kind": "loss", "loss": spec.name, "size": size, "dtype": dtype, "peak_memory_bytes": peaks})
+            if spec.name == "cross_entropy":
+                entries[-1]["fast_cross_entropy_bytes"] = fast_cross_entropy_peaks(case, dtype)
             echo(_progress(entries[-1]))
         del case
         mx.clear_cache()
     case = anchor_case()
     peaks = measure_case(case, getattr(generated, ANCHOR["loss"]), getattr(reference, ANCHOR["loss"]), ANCHOR["dtype"])
     entries.append({"kind": "anchor", "loss": ANCHOR["loss"], "shape": list(ANCHOR["shape"]),
-                    "dtype": ANCHOR["dtype"], "peak_memory_bytes": peaks})
+                    "dtype": ANCHOR["dtype"], "peak_memory_bytes": peaks,
+                    "fast_cross_entropy_bytes": fast_cross_entropy_peaks(case, ANCHOR["dtype"])})
     echo(_progress(entries[-1]))
     return entries
 
@@ -146,6 +168,17 @@ def markdown(entries, checks):
         name = entry["loss"] if entry["kind"] == "loss" else f"{entry['loss']} {tuple(entry['shape'])}"
         lines.append(f"| {name} | {entry['dtype']} | " + " | ".join(_mb(peaks[k]) for k in VARIANTS)
                      + f" | {ratio['as_called']:.2f} | {ratio['compiled']:.2f} |")
+    fast = [e for e in entries if e.get("fast_cross_entropy_bytes")]
+    if fast:
+        lines += ["", "cross_entropy against MLX's fused `mx.fast.cross_entropy` (its mean; on a CPU MLX runs it",
+                  "unfused), value_and_grad, MB above the inputs:", "",
+                  "| call | dtype | generated | generated_compiled | mx.fast eager | mx.fast compiled |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for entry in fast:
+            peaks, theirs = entry["peak_memory_bytes"], entry["fast_cross_entropy_bytes"]
+            call = f"{entry['size']} elements" if entry["kind"] == "loss" else f"{tuple(entry['shape'])}"
+            lines.append(f"| {call} | {entry['dtype']} | {_mb(peaks['generated'])} | {_mb(peaks['generated_compiled'])} "
+                         f"| {_mb(theirs['eager'])} | {_mb(theirs['compiled'])} |")
     lines += ["", "| memory target | value | goal | |", "|---|---:|---|---|"]
     for check in checks:
         detail = f" (worst: {check['worst']}; missed {check['missed']} of {check['of']})" if "worst" in check else ""
