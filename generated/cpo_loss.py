@@ -283,5 +283,5 @@ def linear_cpo_loss(chosen_hidden, rejected_hidden, weight, chosen_labels, rejec
     """
     sequences = _linear.sequence_log_probs(_token_loss, [("chosen", chosen_hidden, chosen_labels, False), ("rejected", rejected_hidden, rejected_labels, False)], weight, bias, ignore_index, softcap,
                                            chunk_size, class_chunk_size)
-    chosen_logps, rejected_logps, = sequences.log_probs
+    chosen_logps, rejected_logps = sequences.log_probs
     return sequences.with_nll(cpo_loss(chosen_logps=chosen_logps, rejected_logps=rejected_logps, beta=beta, label_smoothing=label_smoothing, reduction=reduction, group=group), compute_nll_loss, alpha, reduction, group)

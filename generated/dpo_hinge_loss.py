@@ -302,5 +302,5 @@ def linear_dpo_hinge_loss(chosen_hidden, rejected_hidden, weight, chosen_labels,
     """
     sequences = _linear.sequence_log_probs(_token_loss, [("chosen", chosen_hidden, chosen_labels, False), ("rejected", rejected_hidden, rejected_labels, False)], weight, bias, ignore_index, softcap,
                                            chunk_size, class_chunk_size)
-    chosen_logps, rejected_logps, = sequences.log_probs
+    chosen_logps, rejected_logps = sequences.log_probs
     return sequences.with_nll(dpo_hinge_loss(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps, beta=beta, reduction=reduction, group=group), compute_nll_loss, alpha, reduction, group)

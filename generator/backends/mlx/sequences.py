@@ -33,12 +33,17 @@ def sequence_form(loss):
         "kind": "sequences",
         "token_loss": token_loss,
         "signature": ", ".join(n if d is None else f"{n}={d}" for n, d in args),
-        "made": ", ".join(s.name for s in sequences),
+        "made": _targets([s.name for s in sequences]),
         "sequences": "[" + ", ".join(
             f'("{s.prefix}", {s.prefix}_hidden, {s.prefix}_labels, {s.average})' for s in sequences) + "]",
         "call": ", ".join(f"{n}={n}" for n, _ in signature if n != "*"),
         "docstring": docstring(_describe(loss, token_loss), indent="    "),
     }
+
+
+def _targets(names):
+    """The left side of an assignment from a list of ``names``' length."""
+    return ", ".join(names) + ("," if len(names) == 1 else "")
 
 
 def _describe(loss, token_loss):
@@ -100,7 +105,7 @@ def contrastive_form(loss):
         "kind": "contrastive",
         "token_loss": first.token_loss,
         "signature": ", ".join(n if d is None else f"{n}={d}" for n, d in args),
-        "made": ", ".join(c.name for c in contrastives),
+        "made": _targets([c.name for c in contrastives]),
         "pairs": "[" + ", ".join(f'("{c.queries}", {c.queries}, "{c.keys}", {c.keys})' for c in contrastives) + "]",
         "scale": f'{scale}, {first.scale.name if first.scale is not None else "scale"!r}, {first.divide}, '
                  f"{first.normalize}",
