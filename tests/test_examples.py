@@ -59,3 +59,19 @@ def test_finetuning_with_mlx_lm_follows_the_stock_loss(capsys, tied):
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit() and len(line.split()) == 3]
     assert [int(r[0]) for r in rows] == [2, 4]
     assert all(float(a) > 0 and float(b) > 0 for _, a, b in rows)
+
+
+def test_dpo_without_the_logits_follows_dpo_of_the_logits_made_whole(capsys):
+    pytest.importorskip("mlx_lm", reason="mlx-lm (the lm extra) is not installed")
+    from examples import preference_linear_loss
+
+    argv = ["--vocabulary", "512", "--hidden", "32", "--layers", "1", "--prompt", "4", "--completion", "8",
+            "--iterations", "3"]
+    assert preference_linear_loss.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the curves agree" in out and "peak memory: logits whole" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    losses = [float(r[2]) for r in rows]
+    assert abs(losses[0] - 0.6931) < 1e-3 and losses[-1] < losses[0]  # log 2 at the reference, then down
+
