@@ -32,6 +32,7 @@ import mlx.nn.losses as losses
 import mlx.optimizers as optim
 
 import generated
+from examples.curves import curves_agree
 
 IGNORE = -100
 AGREEMENT = 1e-4  # float32 both ways: the curves differ by the order of float32 sums alone
@@ -125,12 +126,7 @@ def main(argv=None):
     print(f"pairs whose chosen completion the policy prefers: logits whole {whole_preferred:.2f}, "
           f"linear_dpo_loss {fused_preferred:.2f}")
     print(f"peak memory: logits whole {whole_peak / 1e6:.1f} MB, linear_dpo_loss {fused_peak / 1e6:.1f} MB")
-    gap = max(abs(a - b) / abs(a) for a, b in zip(whole, fused))
-    if gap > AGREEMENT:
-        print(f"the curves differ (largest relative difference {gap:.2e})")
-        return 1
-    print(f"the curves agree (largest relative difference {gap:.2e})")
-    return 0
+    return curves_agree(whole, fused, AGREEMENT)
 
 
 if __name__ == "__main__":
