@@ -2,6 +2,7 @@
 # `losscc check` fails when this file differs from what the spec produces.
 """Losses compiled from specs/ by losscc: drop-in MLX functions with symbolic gradients."""
 
+from .apo_zero_loss import apo_zero_loss, linear_apo_zero_loss
 from .binary_cross_entropy import binary_cross_entropy
 from .binary_cross_entropy_with_logits import binary_cross_entropy_with_logits
 from .binary_dice_loss import binary_dice_loss
@@ -33,17 +34,20 @@ from .multi_margin_loss import multi_margin_loss, linear_multi_margin_loss
 from .multiclass_hinge_loss import multiclass_hinge_loss, linear_multiclass_hinge_loss
 from .multiclass_perceptron_loss import multiclass_perceptron_loss, linear_multiclass_perceptron_loss
 from .multilabel_soft_margin_loss import multilabel_soft_margin_loss
+from .nca_pair_loss import nca_pair_loss, linear_nca_pair_loss
 from .nll_loss import nll_loss
 from .orpo_loss import orpo_loss, linear_orpo_loss
 from .pinball_loss import pinball_loss
 from .poisson_nll_loss import poisson_nll_loss
 from .poly1_cross_entropy import poly1_cross_entropy, linear_poly1_cross_entropy
 from .pseudo_huber_loss import pseudo_huber_loss
+from .robust_dpo_loss import robust_dpo_loss, linear_robust_dpo_loss
 from .sigmoid_focal_loss import sigmoid_focal_loss
 from .simpo_loss import simpo_loss, linear_simpo_loss
 from .smooth_l1_loss import smooth_l1_loss
 from .soft_margin_loss import soft_margin_loss
 from .softmax_focal_loss import softmax_focal_loss, linear_softmax_focal_loss
+from .sppo_hard_loss import sppo_hard_loss, linear_sppo_hard_loss
 from .squared_hinge_loss import squared_hinge_loss
 from .triplet_loss import triplet_loss
 from .triplet_margin_loss import triplet_margin_loss
@@ -53,6 +57,8 @@ from ._distributed import sum_gradients  # the parameters' gradient across ranks
 from ._gpu import set_backend  # force the Metal, CUDA or MLX path (see _gpu.py)
 
 __all__ = [
+    "apo_zero_loss",
+    "linear_apo_zero_loss",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "binary_dice_loss",
@@ -97,6 +103,8 @@ __all__ = [
     "multiclass_perceptron_loss",
     "linear_multiclass_perceptron_loss",
     "multilabel_soft_margin_loss",
+    "nca_pair_loss",
+    "linear_nca_pair_loss",
     "nll_loss",
     "orpo_loss",
     "linear_orpo_loss",
@@ -105,6 +113,8 @@ __all__ = [
     "poly1_cross_entropy",
     "linear_poly1_cross_entropy",
     "pseudo_huber_loss",
+    "robust_dpo_loss",
+    "linear_robust_dpo_loss",
     "sigmoid_focal_loss",
     "simpo_loss",
     "linear_simpo_loss",
@@ -112,6 +122,8 @@ __all__ = [
     "soft_margin_loss",
     "softmax_focal_loss",
     "linear_softmax_focal_loss",
+    "sppo_hard_loss",
+    "linear_sppo_hard_loss",
     "squared_hinge_loss",
     "triplet_loss",
     "triplet_margin_loss",

@@ -51,7 +51,8 @@ def test_every_class_loss_of_logits_has_a_linear_form():
     others = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
     assert sorted(set(others) - set(LINEAR)) == sorted(DISTILLATION + PREFERENCE + CONTRASTIVE)
     assert CONTRASTIVE == ["clip_loss", "info_nce_loss"]
-    assert PREFERENCE == ["cpo_loss", "dpo_hinge_loss", "dpo_loss", "ipo_loss", "kto_loss", "orpo_loss", "simpo_loss"]
+    assert PREFERENCE == ["apo_zero_loss", "cpo_loss", "dpo_hinge_loss", "dpo_loss", "ipo_loss",
+                          "kto_loss", "nca_pair_loss", "orpo_loss", "robust_dpo_loss", "simpo_loss", "sppo_hard_loss"]
 
 
 def _arrays(name, options, rng, dtype=mx.float32):

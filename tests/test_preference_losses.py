@@ -36,7 +36,9 @@ TORCH = torch and SimpleNamespace(logsigmoid=F.logsigmoid, relu=torch.relu, sigm
                                   exp=torch.exp, where=torch.where)
 
 IGNORE = -100
-REFERENCED = ["dpo_loss", "dpo_hinge_loss", "ipo_loss"]  # the losses of the reference model's log-probabilities too
+# the losses of the reference model's log-probabilities too
+REFERENCED = ["dpo_loss", "dpo_hinge_loss", "ipo_loss", "robust_dpo_loss", "apo_zero_loss", "sppo_hard_loss",
+              "nca_pair_loss"]
 AVERAGED = {"ipo_loss", "simpo_loss", "orpo_loss"}  # of mean token log-probabilities
 PARAMS = {  # not the defaults, so that each parameter is seen
     "dpo_loss": {"beta": 0.3, "label_smoothing": 0.1},
@@ -45,6 +47,10 @@ PARAMS = {  # not the defaults, so that each parameter is seen
     "simpo_loss": {"beta": 2.0, "gamma": 0.3, "label_smoothing": 0.2},
     "cpo_loss": {"beta": 0.5, "label_smoothing": 0.1},
     "orpo_loss": {"beta": 0.2},
+    "robust_dpo_loss": {"beta": 0.3, "label_smoothing": 0.2},
+    "apo_zero_loss": {"beta": 0.3},
+    "sppo_hard_loss": {"beta": 0.4},
+    "nca_pair_loss": {"beta": 0.3},
 }
 NLL_BY_DEFAULT = {"cpo_loss", "orpo_loss"}  # Liger's compute_nll_loss defaults
 
@@ -59,8 +65,19 @@ def paper_loss(name, params, chosen, rejected, ref_chosen=None, ref_rejected=Non
 
     if name in REFERENCED:
         ratio = (chosen - rejected) - (ref_chosen - ref_rejected)
+        chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
         if name == "dpo_loss":  # Rafailov 2023, eq. 7
             return smoothed(beta * ratio)
+        if name == "robust_dpo_loss":  # Chowdhury 2024, eq. 7, as TRL's robust
+            return (-(1 - smoothing) * lib.logsigmoid(beta * ratio)
+                    + smoothing * lib.logsigmoid(-beta * ratio)) / (1 - 2 * smoothing)
+        if name == "apo_zero_loss":  # D'Oosterlinck 2024, eq. 7
+            return 1 - lib.sigmoid(beta * chosen_ratio) + lib.sigmoid(beta * rejected_ratio)
+        if name == "sppo_hard_loss":  # Wu 2024, eq. 4.7, the winner's probability 1
+            return (chosen_ratio - 0.5 / beta) ** 2 + (rejected_ratio + 0.5 / beta) ** 2
+        if name == "nca_pair_loss":  # Chen 2024, as TRL's nca_pair
+            return (-lib.logsigmoid(beta * chosen_ratio) - 0.5 * lib.logsigmoid(-beta * chosen_ratio)
+                    - 0.5 * lib.logsigmoid(-beta * rejected_ratio))
         if name == "dpo_hinge_loss":  # SLiC (Zhao 2023), as TRL's hinge
             return lib.relu(1 - beta * ratio)
         return (ratio - 1 / (2 * beta)) ** 2  # IPO (Azar 2023), eq. 17
