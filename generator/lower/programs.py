@@ -17,7 +17,7 @@ from .residuals import (
     ForwardValues, definition_expressions, lift_shared_calls, read_residuals, replace_in, temporaries_after,
 )
 from .safety import expectations, guard, masked_rows
-from .schedule import Statement, is_temporary, schedule
+from .schedule import inlined, is_temporary, schedule
 
 
 def array_symbols(inputs, terms):
@@ -77,14 +77,7 @@ def _gathered_temporaries_inlined(statements, read_elsewhere):
                 if is_temporary(s.symbol) and s.reduction is None and not s.output and readers.get(s.symbol)
                 and s.symbol not in read_elsewhere
                 and all(r.reduction is not None and r.reduction.kind == "gather" for r in readers[s.symbol])}
-    values, kept = {}, []
-    for statement in statements:
-        expr = statement.expr.xreplace(values)
-        if statement.symbol in gathered:
-            values[statement.symbol] = expr
-        else:
-            kept.append(Statement(statement.symbol, expr, statement.reduction, statement.output))
-    return kept
+    return inlined(statements, lambda s: s.symbol in gathered)
 
 
 def elementwise_programs(loss, ir):

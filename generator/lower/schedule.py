@@ -75,13 +75,20 @@ def schedule(definitions, outputs, temps=None, not_finite=frozenset(), kept=froz
 
 def _inline_aliases(statements):
     """``t1 = t4`` (a temporary naming another symbol) dropped, its uses reading ``t4``."""
-    aliases, kept = {}, []
+    return inlined(statements, lambda s: s.expr.is_Symbol and s.reduction is None and not s.output
+                   and is_temporary(s.symbol))
+
+
+def inlined(statements, inline):
+    """``statements`` without those ``inline(statement)`` picks, each written into the statements that read it
+    (in order: one written into another that is written too reaches that one's readers)."""
+    values, kept = {}, []
     for statement in statements:
-        expr = statement.expr.xreplace(aliases)
-        if expr.is_Symbol and statement.reduction is None and not statement.output and is_temporary(statement.symbol):
-            aliases[statement.symbol] = expr
-            continue
-        kept.append(Statement(statement.symbol, expr, statement.reduction, statement.output))
+        statement = Statement(statement.symbol, statement.expr.xreplace(values), statement.reduction, statement.output)
+        if inline(statement):
+            values[statement.symbol] = statement.expr
+        else:
+            kept.append(statement)
     return kept
 
 

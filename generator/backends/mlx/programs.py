@@ -13,7 +13,7 @@ from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR, Reduction
 from ...lower.programs import elementwise_programs, rowwise_programs
 from ...lower.residuals import recomputed_if_cheaper, residuals_read
 from ...lower.safety import class_terms
-from ...lower.schedule import Statement
+from ...lower.schedule import Statement, inlined
 from ...spec.terms import expand_terms
 from ...spec.vocabulary import ClassTarget, ClassWeights, Input, is_element_level
 from .printer import element_level_symbols, param_name, print_program
@@ -151,9 +151,8 @@ def _moved_inputs_inlined(statements, kept):
         return all(s.expr == statement.symbol and s.reduction is not None or _applied_to(s.expr, statement.symbol)
                    for s in uses)
 
-    inlined = {s.symbol: s.expr for s in statements if moved_input(s)}
-    return [type(s)(s.symbol, s.expr.xreplace(inlined), s.reduction, s.output) if s.expr.free_symbols & set(inlined)
-            else s for s in statements if s.symbol not in inlined]
+    moved = {s.symbol for s in statements if moved_input(s)}
+    return inlined(statements, lambda s: s.symbol in moved)
 
 
 def _one_at_a_time(loss, backward, aliases=0):
