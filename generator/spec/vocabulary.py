@@ -172,7 +172,21 @@ class Input(_Declared):
 SEQUENCE_SUFFIX = "_logps"
 
 
-class Sequence(Input):
+class _LogProbability(Input):
+    """What Sequence and Contrastive share: each value is one log-probability (the name ends in ``_logps``),
+    which their ``linear_`` form makes with ``token_loss`` (a class loss of the package with a ``linear_`` form)."""
+
+    def __new__(cls, name, token_loss, doc):
+        name = check_name(name, cls.__name__)
+        if not name.endswith(SEQUENCE_SUFFIX) or name == SEQUENCE_SUFFIX:
+            raise SpecError(f"{cls.__name__} {name!r}: its name ends in {SEQUENCE_SUFFIX!r} (as chosen_logps): each "
+                            "value is a log-probability, and what precedes it may name the linear_ form's arguments")
+        obj = super().__new__(cls, name, domain="log_probabilities", doc=doc)
+        obj.token_loss = check_name(token_loss, f"token_loss of {cls.__name__} {name!r}")
+        return obj
+
+
+class Sequence(_LogProbability):
     """A sequence's log-probability: one value per sequence, the sum over its tokens of each token's
     log-probability of its label (with ``average=True``, their mean).
 
@@ -186,15 +200,10 @@ class Sequence(Input):
     """
 
     def __new__(cls, name, *, average=False, token_loss="cross_entropy", doc=""):
-        name = check_name(name, cls.__name__)
-        if not name.endswith(SEQUENCE_SUFFIX) or name == SEQUENCE_SUFFIX:
-            raise SpecError(f"sequence {name!r}: its name ends in {SEQUENCE_SUFFIX!r} (as chosen_logps): what precedes "
-                            "it names its hidden states and labels in the linear_ form")
         if not isinstance(average, bool):
             raise SpecError(f"average= of sequence {name!r} must be True or False, got {average!r}")
-        obj = super().__new__(cls, name, domain="log_probabilities", doc=doc)  # each value one log-probability
+        obj = super().__new__(cls, name, token_loss, doc)
         obj.average = average
-        obj.token_loss = check_name(token_loss, f"token_loss of sequence {name!r}")
         return obj
 
     @property
@@ -203,7 +212,7 @@ class Sequence(Input):
         return self.name[:-len(SEQUENCE_SUFFIX)]
 
 
-class Contrastive(Input):
+class Contrastive(_LogProbability):
     """Each query's log-probability of its own key among a batch of keys: the diagonal of
     ``log_softmax(scale * queries @ keys.T)`` along the keys (InfoNCE's; CLIP's, one way).
 
@@ -221,21 +230,17 @@ class Contrastive(Input):
 
     def __new__(cls, name, *, queries, keys, scale=None, divide=False, normalize=False, token_loss="cross_entropy",
                 doc=""):
-        name = check_name(name, cls.__name__)
-        if not name.endswith(SEQUENCE_SUFFIX) or name == SEQUENCE_SUFFIX:
-            raise SpecError(f"contrastive {name!r}: its name ends in {SEQUENCE_SUFFIX!r}: each value is a log-probability")
         if scale is not None and not (isinstance(scale, Param) and not scale.integer and scale.default is not None):
             raise SpecError(f"scale= of contrastive {name!r} must be a float Param, got {scale!r}")
         for flag, value in (("divide", divide), ("normalize", normalize)):
             if not isinstance(value, bool):
                 raise SpecError(f"{flag}= of contrastive {name!r} must be True or False, got {value!r}")
-        obj = super().__new__(cls, name, domain="log_probabilities", doc=doc)
+        obj = super().__new__(cls, name, token_loss, doc)
         obj.queries = check_name(queries, f"queries of contrastive {name!r}")
         obj.keys = check_name(keys, f"keys of contrastive {name!r}")
         if obj.queries == obj.keys:
             raise SpecError(f"contrastive {name!r}: queries and keys are two arrays, got {queries!r} for both")
         obj.scale, obj.divide, obj.normalize = scale, divide, normalize
-        obj.token_loss = check_name(token_loss, f"token_loss of contrastive {name!r}")
         return obj
 
 

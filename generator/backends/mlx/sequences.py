@@ -17,10 +17,8 @@ from ..source import docstring
 
 
 def sequence_form(loss):
-    """What the template needs for ``linear_<loss>`` of a loss of Sequence inputs (None for other losses)."""
+    """What the template needs for ``linear_<loss>`` of a loss of Sequence inputs."""
     sequences = loss.sequences
-    if not sequences:
-        return None
     signature = describe.signature(loss)
     given = {s.name for s in sequences}
     args = [(f"{s.prefix}_hidden", None) for s in sequences] + [("weight", None)]
@@ -87,10 +85,8 @@ def _describe(loss, token_loss):
 
 
 def contrastive_form(loss):
-    """What the template needs for ``linear_<loss>`` of a loss of Contrastive inputs (None for other losses)."""
+    """What the template needs for ``linear_<loss>`` of a loss of Contrastive inputs."""
     contrastives = loss.contrastives
-    if not contrastives:
-        return None
     first = contrastives[0]
     given = {c.name for c in contrastives}
     embeddings = list(dict.fromkeys(n for c in contrastives for n in (c.queries, c.keys)))
