@@ -12,6 +12,7 @@ from .cosine_embedding_loss import cosine_embedding_loss
 from .cosine_similarity_loss import cosine_similarity_loss
 from .cpo_loss import cpo_loss, linear_cpo_loss
 from .cross_entropy import cross_entropy, linear_cross_entropy
+from .ctc_loss import ctc_loss
 from .dpo_hinge_loss import dpo_hinge_loss, linear_dpo_hinge_loss
 from .dpo_loss import dpo_loss, linear_dpo_loss
 from .expectile_loss import expectile_loss
@@ -71,6 +72,7 @@ __all__ = [
     "linear_cpo_loss",
     "cross_entropy",
     "linear_cross_entropy",
+    "ctc_loss",
     "dpo_hinge_loss",
     "linear_dpo_hinge_loss",
     "dpo_loss",

@@ -16,6 +16,7 @@ import itertools
 import sympy as sp
 
 from .ir import COTANGENT, ROW_LENGTH, ElementwiseIR, GradientAlias, Reduction, RowwiseIR, Variant
+from .lattice import derive_lattice
 from .shift import shift_rows
 from .spec import functions as fn
 from .spec.dag import dag_map, is_large
@@ -30,7 +31,12 @@ def derive(loss: Loss) -> list[Variant]:
     The formula is validated first (``spec.validate``); a problem raises a
     :class:`SpecError`. Gradients are exact symbolic derivatives, and the
     spec's named terms are put back into every derived expression.
+
+    A recurrence loss (``Alignment.recurrence``) is derived by ``lattice``: its
+    moves and their transpose, the backward recursion.
     """
+    if loss.kind == "recurrence":
+        return derive_lattice(loss)
     formula = expand_terms(loss.formula)
     check_formula(loss, formula)
     terms = collect_terms(loss.formula)

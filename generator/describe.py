@@ -17,8 +17,15 @@ from .spec.vocabulary import ClassTarget, ClassWeights, Flag
 def signature(loss):
     """(name, default or None) for each argument, in the public order.
 
-    Keyword-only declarations come last, after a ``("*", None)`` marker.
+    Keyword-only declarations come last, after a ``("*", None)`` marker. A
+    recurrence loss takes torch's order (the arrays, the numbers, ``reduction``,
+    the flags).
     """
+    if loss.kind == "recurrence":
+        args = [(i.name, None) for i in loss.inputs] + [(p.name, repr(p.default)) for p in loss.params if not isinstance(p, Flag)]
+        args.append(("reduction", repr(loss.reduction)))
+        args += [(p.name, repr(p.default)) for p in loss.params if isinstance(p, Flag)]
+        return args + [("*", None), ("group", "None")]
     args = [(i.name, "None" if isinstance(i, ClassWeights) else None) for i in loss.inputs if not i.keyword_only]
     if loss.weights is not None:
         args.append((loss.weights.name, "None"))
@@ -39,6 +46,8 @@ def signature(loss):
 
 def argument_docs(loss):
     """The ``Args:`` lines of the public function's docstring, one per argument."""
+    if loss.kind == "recurrence":
+        return _recurrence_argument_docs(loss)
     lines = []
     for item in loss.inputs:
         kind = "array"
@@ -82,6 +91,60 @@ def argument_docs(loss):
             "rows (the same on every rank) and the gradient this rank's slice of it. Default: ``None``."
         )
     return lines
+
+
+def _recurrence_argument_docs(loss):
+    recurrence = loss.recurrence
+    lines = [f"{item.name} (array): {item.doc}" for item in loss.inputs]
+    lines += [f"{p.name} ({'int' if p.integer else 'float'}, optional): {p.doc} Default: ``{p.default!r}``."
+              for p in loss.params if not isinstance(p, Flag)]
+    mean = ("``'mean'`` divides each sequence's loss by its number of labels (at least 1), then takes the mean"
+            if recurrence.mean_per_label else "``'mean'`` is the mean over sequences")
+    lines.append(f"reduction (str, optional): ``'none'`` | ``'mean'`` | ``'sum'``; {mean}. "
+                 f"Default: ``'{loss.reduction}'``.")
+    lines += [f"{p.name} (bool, optional): {p.doc} Default: ``{p.default!r}``."
+              for p in loss.params if isinstance(p, Flag)]
+    return lines + ["group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` and "
+                    "``'sum'`` are those of all ranks' sequences, and each rank's gradient is that global loss's in "
+                    "its own log-probabilities. Default: ``None``, this process's sequences alone."]
+
+
+def recurrence_equations(lattice, latex, width=100):
+    """The step of a recurrence loss (alpha) and the backward step the generator derived (beta), in LaTeX
+    (``latex``) or as 2-D text ``width`` wide. ``recurrence_note`` says the rest."""
+    at = lambda name, t, s: sp.Symbol(f"{name}_{{{t}}}({s})" if latex else f"{name}[{t}]({s})")
+    state = lambda k: "s" if k == 0 else f"s - {k}" if k > 0 else f"s + {-k}"
+
+    def labels(expr):
+        return expr.xreplace({x: sp.Symbol(f"l({state(x.shift)})") for x in expr.free_symbols
+                              if getattr(x, "role", None) == "label"})
+
+    def moves_sum(moves, value, frame, emission):
+        total = None
+        for move in moves:
+            term = at(value, frame, state(move.shift)) + labels(move.weight)
+            term += at("e", frame, state(move.shift)) if emission else 0
+            if move.condition != sp.true:
+                term = sp.Piecewise((term, labels(move.condition)), (-sp.oo, True))
+            total = term if total is None else fn.logaddexp(total, term)
+        return total
+
+    alpha, beta = (r"\alpha", r"\beta") if latex else ("alpha", "beta")
+    equations = [(at(alpha, "t", "s"), at("e", "t", "s") + moves_sum(lattice.forward, alpha, "t-1", False)),
+                 (at(beta, "t", "s"), moves_sum(lattice.backward, beta, "t+1", True))]
+    if latex:
+        return [f"{sp.latex(left)} = {sp.latex(right)}" for left, right in equations]
+    return [sp.pretty(sp.Eq(left, right, evaluate=False), num_columns=width) for left, right in equations]
+
+
+def recurrence_note(lattice):
+    """What the equations of ``recurrence_equations`` leave to words."""
+    return (f"e_t(s) is the log-probability at frame t of the class l(s) of state s. Paths start at the states "
+            f"{list(lattice.start)} at the first frame and end at the states {list(lattice.end)} (counted from "
+            "the last) at the last; the loss is minus the log of the sum of alpha over the end states at the last "
+            "frame. beta (the paths from s to an end, e_t(s) left out) is derived by the generator, the step's "
+            "moves transposed; the gradient in e_t(s) is minus the posterior exp(alpha_t(s) + beta_t(s) - log "
+            "total), summed into the class of s.")
 
 
 def _latex(expr):

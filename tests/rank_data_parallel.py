@@ -114,12 +114,30 @@ def linear_cases(group, start, stop):
         yield f"{name} mean", max(error(got, want), error(grad_hidden, want_hidden[mine]), error(grad_head, want_head))
 
 
+def ctc_cases(group, start, stop):
+    """ctc_loss with group=: this rank's sequences (of different lengths; mean divides each by its labels)."""
+    rng = np.random.default_rng(6)
+    frames, labels = 9, 3
+    logits = rng.normal(size=(frames, ROWS, CLASSES))
+    log_probs = mx.array((logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float32))
+    targets = mx.array(rng.integers(1, CLASSES, size=(ROWS, labels)).astype(np.int32))
+    input_lengths = mx.array(rng.integers(7, frames + 1, size=ROWS).astype(np.int32))
+    target_lengths = mx.array(rng.integers(0, labels + 1, size=ROWS).astype(np.int32))
+    for reduction in ("mean", "sum"):
+        def loss(x, rows, group):
+            return generated.ctc_loss(x, targets[rows], input_lengths[rows], target_lengths[rows], reduction=reduction,
+                                      group=group)
+        want, want_grad = mx.value_and_grad(lambda x: loss(x, slice(0, ROWS), None))(log_probs)
+        got, grad = mx.value_and_grad(lambda x: loss(x, slice(start, stop), group))(log_probs[:, start:stop])
+        yield f"ctc_loss {reduction}", max(error(got, want), error(grad, want_grad[:, start:stop]))
+
+
 def main():
     group = mx.distributed.init(backend="ring", strict=True)
     bounds = np.cumsum([0] + SHARES[group.size()])
     start, stop = int(bounds[group.rank()]), int(bounds[group.rank() + 1])
     errors = {}
-    for cases in (loss_cases, linear_cases):
+    for cases in (loss_cases, linear_cases, ctc_cases):
         for case, worst in cases(group, start, stop):
             errors[case] = worst
     print(json.dumps({"rank": group.rank(), "size": group.size(), "errors": errors}))

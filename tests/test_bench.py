@@ -137,3 +137,15 @@ def test_the_fused_linear_section_measures_each_variant(report, report_dir):
         tolerance = 1e-5 if entry["dtype"] == "float32" else 2e-2  # bfloat16: MLX rounds its logits' loss
         assert abs(losses["linear"] - losses["compiled"]) <= tolerance * abs(losses["compiled"])
     assert "### fused linear + a class loss" in (report_dir / "bench.md").read_text()
+
+
+def test_the_ctc_section_measures_each_variant_on_the_same_loss(report, report_dir):
+    from generator.tools import bench_ctc
+
+    entry, = report["ctc"]
+    assert tuple(entry["size"]) == bench_ctc.QUICK_SIZE
+    assert all(_positive(entry["median_ms"][v]) and _positive(entry["first_call_s"][v]) for v in bench_ctc.VARIANTS)
+    assert all(isinstance(entry["transient_bytes"][v], int) for v in bench_ctc.VARIANTS)
+    losses = entry["loss"]  # the generated loss and the reference recursion: one value (float32 rounding)
+    assert all(abs(losses[v] - losses["eager"]) <= 1e-5 * abs(losses["eager"]) for v in bench_ctc.VARIANTS)
+    assert "### ctc_loss" in (report_dir / "bench.md").read_text()

@@ -132,8 +132,8 @@ def test_generate_writes_a_package_that_matches_mlx(specs, package_dir):
     result = run("generate", "--specs", specs, "--out", package_dir)
     assert result.exit_code == 0, result.output
     # each loss owns its module and its kernels; the package adds __init__, _runtime, _linear,
-    # _distributed, _gpu, kernels/__init__
-    assert "generated 2 losses into" in result.output and "10 files changed" in result.output
+    # _distributed, _lattice, _gpu, kernels/__init__
+    assert "generated 2 losses into" in result.output and "11 files changed" in result.output
     package = import_package(package_dir)
     rng = np.random.default_rng(1)
     x, y = (mx.array(rng.normal(size=(4, 7)).astype(np.float32)) for _ in range(2))

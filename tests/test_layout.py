@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 
 PACKAGE = ROOT / "generator"
 # In pipeline order: what a user writes, derivation, shared lowering, the backends, the package, the tools.
-STAGES = ("spec", "ir", "shift", "derive", "describe", "lower", "backends", "render", "tools", "__main__")
+STAGES = ("spec", "ir", "shift", "lattice", "derive", "describe", "lower", "backends", "render", "tools", "__main__")
 BACKENDS = ("backends.mlx", "backends.gpu")
 
 

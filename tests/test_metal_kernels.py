@@ -24,10 +24,9 @@ from generated import _gpu
 from generator.backends.gpu import traffic
 from generator.backends.gpu import printer as c_printer
 from generator.spec import functions
-from generator.spec.load import load_spec, spec_paths
+from generator.spec.load import load_spec
 from generator.spec.validate import ALLOWED_FUNCTIONS
 from generator.spec.vocabulary import ROW_REDUCTIONS
-from tests.helpers import ROOT
 from tests.metal_shim import checks, harness
 
 CASES = checks.cases()
@@ -237,7 +236,7 @@ def test_the_printers_know_every_function_a_spec_may_use(dialect):
 
 def test_kernel_names_carry_a_hash_of_their_source():
     seen = {}
-    for path in spec_paths(ROOT / "specs"):
+    for path in checks.kernel_spec_paths():
         module = importlib.import_module(f"generated.kernels.{path.stem}")
         for table in (module.FORWARD, module.BACKWARD):
             for kernel in table.values():
@@ -268,7 +267,7 @@ EXTRA_PASSES = {
 }
 
 
-@pytest.mark.parametrize("path", spec_paths(ROOT / "specs"), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", checks.kernel_spec_paths(), ids=lambda p: p.stem)
 def test_every_loss_moves_the_minimum_bytes(path):
     figures = traffic.figures(load_spec(path))
     if path.stem in EXTRA_PASSES:
@@ -391,7 +390,7 @@ def test_the_command_line_lists_the_traffic_figure():
 
     result = CliRunner().invoke(main, ["list"])
     assert result.exit_code == 0
-    names = [path.stem for path in spec_paths(ROOT / "specs")]
+    names = [path.stem for path in checks.kernel_spec_paths()]
     rows = {name: line for line in result.output.splitlines() for name in names if f" {name} " in line}
     assert sorted(rows) == sorted(names)
     assert all("traffic fwd 1.00 bwd 1.00" in line for name, line in rows.items() if name not in EXTRA_PASSES)

@@ -47,6 +47,14 @@ def _loss(formula="x - y", extra="", name="bad_loss"):
     return _spec(f"{extra}\nspec = Loss(NAME, inputs=[x, y], elementwise={formula})\n", name)
 
 
+def _recurrence(step, start="[0]", separator="None", inputs="a.inputs", extra=""):
+    """A recurrence loss's spec: an Alignment ``a`` and ``step``."""
+    return _spec(f"""
+        a = Alignment("lp", "labels", "frames", "counts", separator={separator})
+        spec = Loss(NAME, inputs={inputs}, recurrence=a.recurrence({step}, start={start}, end=[-1]){extra})
+    """)
+
+
 # (id, file name, source, fragment the message must hold)
 CASES = [
     ("syntax-error", "bad_loss", PRELUDE + "x = (\n", "syntax error"),
@@ -196,6 +204,31 @@ CASES = [
     ("contrastive-in-row-loss", "bad_loss",
      _spec("c = Contrastive('c_logps', queries='a', keys='b')\nspec = Loss(NAME, inputs=[c, y], row=RowSum(c - y), axis=-1)\n"),
      "Contrastive inputs are for elementwise losses"),
+    # recurrence losses (Alignment): the step must be a sum over moves in the log semiring
+    ("recurrence-no-emission", "bad_loss", _recurrence("logaddexp(a.previous(0), a.previous(1))"),
+     "the step must be emission + logaddexp(...) of the moves"),
+    ("recurrence-two-previous", "bad_loss", _recurrence("a.emission + a.previous(0) + a.previous(1)"),
+     "each term of the step's logaddexp reads one previous(k)"),
+    ("recurrence-product", "bad_loss", _recurrence("a.emission + logaddexp(2 * a.previous(0), a.previous(1))"),
+     "a move is previous(k) plus a weight of the labels and parameters"),
+    ("recurrence-condition-on-values", "bad_loss",
+     _recurrence("a.emission + logaddexp(a.previous(0), Piecewise((a.previous(1), a.previous(0) > 0), (-oo, True)))"),
+     "a move's condition reads labels and parameters alone"),
+    ("recurrence-same-move-twice", "bad_loss", _recurrence("a.emission + logaddexp(a.previous(1), a.previous(1) - 1)"),
+     "reads one previous state in two terms"),
+    ("recurrence-too-far", "bad_loss", _recurrence("a.emission + logaddexp(a.previous(0), a.previous(9))"),
+     "k must be an int in [0, 8]"),
+    ("recurrence-stray-input", "bad_loss", _recurrence("a.emission + logaddexp(a.previous(0), a.previous(1)) + x"),
+     "the step reads ['x']"),
+    ("recurrence-bad-start", "bad_loss", _recurrence("a.emission + a.previous(0)", start="[-1]"),
+     "start= states are ints counted from the first state"),
+    ("recurrence-float-separator", "bad_loss",
+     _recurrence("a.emission + a.previous(0)", separator='Param("blank", 0.5)'),
+     "separator= must be an integer Param"),
+    ("recurrence-other-inputs", "bad_loss", _recurrence("a.emission + a.previous(0)", inputs="[x]"),
+     "inputs= are its Alignment's arrays, in order"),
+    ("recurrence-with-elementwise", "bad_loss", _recurrence("a.emission + a.previous(0)", extra=", elementwise=x"),
+     "a recurrence loss takes neither elementwise="),
 ]
 
 

@@ -74,6 +74,9 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     # the distillation forms' (a teacher's head beside the student's)
     "teacher_hidden", "teacher_weight", "teacher_bias", "teacher", "student",
     "sequences",  # the sequence forms' log-probabilities made through the head
+    # the recurrence losses' steps and custom functions (generated/_lattice.py runs them)
+    "add", "alignments", "alphas", "betas", "emission", "emissions", "following", "grad", "losses", "previous",
+    "reached", "shares", "states", "total",
 })
 # The linear_ forms' head, where the spec declares neither name (multi_margin_loss's class ``weight``
 # makes it head_weight and head_bias): a spec may use them.
@@ -90,6 +93,7 @@ PACKAGE_NAMES = frozenset({"kernels", "set_backend", "sum_gradients"})
 # gradients, reduction results.
 GENERATED_NAME_FORMS = re.compile(
     rf"{TEMP_PREFIX}\d+|d_.*|grad_.*|b\d+_.*|ties_.*|(sum|mean|max|logsumexp|gather|shift|shifted)\d+(_\w+)?"
+    r"|(label|previous|reached)_(after_)?\d+"  # a recurrence step's values and labels k states before or after
 )
 
 
@@ -490,6 +494,8 @@ class Loss:
     # with Sequence inputs: whether their linear_ form adds the chosen tokens' cross entropy by default
     # (``compute_nll_loss``, Liger's), the first sequence being the chosen one
     nll: bool = False
+    # a loss over the alignments of label sequences to frames (CTC): Alignment.recurrence(...)
+    recurrence: object = None
     source: str = ""  # the spec file, filled in by the loader
 
     def __post_init__(self):
@@ -505,6 +511,9 @@ class Loss:
             raise SpecError(f"default reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
         self.reduction = str.__str__(self.reduction)
         self.broadcast = bool(self.broadcast)
+        if self.recurrence is not None:
+            self._check_recurrence()
+            return
         self._check_shape()
         self._check_declarations()
         self._check_names()
@@ -604,6 +613,31 @@ class Loss:
             if name in declared | SEQUENCE_FORM_NAMES | GENERATED_NAMES:
                 raise SpecError(f"name {name!r} of the linear_ form of a Contrastive input is declared, or reserved")
 
+    def _check_recurrence(self):
+        from .recurrence import Recurrence  # the construct builds on this module's declarations
+
+        if not isinstance(self.recurrence, Recurrence):
+            raise SpecError(f"recurrence= must be made by Alignment.recurrence(...), got {self.recurrence!r}")
+        if self.elementwise is not None or self.row is not None or self.axis is not None or self.weights is not None \
+                or self.nll:
+            raise SpecError("a recurrence loss takes neither elementwise=, row=, axis=, weights= nor nll=")
+        for what in ("inputs", "params"):
+            if not isinstance(getattr(self, what), (list, tuple)):
+                raise SpecError(f"{what}= must be a list of declarations, got {getattr(self, what)!r}")
+            setattr(self, what, list(getattr(self, what)))
+        alignment = self.recurrence.alignment
+        if [i.name for i in self.inputs] != [i.name for i in alignment.inputs]:
+            raise SpecError("a recurrence loss's inputs= are its Alignment's arrays, in order: inputs=paths.inputs")
+        self.inputs = list(alignment.inputs)
+        for item in self.params:
+            if not isinstance(item, (Param, Flag)):
+                raise SpecError(f"params must be Param or Flag declarations, got {item!r}")
+        for needed in (alignment.separator, self.recurrence.zero_infinity):
+            if needed is not None and needed not in self.params:
+                raise SpecError(f"{needed.name!r} of the recurrence must be listed in params")
+        self._check_names()
+        self.formula = self.recurrence.step
+
     @property
     def sequences(self):
         return [i for i in self.inputs if isinstance(i, Sequence)]
@@ -614,6 +648,8 @@ class Loss:
 
     @property
     def kind(self):
+        if self.recurrence is not None:
+            return "recurrence"
         return "elementwise" if self.row is None else "rowwise"
 
     @property

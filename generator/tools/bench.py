@@ -17,8 +17,9 @@ The generated results are checked against mlx.nn.losses before they are timed.
 
 Then the peak memory of value_and_grad in float32, bfloat16 and float16
 (``bench_memory``), linear_cross_entropy against the logits made whole
-(``bench_linear``), and a few bfloat16 training steps of a small llama with
-each class loss (``bench_training``).
+(``bench_linear``), ctc_loss against MLX's autodiff of the same recursion
+(``bench_ctc``), and a few bfloat16 training steps of a small llama with each
+class loss (``bench_training``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from ..spec.load import load_spec, spec_paths
 from ..spec.vocabulary import ClassTarget, Input
-from . import bench_linear, bench_memory, bench_training
+from . import bench_ctc, bench_linear, bench_memory, bench_training
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: `make bench` measures its generated/ package
 RESULTS = ROOT / "bench" / "results"
@@ -275,6 +276,8 @@ def run(quick=False, out=RESULTS, losses=None, sizes=None, spec_dir=ROOT / "spec
     report["linear"] = bench_linear.run(quick=quick, echo=echo)
     report["summary"]["linear_targets"] = bench_linear.summarize(report["linear"])
     echo("")
+    report["ctc"] = bench_ctc.run(quick=quick, echo=echo)
+    echo("")
     if bench_training.available():
         report["training"] = bench_training.run(quick=quick, echo=echo)
     else:
@@ -420,6 +423,8 @@ def markdown(report):
         lines.append(bench_memory.markdown(report["memory"], summary["memory_targets"]))
     if "linear" in report:
         lines += bench_linear.markdown(report["linear"], summary["linear_targets"]) + [""]
+    if "ctc" in report:
+        lines += bench_ctc.markdown(report["ctc"]) + [""]
     training = report.get("training", {})
     lines.append(bench_training.markdown(training) if "results" in training
                  else f"### training steps\n\nSkipped: {training.get('skipped', 'not run')}\n")

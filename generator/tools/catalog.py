@@ -41,8 +41,9 @@ ROWWISE_NOTE = (
 # ---------------------------------------------------------------- summaries
 
 def backends(loss):
-    """The backends the generated code of ``loss`` runs on: MLX ops, and its Metal and CUDA kernels."""
-    return ["mlx", "metal", "cuda"]
+    """The backends the generated code of ``loss`` runs on: MLX ops, and its Metal and CUDA kernels (a
+    recurrence loss has none: its MLX operations run on a GPU as they are)."""
+    return ["mlx"] if loss.kind == "recurrence" else ["mlx", "metal", "cuda"]
 
 
 def inputs_text(loss):
@@ -70,7 +71,7 @@ def summary(loss):
         "inputs": inputs_text(loss),
         "parameters": parameters_text(loss),
         "backends": ", ".join(backends(loss)),
-        "traffic (GPU)": traffic.summary(loss),
+        "traffic (GPU)": "no kernels" if loss.kind == "recurrence" else traffic.summary(loss),
     }
 
 
@@ -129,7 +130,8 @@ def _link(path, out):
 
 
 def page(loss, variants, curve, out, spec_dir):
-    """The Markdown page of one loss (its spec in ``spec_dir``)."""
+    """The Markdown page of one loss (its spec in ``spec_dir``); ``variants`` are ``derive(loss)``'s (a recurrence
+    loss's: its lattice)."""
     lines = [MARKER, "", f"# {loss.name}", "", loss.doc.strip(), ""]
     lines += [f"```python\n{call_signature(loss)}\n```", ""]
     facts = [f"**{loss.kind}** loss", f"spec [`{loss.source}`]({_link(Path(spec_dir, f'{loss.name}.py'), out)})"]
@@ -141,7 +143,12 @@ def page(loss, variants, curve, out, spec_dir):
     if twin:
         facts.append(f"drop-in for `{twin}`")
     lines += [" · ".join(facts), ""]
-    for variant in variants:
+    if loss.kind == "recurrence":
+        forward, backward = describe.recurrence_equations(variants, latex=True)
+        lines += ["## Formula", "", "The spec's step (log space):", ""] + _math([forward])
+        lines += ["## Gradient", "", "The backward step, derived by the generator:", ""] + _math([backward])
+        lines += [describe.recurrence_note(variants), ""]
+    for variant in variants if loss.kind != "recurrence" else ():
         title = describe.variant_title(variant)
         suffix = f" ({title})" if title else ""
         formula, gradient = latex_lines(loss, variant)

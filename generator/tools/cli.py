@@ -216,7 +216,13 @@ def show(name, latex, spec_dir, out):
     click.echo(f"  {catalog.call_signature(loss)}")
     click.echo(f"  {loss.doc.strip()}")
     width = _console().width
-    for variant in variants:
+    if loss.kind == "recurrence":
+        forward, backward = describe.recurrence_equations(variants, latex, width)
+        heading("\nFormula (the spec's step)")
+        click.echo(forward)
+        heading("\nGradient: the backward step, derived by the generator")
+        click.echo(backward + "\n" + describe.recurrence_note(variants))
+    for variant in variants if loss.kind != "recurrence" else ():
         title = describe.variant_title(variant)
         suffix = f" ({title})" if title else ""
         formula, gradient = catalog.latex_lines(loss, variant) if latex else catalog.pretty_lines(loss, variant, width)
@@ -241,7 +247,7 @@ def show(name, latex, spec_dir, out):
         else:
             state = "up to date" if rendered[path] == module.read_text() else f"stale: run `losscc generate {name}`"
         click.echo(f"{_shown(module)}  ({state})")
-    shared = ", ".join(_shown(out / f) for f in ("_runtime.py", "_linear.py", "_distributed.py", "_gpu.py"))
+    shared = ", ".join(_shown(out / f) for f in ("_runtime.py", "_linear.py", "_distributed.py", "_lattice.py", "_gpu.py"))
     click.echo(f"{shared}  (shared by every loss)")
 
 

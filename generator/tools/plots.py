@@ -250,8 +250,34 @@ def rowwise_curve(loss, function):
     return signed
 
 
+def recurrence_curve(loss, function):
+    """Loss and gradient of an alignment loss (CTC's) of one sequence of labels [1, 2] over 4 frames of 3
+    classes, against the logit z of class 1 at every frame (the others' 0), through ``log_softmax``."""
+    import mlx.core as mx
+
+    frames, labels = 4, [1, 2]
+    names = [i.name for i in loss.inputs]
+
+    def total(z):  # every point is one sequence of the batch
+        count = z.shape[0]
+        logits = mx.broadcast_to(mx.stack([mx.zeros_like(z), z, mx.zeros_like(z)], axis=-1), (frames, count, 3))
+        log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return function(log_probs, mx.array([labels] * count), [frames] * count, [len(labels)] * count,
+                        reduction="none")
+
+    def evaluate(points):
+        z = mx.array(points, dtype=mx.float32)
+        return np.array(total(z)), np.array(mx.grad(lambda v: total(v).sum())(z))
+
+    sampled = _sample(evaluate, GRID)
+    held = [f"{names[1]} = {labels}", f"{frames} frames of 3 classes, the other logits 0"]
+    return Curve(*sampled, "z", "z (the logit of class 1 at every frame)", held + _parameter_notes(loss))
+
+
 def curve(loss, function):
     """The :class:`Curve` of ``loss`` as the generated ``function`` computes it."""
+    if loss.kind == "recurrence":
+        return recurrence_curve(loss, function)
     return elementwise_curve(loss, function) if loss.kind == "elementwise" else rowwise_curve(loss, function)
 
 

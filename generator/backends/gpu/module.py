@@ -20,6 +20,8 @@ def module_path(name):
 
 def render(env, loss, variants):
     """The source of the package's ``kernels/<loss>.py``: the Metal and CUDA kernels of ``derive(loss)``'s variants."""
+    if loss.kind == "recurrence":
+        return env.get_template("gpu/no_kernels.py.j2").render(header=header(loss.source), name=loss.name)
     built = kernels(loss, variants)
     setting = "float32 arrays, reduction='mean'" + (
         f", rows of {traffic.ROW_LENGTH}" if loss.kind == "rowwise" else ""

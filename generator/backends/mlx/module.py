@@ -10,6 +10,7 @@ from __future__ import annotations
 from ... import describe
 from ...spec.vocabulary import HEAD_NAMES, TEMPERATURE_NAME, ClassTarget, ClassWeights, Flag, Input, RowMax
 from ..source import docstring, header
+from . import lattice
 from .programs import context
 from .sequences import contrastive_form, sequence_form
 
@@ -319,7 +320,10 @@ def render(env, loss, variants):
 
     ``variants`` are ``derive(loss)``'s; the module dispatches to the loss's
     kernels (``kernels/<loss>.py``) on a GPU and runs the printed MLX bodies elsewhere.
+    A recurrence loss's module is ``lattice``'s (``variants`` is then its derived lattice).
     """
+    if loss.kind == "recurrence":
+        return lattice.render(env, loss, variants)
     ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
     signature = ", ".join(n if d is None else f"{n}={d}" for n, d in describe.signature(loss))
     return env.get_template("mlx/loss.py.j2").render(
@@ -360,5 +364,6 @@ def package_files(env, names):
         "_linear.py": env.get_template("mlx/_linear.py.j2").render(header=header("templates/mlx/_linear.py.j2")),
         "_distributed.py": env.get_template("mlx/_distributed.py.j2").render(
             header=header("templates/mlx/_distributed.py.j2")),
+        "_lattice.py": env.get_template("mlx/_lattice.py.j2").render(header=header("templates/mlx/_lattice.py.j2")),
         "__init__.py": env.get_template("mlx/__init__.py.j2").render(header=header("specs/"), names=names),
     }
