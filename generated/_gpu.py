@@ -139,6 +139,11 @@ inline float losscc_logaddexp(float a, float b) {
   return top + losscc_log1p(metal::exp(-metal::abs(a - b)));
 }
 
+// losscc_logaddexp, NaN where a or b is (as MLX's logaddexp; metal::max drops a NaN): a recurrence's sum
+inline float losscc_log_add(float a, float b) {
+  return (metal::isnan(a) || metal::isnan(b)) ? a + b : losscc_logaddexp(a, b);
+}
+
 // log(cosh(x)): log1p(expm1(a)^2 / (2 e^a)) for small a = |x| (no cancellation
 // near 0), a + log1p(exp(-2a)) - log(2) for large a (no overflow)
 inline float losscc_logcosh(float x) {
@@ -222,6 +227,11 @@ __device__ inline float losscc_logaddexp(float a, float b) {
     return top;
   }
   return top + log1pf(expf(-fabsf(a - b)));
+}
+
+// losscc_logaddexp, NaN where a or b is (as MLX's logaddexp; fmaxf drops a NaN): a recurrence's sum
+__device__ inline float losscc_log_add(float a, float b) {
+  return (a != a || b != b) ? a + b : losscc_logaddexp(a, b);
 }
 
 // log(cosh(x)): log1p(expm1(a)^2 / (2 e^a)) for small a = |x| (no cancellation

@@ -17,16 +17,21 @@ over the frames of every sequence at once, ``(sequences, states)`` a frame:
   log total)``, summed into the classes the states emit.
 
 MLX has no loop that it traces as one operation, so the frames are a Python
-loop of whole-batch operations (see ``make bench``).
+loop of whole-batch operations (see ``make bench``). On a GPU the loss's
+kernels (``kernels/<loss>.py``) run every frame of ``forward`` and of
+``backward`` in one launch each, the same steps printed in Metal and CUDA; the
+derivatives of the gradient (second order) take the MLX operations.
 """
 
 import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _runtime as rt
 
 NOT_A_CLASS = -1  # the label of a state before the first or after the last: equal to no class
+MAX_LANES = 1024  # threads of a kernel's threadgroup (one sequence's): they stride over its states
 
 
 class Alignments:
@@ -168,9 +173,26 @@ def log_add_differentiable(*values):
     return total
 
 
-def forward(step, emissions, alignments, start, params, add):
+def on_gpu(backend, kernel, emissions, alignments, params):
+    """Every frame's values by ``kernel`` (``forward``'s or ``backward``'s steps, in one launch), or None where
+    ``backend`` is MLX's or the kernels are not built for the call (nothing to do, past 32-bit indices)."""
+    frames, count, width = emissions.shape
+    if backend == "mlx" or emissions.size == 0 or emissions.size >= 2**31:
+        return None
+    lanes = min(MAX_LANES, max(32, 1 << (width - 1).bit_length()))
+    values = {"emissions": emissions, "states": alignments.states, "input_lengths": alignments.input_lengths,
+              "state_counts": alignments.state_counts, "params": mx.array([*params, 0], dtype=mx.float32),
+              "meta": mx.array([frames, count, width], dtype=mx.int32)}
+    return _gpu.run(backend, kernel, values, mx.float32, count * lanes, lanes,
+                    {"values": (emissions.shape, mx.float32)})["values"]
+
+
+def forward(step, emissions, alignments, start, params, add, backend="mlx", kernel=None):
     """Every frame's values, ``(frames, sequences, states)``: the start states' emissions at the first
-    frame, then ``step``; after a sequence's last frame its values stay."""
+    frame, then ``step``; after a sequence's last frame its values stay. ``kernel``: the same on ``backend``."""
+    on = on_gpu(backend, kernel, emissions, alignments, params)
+    if on is not None:
+        return on
     frames, _, width = emissions.shape
     if frames == 0:
         return emissions
@@ -200,9 +222,13 @@ def log_total(alphas, alignments, end, add):
     return mx.where(alignments.invalid, math.nan, total)
 
 
-def backward(step, emissions, alignments, end, params, add):
+def backward(step, emissions, alignments, end, params, add, backend="mlx", kernel=None):
     """Every frame's values of the paths from each state to an end, the frame's own emission left out,
-    ``(frames, sequences, states)``: 0 at the end states at a sequence's last frame, -inf after it."""
+    ``(frames, sequences, states)``: 0 at the end states at a sequence's last frame, -inf after it.
+    ``kernel``: the same on ``backend``."""
+    on = on_gpu(backend, kernel, emissions, alignments, params)
+    if on is not None:
+        return on
     frames, count, width = emissions.shape
     last = alignments.input_lengths[:, None] - 1
     ending = _any_of(mx.arange(width)[None], [alignments.state_counts[:, None] + e for e in end])

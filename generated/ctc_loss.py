@@ -9,8 +9,10 @@ import math
 
 import mlx.core as mx
 
+from . import _gpu
 from . import _lattice
 from . import _runtime as rt
+from .kernels import ctc_loss as _kernels
 
 __all__ = ["ctc_loss"]
 
@@ -42,16 +44,20 @@ def _backward_step(following, emission, states, blank, add):
     return add(reached, reached_after_1, mx.where(mx.logical_and((label_after_2 != states), (label_after_2 != blank)), reached_after_2, -math.inf))
 
 
-def _log_totals(log_probs, alignments, blank, add):
-    """The states' emissions, every frame's values (alpha) and each sequence's log of the sum over its paths."""
+def _log_totals(log_probs, alignments, blank, add, backend="mlx"):
+    """The states' emissions, every frame's values (alpha) and each sequence's log of the sum over its paths
+    (on ``backend``: its forward kernel)."""
     emissions = alignments.emissions(log_probs)
-    alphas = _lattice.forward(_forward_step, emissions, alignments, _START, (blank,), add)
+    alphas = _lattice.forward(_forward_step, emissions, alignments, _START, (blank,), add, backend,
+                              _kernels.FORWARD)
     return emissions, alphas, _lattice.log_total(alphas, alignments, _END, add)
 
 
-def _shares(emissions, alphas, total, alignments, blank, zero_infinity, add):
-    """Each state's posterior at each frame: its share of the paths (0 for the sequences zero_infinity zeroes)."""
-    betas = _lattice.backward(_backward_step, emissions, alignments, _END, (blank,), add)
+def _shares(emissions, alphas, total, alignments, blank, zero_infinity, add, backend="mlx"):
+    """Each state's posterior at each frame: its share of the paths (0 for the sequences zero_infinity zeroes);
+    on ``backend``, the backward kernel's."""
+    betas = _lattice.backward(_backward_step, emissions, alignments, _END, (blank,), add, backend,
+                              _kernels.BACKWARD)
     return _lattice.posteriors(alphas, betas, total, alignments, _zeroed(total, zero_infinity))
 
 
@@ -61,39 +67,39 @@ def _zeroed(total, zero_infinity):
 
 
 @mx.custom_function
-def _ctc_loss(log_probs, alignments, blank, zero_infinity):
+def _ctc_loss(log_probs, alignments, blank, zero_infinity, backend):
     """Each sequence's loss, and every frame's values (alpha), which the backward reads."""
     log_probs, = rt.held(log_probs)  # the derivatives are the vjp's and the jvp's below
-    _, alphas, total = _log_totals(log_probs, alignments, blank, _lattice.log_add)
+    _, alphas, total = _log_totals(log_probs, alignments, blank, _lattice.log_add, backend)
     return mx.where(_zeroed(total, zero_infinity), 0.0, -total), alphas
 
 
 @_ctc_loss.vjp
 def _ctc_loss_vjp(primals, cotangents, outputs):
-    log_probs, alignments, blank, zero_infinity = primals
+    log_probs, alignments, blank, zero_infinity, backend = primals
     cotangent = rt.upcast(cotangents[0], mx.float32)
-    grad, = _ctc_loss_gradient(outputs[1], log_probs, cotangent, alignments, blank, zero_infinity)
-    return (grad, None, None, None)
+    grad, = _ctc_loss_gradient(outputs[1], log_probs, cotangent, alignments, blank, zero_infinity, backend)
+    return (grad, None, None, None, None)
 
 
 @_ctc_loss.jvp
 def _ctc_loss_jvp(primals, tangents):
     """The loss's derivative along the log-probabilities' tangent: minus the shares times the tangents."""
-    log_probs, alignments, blank, zero_infinity = primals
+    log_probs, alignments, blank, zero_infinity, _ = primals
     emissions, alphas, total = _log_totals(log_probs, alignments, blank, _lattice.log_add)
     shares = _shares(emissions, alphas, total, alignments, blank, zero_infinity, _lattice.log_add)
     return _lattice.emission_derivative(alignments, shares, tangents[0]), mx.zeros_like(alphas)
 
 
-def _gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, add):
+def _gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, add, backend="mlx"):
     emissions = alignments.emissions(log_probs)
     total = _lattice.log_total(alphas, alignments, _END, add)
-    shares = _shares(emissions, alphas, total, alignments, blank, zero_infinity, add)
+    shares = _shares(emissions, alphas, total, alignments, blank, zero_infinity, add, backend)
     return _lattice.emission_gradient(alignments, shares, cotangent, log_probs)
 
 
 @mx.custom_function
-def _ctc_loss_gradient(alphas, log_probs, cotangent, alignments, blank, zero_infinity):
+def _ctc_loss_gradient(alphas, log_probs, cotangent, alignments, blank, zero_infinity, backend):
     """The gradient in the log-probabilities from the forward's values; differentiated as if recomputed.
 
     A derivative of the gradient (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) would
@@ -102,10 +108,11 @@ def _ctc_loss_gradient(alphas, log_probs, cotangent, alignments, blank, zero_inf
     path reaches a state.
     """
     alphas, log_probs, cotangent = rt.held(alphas, log_probs, cotangent)
-    return (_gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, _lattice.log_add),)
+    return (_gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, _lattice.log_add,
+                           backend),)
 
 
-def _ctc_loss_gradient_recomputed(log_probs, cotangent, alignments, blank, zero_infinity):
+def _ctc_loss_gradient_recomputed(log_probs, cotangent, alignments, blank, zero_infinity, _):
     add = _lattice.log_add_differentiable
     alphas = _log_totals(log_probs, alignments, blank, add)[1]
     return [_gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, add)]
@@ -156,5 +163,6 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     rt.check_flag("zero_infinity", zero_infinity)
     alignments = _lattice.Alignments(log_probs, targets, input_lengths, target_lengths, blank)
     alignments.check_class("blank", blank)
-    losses, _ = _ctc_loss(alignments.log_probs, alignments, blank, zero_infinity)
+    backend = _gpu.backend_for([alignments.log_probs])  # the kernels on a GPU, else MLX's operations
+    losses, _ = _ctc_loss(alignments.log_probs, alignments, blank, zero_infinity, backend)
     return _lattice.reduced(losses, alignments, reduction, True, group).astype(alignments.log_probs.dtype)

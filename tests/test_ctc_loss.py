@@ -420,3 +420,71 @@ def test_another_recurrence_spec_is_compiled_with_its_derived_backward(tmp_path)
     assert np.allclose(np.array(grad), want, rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="Stay must be a number"):
         package.monotonic_loss(*arrays(mx.array(log_probs)), stay=mx.array(-0.5))  # not differentiated: refused
+
+
+# ---------------------------------------------------------------- kernels
+
+@pytest.fixture
+def emulated(monkeypatch):
+    from generated import _gpu
+    from tests.metal_shim import harness
+
+    kernels = harness.EmulatedKernels()
+    monkeypatch.setattr(mx.fast, "metal_kernel", kernels.metal_kernel)
+    monkeypatch.setattr(mx.fast, "cuda_kernel", kernels.cuda_kernel)
+    _gpu._built.clear()
+    yield _gpu
+    _gpu.set_backend(None)
+    _gpu._built.clear()
+
+
+@pytest.mark.parametrize("backend", ["metal", "cuda"])
+def test_the_kernels_give_the_mlx_path_s_values_and_gradients(backend, emulated):
+    """The forward and backward kernels (every frame in one launch; the exact source MLX builds, on the CPU
+    emulator, threads in both orders) against the MLX path: values, gradients, the NaN and inf pattern."""
+    rng = np.random.default_rng(14)
+    log_probs, targets, input_lengths, target_lengths = batch(rng, frames=10, count=6, classes=5, width=4, blank=4)
+    log_probs[3, 0, :] = np.nan  # a NaN frame
+    targets[4, 0] = 9  # a label outside the classes
+    input_lengths[5], target_lengths[5] = 2, 3  # too few frames: inf
+    arrays = (mx.array(targets), mx.array(input_lengths), mx.array(target_lengths))
+    cotangent = mx.array(rng.normal(size=6), dtype=mx.float32)
+
+    def run(name, zero_infinity):
+        emulated.set_backend(name)
+        loss = lambda x: ctc_loss(x, *arrays, blank=4, reduction="none", zero_infinity=zero_infinity)
+        value, grad = mx.value_and_grad(lambda x: mx.sum(mx.where(mx.isnan(loss(x)), 0.0, loss(x) * cotangent)))(
+            mx.array(log_probs, dtype=mx.float32))
+        return loss(mx.array(log_probs, dtype=mx.float32)), grad
+
+    for zero_infinity in (False, True):
+        (got, got_grad), (want, want_grad) = run(backend, zero_infinity), run("mlx", zero_infinity)
+        for a, b in ((got, want), (got_grad, want_grad)):
+            a, b = np.array(a), np.array(b)
+            assert np.array_equal(np.isnan(a), np.isnan(b)) and np.array_equal(np.isinf(a), np.isinf(b))
+            finite = np.isfinite(b)
+            assert np.allclose(a[finite], b[finite], rtol=1e-5, atol=1e-6)
+    assert {k[0] for k in emulated._built} == {backend}  # both kernels ran
+    assert len(emulated._built) == 2
+
+
+def test_nvcc_compiles_the_kernels(monkeypatch):
+    """The CUDA source MLX would build for both kernels compiles with nvcc (warnings as errors)."""
+    from generated import _gpu
+    from tests.metal_shim import harness
+
+    if harness.NVCC is None:
+        pytest.skip("nvcc is not installed")
+    kernels = harness.EmulatedKernels(execute=False)  # record the sources only
+    monkeypatch.setattr(mx.fast, "cuda_kernel", kernels.cuda_kernel)
+    _gpu._built.clear()
+    _gpu.set_backend("cuda")
+    try:
+        log_probs, *rest = batch(np.random.default_rng(15))
+        mx.eval(mx.grad(lambda x: ctc_loss(x, *map(mx.array, rest)))(mx.array(log_probs, dtype=mx.float32)))
+    finally:
+        _gpu.set_backend(None)
+        _gpu._built.clear()
+    sources = [text for backend, _, text, _, _ in kernels.launches if backend == "cuda"]
+    assert len(sources) == 2
+    harness.nvcc_compile(sources)

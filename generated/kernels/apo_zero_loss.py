@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_apo_zero_loss_forward_375511c01c75",
+        name="losscc_apo_zero_loss_forward_2c4fa6f9352e",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -105,7 +105,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_apo_zero_loss_backward_630edccaf784",
+        name="losscc_apo_zero_loss_backward_1a223d25ae97",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps'), ('grad_ref_chosen_logps_out', 'grad:ref_chosen_logps'), ('grad_ref_rejected_logps_out', 'grad:ref_rejected_logps')],
         metal=r"""

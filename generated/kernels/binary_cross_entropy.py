@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_ec3eee3f5f9f",
+        name="losscc_binary_cross_entropy_with_logits_forward_6a5f981719b2",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -101,7 +101,7 @@ if (reduce) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_forward_fcba10ff74fc",
+        name="losscc_binary_cross_entropy_no_with_logits_forward_abf9f6d2143a",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -195,7 +195,7 @@ if (reduce) {
 
 BACKWARD = {
     "_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_54791841b723",
+        name="losscc_binary_cross_entropy_with_logits_backward_671ffdcd09c0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -264,7 +264,7 @@ if (i < n) {
 """,
     ),
     "_no_with_logits": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_no_with_logits_backward_7179e97b0e7e",
+        name="losscc_binary_cross_entropy_no_with_logits_backward_22c14104faea",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""

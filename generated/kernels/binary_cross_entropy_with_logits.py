@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_4b409d37bd03",
+        name="losscc_binary_cross_entropy_with_logits_forward_12171d334884",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('pos_weight_in', 'input:pos_weight'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -105,7 +105,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_a9f4540e87a1",
+        name="losscc_binary_cross_entropy_with_logits_backward_82ffba61ee74",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('pos_weight_in', 'input:pos_weight'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_clip_loss_forward_fc4c76d78ac5",
+        name="losscc_clip_loss_forward_1d6c643b04b9",
         inputs=[('image_to_text_logps_in', 'input:image_to_text_logps'), ('text_to_image_logps_in', 'input:text_to_image_logps'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -91,7 +91,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_clip_loss_backward_f0fb4255cac0",
+        name="losscc_clip_loss_backward_47dac7c4944a",
         inputs=[('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_image_to_text_logps_out', 'grad:image_to_text_logps'), ('grad_text_to_image_logps_out', 'grad:text_to_image_logps')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_embedding_loss_indices_forward_4e59f84ce291",
+        name="losscc_cosine_embedding_loss_indices_forward_6aa5495412f5",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -149,7 +149,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_embedding_loss_indices_backward_899081c6fb22",
+        name="losscc_cosine_embedding_loss_indices_backward_a9a09c87a475",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('targets_in', 'input:targets'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_forward_cb72d3dba7cf",
+        name="losscc_cosine_similarity_loss_indices_forward_8b99baecaa8b",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -149,7 +149,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cosine_similarity_loss_indices_backward_c13279f2cfa3",
+        name="losscc_cosine_similarity_loss_indices_backward_a457912069e2",
         inputs=[('x1_in', 'input:x1'), ('x2_in', 'input:x2'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_x1_out', 'grad:x1'), ('grad_x2_out', 'grad:x2')],
         metal=r"""

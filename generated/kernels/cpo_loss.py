@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_cpo_loss_forward_264d36370655",
+        name="losscc_cpo_loss_forward_da97822023ed",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_cpo_loss_backward_5000ba1de704",
+        name="losscc_cpo_loss_backward_80ee1212aef8",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_dpo_loss_forward_bb57dd72149f",
+        name="losscc_dpo_loss_forward_624e0b9e4f4f",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -101,7 +101,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_dpo_loss_backward_7a5446bf89a9",
+        name="losscc_dpo_loss_backward_b13dc53252bf",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps'), ('grad_ref_chosen_logps_out', 'grad:ref_chosen_logps'), ('grad_ref_rejected_logps_out', 'grad:ref_rejected_logps')],
         metal=r"""

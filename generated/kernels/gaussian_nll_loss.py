@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_forward_5cf149ef24bc",
+        name="losscc_gaussian_nll_loss_full_forward_c07d25802411",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -95,7 +95,7 @@ if (reduce) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_forward_0663fc761cd7",
+        name="losscc_gaussian_nll_loss_no_full_forward_4387b59f2585",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -179,7 +179,7 @@ if (reduce) {
 
 BACKWARD = {
     "_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_full_backward_45c1449a3f78",
+        name="losscc_gaussian_nll_loss_full_backward_91c0d3cfb105",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""
@@ -234,7 +234,7 @@ if (i < n) {
 """,
     ),
     "_no_full": _gpu.Kernel(
-        name="losscc_gaussian_nll_loss_no_full_backward_ebf906ba8884",
+        name="losscc_gaussian_nll_loss_no_full_backward_ad091ffe840a",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('vars_in', 'input:vars'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_vars_out', 'grad:vars')],
         metal=r"""

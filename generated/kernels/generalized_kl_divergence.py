@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_generalized_kl_divergence_indices_forward_22da62091cc3",
+        name="losscc_generalized_kl_divergence_indices_forward_4be1e085a8a0",
         inputs=[('log_predictions_in', 'input:log_predictions'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -109,7 +109,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_generalized_kl_divergence_indices_backward_8dab2f51617f",
+        name="losscc_generalized_kl_divergence_indices_backward_567dc62b4a36",
         inputs=[('log_predictions_in', 'input:log_predictions'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_log_predictions_out', 'grad:log_predictions'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_info_nce_loss_forward_2d7e455179c3",
+        name="losscc_info_nce_loss_forward_5d65478440cf",
         inputs=[('query_logps_in', 'input:query_logps'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -89,7 +89,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_info_nce_loss_backward_27f631d4c361",
+        name="losscc_info_nce_loss_backward_66ff8da25bdc",
         inputs=[('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_query_logps_out', 'grad:query_logps')],
         metal=r"""

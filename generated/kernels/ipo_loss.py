@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_ipo_loss_forward_c339816a6ecc",
+        name="losscc_ipo_loss_forward_41d83ed41e33",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -99,7 +99,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_ipo_loss_backward_e061b1a24604",
+        name="losscc_ipo_loss_backward_b3520a681260",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps'), ('grad_ref_chosen_logps_out', 'grad:ref_chosen_logps'), ('grad_ref_rejected_logps_out', 'grad:ref_rejected_logps')],
         metal=r"""

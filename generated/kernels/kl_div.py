@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_log_target": _gpu.Kernel(
-        name="losscc_kl_div_log_target_forward_afc669103c9f",
+        name="losscc_kl_div_log_target_forward_a7cfd6be968e",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -91,7 +91,7 @@ if (reduce) {
 """,
     ),
     "_no_log_target": _gpu.Kernel(
-        name="losscc_kl_div_no_log_target_forward_93a79220407f",
+        name="losscc_kl_div_no_log_target_forward_70c86036191c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -171,7 +171,7 @@ if (reduce) {
 
 BACKWARD = {
     "_log_target": _gpu.Kernel(
-        name="losscc_kl_div_log_target_backward_b5f25c340d04",
+        name="losscc_kl_div_log_target_backward_852b98c16071",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -214,7 +214,7 @@ if (i < n) {
 """,
     ),
     "_no_log_target": _gpu.Kernel(
-        name="losscc_kl_div_no_log_target_backward_c468399f1801",
+        name="losscc_kl_div_no_log_target_backward_8fb10763c611",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_kto_loss_forward_da25bbcb4322",
+        name="losscc_kto_loss_forward_66dad4bc57e0",
         inputs=[('policy_logps_in', 'input:policy_logps'), ('ref_logps_in', 'input:ref_logps'), ('preference_labels_in', 'input:preference_labels'), ('kl_in', 'input:kl'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -109,7 +109,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_kto_loss_backward_e51787f61821",
+        name="losscc_kto_loss_backward_92b16a4c5db8",
         inputs=[('policy_logps_in', 'input:policy_logps'), ('ref_logps_in', 'input:ref_logps'), ('preference_labels_in', 'input:preference_labels'), ('kl_in', 'input:kl'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_policy_logps_out', 'grad:policy_logps'), ('grad_ref_logps_out', 'grad:ref_logps')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_margin_ranking_loss_forward_ead4da60f1c1",
+        name="losscc_margin_ranking_loss_forward_6a43b60cec03",
         inputs=[('inputs1_in', 'input:inputs1'), ('inputs2_in', 'input:inputs2'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_margin_ranking_loss_backward_b5f6e5d0e440",
+        name="losscc_margin_ranking_loss_backward_074ac689e536",
         inputs=[('inputs1_in', 'input:inputs1'), ('inputs2_in', 'input:inputs2'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs1_out', 'grad:inputs1'), ('grad_inputs2_out', 'grad:inputs2'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multiclass_hinge_loss_indices_forward_fd7aa5f4d2a7",
+        name="losscc_multiclass_hinge_loss_indices_forward_e289bc9cf040",
         inputs=[('scores_in', 'input:scores'), ('labels_in', 'input:labels'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('max0_out', 'residual:max0')],
         metal=r"""
@@ -179,7 +179,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multiclass_hinge_loss_indices_backward_348486f75ab7",
+        name="losscc_multiclass_hinge_loss_indices_backward_f7030210f097",
         inputs=[('scores_in', 'input:scores'), ('labels_in', 'input:labels'), ('max0_in', 'residual:max0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_scores_out', 'grad:scores')],
         metal=r"""

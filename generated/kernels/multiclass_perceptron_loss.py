@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multiclass_perceptron_loss_indices_forward_074654b2f6fd",
+        name="losscc_multiclass_perceptron_loss_indices_forward_1896b051f8e7",
         inputs=[('scores_in', 'input:scores'), ('labels_in', 'input:labels'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('max0_out', 'residual:max0')],
         metal=r"""
@@ -177,7 +177,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multiclass_perceptron_loss_indices_backward_352456080dce",
+        name="losscc_multiclass_perceptron_loss_indices_backward_4a6abb287194",
         inputs=[('scores_in', 'input:scores'), ('labels_in', 'input:labels'), ('max0_in', 'residual:max0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_scores_out', 'grad:scores')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_orpo_loss_forward_9a50eab9f6c5",
+        name="losscc_orpo_loss_forward_5b63fd4dda6d",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -105,7 +105,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_orpo_loss_backward_5952fbb1825b",
+        name="losscc_orpo_loss_backward_346e123fe5bf",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps')],
         metal=r"""

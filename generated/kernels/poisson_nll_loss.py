@@ -16,7 +16,7 @@ from .. import _gpu
 
 FORWARD = {
     "_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_full_forward_39a81698cc34",
+        name="losscc_poisson_nll_loss_log_input_full_forward_73b5d7288bd1",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -97,7 +97,7 @@ if (reduce) {
 """,
     ),
     "_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_no_full_forward_51d587aa7939",
+        name="losscc_poisson_nll_loss_log_input_no_full_forward_ceb8355031e0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -174,7 +174,7 @@ if (reduce) {
 """,
     ),
     "_no_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_full_forward_e70d25a8e56a",
+        name="losscc_poisson_nll_loss_no_log_input_full_forward_34749b481842",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -257,7 +257,7 @@ if (reduce) {
 """,
     ),
     "_no_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_no_full_forward_0b7baa366746",
+        name="losscc_poisson_nll_loss_no_log_input_no_full_forward_06f5506923c0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -339,7 +339,7 @@ if (reduce) {
 
 BACKWARD = {
     "_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_full_backward_d3edc3fa877b",
+        name="losscc_poisson_nll_loss_log_input_full_backward_2047bffb84ba",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -382,7 +382,7 @@ if (i < n) {
 """,
     ),
     "_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_log_input_no_full_backward_23283ed9a913",
+        name="losscc_poisson_nll_loss_log_input_no_full_backward_e2738f26b2b0",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -423,7 +423,7 @@ if (i < n) {
 """,
     ),
     "_no_log_input_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_full_backward_458f839a0a03",
+        name="losscc_poisson_nll_loss_no_log_input_full_backward_b09dabc85631",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
@@ -468,7 +468,7 @@ if (i < n) {
 """,
     ),
     "_no_log_input_no_full": _gpu.Kernel(
-        name="losscc_poisson_nll_loss_no_log_input_no_full_backward_16d16ea3113c",
+        name="losscc_poisson_nll_loss_no_log_input_no_full_backward_b3c5af6591b9",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

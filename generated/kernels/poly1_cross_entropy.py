@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_forward_b79ef0dad8b6",
+        name="losscc_poly1_cross_entropy_indices_forward_9d2add7af634",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -205,7 +205,7 @@ if (tid == 0) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_forward_b3dff8a00bb3",
+        name="losscc_poly1_cross_entropy_probabilities_forward_32fe8addf2a5",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
         metal=r"""
@@ -411,7 +411,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_backward_ca78ce13fffb",
+        name="losscc_poly1_cross_entropy_indices_backward_12430bafc2d6",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
@@ -510,7 +510,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_backward_faf7c3c60eab",
+        name="losscc_poly1_cross_entropy_probabilities_backward_313f3659728c",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits'), ('grad_targets_out', 'grad:targets')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_robust_dpo_loss_forward_7ca62beca737",
+        name="losscc_robust_dpo_loss_forward_f0a6ed5eb81c",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -101,7 +101,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_robust_dpo_loss_backward_60f8e7fcf067",
+        name="losscc_robust_dpo_loss_backward_a7c55718fe6e",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps'), ('grad_ref_chosen_logps_out', 'grad:ref_chosen_logps'), ('grad_ref_rejected_logps_out', 'grad:ref_rejected_logps')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_forward_281c43da8766",
+        name="losscc_softmax_focal_loss_indices_forward_f6ee356693c8",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('alpha_in', 'input:alpha'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1'), ('logsumexp0_out', 'residual:logsumexp0'), ('logsumexp1_out', 'residual:logsumexp1')],
         metal=r"""
@@ -231,7 +231,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_backward_c09a3998433a",
+        name="losscc_softmax_focal_loss_indices_backward_1c9ac3e24591",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_sppo_hard_loss_forward_58e0043ab6b4",
+        name="losscc_sppo_hard_loss_forward_8c1863fd1547",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -99,7 +99,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_sppo_hard_loss_backward_ae63fda66d87",
+        name="losscc_sppo_hard_loss_backward_dd0277213646",
         inputs=[('chosen_logps_in', 'input:chosen_logps'), ('rejected_logps_in', 'input:rejected_logps'), ('ref_chosen_logps_in', 'input:ref_chosen_logps'), ('ref_rejected_logps_in', 'input:ref_rejected_logps'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_chosen_logps_out', 'grad:chosen_logps'), ('grad_rejected_logps_out', 'grad:rejected_logps'), ('grad_ref_chosen_logps_out', 'grad:ref_chosen_logps'), ('grad_ref_rejected_logps_out', 'grad:ref_rejected_logps')],
         metal=r"""

@@ -14,7 +14,7 @@ from .. import _gpu
 
 FORWARD = {
     "_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_swap_indices_forward_3cd40d023408",
+        name="losscc_triplet_margin_loss_swap_indices_forward_35033c9d5522",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1'), ('sum2_out', 'residual:sum2')],
         metal=r"""
@@ -161,7 +161,7 @@ if (tid == 0) {
 """,
     ),
     "_no_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_no_swap_indices_forward_50e8f9fa031b",
+        name="losscc_triplet_margin_loss_no_swap_indices_forward_08a5689551b5",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('sum0_out', 'residual:sum0'), ('sum1_out', 'residual:sum1')],
         metal=r"""
@@ -289,7 +289,7 @@ if (tid == 0) {
 
 BACKWARD = {
     "_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_swap_indices_backward_a456194fadb5",
+        name="losscc_triplet_margin_loss_swap_indices_backward_905504a88b2e",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('sum2_in', 'residual:sum2'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""
@@ -404,7 +404,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
 """,
     ),
     "_no_swap_indices": _gpu.Kernel(
-        name="losscc_triplet_margin_loss_no_swap_indices_backward_d195cd724dd4",
+        name="losscc_triplet_margin_loss_no_swap_indices_backward_bf1efcefe75b",
         inputs=[('anchors_in', 'input:anchors'), ('positives_in', 'input:positives'), ('negatives_in', 'input:negatives'), ('sum0_in', 'residual:sum0'), ('sum1_in', 'residual:sum1'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_anchors_out', 'grad:anchors'), ('grad_positives_out', 'grad:positives'), ('grad_negatives_out', 'grad:negatives')],
         metal=r"""

@@ -41,9 +41,8 @@ ROWWISE_NOTE = (
 # ---------------------------------------------------------------- summaries
 
 def backends(loss):
-    """The backends the generated code of ``loss`` runs on: MLX ops, and its Metal and CUDA kernels (a
-    recurrence loss has none: its MLX operations run on a GPU as they are)."""
-    return ["mlx"] if loss.kind == "recurrence" else ["mlx", "metal", "cuda"]
+    """The backends the generated code of ``loss`` runs on: MLX ops, and its Metal and CUDA kernels."""
+    return ["mlx", "metal", "cuda"]
 
 
 def inputs_text(loss):
@@ -71,7 +70,7 @@ def summary(loss):
         "inputs": inputs_text(loss),
         "parameters": parameters_text(loss),
         "backends": ", ".join(backends(loss)),
-        "traffic (GPU)": "no kernels" if loss.kind == "recurrence" else traffic.summary(loss),
+        "traffic (GPU)": "frames in one launch" if loss.kind == "recurrence" else traffic.summary(loss),
     }
 
 

@@ -67,7 +67,8 @@ class Case:
 
 
 def kernel_spec_paths(spec_dir=ROOT / "specs"):
-    """The specs in ``spec_dir`` whose losses have kernels (a recurrence loss, ctc_loss, has none)."""
+    """The specs in ``spec_dir`` whose losses have element or row kernels (a recurrence loss's, ctc_loss's, run
+    its frames: tests/test_ctc_loss.py checks them)."""
     return [path for path in spec_paths(spec_dir) if load_spec(path).kind != "recurrence"]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...spec.vocabulary import Input
 from ..source import docstring, header
-from . import traffic
+from . import lattice, traffic
 from .kernels import ELEMENT_THREADS, headers, kernels
 
 
@@ -21,7 +21,7 @@ def module_path(name):
 def render(env, loss, variants):
     """The source of the package's ``kernels/<loss>.py``: the Metal and CUDA kernels of ``derive(loss)``'s variants."""
     if loss.kind == "recurrence":
-        return env.get_template("gpu/no_kernels.py.j2").render(header=header(loss.source), name=loss.name)
+        return lattice.render(env, loss, variants)
     built = kernels(loss, variants)
     setting = "float32 arrays, reduction='mean'" + (
         f", rows of {traffic.ROW_LENGTH}" if loss.kind == "rowwise" else ""

@@ -76,6 +76,8 @@ _RESERVED = set("""
     threads_per_threadgroup threadIdx blockIdx blockDim gridDim warpSize cg mlx core cu T
     i j n at row rows base inner lane lanes tid simdgroup simdgroups scratch meta params value
     weighted reduce scalar_cotangent row_length_count group loss_value
+    s t frames count width length state_count now before after last inside emissions states input_lengths
+    state_counts alphas betas previous reached
 """.split()) | {call.split("::")[-1] for dialect in (METAL, CUDA) for call in dialect.functions.values()}
 
 
