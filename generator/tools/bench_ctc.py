@@ -7,7 +7,8 @@ the skip mask), with a log-semiring sum whose derivative is finite where no
 path reaches a state (MLX's ``logaddexp`` of two -inf has a NaN derivative,
 which would make every gradient NaN). Both as called and under
 ``mx.compile``: a step's time, its transient memory (peak above the inputs,
-less the returned gradient) and the first call's time (the compilation).
+less the returned gradient) and the first call's time (the compilation; on a CPU it depends on
+whether MLX's cache of compiled kernels is warm).
 """
 
 from __future__ import annotations
