@@ -4,7 +4,7 @@ import mlx.nn as nn
 import pytest
 
 import generated
-from examples import new_loss, train_regression
+from examples import ctc_alignment, new_loss, train_regression
 
 TINY_TRAINING = dict(steps=4, batch=16, hidden=8, learning_rate=1e-2, seed=3)
 
@@ -75,3 +75,15 @@ def test_dpo_without_the_logits_follows_dpo_of_the_logits_made_whole(capsys):
     losses = [float(r[2]) for r in rows]
     assert abs(losses[0] - 0.6931) < 1e-3 and losses[-1] < losses[0]  # log 2 at the reference, then down
 
+
+
+def test_ctc_training_follows_mlx_autodiff_of_the_same_recursion(capsys):
+    argv = ["--sequences", "4", "--frames", "12", "--labels", "3", "--steps", "6", "--every", "3"]
+    assert ctc_alignment.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the curves agree" in out and "time per step" in out and "greedy decoding reads" in out
+    # The comparison is sensitive: the sum over sequences, not torch's mean per label, is another curve.
+    data = ctc_alignment.spoken_sequences(4, 12, 3, 12, 16, seed=1)
+    mean, _, _ = ctc_alignment.train(generated.ctc_loss, data, 3, 12, 8, seed=2)
+    summed, _, _ = ctc_alignment.train(lambda *a: generated.ctc_loss(*a, reduction="sum"), data, 3, 12, 8, seed=2)
+    assert max(abs(a - b) / a for a, b in zip(mean, summed)) > 0.1
