@@ -37,6 +37,7 @@ from .multiclass_perceptron_loss import multiclass_perceptron_loss, linear_multi
 from .multilabel_soft_margin_loss import multilabel_soft_margin_loss
 from .nca_pair_loss import nca_pair_loss, linear_nca_pair_loss
 from .nll_loss import nll_loss
+from .nt_xent_loss import nt_xent_loss, linear_nt_xent_loss
 from .orpo_loss import orpo_loss, linear_orpo_loss
 from .pinball_loss import pinball_loss
 from .poisson_nll_loss import poisson_nll_loss
@@ -108,6 +109,8 @@ __all__ = [
     "nca_pair_loss",
     "linear_nca_pair_loss",
     "nll_loss",
+    "nt_xent_loss",
+    "linear_nt_xent_loss",
     "orpo_loss",
     "linear_orpo_loss",
     "pinball_loss",

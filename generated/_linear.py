@@ -168,6 +168,33 @@ def check_class_chunk_size(class_chunk_size):
     return class_chunk_size
 
 
+def check_excluded(excluded, head, class_group):
+    """Each token's class left out of its row (``excluded=``), int32, shaped as the tokens."""
+    if class_group is not None:
+        raise ValueError("excluded= is not taken with class_group= (each rank would need its own share of it).")
+    excluded = rt.check_array("excluded", excluded)
+    tokens = tuple(head.hidden.shape[:-1])
+    if not mx.issubdtype(excluded.dtype, mx.integer) or excluded.shape != tokens:
+        raise ValueError(f"Excluded must be one class index per token, integers of shape {tokens}, got shape "
+                         f"{tuple(excluded.shape)} and type {rt._dtype(excluded.dtype)}.")
+    return excluded.astype(mx.int32)
+
+
+def without(logits, excluded):
+    """``logits`` with each row's ``excluded`` class at -inf (None: as they are); a class outside the row, none."""
+    if excluded is None:
+        return logits
+    return mx.where(mx.arange(logits.shape[-1]) == excluded[..., None], -math.inf, logits)
+
+
+def excluding(rows_loss):
+    """``rows_loss`` of logits whose class given last among the row arrays is left out (``without``)."""
+    def loss(logits, *rows):
+        *rows, excluded = rows
+        return rows_loss(without(logits, excluded), *rows)
+    return loss
+
+
 def check_softcap(softcap):
     """None, or the positive number ``c`` of the soft cap ``c * tanh(logits / c)``."""
     if softcap is None:
@@ -301,6 +328,22 @@ def _tiles_together(tiles):
     if not blocks:
         return None
     return mx.concatenate(blocks, axis=-1) if len(blocks) > 1 else blocks[0]
+
+
+def excluding_program(program):
+    """``program`` for logits whose class given last among the row arrays is left out (``without``): the
+    forward's on whole rows, the backward's on a block of the classes where that class falls in it."""
+    def values(logits, *rows):
+        *rows, excluded = rows
+        return program.values(without(logits, excluded), *rows)
+
+    def block_gradient(logits, *rest):
+        *rows, excluded, axis, cotangent, row_values = rest
+        classes = mx.arange(axis.offset, axis.offset + logits.shape[-1])
+        masked = mx.where(classes == excluded[..., None], -math.inf, logits)
+        return (*program.block_gradient(masked, *rows, axis, cotangent, row_values), None)
+
+    return RowsProgram(values, block_gradient)
 
 
 def block_of(row, start, stop):
@@ -684,15 +727,17 @@ def sequence_log_probs(token_loss, sequences, weight, bias, ignore_index, softca
     return SequenceLogProbs(log_probs, *parts[0])
 
 
-def contrastive_log_probs(token_loss, pairs, scale, scale_name, divide, normalize, chunk_size, class_chunk_size):
+def contrastive_log_probs(token_loss, pairs, scale, scale_name, divide, normalize, views, chunk_size, class_chunk_size):
     """Each query's log-probability of its own key among all keys: minus ``token_loss`` (a ``linear_`` class
     loss, reduction 'none') of the rows of ``queries @ keys.T`` times ``scale`` (divided by it where
     ``divide``) against their diagonal. The keys are the head, so the batch-by-batch matrix is never whole;
     a learnable ``scale`` (an array) is differentiated through the scaled queries.
 
     ``pairs``: (queries' name, queries, keys' name, keys) each, ``(batch, features)``. ``normalize``: both
-    L2-normalised first (as torch's ``F.normalize``: a norm below 1e-12 counts as 1e-12). The losses come
-    back in float32 (their weights, 1, are float32), whatever the embeddings' dtype.
+    L2-normalised first (as torch's ``F.normalize``: a norm below 1e-12 counts as 1e-12). ``views``: queries
+    and keys are two views of one batch (NT-Xent): the head is both, each query's own row left out of its
+    candidates (``excluded``), its key the target. The losses come back in float32 (their weights, 1, are
+    float32), whatever the embeddings' dtype.
     """
     scale = rt.check_param(scale_name, scale, 0.0, math.inf, True, True, False)
     found = []
@@ -708,7 +753,10 @@ def contrastive_log_probs(token_loss, pairs, scale, scale_name, divide, normaliz
             queries, keys = (a / mx.maximum(mx.linalg.norm(a, axis=-1, keepdims=True), 1e-12) for a in (queries, keys))
         scaled = queries / scale if divide else queries * scale
         batch = queries.shape[0]
-        losses = token_loss(scaled, keys, mx.arange(batch), mx.ones((batch,), mx.float32), reduction="none",
-                            chunk_size=chunk_size, class_chunk_size=class_chunk_size)
+        targets, excluded = mx.arange(batch), None
+        if views:  # both views are the candidates: the query's own row left out, its key's the target
+            keys, targets, excluded = mx.concatenate([queries, keys]), targets + batch, targets
+        losses = token_loss(scaled, keys, targets, mx.ones((batch,), mx.float32), reduction="none",
+                            chunk_size=chunk_size, class_chunk_size=class_chunk_size, excluded=excluded)
         found.append(-losses)
     return found

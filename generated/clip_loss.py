@@ -247,6 +247,6 @@ def linear_clip_loss(image_embeds, text_embeds, logit_scale=1.0, reduction='mean
     Returns:
         array: The computed loss.
     """
-    image_to_text_logps, text_to_image_logps = _linear.contrastive_log_probs(_token_loss, [("image_embeds", image_embeds, "text_embeds", text_embeds), ("text_embeds", text_embeds, "image_embeds", image_embeds)], logit_scale, 'logit_scale', False, False, chunk_size,
+    image_to_text_logps, text_to_image_logps = _linear.contrastive_log_probs(_token_loss, [("image_embeds", image_embeds, "text_embeds", text_embeds), ("text_embeds", text_embeds, "image_embeds", image_embeds)], logit_scale, 'logit_scale', False, False, False, chunk_size,
                                                       class_chunk_size)
     return clip_loss(image_to_text_logps=image_to_text_logps, text_to_image_logps=text_to_image_logps, reduction=reduction)

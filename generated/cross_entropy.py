@@ -409,7 +409,7 @@ def _cross_entropy_here(logits, targets, weights, axis, label_smoothing, ignore_
     return _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)[0]
 
 
-def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
+def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False, excluded=None):
     r"""``cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``cross_entropy`` on those logits (its ``axis`` is
@@ -442,6 +442,9 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
             quarter of a chunk's logits with every token, but at least 256.
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
+        excluded (array of int, optional): A class per token left out of its row: its logit is -inf
+            (SimCLR's NT-Xent leaves out each embedding's similarity to itself). Shaped as the tokens.
+            Default: ``None``.
         The others: as ``cross_entropy``'s.
 
     Returns:
@@ -472,13 +475,19 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
     class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
+    if excluded is not None:
+        excluded = _linear.check_excluded(excluded, head, class_group)
     dtype = rt.result_dtype(logits, targets, weights, label_smoothing, lse_square_scale)
     if rt.any_array(label_smoothing, lse_square_scale):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda logits: cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights, group=group, class_group=class_group),
+        return _linear.composed(lambda logits: cross_entropy(_linear.without(logits, excluded), targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction=reduction, weights=weights, group=group, class_group=class_group),
                                 [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(logits, targets):  # the loss of each token
         return cross_entropy(logits, targets, label_smoothing=label_smoothing, ignore_index=ignore_index, lse_square_scale=lse_square_scale, axis=-1, reduction="none", class_group=class_group)
+
+    rows = [targets]
+    if excluded is not None:  # each token's excluded class: one more row array, its logit -inf before the loss
+        rows_loss, rows = _linear.excluding(rows_loss), rows + [excluded]
 
     variant = "_" + form
 
@@ -490,6 +499,8 @@ def linear_cross_entropy(hidden, weight, targets, weights=None, label_smoothing=
         return grads[0], grads[1]
 
     count = rt.kept_count(rt.kept_rows(targets, ignore_index))
-    return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, count, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group,
-                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)
+    program = _linear.RowsProgram(row_values, block_gradient)
+    if excluded is not None:
+        program = _linear.excluding_program(program)
+    return _linear.linear_loss(rows_loss, [head], rows, weights, reduction, count, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group), class_group, program, class_chunk_size)

@@ -210,6 +210,6 @@ def linear_info_nce_loss(query, positive_key, temperature=0.1, reduction='mean',
     Returns:
         array: The computed loss.
     """
-    query_logps, = _linear.contrastive_log_probs(_token_loss, [("query", query, "positive_key", positive_key)], temperature, 'temperature', True, True, chunk_size,
+    query_logps, = _linear.contrastive_log_probs(_token_loss, [("query", query, "positive_key", positive_key)], temperature, 'temperature', True, True, False, chunk_size,
                                                       class_chunk_size)
     return info_nce_loss(query_logps=query_logps, reduction=reduction)

@@ -327,7 +327,7 @@ def _multi_margin_loss_here(inputs, targets, weight, weights, axis, p, margin, r
     return _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant)[0]
 
 
-def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None, head_bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
+def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None, head_bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False, excluded=None):
     r"""``multi_margin_loss`` of the inputs ``hidden @ head_weight.T + head_bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``multi_margin_loss`` on those inputs (its ``axis`` is
@@ -360,6 +360,9 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
             quarter of a chunk's logits with every token, but at least 256.
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             inputs, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
+        excluded (array of int, optional): A class per token left out of its row: its logit is -inf
+            (SimCLR's NT-Xent leaves out each embedding's similarity to itself). Shaped as the tokens.
+            Default: ``None``.
         The others: as ``multi_margin_loss``'s.
 
     Returns:
@@ -381,13 +384,19 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
     class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
+    if excluded is not None:
+        excluded = _linear.check_excluded(excluded, head, class_group)
     dtype = rt.result_dtype(inputs, weight, targets, margin)
     if rt.any_array(margin):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda inputs: multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction, group=group, class_group=class_group),
+        return _linear.composed(lambda inputs: multi_margin_loss(_linear.without(inputs, excluded), targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction=reduction, group=group, class_group=class_group),
                                 [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(inputs, targets):  # the loss of each token
         return multi_margin_loss(inputs, targets, weight=weight.reshape(-1), p=p, margin=margin, axis=-1, reduction="none", class_group=class_group)
+
+    rows = [targets]
+    if excluded is not None:  # each token's excluded class: one more row array, its logit -inf before the loss
+        rows_loss, rows = _linear.excluding(rows_loss), rows + [excluded]
 
     variant = "_" + form
     variant = _ON_BLOCKS.get(variant, variant)
@@ -399,6 +408,8 @@ def linear_multi_margin_loss(hidden, head_weight, targets, weight=None, p=1, mar
         grads = _multi_margin_loss_gradients_from(inputs, targets, axis.cut(weight), None, axis, p, margin, "none", variant, cotangent, residuals, False)
         return grads[0], None
 
-    return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group,
-                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)
+    program = _linear.RowsProgram(row_values, block_gradient)
+    if excluded is not None:
+        program = _linear.excluding_program(program)
+    return _linear.linear_loss(rows_loss, [head], rows, None, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group), class_group, program, class_chunk_size)

@@ -218,7 +218,7 @@ def _multiclass_perceptron_loss_here(scores, labels, weights, axis, reduction, v
     return _multiclass_perceptron_loss(scores, labels, weights, axis, reduction, variant)[0]
 
 
-def linear_multiclass_perceptron_loss(hidden, weight, labels, reduction='none', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
+def linear_multiclass_perceptron_loss(hidden, weight, labels, reduction='none', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False, excluded=None):
     r"""``multiclass_perceptron_loss`` of the scores ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``multiclass_perceptron_loss`` on those scores (its ``axis`` is
@@ -251,6 +251,9 @@ def linear_multiclass_perceptron_loss(hidden, weight, labels, reduction='none', 
             quarter of a chunk's logits with every token, but at least 256.
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             scores, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
+        excluded (array of int, optional): A class per token left out of its row: its logit is -inf
+            (SimCLR's NT-Xent leaves out each embedding's similarity to itself). Shaped as the tokens.
+            Default: ``None``.
         The others: as ``multiclass_perceptron_loss``'s.
 
     Returns:
@@ -269,11 +272,17 @@ def linear_multiclass_perceptron_loss(hidden, weight, labels, reduction='none', 
     class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
+    if excluded is not None:
+        excluded = _linear.check_excluded(excluded, head, class_group)
     dtype = rt.result_dtype(scores, labels)
 
     def rows_loss(scores, labels):  # the loss of each token
         return multiclass_perceptron_loss(scores, labels, axis=-1, reduction="none", class_group=class_group)
 
-    return _linear.linear_loss(rows_loss, [head], [labels], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group,
-                               None, class_chunk_size)
+    rows = [labels]
+    if excluded is not None:  # each token's excluded class: one more row array, its logit -inf before the loss
+        rows_loss, rows = _linear.excluding(rows_loss), rows + [excluded]
+
+    program = None
+    return _linear.linear_loss(rows_loss, [head], rows, None, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group), class_group, program, class_chunk_size)

@@ -490,7 +490,7 @@ def _poly1_cross_entropy_here(logits, targets, weights, axis, epsilon, reduction
     return _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant)[0]
 
 
-def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
+def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False, excluded=None):
     r"""``poly1_cross_entropy`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``poly1_cross_entropy`` on those logits (its ``axis`` is
@@ -523,6 +523,9 @@ def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.
             quarter of a chunk's logits with every token, but at least 256.
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
+        excluded (array of int, optional): A class per token left out of its row: its logit is -inf
+            (SimCLR's NT-Xent leaves out each embedding's similarity to itself). Shaped as the tokens.
+            Default: ``None``.
         The others: as ``poly1_cross_entropy``'s.
 
     Returns:
@@ -550,13 +553,19 @@ def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.
     class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
+    if excluded is not None:
+        excluded = _linear.check_excluded(excluded, head, class_group)
     dtype = rt.result_dtype(logits, targets, weights, epsilon)
     if rt.any_array(epsilon):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda logits: poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction=reduction, weights=weights, group=group, class_group=class_group),
+        return _linear.composed(lambda logits: poly1_cross_entropy(_linear.without(logits, excluded), targets, epsilon=epsilon, axis=-1, reduction=reduction, weights=weights, group=group, class_group=class_group),
                                 [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(logits, targets):  # the loss of each token
         return poly1_cross_entropy(logits, targets, epsilon=epsilon, axis=-1, reduction="none", class_group=class_group)
+
+    rows = [targets]
+    if excluded is not None:  # each token's excluded class: one more row array, its logit -inf before the loss
+        rows_loss, rows = _linear.excluding(rows_loss), rows + [excluded]
 
     variant = "_" + form
     variant = _ON_BLOCKS.get(variant, variant)
@@ -568,6 +577,8 @@ def linear_poly1_cross_entropy(hidden, weight, targets, weights=None, epsilon=2.
         grads = _poly1_cross_entropy_gradients_from(logits, targets, None, axis, epsilon, "none", variant, cotangent, residuals, False)
         return grads[0], grads[1]
 
-    return _linear.linear_loss(rows_loss, [head], [targets], weights, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group,
-                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)
+    program = _linear.RowsProgram(row_values, block_gradient)
+    if excluded is not None:
+        program = _linear.excluding_program(program)
+    return _linear.linear_loss(rows_loss, [head], rows, weights, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group), class_group, program, class_chunk_size)

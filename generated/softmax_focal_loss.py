@@ -279,7 +279,7 @@ def _softmax_focal_loss_here(logits, targets, alpha, weights, axis, gamma, reduc
     return _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant)[0]
 
 
-def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False):
+def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, reduction='mean', *, group=None, class_group=None, bias=None, softcap=None, chunk_size=None, class_chunk_size=None, return_logsumexp=False, excluded=None):
     r"""``softmax_focal_loss`` of the logits ``hidden @ weight.T + bias`` (classes last), never holding them whole.
 
     The same loss, parameters and semantics as ``softmax_focal_loss`` on those logits (its ``axis`` is
@@ -312,6 +312,9 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
             quarter of a chunk's logits with every token, but at least 256.
         return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)
             logits, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.
+        excluded (array of int, optional): A class per token left out of its row: its logit is -inf
+            (SimCLR's NT-Xent leaves out each embedding's similarity to itself). Shaped as the tokens.
+            Default: ``None``.
         The others: as ``softmax_focal_loss``'s.
 
     Returns:
@@ -332,13 +335,19 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
     class_chunk_size = _linear.check_class_chunk_size(class_chunk_size)
     softcap = _linear.check_softcap(softcap)
     rt.check_flag("return_logsumexp", return_logsumexp)
+    if excluded is not None:
+        excluded = _linear.check_excluded(excluded, head, class_group)
     dtype = rt.result_dtype(logits, alpha, targets, gamma)
     if rt.any_array(gamma):  # differentiable parameters: the unfused composition
-        return _linear.composed(lambda logits: softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction, group=group, class_group=class_group),
+        return _linear.composed(lambda logits: softmax_focal_loss(_linear.without(logits, excluded), targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction=reduction, group=group, class_group=class_group),
                                 [head], dtype, softcap, return_logsumexp, class_group)
 
     def rows_loss(logits, targets):  # the loss of each token
         return softmax_focal_loss(logits, targets, alpha=alpha.reshape(-1), gamma=gamma, axis=-1, reduction="none", class_group=class_group)
+
+    rows = [targets]
+    if excluded is not None:  # each token's excluded class: one more row array, its logit -inf before the loss
+        rows_loss, rows = _linear.excluding(rows_loss), rows + [excluded]
 
     variant = "_" + form
 
@@ -349,6 +358,8 @@ def linear_softmax_focal_loss(hidden, weight, targets, alpha=None, gamma=2.0, re
         grads = _softmax_focal_loss_gradients_from(logits, targets, axis.cut(alpha), None, axis, gamma, "none", variant, cotangent, residuals, False)
         return grads[0], None
 
-    return _linear.linear_loss(rows_loss, [head], [targets], None, reduction, None, chunk_size, dtype,
-                               softcap, return_logsumexp, rt.check_group(group), class_group,
-                               _linear.RowsProgram(row_values, block_gradient), class_chunk_size)
+    program = _linear.RowsProgram(row_values, block_gradient)
+    if excluded is not None:
+        program = _linear.excluding_program(program)
+    return _linear.linear_loss(rows_loss, [head], rows, None, reduction, None, chunk_size, dtype,
+                               softcap, return_logsumexp, rt.check_group(group), class_group, program, class_chunk_size)

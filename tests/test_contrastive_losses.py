@@ -41,9 +41,21 @@ def info_nce_paper(query, keys, temperature, reduction):
     return F.cross_entropy(logits, torch.arange(len(logits)), reduction=reduction)
 
 
+def nt_xent_paper(first, second, temperature, reduction):
+    """Chen 2020 (SimCLR), alg. 1: the cosine similarities of both views over the temperature, each
+    embedding's own left out, the other view of its example the positive; each example's two losses averaged."""
+    z = F.normalize(torch.cat([first, second]), dim=-1)
+    logits = (z @ z.T / temperature).masked_fill(torch.eye(len(z), dtype=torch.bool), -torch.inf)
+    batch = len(first)
+    losses = F.cross_entropy(logits, torch.cat([torch.arange(batch) + batch, torch.arange(batch)]), reduction="none")
+    pairs = (losses[:batch] + losses[batch:]) / 2
+    return pairs.mean() if reduction == "mean" else pairs.sum() if reduction == "sum" else pairs
+
+
 CASES = {  # the linear_ form, its oracle, its scale
     "clip_loss": (lambda *a, **k: generated.linear_clip_loss(*a, **k), clip_paper, 2.7),
     "info_nce_loss": (lambda *a, **k: generated.linear_info_nce_loss(*a, **k), info_nce_paper, 0.3),
+    "nt_xent_loss": (lambda *a, **k: generated.linear_nt_xent_loss(*a, **k), nt_xent_paper, 0.2),
 }
 
 
@@ -59,8 +71,14 @@ def test_each_linear_form_is_the_papers_loss_in_float64_numpy(reduction):
     a, b = (rng.normal(size=(BATCH, FEATURES)) for _ in range(2))
     normalized = [x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (a, b)]
     logits = 2.7 * a @ b.T
+    both = np.concatenate(normalized)
+    similarities = both @ both.T / 0.2
+    np.fill_diagonal(similarities, -np.inf)  # Chen 2020: an embedding is not its own negative
+    positives = np.concatenate([np.arange(BATCH) + BATCH, np.arange(BATCH)])
+    nt_xent = np.log(np.exp(similarities).sum(axis=-1)) - similarities[np.arange(2 * BATCH), positives]
     wants = {"clip_loss": (_rows_cross_entropy(logits) + _rows_cross_entropy(logits.T)) / 2,  # Radford 2021
-             "info_nce_loss": _rows_cross_entropy(normalized[0] @ normalized[1].T / 0.3)}  # van den Oord 2018
+             "info_nce_loss": _rows_cross_entropy(normalized[0] @ normalized[1].T / 0.3),  # van den Oord 2018
+             "nt_xent_loss": (nt_xent[:BATCH] + nt_xent[BATCH:]) / 2}
     for name, want in wants.items():
         linear, _, scale = CASES[name]
         got = linear(mx.array(a.astype(np.float32)), mx.array(b.astype(np.float32)), scale, reduction=reduction,
@@ -148,3 +166,15 @@ def test_bad_embeddings_name_the_argument():
         generated.linear_info_nce_loss(images, texts, temperature=0.0)
     with pytest.raises(ValueError, match="must have a floating-point dtype"):
         generated.linear_clip_loss(images.astype(mx.int32), texts)
+
+
+def test_nt_xent_never_holds_the_similarities_of_both_views():
+    """At a batch of 2048 the float32 similarities of both views are 2N x 2N, 64 MiB (and as much their
+    gradient): linear_nt_xent_loss's value_and_grad in chunks of 128 holds less than a quarter of them (9 MiB
+    when measured: the backward on blocks of the keys, each query's own similarity left out in its block)."""
+    batch, features = 2048, 32
+    rng = np.random.default_rng(6)
+    arrays = [mx.array(rng.normal(size=(batch, features)).astype(np.float32)) for _ in range(2)]
+    step = mx.value_and_grad(lambda a, b: generated.linear_nt_xent_loss(a, b, 0.5, chunk_size=128), argnums=[0, 1])
+    returned = sum(a.nbytes for a in arrays)
+    assert peak_memory(step, arrays) - returned < (2 * batch) ** 2 * 4 / 4

@@ -50,7 +50,7 @@ def test_every_class_loss_of_logits_has_a_linear_form():
     assert LINEAR == sorted(OPTIONS)
     others = sorted(name[len("linear_"):] for name in generated.__all__ if name.startswith("linear_"))
     assert sorted(set(others) - set(LINEAR)) == sorted(DISTILLATION + PREFERENCE + CONTRASTIVE)
-    assert CONTRASTIVE == ["clip_loss", "info_nce_loss"]
+    assert CONTRASTIVE == ["clip_loss", "info_nce_loss", "nt_xent_loss"]
     assert PREFERENCE == ["apo_zero_loss", "cpo_loss", "dpo_hinge_loss", "dpo_loss", "ipo_loss",
                           "kto_loss", "nca_pair_loss", "orpo_loss", "robust_dpo_loss", "simpo_loss", "sppo_hard_loss"]
 
@@ -193,6 +193,47 @@ def test_bad_arguments_are_named():
         generated.linear_cross_entropy(hidden, weight, mx.zeros((5,), dtype=mx.int32))
     with pytest.raises(ValueError, match="head_weight must have shape"):
         generated.linear_multi_margin_loss(hidden, mx.zeros((10, 3)), targets)
+
+
+@pytest.mark.parametrize("class_chunk_size", [None, 5], ids=["default tiles", "class blocks of 5"])
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_an_excluded_class_per_token_is_the_unfused_loss_of_logits_minus_infinity_there(name, class_chunk_size):
+    """``excluded=``: a class per token left out of its row (NT-Xent's own similarity), as the unfused loss of
+    logits at -inf there: values and gradients, chunked, on blocks of the classes (the excluded class in any
+    of them), compiled; a class outside the row leaves it whole."""
+    rng = np.random.default_rng(zlib.crc32(f"excluded {name}".encode()))
+    hidden, weight, bias, kwargs = _arrays(name, {}, rng)
+    targets = kwargs["targets"]
+    excluded = mx.array(rng.integers(0, CLASSES + 2, size=TOKENS).astype(np.int32))  # 2 of 39 outside the row
+    excluded = mx.where(excluded == targets, (targets + 1) % CLASSES, excluded)  # never the target's class
+    head, bias_name = HEADS.get(name, ("weight", "bias"))
+    named = {LABELS.get(name, "targets"): targets}
+
+    def fused(h, w, b):
+        return getattr(generated, f"linear_{name}")(h, **{head: w, bias_name: b}, **named, excluded=excluded,
+                                                    reduction="sum", chunk_size=CHUNK,
+                                                    class_chunk_size=class_chunk_size)
+
+    def unfused(h, w, b):
+        logits = mx.where(mx.arange(CLASSES) == excluded[:, None], -mx.inf, h @ w.T + b)
+        return getattr(generated, name)(logits, targets, reduction="sum")
+
+    want = mx.value_and_grad(unfused, argnums=[0, 1, 2])(hidden, weight, bias)
+    for function in (fused, mx.compile(fused)):
+        value, grads = mx.value_and_grad(function, argnums=[0, 1, 2])(hidden, weight, bias)
+        close_to_scale(value, want[0], f"{name} excluded: value")
+        for index, (g, w) in enumerate(zip(grads, want[1])):
+            close_to_scale(g, w, f"{name} excluded: gradient {index}")
+    plain = getattr(generated, f"linear_{name}")(hidden, **{head: weight, bias_name: bias}, **named, reduction="sum")
+    assert not np.isclose(value.item(), plain.item())  # the exclusion is felt
+
+
+def test_excluded_classes_are_checked():
+    hidden, weight, targets = mx.zeros((4, 8)), mx.zeros((10, 8)), mx.zeros((4,), dtype=mx.int32)
+    with pytest.raises(ValueError, match=r"Excluded must be one class index per token, integers of shape \(4,\)"):
+        generated.linear_cross_entropy(hidden, weight, targets, excluded=mx.zeros((3,), dtype=mx.int32))
+    with pytest.raises(ValueError, match="Excluded must be one class index per token"):
+        generated.linear_cross_entropy(hidden, weight, targets, excluded=mx.zeros((4,)))
 
 
 PROBABILITIES = ["cross_entropy", "poly1_cross_entropy"]  # the losses whose targets may be probabilities

@@ -70,6 +70,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     # has no argument of either name, else these: see HEAD_NAMES)
     "group", "class_group",  # the ranks a mean or sum is over, and those the classes are split across
     "hidden", "head_weight", "head_bias", "chunk_size", "rows_loss", "count", "head", "softcap", "return_logsumexp",
+    "excluded", "program",  # a class per token left out of its row; the backward's program on blocks
     "class_chunk_size", "row_values", "block_gradient",  # the backward on blocks of the classes
     # the distillation forms' (a teacher's head beside the student's)
     "teacher_hidden", "teacher_weight", "teacher_bias", "teacher", "student",
@@ -229,14 +230,16 @@ class Contrastive(_LogProbability):
     positive, learnable as an array) the similarities are multiplied by, or
     with ``divide=True`` divided by (a temperature); None for 1.
     ``normalize=True``: queries and keys are L2-normalised first (cosine
-    similarities). The name ends in ``_logps``.
+    similarities). ``views=True``: queries and keys are two views of one batch (SimCLR's NT-Xent):
+    each query's candidates are every other embedding of both views, its own left out, its key (the
+    same row of the other view) the positive. The name ends in ``_logps``.
     """
 
-    def __new__(cls, name, *, queries, keys, scale=None, divide=False, normalize=False, token_loss="cross_entropy",
-                doc=""):
+    def __new__(cls, name, *, queries, keys, scale=None, divide=False, normalize=False, views=False,
+                token_loss="cross_entropy", doc=""):
         if scale is not None and not (isinstance(scale, Param) and not scale.integer and scale.default is not None):
             raise SpecError(f"scale= of contrastive {name!r} must be a float Param, got {scale!r}")
-        for flag, value in (("divide", divide), ("normalize", normalize)):
+        for flag, value in (("divide", divide), ("normalize", normalize), ("views", views)):
             if not isinstance(value, bool):
                 raise SpecError(f"{flag}= of contrastive {name!r} must be True or False, got {value!r}")
         obj = super().__new__(cls, name, token_loss, doc)
@@ -244,7 +247,7 @@ class Contrastive(_LogProbability):
         obj.keys = check_name(keys, f"keys of contrastive {name!r}")
         if obj.queries == obj.keys:
             raise SpecError(f"contrastive {name!r}: queries and keys are two arrays, got {queries!r} for both")
-        obj.scale, obj.divide, obj.normalize = scale, divide, normalize
+        obj.scale, obj.divide, obj.normalize, obj.views = scale, divide, normalize, views
         return obj
 
 
@@ -607,6 +610,8 @@ class Loss:
             raise SpecError("the Contrastive inputs of one loss share one scale (the same Param, divide= alike)")
         if len({c.normalize for c in contrastives}) > 1:
             raise SpecError("the Contrastive inputs of one loss are all normalized, or none")
+        if len({c.views for c in contrastives}) > 1:
+            raise SpecError("the Contrastive inputs of one loss are all of two views, or none")
         declared = {d.name for d in self.declarations}
         scale = contrastives[0].scale
         for name in sorted({n for c in contrastives for n in (c.queries, c.keys)} | ({scale.name} if scale else set())):

@@ -200,7 +200,7 @@ def _linear(loss):
     else:
         temperature = False
         args += [(bias, "None"), ("softcap", "None"), ("chunk_size", "None"), ("class_chunk_size", "None"),
-                 ("return_logsumexp", "False")]
+                 ("return_logsumexp", "False"), ("excluded", "None")]
     class_weights = [i.name for i in loss.inputs if isinstance(i, ClassWeights)]
     rows = [i.name for i in loss.inputs[1:] if not isinstance(i, ClassWeights)] if kind == "classes" else []
     differentiable = [i.name for i in loss.inputs if i.differentiable]
@@ -224,6 +224,8 @@ def _linear(loss):
                                            for r in rows],
         # the arguments of the loss on the logits, but its reduction
         "call": ", ".join(logits + rows + keywords + ["axis=-1"]),
+        # the same, each token's excluded class masked out of its logits (``excluded=``)
+        "masked_call": ", ".join([f"_linear.without({logits[0]}, excluded)"] + logits[1:] + rows + keywords + ["axis=-1"]),
         "docstring": docstring(_describe_linear(loss, kind, head, bias, temperature), indent="    "),
     }
 
@@ -265,6 +267,9 @@ def _describe_linear(loss, kind, head, bias, temperature):
         "        quarter of a chunk's logits with every token, but at least 256.",
         "    return_logsumexp (bool, optional): Also return each token's logsumexp of the (capped)",
         f"        {first}, float32, shaped as the tokens (for logging a z-loss). Default: ``False``.",
+        "    excluded (array of int, optional): A class per token left out of its row: its logit is -inf",
+        "        (SimCLR's NT-Xent leaves out each embedding's similarity to itself). Shaped as the tokens.",
+        "        Default: ``None``.",
         f"    The others: as ``{loss.name}``'s.",
         "",
         "Returns:",

@@ -104,7 +104,7 @@ def contrastive_form(loss):
         "made": _targets([c.name for c in contrastives]),
         "pairs": "[" + ", ".join(f'("{c.queries}", {c.queries}, "{c.keys}", {c.keys})' for c in contrastives) + "]",
         "scale": f'{scale}, {first.scale.name if first.scale is not None else "scale"!r}, {first.divide}, '
-                 f"{first.normalize}",
+                 f"{first.normalize}, {first.views}",
         "call": ", ".join(f"{n}={n}" for n, _ in describe.signature(loss) if n not in ("*", "group")),
         "docstring": docstring(_describe_contrastive(loss), indent="    "),
     }
@@ -121,9 +121,14 @@ def _describe_contrastive(loss):
         "",
         f"{' and '.join(f'``{c.name}``' for c in contrastives)} {'is' if len(contrastives) == 1 else 'are each'}"
         " made from the embeddings: each query's log-probability",
-        f"of its own key (the same row) among all keys, the rows of {scaled}{normalized}: minus",
-        f"their ``{first.token_loss}`` against the diagonal, through ``linear_{first.token_loss}`` with the keys as its",
-        f"head (in chunks of queries and blocks of keys). Then the loss is ``{loss.name}`` of them.",
+        *([f"of its own key (the same row of the other view) among every other embedding of both views",
+           f"(its own left out, SimCLR's NT-Xent), the rows of {scaled.replace('keys', '[queries; keys]')}{normalized}:",
+           f"minus their ``{first.token_loss}``, through ``linear_{first.token_loss}`` with both views as its head and",
+           f"each query's own row ``excluded`` (in chunks of queries). Then the loss is ``{loss.name}`` of them."]
+          if first.views else
+          [f"of its own key (the same row) among all keys, the rows of {scaled}{normalized}: minus",
+           f"their ``{first.token_loss}`` against the diagonal, through ``linear_{first.token_loss}`` with the keys as its",
+           f"head (in chunks of queries and blocks of keys). Then the loss is ``{loss.name}`` of them."]),
         "",
         "Args:",
     ]
