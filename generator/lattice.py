@@ -51,6 +51,17 @@ class Lattice:
         return sorted((s for s in found if isinstance(s, LatticeSymbol)), key=lambda s: s.shift)
 
 
+def local_name(symbol, values, this_label):
+    """The name a printed step gives one of its symbols: ``values`` (a frame's values) of the state k before
+    (``<values>_k``) or after (``<values>_after_k``), or the class of such a state (``label_k``,
+    ``label_after_k``; this state's: ``this_label``)."""
+    if symbol.role == "label":
+        return this_label if symbol.shift == 0 else symbol.name
+    if symbol.shift == 0:
+        return values
+    return f"{values}_{symbol.shift}" if symbol.shift > 0 else f"{values}_after_{-symbol.shift}"
+
+
 def derive_lattice(loss):
     """The :class:`Lattice` of a recurrence loss; a step that is no sum over moves raises a SpecError."""
     recurrence = loss.recurrence

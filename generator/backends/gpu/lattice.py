@@ -15,6 +15,7 @@ import hashlib
 
 import sympy as sp
 
+from ...lattice import local_name
 from ...spec.recurrence import LatticeSymbol
 from ...spec.vocabulary import Param
 from ..source import docstring, environment, header
@@ -26,12 +27,7 @@ INPUTS = [("emissions", "emissions"), ("states", "states"), ("input_lengths", "i
 
 
 def _name(symbol, values):
-    """The C name of a step's symbol: a frame's values ``k`` states before or after, or a state's class."""
-    if symbol.role == "label":
-        return "label_0" if symbol.shift == 0 else symbol.name
-    if symbol.shift == 0:
-        return values
-    return f"{values}_{symbol.shift}" if symbol.shift > 0 else f"{values}_after_{-symbol.shift}"
+    return local_name(symbol, values, "label_0")  # this state's class, read into a local
 
 
 def _step(moves, values, read, params, dialect):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sympy as sp
 
 from ... import describe
+from ...lattice import local_name
 from ...spec.recurrence import LatticeSymbol
 from ...spec.vocabulary import Flag, Param
 from ..source import docstring, header
@@ -21,12 +22,7 @@ from .printer import MLXPrinter
 
 
 def _code_name(symbol, values):
-    """How the printed step names a symbol: the frame's values ``values`` k states before or after, or a label."""
-    if symbol.role == "label":
-        return "states" if symbol.shift == 0 else symbol.name
-    if symbol.shift == 0:
-        return values
-    return f"{values}_{symbol.shift}" if symbol.shift > 0 else f"{values}_after_{-symbol.shift}"
+    return local_name(symbol, values, "states")  # this state's class: the states array itself
 
 
 def _step_lines(moves, values, params):
