@@ -128,8 +128,10 @@ def test_the_fused_linear_section_measures_each_variant(report, report_dir):
     entries = report["linear"]
     assert [(tuple(e["size"]), e["dtype"]) for e in entries] == [
         (size, dtype) for size in bench_linear.QUICK_SIZES for dtype in bench_linear.DTYPES] + [
-        (bench_linear.QUICK_PREFERENCE_SIZE, "float32"), (bench_linear.QUICK_CONTRASTIVE_SIZE, "float32")]
-    assert entries[-2]["preference"] == "dpo_loss" and entries[-1]["contrastive"] == "clip_loss"
+        (bench_linear.QUICK_PREFERENCE_SIZE, "float32"), (bench_linear.QUICK_CONTRASTIVE_SIZE, "float32"),
+        (bench_linear.QUICK_VIEWS_SIZE, "float32")]
+    assert entries[-3]["preference"] == "dpo_loss" and entries[-2]["contrastive"] == "clip_loss"
+    assert entries[-1]["contrastive"] == "nt_xent_loss"
     for entry in entries:
         assert all(_positive(entry["median_ms"][v]) for v in bench_linear.VARIANTS)
         assert all(isinstance(entry["transient_bytes"][v], int) for v in bench_linear.VARIANTS)

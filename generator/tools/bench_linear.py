@@ -13,7 +13,9 @@ A preference loss the same way: ``linear_dpo_loss`` of chosen and rejected
 completions' hidden states, against ``dpo_loss`` of their log-probabilities
 from ``mlx.nn.losses.cross_entropy`` of the logits made whole (float32); and
 ``linear_clip_loss`` of two batches of embeddings, against the cross entropy
-of their similarity matrix made whole, both ways.
+of their similarity matrix made whole, both ways; ``linear_nt_xent_loss`` of
+two views, against the cross entropy of both views' similarities made whole
+(2N x 2N, each embedding's own masked).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ PREFERENCE_SIZE = (2, 128, 128, 32768)  # pairs x tokens of a completion x featu
 QUICK_PREFERENCE_SIZE = (2, 8, 16, 1024)
 CONTRASTIVE_SIZE = (4096, 32)  # batch x features
 QUICK_CONTRASTIVE_SIZE = (64, 8)
+VIEWS_SIZE = (2048, 32)  # NT-Xent: examples (each of two views) x features: 4096 embeddings, as CLIP's
+QUICK_VIEWS_SIZE = (32, 8)
 MEMORY_GOALS = {SIZES[0]: 1 / 8, SIZES[1]: 1 / 16}
 TIME_GOAL = 0.95
 
@@ -74,6 +78,26 @@ def _contrastive_functions(logit_scale):
         logits, labels = logit_scale * images @ texts.T, mx.arange(images.shape[0])
         return (reference.cross_entropy(logits, labels, reduction="mean")
                 + reference.cross_entropy(logits.T, labels, reduction="mean")) / 2
+
+    return _variants(linear, whole, argnums=[0, 1])
+
+
+def _views_functions(temperature):
+    import mlx.core as mx
+    import mlx.nn.losses as reference
+
+    import generated
+
+    def linear(first, second):
+        return generated.linear_nt_xent_loss(first, second, temperature)
+
+    def whole(first, second):  # SimCLR: both views' cosine similarities, each embedding's own masked
+        z = mx.concatenate([first, second])
+        z = z / mx.linalg.norm(z, axis=-1, keepdims=True)
+        batch = first.shape[0]
+        logits = mx.where(mx.eye(2 * batch, dtype=mx.bool_), -mx.inf, z @ z.T / temperature)
+        positives = mx.concatenate([mx.arange(batch) + batch, mx.arange(batch)])
+        return reference.cross_entropy(logits, positives, reduction="mean")
 
     return _variants(linear, whole, argnums=[0, 1])
 
@@ -146,8 +170,18 @@ def measure_contrastive(size, rounds):
             **_measured(_contrastive_functions(10.0), [images, texts], rounds)}
 
 
+def measure_views(size, rounds):
+    """``measure`` for linear_nt_xent_loss at ``size`` (examples, features), in float32."""
+    import mlx.core as mx
+
+    first, second = (mx.random.normal(size, key=mx.random.key(k)) for k in (0, 1))
+    mx.eval(first, second)
+    return {"size": list(size), "dtype": "float32", "contrastive": "nt_xent_loss",
+            **_measured(_views_functions(0.5), [first, second], rounds)}
+
+
 def run(quick=False, echo=print):
-    """Every size in every dtype, then the preference loss and the contrastive one."""
+    """Every size in every dtype, then the preference loss and the contrastive ones."""
     entries = []
     for size in QUICK_SIZES if quick else SIZES:
         for dtype_name in DTYPES:
@@ -156,6 +190,8 @@ def run(quick=False, echo=print):
     entries.append(measure_preference(QUICK_PREFERENCE_SIZE if quick else PREFERENCE_SIZE, 1 if quick else 3))
     echo(_progress(entries[-1]))
     entries.append(measure_contrastive(QUICK_CONTRASTIVE_SIZE if quick else CONTRASTIVE_SIZE, 1 if quick else 3))
+    echo(_progress(entries[-1]))
+    entries.append(measure_views(QUICK_VIEWS_SIZE if quick else VIEWS_SIZE, 1 if quick else 3))
     echo(_progress(entries[-1]))
     return entries
 
@@ -196,7 +232,8 @@ def markdown(entries, checks):
     lines = ["### fused linear + a class loss: value_and_grad in the hidden states and the head, compiled", "",
              "Against the loss of the logits made whole: cross_entropy's (tokens x features x classes), and",
              "dpo_loss's of each completion's log-probability (pairs x tokens of a completion x features x",
-             "classes; chosen and rejected completions), clip_loss's of the similarities (batch x features).", "",
+             "classes; chosen and rejected completions), clip_loss's of the similarities (batch x features),",
+             "nt_xent_loss's of both views' similarities (examples x features; 2N x 2N).", "",
              "| loss | size | dtype | " + " | ".join(f"{v} ms" for v in VARIANTS)
              + " | " + " | ".join(f"{v} MiB" for v in VARIANTS) + " |",
              "|---|---|---|" + "---:|" * (2 * len(VARIANTS))]
