@@ -73,6 +73,19 @@ class Alignments:
         self.classes = mx.where(kept & (states >= 0) & (states < self.class_count), states, 0)
         self.kept = kept
 
+    ARRAYS = ("input_lengths", "target_lengths", "state_counts", "states", "classes", "kept", "invalid")
+
+    def arrays(self):
+        """The integer (and bool) arrays, in ``ARRAYS``' order: a custom function's arguments."""
+        return [getattr(self, name) for name in self.ARRAYS]
+
+    def with_arrays(self, arrays):
+        """The same alignments made of ``arrays`` (``arrays()``'s, as a transformation gives them)."""
+        made = object.__new__(Alignments)
+        made.__dict__.update(self.__dict__)
+        made.__dict__.update(zip(self.ARRAYS, arrays))
+        return made
+
     def check_class(self, name, value):
         """``value`` (the separator, CTC's blank) is a class of the log-probabilities."""
         if value >= self.class_count:

@@ -540,10 +540,17 @@ def vmap_of(function, arguments, axes):
     """``mx.vmap`` of ``function(*arguments)`` over the arrays with an axis: ``(outputs, their axes: 0)``.
 
     A 0-d array is not mapped whatever its axis says (MLX gives a custom function's 0-d
-    cotangent, the same for every item, the axis 0).
+    cotangent, the same for every item, the axis 0), nor one whose axis has one item where
+    others have more (MLX's vmap of an operation of a mapped and an unmapped array may give it):
+    that item is every item's.
     """
     where = [i for i, (a, axis) in enumerate(zip(arguments, axes))
              if isinstance(a, mx.array) and axis is not None and a.ndim > 0]
+    if len({arguments[i].shape[axes[i]] for i in where}) > 1:
+        arguments = list(arguments)
+        for i in [i for i in where if arguments[i].shape[axes[i]] == 1]:
+            arguments[i] = mx.squeeze(arguments[i], axes[i])
+            where.remove(i)
     outputs = mx.vmap(_in_arrays(function, arguments, where), in_axes=tuple(axes[i] for i in where))(
         *[arguments[i] for i in where])
     return outputs, [0] * len(outputs)

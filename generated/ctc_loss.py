@@ -66,26 +66,50 @@ def _zeroed(total, zero_infinity):
     return mx.logical_and(total == -math.inf, zero_infinity)
 
 
-@mx.custom_function
-def _ctc_loss(log_probs, alignments, blank, zero_infinity, backend):
-    """Each sequence's loss, and every frame's values (alpha), which the backward reads."""
-    log_probs, = rt.held(log_probs)  # the derivatives are the vjp's and the jvp's below
-    _, alphas, total = _log_totals(log_probs, alignments, blank, _lattice.log_add, backend)
+def _losses(log_probs, alignments, blank, zero_infinity, add, backend="mlx"):
+    """Each sequence's loss, and every frame's values (alpha)."""
+    _, alphas, total = _log_totals(log_probs, alignments, blank, add, backend)
     return mx.where(_zeroed(total, zero_infinity), 0.0, -total), alphas
+
+
+@mx.custom_function
+def _ctc_loss(log_probs, indices, alignments, blank, zero_infinity, backend):
+    """Each sequence's loss, and every frame's values (alpha), which the backward reads.
+
+    ``indices``: the alignments' integer arrays (labels, lengths: ``alignments.arrays()``), arguments of
+    their own so that MLX's vmap maps them too.
+    """
+    log_probs, = rt.held(log_probs)  # the derivatives are the vjp's and the jvp's below
+    return _losses(log_probs, alignments.with_arrays(indices), blank, zero_infinity, _lattice.log_add,
+                   backend)
+
+
+@_ctc_loss.vmap
+def _ctc_loss_vmap(inputs, axes):
+    """MLX's vmap of the loss's MLX operations, whose derivatives MLX takes (exact: the log-semiring sum's
+    derivatives are finite where no path reaches a state); a kernel has no vmap."""
+    log_probs, indices, alignments, blank, zero_infinity, _ = inputs
+
+    def mapped(log_probs, *indices):
+        return [*_losses(log_probs, alignments.with_arrays(indices), blank, zero_infinity,
+                         _lattice.log_add_differentiable)]
+    return rt.vmap_of(mapped, [log_probs, *indices], [axes[0], *axes[1]])
 
 
 @_ctc_loss.vjp
 def _ctc_loss_vjp(primals, cotangents, outputs):
-    log_probs, alignments, blank, zero_infinity, backend = primals
+    log_probs, indices, alignments, blank, zero_infinity, backend = primals
     cotangent = rt.upcast(cotangents[0], mx.float32)
-    grad, = _ctc_loss_gradient(outputs[1], log_probs, cotangent, alignments, blank, zero_infinity, backend)
-    return (grad, None, None, None, None)
+    grad, = _ctc_loss_gradient(outputs[1], log_probs, cotangent, indices, alignments, blank, zero_infinity,
+                                backend)
+    return (grad, rt.zeros_each(indices), None, None, None, None)
 
 
 @_ctc_loss.jvp
 def _ctc_loss_jvp(primals, tangents):
     """The loss's derivative along the log-probabilities' tangent: minus the shares times the tangents."""
-    log_probs, alignments, blank, zero_infinity, _ = primals
+    log_probs, indices, alignments, blank, zero_infinity, _ = primals
+    alignments = alignments.with_arrays(indices)
     emissions, alphas, total = _log_totals(log_probs, alignments, blank, _lattice.log_add)
     shares = _shares(emissions, alphas, total, alignments, blank, zero_infinity, _lattice.log_add)
     return _lattice.emission_derivative(alignments, shares, tangents[0]), mx.zeros_like(alphas)
@@ -99,7 +123,7 @@ def _gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinit
 
 
 @mx.custom_function
-def _ctc_loss_gradient(alphas, log_probs, cotangent, alignments, blank, zero_infinity, backend):
+def _ctc_loss_gradient(alphas, log_probs, cotangent, indices, alignments, blank, zero_infinity, backend):
     """The gradient in the log-probabilities from the forward's values; differentiated as if recomputed.
 
     A derivative of the gradient (``mx.grad`` of ``mx.grad``, ``mx.jvp`` of ``mx.grad``) would
@@ -108,25 +132,41 @@ def _ctc_loss_gradient(alphas, log_probs, cotangent, alignments, blank, zero_inf
     path reaches a state.
     """
     alphas, log_probs, cotangent = rt.held(alphas, log_probs, cotangent)
-    return (_gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, _lattice.log_add,
-                           backend),)
+    return (_gradient_from(alphas, log_probs, cotangent, alignments.with_arrays(indices), blank, zero_infinity,
+                           _lattice.log_add, backend),)
 
 
-def _ctc_loss_gradient_recomputed(log_probs, cotangent, alignments, blank, zero_infinity, _):
-    add = _lattice.log_add_differentiable
+def _ctc_loss_gradient_recomputed(log_probs, cotangent, indices, alignments, blank, zero_infinity):
+    """The gradient by MLX's operations (a kernel has no derivative), for MLX to differentiate."""
+    add, alignments = _lattice.log_add_differentiable, alignments.with_arrays(indices)
     alphas = _log_totals(log_probs, alignments, blank, add)[1]
     return [_gradient_from(alphas, log_probs, cotangent, alignments, blank, zero_infinity, add)]
 
 
 @_ctc_loss_gradient.vjp
 def _ctc_loss_gradient_vjp(primals, cotangents, outputs):
-    alphas, *arguments = primals
-    return (mx.zeros_like(alphas), *rt.vjp_of(_ctc_loss_gradient_recomputed, arguments, cotangents))
+    alphas, log_probs, cotangent, indices, *rest = primals
+    grads = rt.vjp_of(lambda log_probs, cotangent: _ctc_loss_gradient_recomputed(log_probs, cotangent, indices, *rest[:-1]),
+                      [log_probs, cotangent], cotangents)
+    return (mx.zeros_like(alphas), *grads, rt.zeros_each(indices), *[None] * len(rest))
 
 
 @_ctc_loss_gradient.jvp
 def _ctc_loss_gradient_jvp(primals, tangents):
-    return rt.jvp_of(_ctc_loss_gradient_recomputed, primals[1:], tangents[1:])
+    _, log_probs, cotangent, indices, *rest = primals
+    return rt.jvp_of(lambda log_probs, cotangent: _ctc_loss_gradient_recomputed(log_probs, cotangent, indices, *rest[:-1]),
+                     [log_probs, cotangent], tangents[1:3])
+
+
+@_ctc_loss_gradient.vmap
+def _ctc_loss_gradient_vmap(inputs, axes):
+    """MLX's vmap of the gradient's MLX operations (a kernel has no vmap)."""
+    alphas, log_probs, cotangent, indices, alignments, blank, zero_infinity, _ = inputs
+
+    def mapped(alphas, log_probs, cotangent, *indices):
+        return [_gradient_from(alphas, log_probs, cotangent, alignments.with_arrays(indices), blank,
+                               zero_infinity, _lattice.log_add)]
+    return rt.vmap_of(mapped, [alphas, log_probs, cotangent, *indices], [*axes[:3], *axes[3]])
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction='mean', zero_infinity=False, *, group=None):
@@ -164,5 +204,6 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     alignments = _lattice.Alignments(log_probs, targets, input_lengths, target_lengths, blank)
     alignments.check_class("blank", blank)
     backend = _gpu.backend_for([alignments.log_probs])  # the kernels on a GPU, else MLX's operations
-    losses, _ = _ctc_loss(alignments.log_probs, alignments, blank, zero_infinity, backend)
+    losses, _ = _ctc_loss(alignments.log_probs, alignments.arrays(), alignments, blank, zero_infinity,
+                           backend)
     return _lattice.reduced(losses, alignments, reduction, True, group).astype(alignments.log_probs.dtype)

@@ -246,6 +246,25 @@ def test_every_transformation_equals_autodiff_of_the_spec_step():
     close_to_scale(mx.jvp(mx.grad(loss_of(fused)), [x], [direction])[1][0], hessian(plain), "jvp of grad")
     stacked = mx.stack([x, x * 1.5])
     close_to_scale(mx.vmap(fused)(stacked), mx.stack([plain(x), plain(x * 1.5)]), "vmap")
+    each = mx.stack([mx.grad(loss_of(plain))(x), mx.grad(loss_of(plain))(x * 1.5)])
+    close_to_scale(mx.grad(lambda v: mx.sum(mx.vmap(fused)(v) * cotangent))(stacked), each, "grad of vmap")
+    close_to_scale(mx.vmap(mx.grad(loss_of(fused)))(stacked), each, "vmap of grad")
+
+
+def test_vmap_maps_targets_and_lengths_too():
+    """The labels and lengths are the custom function's arguments: MLX's vmap maps them, the gradient too."""
+    rng = np.random.default_rng(16)
+    log_probs, targets, input_lengths, target_lengths = batch(rng, frames=10, count=4, classes=5, width=3)
+    x = mx.array(log_probs, dtype=mx.float32)
+    other = np.where(targets > 0, targets % 4 + 1, targets)
+    many = mx.stack([x, x]), mx.array(np.stack([targets, other])), mx.array(np.stack([input_lengths, [10, 9, 8, 7]]))
+    loss = lambda v, t, i: ctc_loss(v, t, i, mx.array(target_lengths), reduction="sum")
+    got, grads = mx.vmap(mx.value_and_grad(loss))(*many)
+    for k in range(2):
+        want, want_grad = mx.value_and_grad(loss)(*(a[k] for a in many))
+        close_to_scale(got[k], want, f"vmap value {k}")
+        close_to_scale(grads[k], want_grad, f"vmap gradient {k}")
+    close_to_scale(mx.grad(lambda v: mx.vmap(loss)(v, *many[1:]).sum())(many[0]), grads, "grad of vmap")
 
 
 # ---------------------------------------------------------------- torch
