@@ -85,15 +85,15 @@ def _ctc_loss(log_probs, indices, alignments, blank, zero_infinity, backend):
 
 
 @_ctc_loss.vmap
-def _ctc_loss_vmap(inputs, axes):
+def _ctc_loss_vmap(primals, axes):
     """MLX's vmap of the loss's MLX operations, whose derivatives MLX takes (exact: the log-semiring sum's
     derivatives are finite where no path reaches a state); a kernel has no vmap."""
-    log_probs, indices, alignments, blank, zero_infinity, _ = inputs
+    log_probs, indices, alignments, blank, zero_infinity, _ = primals
 
-    def mapped(log_probs, *indices):
+    def per_item(log_probs, *indices):
         return [*_losses(log_probs, alignments.with_arrays(indices), blank, zero_infinity,
                          _lattice.log_add_differentiable)]
-    return rt.vmap_of(mapped, [log_probs, *indices], [axes[0], *axes[1]])
+    return rt.vmap_of(per_item, [log_probs, *indices], [axes[0], *axes[1]])
 
 
 @_ctc_loss.vjp
@@ -145,28 +145,28 @@ def _ctc_loss_gradient_recomputed(log_probs, cotangent, indices, alignments, bla
 
 @_ctc_loss_gradient.vjp
 def _ctc_loss_gradient_vjp(primals, cotangents, outputs):
-    alphas, log_probs, cotangent, indices, *rest = primals
-    grads = rt.vjp_of(lambda log_probs, cotangent: _ctc_loss_gradient_recomputed(log_probs, cotangent, indices, *rest[:-1]),
-                      [log_probs, cotangent], cotangents)
-    return (mx.zeros_like(alphas), *grads, rt.zeros_each(indices), *[None] * len(rest))
+    alphas, log_probs, cotangent, indices, alignments, blank, zero_infinity, _ = primals
+    grads = rt.vjp_of(lambda log_probs, cotangent: _ctc_loss_gradient_recomputed(
+        log_probs, cotangent, indices, alignments, blank, zero_infinity), [log_probs, cotangent], cotangents)
+    return (mx.zeros_like(alphas), *grads, rt.zeros_each(indices), None, None, None, None)
 
 
 @_ctc_loss_gradient.jvp
 def _ctc_loss_gradient_jvp(primals, tangents):
-    _, log_probs, cotangent, indices, *rest = primals
-    return rt.jvp_of(lambda log_probs, cotangent: _ctc_loss_gradient_recomputed(log_probs, cotangent, indices, *rest[:-1]),
-                     [log_probs, cotangent], tangents[1:3])
+    _, log_probs, cotangent, indices, alignments, blank, zero_infinity, _ = primals
+    return rt.jvp_of(lambda log_probs, cotangent: _ctc_loss_gradient_recomputed(
+        log_probs, cotangent, indices, alignments, blank, zero_infinity), [log_probs, cotangent], tangents[1:3])
 
 
 @_ctc_loss_gradient.vmap
-def _ctc_loss_gradient_vmap(inputs, axes):
+def _ctc_loss_gradient_vmap(primals, axes):
     """MLX's vmap of the gradient's MLX operations (a kernel has no vmap)."""
-    alphas, log_probs, cotangent, indices, alignments, blank, zero_infinity, _ = inputs
+    alphas, log_probs, cotangent, indices, alignments, blank, zero_infinity, _ = primals
 
-    def mapped(alphas, log_probs, cotangent, *indices):
+    def per_item(alphas, log_probs, cotangent, *indices):
         return [_gradient_from(alphas, log_probs, cotangent, alignments.with_arrays(indices), blank,
                                zero_infinity, _lattice.log_add)]
-    return rt.vmap_of(mapped, [alphas, log_probs, cotangent, *indices], [*axes[:3], *axes[3]])
+    return rt.vmap_of(per_item, [alphas, log_probs, cotangent, *indices], [*axes[:3], *axes[3]])
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction='mean', zero_infinity=False, *, group=None):

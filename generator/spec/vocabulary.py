@@ -77,7 +77,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "sequences",  # the sequence forms' log-probabilities made through the head
     # the recurrence losses' steps and custom functions (generated/_lattice.py runs them)
     "add", "alignments", "alphas", "betas", "emission", "emissions", "following", "grad", "losses", "previous",
-    "reached", "shares", "states", "total",
+    "reached", "shares", "states", "total", "indices", "per_item", "axes",
 })
 # The linear_ forms' head, where the spec declares neither name (multi_margin_loss's class ``weight``
 # makes it head_weight and head_bias): a spec may use them.
