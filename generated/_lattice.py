@@ -148,7 +148,12 @@ def _targets(targets, target_lengths, count, batched):
         raise ValueError(f"Targets must be (sequences, labels), or 1-d (every sequence's labels one after another), "
                          f"got shape {tuple(targets.shape)}.")
     # One after another: where each sequence's labels begin must be known here (the lengths are read).
-    lengths = target_lengths.tolist() if isinstance(target_lengths, mx.array) else list(target_lengths)
+    try:
+        lengths = target_lengths.tolist() if isinstance(target_lengths, mx.array) else list(target_lengths)
+    except ValueError:  # MLX reads no value inside mx.compile or mx.vmap
+        raise ValueError("1-d targets (every sequence's labels one after another) need target_lengths' values here; "
+                         "inside mx.compile or mx.vmap give them as a list or tuple, or the targets padded, "
+                         "(sequences, labels).") from None
     if (len(lengths) != count or not all(isinstance(v, int) and v >= 0 for v in lengths)
             or sum(lengths) != targets.size):
         raise ValueError(f"1-d targets hold every sequence's labels one after another: target_lengths must be "

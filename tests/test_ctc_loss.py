@@ -360,6 +360,15 @@ def test_lengths_out_of_range_given_as_arrays_make_nan_and_as_lists_raise():
         ctc_loss(mx.array(log_probs), mx.array(targets), input_lengths, (4, 5, 0, 2, 4))
 
 
+def test_targets_one_after_another_need_the_lengths_values():
+    """Inside mx.compile the lengths of 1-d targets are not known as an array: a list works, an array is named."""
+    log_probs, targets = mx.zeros((6, 2, 4)) - math.log(4), mx.array([1, 2, 3])
+    compiled = mx.compile(lambda x: ctc_loss(x, targets, [6, 6], [2, 1]))
+    assert np.isclose(compiled(log_probs).item(), ctc_loss(log_probs, targets, [6, 6], [2, 1]).item())
+    with pytest.raises(ValueError, match="1-d targets .* need target_lengths' values here"):
+        mx.compile(lambda x, lengths: ctc_loss(x, targets, [6, 6], lengths))(log_probs, mx.array([2, 1]))
+
+
 def test_empty_batches_and_no_frames():
     none = ctc_loss(mx.zeros((5, 0, 3)), mx.zeros((0, 2), mx.int32), mx.zeros((0,), mx.int32),
                     mx.zeros((0,), mx.int32), reduction="none")
