@@ -95,9 +95,12 @@ class Alignments:
     def emissions(self, log_probs):
         """Each state's log-probability at each frame, ``(frames, sequences, states)``, in float32 at least."""
         log_probs = rt.upcast(log_probs, rt.compute_dtype(log_probs.dtype))
-        frames = log_probs.shape[0]
-        at = mx.broadcast_to(self.classes[None], (frames, *self.classes.shape))
-        return mx.where(self.kept, mx.take_along_axis(log_probs, at, axis=2), -math.inf)
+        return mx.where(self.kept, self.at_states(log_probs), -math.inf)
+
+    def at_states(self, values):
+        """Each state's value of ``values`` ``(frames, sequences, classes)``: its class's, each frame."""
+        at = mx.broadcast_to(self.classes[None], (values.shape[0], *self.classes.shape))
+        return mx.take_along_axis(values, at, axis=2)
 
 
 def check_number(name, value):
@@ -302,9 +305,7 @@ def _summed_at_jvp(primals, tangents):
 def emission_derivative(alignments, share, tangent):
     """The loss's derivative per sequence along ``tangent`` of the log-probabilities: minus the shares times
     the tangents at the states' classes (0 where a state has no share: a tangent there is never read)."""
-    frames = tangent.shape[0]
-    at = mx.broadcast_to(alignments.classes[None], (frames, *alignments.classes.shape))
-    along = mx.take_along_axis(rt.upcast(tangent, share.dtype), at, axis=2)
+    along = alignments.at_states(rt.upcast(tangent, share.dtype))
     return -mx.sum(mx.where(share > 0, share * along, 0.0), axis=(0, 2))
 
 

@@ -533,11 +533,18 @@ class Loss:
         if self.axis is not None:
             self.axis = int.__int__(self.axis)
 
-    def _check_declarations(self):
+    def _declaration_lists(self):
+        """inputs= and params= as lists; the params Param and Flag declarations."""
         for what in ("inputs", "params"):
             if not isinstance(getattr(self, what), (list, tuple)):
                 raise SpecError(f"{what}= must be a list of declarations, got {getattr(self, what)!r}")
             setattr(self, what, list(getattr(self, what)))
+        for item in self.params:
+            if not isinstance(item, (Param, Flag)):
+                raise SpecError(f"params must be Param or Flag declarations, got {item!r}")
+
+    def _check_declarations(self):
+        self._declaration_lists()
         for item in self.inputs:
             if not isinstance(item, (Input, ClassTarget)):
                 raise SpecError(f"inputs must be Input or ClassTarget declarations, got {item!r}")
@@ -552,9 +559,6 @@ class Loss:
                 )
         if self.weights is not None and not isinstance(self.weights, Weights):
             raise SpecError(f"weights= must be a Weights declaration, got {self.weights!r}")
-        for item in self.params:
-            if not isinstance(item, (Param, Flag)):
-                raise SpecError(f"params must be Param or Flag declarations, got {item!r}")
         if len(self.class_targets) > 1:
             raise SpecError("a loss takes at most one ClassTarget")
         for target in self.class_targets:
@@ -626,17 +630,11 @@ class Loss:
         if self.elementwise is not None or self.row is not None or self.axis is not None or self.weights is not None \
                 or self.nll:
             raise SpecError("a recurrence loss takes neither elementwise=, row=, axis=, weights= nor nll=")
-        for what in ("inputs", "params"):
-            if not isinstance(getattr(self, what), (list, tuple)):
-                raise SpecError(f"{what}= must be a list of declarations, got {getattr(self, what)!r}")
-            setattr(self, what, list(getattr(self, what)))
+        self._declaration_lists()
         alignment = self.recurrence.alignment
         if [i.name for i in self.inputs] != [i.name for i in alignment.inputs]:
             raise SpecError("a recurrence loss's inputs= are its Alignment's arrays, in order: inputs=paths.inputs")
         self.inputs = list(alignment.inputs)
-        for item in self.params:
-            if not isinstance(item, (Param, Flag)):
-                raise SpecError(f"params must be Param or Flag declarations, got {item!r}")
         for needed in (alignment.separator, self.recurrence.zero_infinity):
             if needed is not None and needed not in self.params:
                 raise SpecError(f"{needed.name!r} of the recurrence must be listed in params")

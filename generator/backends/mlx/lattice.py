@@ -16,7 +16,7 @@ import sympy as sp
 from ... import describe
 from ...lattice import local_name
 from ...spec.recurrence import LatticeSymbol
-from ...spec.vocabulary import Flag, Param
+from ...spec.vocabulary import Param
 from ..source import docstring, header
 from .printer import MLXPrinter
 
@@ -48,12 +48,12 @@ def _step_lines(moves, values, params):
     return lines + reads, f"add({', '.join(terms)})"
 
 
-def render(env, loss, lattice):
-    """The source of the package's ``<loss>.py`` for a recurrence loss and its derived ``lattice``."""
+def render(env, loss, lattice, param_checks):
+    """The source of the package's ``<loss>.py`` for a recurrence loss and its derived ``lattice``;
+    ``param_checks``: the lines that check its parameters and flags (every loss's)."""
     recurrence = loss.recurrence
     alignment = recurrence.alignment
     numeric = [p for p in loss.params if isinstance(p, Param)]
-    flags = [p for p in loss.params if isinstance(p, Flag)]
     forward_lines, forward_sum = _step_lines(lattice.forward, "previous", numeric)
     backward_lines, backward_sum = _step_lines(lattice.backward, "reached", numeric)
     return env.get_template("mlx/recurrence.py.j2").render(
@@ -64,8 +64,8 @@ def render(env, loss, lattice):
         signature=", ".join(f"{n}={d}" if d is not None else n for n, d in describe.signature(loss)),
         inputs=[i.name for i in loss.inputs],
         params=[p.name for p in numeric],
-        param_checks=[line for p in numeric for line in _param_checks(p)]
-        + [f'rt.check_flag("{f.name}", {f.name})' for f in flags],
+        # a float parameter is a number: the recursions do not differentiate it
+        param_checks=param_checks + [f'_lattice.check_number("{p.name}", {p.name})' for p in numeric if not p.integer],
         separator=alignment.separator.name if alignment.separator is not None else "None",
         zero_infinity=recurrence.zero_infinity.name if recurrence.zero_infinity is not None else "False",
         mean_per_label=recurrence.mean_per_label,
@@ -73,15 +73,6 @@ def render(env, loss, lattice):
         backward_lines=backward_lines, backward_sum=backward_sum,
         step=_pretty(recurrence.step), start=repr(lattice.start), end=repr(lattice.end),
     )
-
-
-def _param_checks(param):
-    """A parameter checked in its range; a float one as a number (the recurrence does not differentiate it)."""
-    r = param.range
-    bound = lambda v: {float("inf"): "math.inf", float("-inf"): "-math.inf"}.get(v, repr(v))
-    lines = [f'{param.name} = rt.check_param("{param.name}", {param.name}, {bound(r.low)}, {bound(r.high)}, '
-             f"{r.low_open}, {r.high_open}, {param.integer})"]
-    return lines + ([] if param.integer else [f'_lattice.check_number("{param.name}", {param.name})'])
 
 
 def _pretty(expr):

@@ -328,7 +328,7 @@ def render(env, loss, variants):
     A recurrence loss's module is ``lattice``'s (``variants`` is then its derived lattice).
     """
     if loss.kind == "recurrence":
-        return lattice.render(env, loss, variants)
+        return lattice.render(env, loss, variants, _param_checks(loss))
     ignore = next((t for t in loss.class_targets if t.ignore_index is not None), None)
     signature = ", ".join(n if d is None else f"{n}={d}" for n, d in describe.signature(loss))
     return env.get_template("mlx/loss.py.j2").render(
