@@ -588,6 +588,10 @@ def _computed_as(fast, exact, primals, cotangents, output):
     def gradients_jvp(arrays, tangents):
         return rt.jvp_of(lambda *a: exact(*parts(a)), list(arrays), list(tangents))
 
+    @gradients.vmap
+    def gradients_vmap(arrays, axes):  # (MLX's own maps ``fast``, whose derivatives are not these)
+        return rt.vmap_of(lambda *a: exact(*parts(a)), list(arrays), list(axes))
+
     return gradients(*primals, *cotangents, *output)
 
 

@@ -556,6 +556,87 @@ def vmap_of(function, arguments, axes):
     return outputs, [0] * len(outputs)
 
 
+def _tree_map(f, value, axis):
+    """``f(array_or_value, its axis)`` over ``value``, lists of arrays (with lists of axes) included."""
+    if isinstance(value, (list, tuple)):
+        each = axis if isinstance(axis, (list, tuple)) else [axis] * len(value)
+        return type(value)(_tree_map(f, v, a) for v, a in zip(value, each))
+    return f(value, axis)
+
+
+def _is_mapped(value, axis):
+    return isinstance(value, mx.array) and axis is not None and value.ndim > 0
+
+
+def batched_call(function, primals, axes, data, params=(), axis_at=None, reduction_at=None, reduce=None):
+    """MLX's vmap of a loss's custom function ``function``: ``(outputs, their axes: 0)``.
+
+    MLX's own vmap of a custom function maps its forward, whose arrays are held: what
+    it gives has no derivative, and a gradient of it would be silently 0. Called on
+    the whole batch instead, the result is the function's own, with its vjp and jvp.
+    ``data``: how many arguments, the first, are shaped like the loss's elements (arrays
+    or lists of them), each then given the batch as its first axis (broadcast where unmapped);
+    ``axis_at``: the position of the axis the loss reduces along, then one further;
+    ``reduction_at``: that of the reduction, then applied to each item by
+    ``reduce(loss, *arguments)`` under ``mx.vmap``. Where anything else is mapped (a
+    parameter given as an array) or the axis is not a plain index (blocks of the
+    classes, classes split across ranks), the items are called one by one, and stacked.
+    Mapped axes of one item among larger ones are every item's, as in ``vmap_of``.
+
+    ``params``: the positions of the parameters, each one value (``check_param``), or one
+    value an item where mapped. Their axes are read from that, not from ``axes``: MLX
+    0.32's binding reads an array's axis at its place among all the arguments (numbers,
+    strings and None counted), not among the arrays, so any array after the loss's axis
+    or options is given another's axis.
+    """
+    primals = list(primals)
+    axes = [(0 if isinstance(p, mx.array) and p.ndim == 1 else None) if i in params else a
+            for i, (p, a) in enumerate(zip(primals, axes))]
+    sizes = set()
+    _tree_map(lambda v, a: _is_mapped(v, a) and sizes.add(v.shape[a]), primals, axes)
+    size = max(sizes)
+    one_of_many = lambda v, a: _is_mapped(v, a) and v.shape[a] != size  # (of size 1)
+    primals, axes = (_tree_map(lambda v, a: mx.squeeze(v, a) if one_of_many(v, a) else v, primals, axes),
+                     _tree_map(lambda v, a: None if one_of_many(v, a) else a, primals, axes))
+    mapped = []
+    _tree_map(lambda v, a: mapped.append(_is_mapped(v, a)), primals[data:], axes[data:])
+    if any(mapped) or (axis_at is not None and type(primals[axis_at]) is not int):
+        return _item_by_item(function, primals, axes, size)
+
+    def batched(v, a):
+        if not isinstance(v, mx.array):
+            return v
+        return mx.moveaxis(v, a, 0) if _is_mapped(v, a) else mx.broadcast_to(v[None], (size, *v.shape))
+
+    arguments = [_tree_map(batched, v, a) for v, a in zip(primals[:data], axes[:data])] + primals[data:]
+    if axis_at is not None:
+        arguments[axis_at] += 1
+    if reduction_at is None or primals[reduction_at] == "none":
+        outputs = list(function(*arguments))
+        return outputs, [0] * len(outputs)
+    arguments[reduction_at] = "none"
+    loss, *rest = function(*arguments)
+    # each item's reduction, of the losses as the unbatched call reduces them (in float32 for half)
+    arguments[reduction_at] = primals[reduction_at]
+    if axis_at is not None:
+        arguments[axis_at] = primals[axis_at]
+    wide = mx.float32 if loss.dtype in _HALF else loss.dtype
+    per_item = lambda loss, *arguments: [reduce(loss.astype(wide), *arguments).astype(loss.dtype)]
+    (reduced,), _ = vmap_of(per_item, [loss, *arguments],
+                            [0, *(0 if i < data and isinstance(v, mx.array) else None for i, v in enumerate(arguments))])
+    return [reduced, *rest], [0] * (1 + len(rest))
+
+
+def _item_by_item(function, primals, axes, size):
+    """``function`` called on each item in turn, its outputs stacked (mapped along 0)."""
+    def item(k):
+        return [_tree_map(lambda v, a: mx.take(v, k, axis=a) if _is_mapped(v, a) else v, p, x)
+                for p, x in zip(primals, axes)]
+    each = [list(function(*item(k))) for k in range(size)]
+    outputs = [mx.stack(list(values)) for values in zip(*each)]
+    return outputs, [0] * len(outputs)
+
+
 def positions(row_length, axis, ndim):
     """0, 1, ..., row_length - 1 laid along ``axis`` of an ``ndim``-d array."""
     shape = [1] * ndim

@@ -261,6 +261,11 @@ def _binary_cross_entropy_residuals_jvp(primals, tangents):
     return rt.jvp_of(_binary_cross_entropy_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_binary_cross_entropy_residuals.vmap
+def _binary_cross_entropy_residuals_vmap(primals, axes):
+    return rt.batched_call(_binary_cross_entropy_residuals, primals, axes, 4, [5])
+
+
 @mx.custom_function
 def _binary_cross_entropy(inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
     inputs, targets, weights, with_logits, label_smoothing, reduction, variant = rt.held(inputs, targets, weights, with_logits, label_smoothing, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -313,6 +318,15 @@ def _binary_cross_entropy_jvp(primals, tangents):
         if tangents[2] is not None:
             derivative = derivative + loss * tangents[2]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_binary_cross_entropy.vmap
+def _binary_cross_entropy_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_binary_cross_entropy, primals, axes, 3, [4],
+                           reduction_at=5, reduce=_reduced)
 
 
 def binary_cross_entropy(inputs, targets, weights=None, with_logits=True, reduction='mean', *, label_smoothing=0.0, group=None):

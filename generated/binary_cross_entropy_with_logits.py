@@ -178,6 +178,11 @@ def _binary_cross_entropy_with_logits_residuals_jvp(primals, tangents):
     return rt.jvp_of(_binary_cross_entropy_with_logits_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_binary_cross_entropy_with_logits_residuals.vmap
+def _binary_cross_entropy_with_logits_residuals_vmap(primals, axes):
+    return rt.batched_call(_binary_cross_entropy_with_logits_residuals, primals, axes, 5, [])
+
+
 @mx.custom_function
 def _binary_cross_entropy_with_logits(inputs, targets, pos_weight, weights, reduction, variant):
     inputs, targets, pos_weight, weights, reduction, variant = rt.held(inputs, targets, pos_weight, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -227,6 +232,15 @@ def _binary_cross_entropy_with_logits_jvp(primals, tangents):
         if tangents[3] is not None:
             derivative = derivative + loss * tangents[3]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_binary_cross_entropy_with_logits.vmap
+def _binary_cross_entropy_with_logits_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, pos_weight, weights, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_binary_cross_entropy_with_logits, primals, axes, 4, [],
+                           reduction_at=4, reduce=_reduced)
 
 
 def binary_cross_entropy_with_logits(inputs, targets, weight=None, reduction='mean', *, pos_weight=None, group=None):

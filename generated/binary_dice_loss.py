@@ -170,6 +170,11 @@ def _binary_dice_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_binary_dice_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_binary_dice_loss_residuals.vmap
+def _binary_dice_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_binary_dice_loss_residuals, primals, axes, 4, [5], axis_at=4)
+
+
 @mx.custom_function
 def _binary_dice_loss(inputs, targets, weights, axis, smooth, reduction, variant):
     inputs, targets, weights, axis, smooth, reduction, variant = rt.held(inputs, targets, weights, axis, smooth, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -215,6 +220,15 @@ def _binary_dice_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     derivative = derivative + rt.param_derivative(_binary_dice_loss_in_params(inputs, targets, weights, axis, smooth, reduction, variant), [smooth], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_binary_dice_loss.vmap
+def _binary_dice_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, axis, smooth, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_binary_dice_loss, primals, axes, 3, [4], axis_at=3,
+                           reduction_at=5, reduce=_reduced)
 
 
 def binary_dice_loss(inputs, targets, axis=-1, smooth=1.0, reduction='mean', *, group=None, class_group=None):

@@ -147,6 +147,11 @@ def _charbonnier_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_charbonnier_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_charbonnier_loss_residuals.vmap
+def _charbonnier_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_charbonnier_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _charbonnier_loss(inputs, targets, weights, eps, reduction, variant):
     inputs, targets, weights, eps, reduction, variant = rt.held(inputs, targets, weights, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -192,6 +197,15 @@ def _charbonnier_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_charbonnier_loss_in_params(inputs, targets, weights, eps, reduction, variant), [eps], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_charbonnier_loss.vmap
+def _charbonnier_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, eps, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_charbonnier_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def charbonnier_loss(inputs, targets, eps=0.001, reduction='mean', *, group=None):

@@ -137,6 +137,11 @@ def _clip_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_clip_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_clip_loss_residuals.vmap
+def _clip_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_clip_loss_residuals, primals, axes, 4, [])
+
+
 @mx.custom_function
 def _clip_loss(image_to_text_logps, text_to_image_logps, weights, reduction, variant):
     image_to_text_logps, text_to_image_logps, weights, reduction, variant = rt.held(image_to_text_logps, text_to_image_logps, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -179,6 +184,15 @@ def _clip_loss_jvp(primals, tangents):
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_clip_loss.vmap
+def _clip_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, image_to_text_logps, text_to_image_logps, weights, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_clip_loss, primals, axes, 3, [],
+                           reduction_at=3, reduce=_reduced)
 
 
 def clip_loss(image_to_text_logps, text_to_image_logps, reduction='mean', *, group=None):

@@ -191,6 +191,11 @@ def _cosine_embedding_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_cosine_embedding_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_cosine_embedding_loss_residuals.vmap
+def _cosine_embedding_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_cosine_embedding_loss_residuals, primals, axes, 5, [6], axis_at=5)
+
+
 @mx.custom_function
 def _cosine_embedding_loss(x1, x2, targets, weights, axis, margin, reduction, variant):
     x1, x2, targets, weights, axis, margin, reduction, variant = rt.held(x1, x2, targets, weights, axis, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -237,6 +242,15 @@ def _cosine_embedding_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     derivative = derivative + rt.param_derivative(_cosine_embedding_loss_in_params(x1, x2, targets, weights, axis, margin, reduction, variant), [margin], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_cosine_embedding_loss.vmap
+def _cosine_embedding_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, x1, x2, targets, weights, axis, margin, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_cosine_embedding_loss, primals, axes, 4, [5], axis_at=4,
+                           reduction_at=6, reduce=_reduced)
 
 
 def cosine_embedding_loss(x1, x2, targets, axis=-1, margin=0.0, reduction='mean', *, group=None, class_group=None):

@@ -180,6 +180,11 @@ def _cosine_similarity_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_cosine_similarity_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_cosine_similarity_loss_residuals.vmap
+def _cosine_similarity_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_cosine_similarity_loss_residuals, primals, axes, 4, [5], axis_at=4)
+
+
 @mx.custom_function
 def _cosine_similarity_loss(x1, x2, weights, axis, eps, reduction, variant):
     x1, x2, weights, axis, eps, reduction, variant = rt.held(x1, x2, weights, axis, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -225,6 +230,15 @@ def _cosine_similarity_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     derivative = derivative + rt.param_derivative(_cosine_similarity_loss_in_params(x1, x2, weights, axis, eps, reduction, variant), [eps], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_cosine_similarity_loss.vmap
+def _cosine_similarity_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, x1, x2, weights, axis, eps, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_cosine_similarity_loss, primals, axes, 3, [4], axis_at=3,
+                           reduction_at=5, reduce=_reduced)
 
 
 def cosine_similarity_loss(x1, x2, axis=1, eps=1e-08, reduction='none', *, group=None, class_group=None):

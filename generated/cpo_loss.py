@@ -150,6 +150,11 @@ def _cpo_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_cpo_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_cpo_loss_residuals.vmap
+def _cpo_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_cpo_loss_residuals, primals, axes, 4, [4, 5])
+
+
 @mx.custom_function
 def _cpo_loss(chosen_logps, rejected_logps, weights, beta, label_smoothing, reduction, variant):
     chosen_logps, rejected_logps, weights, beta, label_smoothing, reduction, variant = rt.held(chosen_logps, rejected_logps, weights, beta, label_smoothing, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -196,6 +201,15 @@ def _cpo_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_cpo_loss_in_params(chosen_logps, rejected_logps, weights, beta, label_smoothing, reduction, variant), [beta, label_smoothing], [tangents[3], tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_cpo_loss.vmap
+def _cpo_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, chosen_logps, rejected_logps, weights, beta, label_smoothing, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_cpo_loss, primals, axes, 3, [3, 4],
+                           reduction_at=5, reduce=_reduced)
 
 
 def cpo_loss(chosen_logps, rejected_logps, beta=0.1, label_smoothing=0.0, reduction='mean', *, group=None):

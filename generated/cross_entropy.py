@@ -274,6 +274,11 @@ def _cross_entropy_residuals_jvp(primals, tangents):
     return rt.jvp_of(_cross_entropy_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_cross_entropy_residuals.vmap
+def _cross_entropy_residuals_vmap(primals, axes):
+    return rt.batched_call(_cross_entropy_residuals, primals, axes, 4, [5, 7], axis_at=4)
+
+
 @mx.custom_function
 def _cross_entropy(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
     logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant = rt.held(logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -329,6 +334,15 @@ def _cross_entropy_jvp(primals, tangents):
         if tangents[2] is not None:
             derivative = derivative + loss * tangents[2]
     return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_cross_entropy.vmap
+def _cross_entropy_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
+        return rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index)))
+    return rt.batched_call(_cross_entropy, primals, axes, 3, [4, 6], axis_at=3,
+                           reduction_at=7, reduce=_reduced)
 
 
 def cross_entropy(logits, targets, weights=None, axis=-1, label_smoothing=0.0, reduction='none', *, ignore_index=None, lse_square_scale=0.0, group=None, class_group=None):

@@ -160,6 +160,11 @@ def _dpo_hinge_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_dpo_hinge_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_dpo_hinge_loss_residuals.vmap
+def _dpo_hinge_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_dpo_hinge_loss_residuals, primals, axes, 6, [6])
+
+
 @mx.custom_function
 def _dpo_hinge_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, reduction, variant):
     chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, reduction, variant = rt.held(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -211,6 +216,15 @@ def _dpo_hinge_loss_jvp(primals, tangents):
         derivative = derivative + grads[3] * tangents[3]
     derivative = derivative + rt.param_derivative(_dpo_hinge_loss_in_params(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, reduction, variant), [beta], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_dpo_hinge_loss.vmap
+def _dpo_hinge_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_dpo_hinge_loss, primals, axes, 5, [5],
+                           reduction_at=6, reduce=_reduced)
 
 
 def dpo_hinge_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1, reduction='mean', *, group=None):

@@ -160,6 +160,11 @@ def _dpo_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_dpo_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_dpo_loss_residuals.vmap
+def _dpo_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_dpo_loss_residuals, primals, axes, 6, [6, 7])
+
+
 @mx.custom_function
 def _dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, label_smoothing, reduction, variant):
     chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, label_smoothing, reduction, variant = rt.held(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, label_smoothing, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -212,6 +217,15 @@ def _dpo_loss_jvp(primals, tangents):
         derivative = derivative + grads[3] * tangents[3]
     derivative = derivative + rt.param_derivative(_dpo_loss_in_params(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, label_smoothing, reduction, variant), [beta, label_smoothing], [tangents[5], tangents[6]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_dpo_loss.vmap
+def _dpo_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, label_smoothing, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_dpo_loss, primals, axes, 5, [5, 6],
+                           reduction_at=7, reduce=_reduced)
 
 
 def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1, label_smoothing=0.0, reduction='mean', *, group=None):

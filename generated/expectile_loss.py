@@ -153,6 +153,11 @@ def _expectile_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_expectile_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_expectile_loss_residuals.vmap
+def _expectile_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_expectile_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _expectile_loss(inputs, targets, weights, tau, reduction, variant):
     inputs, targets, weights, tau, reduction, variant = rt.held(inputs, targets, weights, tau, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -198,6 +203,15 @@ def _expectile_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_expectile_loss_in_params(inputs, targets, weights, tau, reduction, variant), [tau], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_expectile_loss.vmap
+def _expectile_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, tau, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_expectile_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def expectile_loss(inputs, targets, tau=0.5, reduction='mean', *, group=None):

@@ -249,6 +249,11 @@ def _gaussian_nll_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_gaussian_nll_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_gaussian_nll_loss_residuals.vmap
+def _gaussian_nll_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_gaussian_nll_loss_residuals, primals, axes, 5, [6])
+
+
 @mx.custom_function
 def _gaussian_nll_loss(inputs, targets, vars, weights, full, eps, reduction, variant):
     inputs, targets, vars, weights, full, eps, reduction, variant = rt.held(inputs, targets, vars, weights, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -298,6 +303,15 @@ def _gaussian_nll_loss_jvp(primals, tangents):
         derivative = derivative + grads[2] * tangents[2]
     derivative = derivative + rt.param_derivative(_gaussian_nll_loss_in_params(inputs, targets, vars, weights, full, eps, reduction, variant), [eps], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_gaussian_nll_loss.vmap
+def _gaussian_nll_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, vars, weights, full, eps, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_gaussian_nll_loss, primals, axes, 4, [5],
+                           reduction_at=6, reduce=_reduced)
 
 
 def gaussian_nll_loss(inputs, targets, vars, full=False, eps=1e-06, reduction='mean', *, group=None):

@@ -173,6 +173,11 @@ def _generalized_kl_divergence_residuals_jvp(primals, tangents):
     return rt.jvp_of(_generalized_kl_divergence_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_generalized_kl_divergence_residuals.vmap
+def _generalized_kl_divergence_residuals_vmap(primals, axes):
+    return rt.batched_call(_generalized_kl_divergence_residuals, primals, axes, 4, [], axis_at=4)
+
+
 @mx.custom_function
 def _generalized_kl_divergence(log_predictions, targets, weights, axis, reduction, variant):
     log_predictions, targets, weights, axis, reduction, variant = rt.held(log_predictions, targets, weights, axis, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -215,6 +220,15 @@ def _generalized_kl_divergence_jvp(primals, tangents):
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_generalized_kl_divergence.vmap
+def _generalized_kl_divergence_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, log_predictions, targets, weights, axis, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_generalized_kl_divergence, primals, axes, 3, [], axis_at=3,
+                           reduction_at=4, reduce=_reduced)
 
 
 def generalized_kl_divergence(log_predictions, targets, axis=-1, reduction='none', *, group=None, class_group=None):

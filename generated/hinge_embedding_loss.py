@@ -118,6 +118,11 @@ def _hinge_embedding_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_hinge_embedding_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_hinge_embedding_loss_residuals.vmap
+def _hinge_embedding_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_hinge_embedding_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _hinge_embedding_loss(inputs, targets, weights, margin, reduction, variant):
     inputs, targets, weights, margin, reduction, variant = rt.held(inputs, targets, weights, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -161,6 +166,15 @@ def _hinge_embedding_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     derivative = derivative + rt.param_derivative(_hinge_embedding_loss_in_params(inputs, targets, weights, margin, reduction, variant), [margin], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_hinge_embedding_loss.vmap
+def _hinge_embedding_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, margin, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_hinge_embedding_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def hinge_embedding_loss(inputs, targets, margin=1.0, reduction='mean', *, group=None):

@@ -150,6 +150,11 @@ def _huber_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_huber_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_huber_loss_residuals.vmap
+def _huber_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_huber_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _huber_loss(inputs, targets, weights, delta, reduction, variant):
     inputs, targets, weights, delta, reduction, variant = rt.held(inputs, targets, weights, delta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -195,6 +200,15 @@ def _huber_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_huber_loss_in_params(inputs, targets, weights, delta, reduction, variant), [delta], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_huber_loss.vmap
+def _huber_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, delta, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_huber_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def huber_loss(inputs, targets, delta=1.0, reduction='none', *, group=None):

@@ -107,6 +107,11 @@ def _info_nce_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_info_nce_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_info_nce_loss_residuals.vmap
+def _info_nce_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_info_nce_loss_residuals, primals, axes, 3, [])
+
+
 @mx.custom_function
 def _info_nce_loss(query_logps, weights, reduction, variant):
     query_logps, weights, reduction, variant = rt.held(query_logps, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -146,6 +151,15 @@ def _info_nce_loss_jvp(primals, tangents):
     if tangents[0] is not None:
         derivative = derivative + grads[0] * tangents[0]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_info_nce_loss.vmap
+def _info_nce_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, query_logps, weights, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_info_nce_loss, primals, axes, 2, [],
+                           reduction_at=2, reduce=_reduced)
 
 
 def info_nce_loss(query_logps, reduction='mean', *, group=None):

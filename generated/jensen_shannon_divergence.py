@@ -226,6 +226,11 @@ def _jensen_shannon_divergence_residuals_jvp(primals, tangents):
     return rt.jvp_of(_jensen_shannon_divergence_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_jensen_shannon_divergence_residuals.vmap
+def _jensen_shannon_divergence_residuals_vmap(primals, axes):
+    return rt.batched_call(_jensen_shannon_divergence_residuals, primals, axes, 4, [5], axis_at=4)
+
+
 @mx.custom_function
 def _jensen_shannon_divergence(inputs, targets, weights, axis, beta, reduction, variant):
     inputs, targets, weights, axis, beta, reduction, variant = rt.held(inputs, targets, weights, axis, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -271,6 +276,15 @@ def _jensen_shannon_divergence_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     derivative = derivative + rt.param_derivative(_jensen_shannon_divergence_in_params(inputs, targets, weights, axis, beta, reduction, variant), [beta], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_jensen_shannon_divergence.vmap
+def _jensen_shannon_divergence_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, axis, beta, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_jensen_shannon_divergence, primals, axes, 3, [4], axis_at=3,
+                           reduction_at=5, reduce=_reduced)
 
 
 def jensen_shannon_divergence(inputs, targets, axis=-1, beta=0.5, reduction='mean', *, group=None, class_group=None):

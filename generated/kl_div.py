@@ -237,6 +237,11 @@ def _kl_div_residuals_jvp(primals, tangents):
     return rt.jvp_of(_kl_div_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_kl_div_residuals.vmap
+def _kl_div_residuals_vmap(primals, axes):
+    return rt.batched_call(_kl_div_residuals, primals, axes, 4, [])
+
+
 @mx.custom_function
 def _kl_div(inputs, targets, weights, log_target, reduction, variant):
     inputs, targets, weights, log_target, reduction, variant = rt.held(inputs, targets, weights, log_target, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -280,6 +285,15 @@ def _kl_div_jvp(primals, tangents):
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_kl_div.vmap
+def _kl_div_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, log_target, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_kl_div, primals, axes, 3, [],
+                           reduction_at=4, reduce=_reduced)
 
 
 def kl_div(inputs, targets, log_target=False, reduction='mean', *, group=None):

@@ -176,6 +176,11 @@ def _kl_div_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_kl_div_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_kl_div_loss_residuals.vmap
+def _kl_div_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_kl_div_loss_residuals, primals, axes, 4, [], axis_at=4)
+
+
 @mx.custom_function
 def _kl_div_loss(inputs, targets, weights, axis, reduction, variant):
     inputs, targets, weights, axis, reduction, variant = rt.held(inputs, targets, weights, axis, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -218,6 +223,15 @@ def _kl_div_loss_jvp(primals, tangents):
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_kl_div_loss.vmap
+def _kl_div_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, axis, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_kl_div_loss, primals, axes, 3, [], axis_at=3,
+                           reduction_at=4, reduce=_reduced)
 
 
 def kl_div_loss(inputs, targets, axis=-1, reduction='none', *, group=None, class_group=None):

@@ -183,6 +183,11 @@ def _kto_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_kto_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_kto_loss_residuals.vmap
+def _kto_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_kto_loss_residuals, primals, axes, 6, [6, 7, 8])
+
+
 @mx.custom_function
 def _kto_loss(policy_logps, ref_logps, preference_labels, kl, weights, beta, desirable_weight, undesirable_weight, reduction, variant):
     policy_logps, ref_logps, preference_labels, kl, weights, beta, desirable_weight, undesirable_weight, reduction, variant = rt.held(policy_logps, ref_logps, preference_labels, kl, weights, beta, desirable_weight, undesirable_weight, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -232,6 +237,15 @@ def _kto_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_kto_loss_in_params(policy_logps, ref_logps, preference_labels, kl, weights, beta, desirable_weight, undesirable_weight, reduction, variant), [beta, desirable_weight, undesirable_weight], [tangents[5], tangents[6], tangents[7]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_kto_loss.vmap
+def _kto_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, policy_logps, ref_logps, preference_labels, kl, weights, beta, desirable_weight, undesirable_weight, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_kto_loss, primals, axes, 5, [5, 6, 7],
+                           reduction_at=8, reduce=_reduced)
 
 
 def kto_loss(policy_logps, ref_logps, preference_labels, kl, beta=0.1, desirable_weight=1.0, undesirable_weight=1.0, reduction='mean', *, group=None):

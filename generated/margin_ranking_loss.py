@@ -168,6 +168,11 @@ def _margin_ranking_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_margin_ranking_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_margin_ranking_loss_residuals.vmap
+def _margin_ranking_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_margin_ranking_loss_residuals, primals, axes, 5, [5])
+
+
 @mx.custom_function
 def _margin_ranking_loss(inputs1, inputs2, targets, weights, margin, reduction, variant):
     inputs1, inputs2, targets, weights, margin, reduction, variant = rt.held(inputs1, inputs2, targets, weights, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -216,6 +221,15 @@ def _margin_ranking_loss_jvp(primals, tangents):
         derivative = derivative + grads[2] * tangents[2]
     derivative = derivative + rt.param_derivative(_margin_ranking_loss_in_params(inputs1, inputs2, targets, weights, margin, reduction, variant), [margin], [tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_margin_ranking_loss.vmap
+def _margin_ranking_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs1, inputs2, targets, weights, margin, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_margin_ranking_loss, primals, axes, 4, [4],
+                           reduction_at=5, reduce=_reduced)
 
 
 def margin_ranking_loss(inputs1, inputs2, targets, margin=0.0, reduction='none', *, group=None):

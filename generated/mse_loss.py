@@ -135,6 +135,11 @@ def _mse_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_mse_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_mse_loss_residuals.vmap
+def _mse_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_mse_loss_residuals, primals, axes, 4, [])
+
+
 @mx.custom_function
 def _mse_loss(predictions, targets, weights, reduction, variant):
     predictions, targets, weights, reduction, variant = rt.held(predictions, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -177,6 +182,15 @@ def _mse_loss_jvp(primals, tangents):
     if tangents[1] is not None:
         derivative = derivative + grads[1] * tangents[1]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_mse_loss.vmap
+def _mse_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, predictions, targets, weights, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_mse_loss, primals, axes, 3, [],
+                           reduction_at=3, reduce=_reduced)
 
 
 def mse_loss(predictions, targets, reduction='mean', *, group=None):

@@ -213,6 +213,11 @@ def _multi_margin_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_multi_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_multi_margin_loss_residuals.vmap
+def _multi_margin_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_multi_margin_loss_residuals, primals, axes, 5, [7], axis_at=5)
+
+
 @mx.custom_function
 def _multi_margin_loss(inputs, targets, weight, weights, axis, p, margin, reduction, variant):
     inputs, targets, weight, weights, axis, p, margin, reduction, variant = rt.held(inputs, targets, weight, weights, axis, p, margin, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -258,6 +263,15 @@ def _multi_margin_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     derivative = derivative + rt.param_derivative(_multi_margin_loss_in_params(inputs, targets, weight, weights, axis, p, margin, reduction, variant), [margin], [tangents[6]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_multi_margin_loss.vmap
+def _multi_margin_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weight, weights, axis, p, margin, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_multi_margin_loss, primals, axes, 4, [6], axis_at=4,
+                           reduction_at=7, reduce=_reduced)
 
 
 def multi_margin_loss(inputs, targets, weight=None, axis=-1, p=1, margin=1.0, reduction='mean', *, group=None, class_group=None):

@@ -117,6 +117,11 @@ def _multiclass_perceptron_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_multiclass_perceptron_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_multiclass_perceptron_loss_residuals.vmap
+def _multiclass_perceptron_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_multiclass_perceptron_loss_residuals, primals, axes, 4, [], axis_at=4)
+
+
 @mx.custom_function
 def _multiclass_perceptron_loss(scores, labels, weights, axis, reduction, variant):
     scores, labels, weights, axis, reduction, variant = rt.held(scores, labels, weights, axis, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -157,6 +162,15 @@ def _multiclass_perceptron_loss_jvp(primals, tangents):
     if tangents[0] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_multiclass_perceptron_loss.vmap
+def _multiclass_perceptron_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, scores, labels, weights, axis, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_multiclass_perceptron_loss, primals, axes, 3, [], axis_at=3,
+                           reduction_at=4, reduce=_reduced)
 
 
 def multiclass_perceptron_loss(scores, labels, axis=-1, reduction='none', *, group=None, class_group=None):

@@ -182,6 +182,11 @@ def _multilabel_soft_margin_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_multilabel_soft_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_multilabel_soft_margin_loss_residuals.vmap
+def _multilabel_soft_margin_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_multilabel_soft_margin_loss_residuals, primals, axes, 5, [], axis_at=5)
+
+
 @mx.custom_function
 def _multilabel_soft_margin_loss(inputs, targets, weight, weights, axis, reduction, variant):
     inputs, targets, weight, weights, axis, reduction, variant = rt.held(inputs, targets, weight, weights, axis, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -225,6 +230,15 @@ def _multilabel_soft_margin_loss_jvp(primals, tangents):
     if tangents[1] is not None:
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_multilabel_soft_margin_loss.vmap
+def _multilabel_soft_margin_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weight, weights, axis, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_multilabel_soft_margin_loss, primals, axes, 4, [], axis_at=4,
+                           reduction_at=5, reduce=_reduced)
 
 
 def multilabel_soft_margin_loss(inputs, targets, weight=None, axis=-1, reduction='mean', *, group=None, class_group=None):

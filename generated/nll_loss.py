@@ -112,6 +112,11 @@ def _nll_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_nll_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_nll_loss_residuals.vmap
+def _nll_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_nll_loss_residuals, primals, axes, 4, [], axis_at=4)
+
+
 @mx.custom_function
 def _nll_loss(inputs, targets, weights, axis, ignore_index, reduction, variant):
     inputs, targets, weights, axis, ignore_index, reduction, variant = rt.held(inputs, targets, weights, axis, ignore_index, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -155,6 +160,15 @@ def _nll_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     derivative = rt.mask_rows(derivative, rt.kept_rows(targets, ignore_index))
     return (rt.reduce(derivative, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index))).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_nll_loss.vmap
+def _nll_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, axis, ignore_index, reduction, variant):
+        return rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index)))
+    return rt.batched_call(_nll_loss, primals, axes, 3, [], axis_at=3,
+                           reduction_at=5, reduce=_reduced)
 
 
 def nll_loss(inputs, targets, axis=-1, reduction='none', *, ignore_index=None, group=None, class_group=None):

@@ -204,6 +204,11 @@ def _orpo_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_orpo_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_orpo_loss_residuals.vmap
+def _orpo_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_orpo_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _orpo_loss(chosen_logps, rejected_logps, weights, beta, reduction, variant):
     chosen_logps, rejected_logps, weights, beta, reduction, variant = rt.held(chosen_logps, rejected_logps, weights, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -249,6 +254,15 @@ def _orpo_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_orpo_loss_in_params(chosen_logps, rejected_logps, weights, beta, reduction, variant), [beta], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_orpo_loss.vmap
+def _orpo_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, chosen_logps, rejected_logps, weights, beta, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_orpo_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def orpo_loss(chosen_logps, rejected_logps, beta=0.1, reduction='mean', *, group=None):

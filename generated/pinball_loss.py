@@ -152,6 +152,11 @@ def _pinball_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_pinball_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_pinball_loss_residuals.vmap
+def _pinball_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_pinball_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _pinball_loss(inputs, targets, weights, tau, reduction, variant):
     inputs, targets, weights, tau, reduction, variant = rt.held(inputs, targets, weights, tau, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -197,6 +202,15 @@ def _pinball_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_pinball_loss_in_params(inputs, targets, weights, tau, reduction, variant), [tau], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_pinball_loss.vmap
+def _pinball_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, tau, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_pinball_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def pinball_loss(inputs, targets, tau=0.5, reduction='mean', *, group=None):

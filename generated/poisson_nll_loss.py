@@ -388,6 +388,11 @@ def _poisson_nll_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_poisson_nll_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_poisson_nll_loss_residuals.vmap
+def _poisson_nll_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_poisson_nll_loss_residuals, primals, axes, 4, [6])
+
+
 @mx.custom_function
 def _poisson_nll_loss(inputs, targets, weights, log_input, full, eps, reduction, variant):
     inputs, targets, weights, log_input, full, eps, reduction, variant = rt.held(inputs, targets, weights, log_input, full, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -435,6 +440,15 @@ def _poisson_nll_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_poisson_nll_loss_in_params(inputs, targets, weights, log_input, full, eps, reduction, variant), [eps], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_poisson_nll_loss.vmap
+def _poisson_nll_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, log_input, full, eps, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_poisson_nll_loss, primals, axes, 3, [5],
+                           reduction_at=6, reduce=_reduced)
 
 
 def poisson_nll_loss(inputs, targets, log_input=True, full=False, eps=1e-08, reduction='mean', *, group=None):

@@ -364,6 +364,11 @@ def _poly1_cross_entropy_residuals_jvp(primals, tangents):
     return rt.jvp_of(_poly1_cross_entropy_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_poly1_cross_entropy_residuals.vmap
+def _poly1_cross_entropy_residuals_vmap(primals, axes):
+    return rt.batched_call(_poly1_cross_entropy_residuals, primals, axes, 4, [5], axis_at=4)
+
+
 @mx.custom_function
 def _poly1_cross_entropy(logits, targets, weights, axis, epsilon, reduction, variant):
     logits, targets, weights, axis, epsilon, reduction, variant = rt.held(logits, targets, weights, axis, epsilon, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -415,6 +420,15 @@ def _poly1_cross_entropy_jvp(primals, tangents):
         if tangents[2] is not None:
             derivative = derivative + loss * tangents[2]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_poly1_cross_entropy.vmap
+def _poly1_cross_entropy_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, logits, targets, weights, axis, epsilon, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_poly1_cross_entropy, primals, axes, 3, [4], axis_at=3,
+                           reduction_at=5, reduce=_reduced)
 
 
 def poly1_cross_entropy(logits, targets, weights=None, axis=-1, epsilon=2.0, reduction='mean', *, group=None, class_group=None):

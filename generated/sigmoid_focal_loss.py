@@ -149,6 +149,11 @@ def _sigmoid_focal_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_sigmoid_focal_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_sigmoid_focal_loss_residuals.vmap
+def _sigmoid_focal_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_sigmoid_focal_loss_residuals, primals, axes, 4, [4, 5])
+
+
 @mx.custom_function
 def _sigmoid_focal_loss(inputs, targets, weights, alpha, gamma, reduction, variant):
     inputs, targets, weights, alpha, gamma, reduction, variant = rt.held(inputs, targets, weights, alpha, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -193,6 +198,15 @@ def _sigmoid_focal_loss_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     derivative = derivative + rt.param_derivative(_sigmoid_focal_loss_in_params(inputs, targets, weights, alpha, gamma, reduction, variant), [alpha, gamma], [tangents[3], tangents[4]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_sigmoid_focal_loss.vmap
+def _sigmoid_focal_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, alpha, gamma, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_sigmoid_focal_loss, primals, axes, 3, [3, 4],
+                           reduction_at=5, reduce=_reduced)
 
 
 def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction='none', *, group=None):

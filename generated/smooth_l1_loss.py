@@ -149,6 +149,11 @@ def _smooth_l1_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_smooth_l1_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_smooth_l1_loss_residuals.vmap
+def _smooth_l1_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_smooth_l1_loss_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _smooth_l1_loss(predictions, targets, weights, beta, reduction, variant):
     predictions, targets, weights, beta, reduction, variant = rt.held(predictions, targets, weights, beta, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -194,6 +199,15 @@ def _smooth_l1_loss_jvp(primals, tangents):
         derivative = derivative + grads[1] * tangents[1]
     derivative = derivative + rt.param_derivative(_smooth_l1_loss_in_params(predictions, targets, weights, beta, reduction, variant), [beta], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_smooth_l1_loss.vmap
+def _smooth_l1_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, predictions, targets, weights, beta, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_smooth_l1_loss, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def smooth_l1_loss(predictions, targets, beta=1.0, reduction='mean', *, group=None):

@@ -107,6 +107,11 @@ def _soft_margin_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_soft_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_soft_margin_loss_residuals.vmap
+def _soft_margin_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_soft_margin_loss_residuals, primals, axes, 4, [])
+
+
 @mx.custom_function
 def _soft_margin_loss(inputs, targets, weights, reduction, variant):
     inputs, targets, weights, reduction, variant = rt.held(inputs, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -147,6 +152,15 @@ def _soft_margin_loss_jvp(primals, tangents):
     if tangents[0] is not None:
         derivative = derivative + grads[0] * tangents[0]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_soft_margin_loss.vmap
+def _soft_margin_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_soft_margin_loss, primals, axes, 3, [],
+                           reduction_at=3, reduce=_reduced)
 
 
 def soft_margin_loss(inputs, targets, reduction='mean', *, group=None):

@@ -166,6 +166,11 @@ def _softmax_focal_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_softmax_focal_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_softmax_focal_loss_residuals.vmap
+def _softmax_focal_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_softmax_focal_loss_residuals, primals, axes, 5, [6], axis_at=5)
+
+
 @mx.custom_function
 def _softmax_focal_loss(logits, targets, alpha, weights, axis, gamma, reduction, variant):
     logits, targets, alpha, weights, axis, gamma, reduction, variant = rt.held(logits, targets, alpha, weights, axis, gamma, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -210,6 +215,15 @@ def _softmax_focal_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[0] * tangents[0], axis), axis)
     derivative = derivative + rt.param_derivative(_softmax_focal_loss_in_params(logits, targets, alpha, weights, axis, gamma, reduction, variant), [gamma], [tangents[5]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_softmax_focal_loss.vmap
+def _softmax_focal_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, logits, targets, alpha, weights, axis, gamma, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_softmax_focal_loss, primals, axes, 4, [5], axis_at=4,
+                           reduction_at=6, reduce=_reduced)
 
 
 def softmax_focal_loss(logits, targets, alpha=None, axis=-1, gamma=2.0, reduction='mean', *, group=None, class_group=None):

@@ -109,6 +109,11 @@ def _squared_hinge_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_squared_hinge_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_squared_hinge_loss_residuals.vmap
+def _squared_hinge_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_squared_hinge_loss_residuals, primals, axes, 4, [])
+
+
 @mx.custom_function
 def _squared_hinge_loss(inputs, targets, weights, reduction, variant):
     inputs, targets, weights, reduction, variant = rt.held(inputs, targets, weights, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -149,6 +154,15 @@ def _squared_hinge_loss_jvp(primals, tangents):
     if tangents[0] is not None:
         derivative = derivative + grads[0] * tangents[0]
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_squared_hinge_loss.vmap
+def _squared_hinge_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_squared_hinge_loss, primals, axes, 3, [],
+                           reduction_at=3, reduce=_reduced)
 
 
 def squared_hinge_loss(inputs, targets, reduction='none', *, group=None):

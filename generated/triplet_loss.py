@@ -209,6 +209,11 @@ def _triplet_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_triplet_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_triplet_loss_residuals.vmap
+def _triplet_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_triplet_loss_residuals, primals, axes, 5, [7, 8], axis_at=5)
+
+
 @mx.custom_function
 def _triplet_loss(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
     anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant = rt.held(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -259,6 +264,15 @@ def _triplet_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[2] * tangents[2], axis), axis)
     derivative = derivative + rt.param_derivative(_triplet_loss_in_params(anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant), [margin, eps], [tangents[6], tangents[7]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_triplet_loss.vmap
+def _triplet_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, anchors, positives, negatives, weights, axis, p, margin, eps, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_triplet_loss, primals, axes, 4, [6, 7], axis_at=4,
+                           reduction_at=8, reduce=_reduced)
 
 
 def triplet_loss(anchors, positives, negatives, axis=-1, p=2, margin=1.0, eps=1e-06, reduction='none', *, group=None, class_group=None):

@@ -362,6 +362,11 @@ def _triplet_margin_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_triplet_margin_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_triplet_margin_loss_residuals.vmap
+def _triplet_margin_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_triplet_margin_loss_residuals, primals, axes, 5, [6, 7, 8], axis_at=5)
+
+
 @mx.custom_function
 def _triplet_margin_loss(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
     anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant = rt.held(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -413,6 +418,15 @@ def _triplet_margin_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[2] * tangents[2], axis), axis)
     derivative = derivative + rt.param_derivative(_triplet_margin_loss_in_params(anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant), [margin, p, eps], [tangents[5], tangents[6], tangents[7]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_triplet_margin_loss.vmap
+def _triplet_margin_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_triplet_margin_loss, primals, axes, 4, [5, 6, 7], axis_at=4,
+                           reduction_at=9, reduce=_reduced)
 
 
 def triplet_margin_loss(anchors, positives, negatives, axis=-1, margin=1.0, p=2.0, eps=1e-06, swap=False, reduction='mean', *, group=None, class_group=None):

@@ -179,6 +179,11 @@ def _tversky_loss_residuals_jvp(primals, tangents):
     return rt.jvp_of(_tversky_loss_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_tversky_loss_residuals.vmap
+def _tversky_loss_residuals_vmap(primals, axes):
+    return rt.batched_call(_tversky_loss_residuals, primals, axes, 4, [5, 6, 7], axis_at=4)
+
+
 @mx.custom_function
 def _tversky_loss(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
     inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant = rt.held(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -226,6 +231,15 @@ def _tversky_loss_jvp(primals, tangents):
         derivative = derivative + mx.squeeze(rt.row_sum(grads[1] * tangents[1], axis), axis)
     derivative = derivative + rt.param_derivative(_tversky_loss_in_params(inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant), [alpha, beta, smooth], [tangents[4], tangents[5], tangents[6]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_tversky_loss.vmap
+def _tversky_loss_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_tversky_loss, primals, axes, 3, [4, 5, 6], axis_at=3,
+                           reduction_at=7, reduce=_reduced)
 
 
 def tversky_loss(inputs, targets, axis=-1, alpha=0.5, beta=0.5, smooth=1.0, reduction='mean', *, group=None, class_group=None):

@@ -137,6 +137,11 @@ def _tweedie_deviance_residuals_jvp(primals, tangents):
     return rt.jvp_of(_tweedie_deviance_recomputed_residuals, primals[1:], tangents[1:])
 
 
+@_tweedie_deviance_residuals.vmap
+def _tweedie_deviance_residuals_vmap(primals, axes):
+    return rt.batched_call(_tweedie_deviance_residuals, primals, axes, 4, [4])
+
+
 @mx.custom_function
 def _tweedie_deviance(inputs, targets, weights, power, reduction, variant):
     inputs, targets, weights, power, reduction, variant = rt.held(inputs, targets, weights, power, reduction, variant)  # the derivatives are the vjp's and the jvp's below
@@ -180,6 +185,15 @@ def _tweedie_deviance_jvp(primals, tangents):
         derivative = derivative + grads[0] * tangents[0]
     derivative = derivative + rt.param_derivative(_tweedie_deviance_in_params(inputs, targets, weights, power, reduction, variant), [power], [tangents[3]])
     return (rt.reduce(derivative, reduction).astype(dtype), *rt.zeros_each(residuals))
+
+
+@_tweedie_deviance.vmap
+def _tweedie_deviance_vmap(primals, axes):
+    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    def _reduced(loss, inputs, targets, weights, power, reduction, variant):
+        return rt.reduce(loss, reduction)
+    return rt.batched_call(_tweedie_deviance, primals, axes, 3, [3],
+                           reduction_at=4, reduce=_reduced)
 
 
 def tweedie_deviance(inputs, targets, power=1.5, reduction='mean', *, group=None):

@@ -23,7 +23,8 @@ from generated import _gpu
 from tests.arguments import LOSSES, make_call
 from tests.metal_shim import harness
 from tests.test_second_order import (
-    BETWEEN_KINKS, CASES, _call, _close, _directions, _functions, _gradient, check_hessian_vector_products,
+    BETWEEN_KINKS, CASES, _call, _close, _directions, _functions, _gradient, _hvp_reverse_reverse,
+    check_hessian_vector_products,
 )
 
 
@@ -69,7 +70,23 @@ def _check_vmap(name, flags, form):
     _, _, others = _functions(second, mx.float32, targets=False)  # the same held arrays, other differentiable ones
     batch = [mx.stack([a, b]) for a, b in zip(arrays, others)]
     items = [arrays, others]
+    count = len(batch)
     _close(mx.vmap(generated)(*batch), mx.stack([symbolic(*item) for item in items]), "vmap of the loss")
-    per_example = mx.vmap(_gradient(generated, len(batch)))(*batch)
+    per_example = mx.vmap(_gradient(generated, count))(*batch)
     for index, grads in enumerate(zip(*[_gradient(symbolic, len(item))(*item) for item in items])):
         _close(per_example[index], mx.stack(grads), f"vmap of the gradient, argument {index}")
+
+    # the transformations of the vmapped loss: MLX's default vmap of a custom function has no derivative
+    weight = mx.array(rng.normal(size=2), dtype=mx.float32)  # a different cotangent for each item
+    directions = _directions(batch, 2)
+    grads = _gradient(lambda *b: mx.sum(mx.vmap(generated)(*b) * weight), count)(*batch)
+    for index, want in enumerate(zip(*[_gradient(symbolic, count)(*item) for item in items])):
+        _close(grads[index], mx.stack([w * weight[k] for k, w in enumerate(want)]), f"grad of vmap, argument {index}")
+    (got,), = [mx.jvp(mx.vmap(generated), batch, directions)[1]]
+    item_directions = [[d[k] for d in directions] for k in range(2)]
+    want = mx.stack([mx.jvp(symbolic, item, along)[1][0] for item, along in zip(items, item_directions)])
+    _close(got, want, "jvp of vmap")
+    along = lambda *b: sum(mx.sum(g * d) for g, d in zip(mx.vmap(_gradient(generated, count))(*b), directions))
+    want = [_hvp_reverse_reverse(symbolic, item, d) for item, d in zip(items, item_directions)]
+    for index, got in enumerate(_gradient(along, count)(*batch)):
+        _close(got, mx.stack([w[index] for w in want]), f"grad of vmap of grad, argument {index}")

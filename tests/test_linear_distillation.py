@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import generated
-from tests.helpers import close_to_scale, hessian_vector_products
+from tests.helpers import check_vmapped_derivatives, close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
 TOKENS, FEATURES, TEACHER_FEATURES, CLASSES, CHUNK = 11, 8, 5, 29, 4  # chunks of 4, 4 and 3 tokens
@@ -135,6 +135,7 @@ def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name):
     mapped = mx.vmap(lambda h: fused(h, *arrays[1:]))(batch)
     for index in range(2):
         close_to_scale(mapped[index], unfused(batch[index], *arrays[1:]), f"vmapped entry {index}")
+    check_vmapped_derivatives(fused, unfused, batch, arrays[1:])
 
 
 def test_a_frozen_teacher_costs_nothing_and_neither_logits_is_whole():

@@ -22,7 +22,7 @@ import pytest
 import generated
 from generated import _linear
 from tests.arguments import LOSSES
-from tests.helpers import build_package, close_to_scale, hessian_vector_products
+from tests.helpers import build_package, check_vmapped_derivatives, close_to_scale, hessian_vector_products
 from generator.tools.bench_memory import peak_memory
 
 TOKENS, FEATURES, CLASSES, CHUNK = 13, 8, 37, 4  # chunks of 4, 4, 4 and 1 tokens
@@ -163,6 +163,7 @@ def test_second_order_jvp_and_vmap_equal_the_unfused_loss(name, class_chunk_size
     mapped = mx.vmap(lambda h: fused(h, weight, bias))(batch)
     for index in range(2):
         close_to_scale(mapped[index], unfused(batch[index], weight, bias), f"vmapped entry {index}")
+    check_vmapped_derivatives(fused, unfused, batch, [weight, bias])
 
 
 @pytest.mark.parametrize("shape", [(0, FEATURES), (2, 3, FEATURES)], ids=["no tokens", "batch of sequences"])
