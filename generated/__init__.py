@@ -43,6 +43,7 @@ from .pinball_loss import pinball_loss
 from .poisson_nll_loss import poisson_nll_loss
 from .poly1_cross_entropy import poly1_cross_entropy, linear_poly1_cross_entropy
 from .pseudo_huber_loss import pseudo_huber_loss
+from .ranking_softmax_loss import ranking_softmax_loss
 from .robust_dpo_loss import robust_dpo_loss, linear_robust_dpo_loss
 from .sigmoid_focal_loss import sigmoid_focal_loss
 from .simpo_loss import simpo_loss, linear_simpo_loss
@@ -118,6 +119,7 @@ __all__ = [
     "poly1_cross_entropy",
     "linear_poly1_cross_entropy",
     "pseudo_huber_loss",
+    "ranking_softmax_loss",
     "robust_dpo_loss",
     "linear_robust_dpo_loss",
     "sigmoid_focal_loss",

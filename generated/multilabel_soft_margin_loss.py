@@ -25,7 +25,7 @@ def _forward_indices(inputs, targets, weight, axis, hold):
     row_length = rt.row_length(inputs, axis)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    mean0 = rt.row_mean(-(t0*targets + t1*(1 - targets))*weight, axis)
+    mean0 = rt.row_mean(mx.where((weight == 0), 0, -(t0*targets + t1*(1 - targets))*weight), axis)
     loss = -mean0
     held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
     return (mx.squeeze(loss, axis), *held)

@@ -31,7 +31,7 @@ def _backward(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = (-cotangent)*targets*rt.sigmoid(-inputs*targets)
+    grad_inputs = mx.where((targets == 0), 0, (-cotangent)*targets*rt.sigmoid(-inputs*targets))
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 

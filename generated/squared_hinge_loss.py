@@ -33,7 +33,7 @@ def _backward(inputs, targets, cotangent):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t1 = inputs*targets
-    grad_inputs = mx.where((t1 < 1), (-2*cotangent)*(1 - t1)*targets, 0)
+    grad_inputs = mx.where((t1 < 1), mx.where((targets == 0), 0, (-2*cotangent)*(1 - t1)*targets), 0)
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 

@@ -264,6 +264,9 @@ EXTRA_PASSES = {
     # the shift, then the maximum (the perceptron's is the shift's, found again); the gradient counts the ties
     "multiclass_hinge_loss": [("_indices", 2.0, 2, 1.5, 2)],
     "multiclass_perceptron_loss": [("_indices", 2.0, 2, 1.5, 2)],
+    # the shift, then logsumexp, then the labels' sum relative to it (logits and labels read again); the
+    # gradient sums the labels first
+    "ranking_softmax_loss": [("", 2.0, 3, 1.33, 2)],
 }
 
 

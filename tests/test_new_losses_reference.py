@@ -120,6 +120,11 @@ def generalized_kl_reference(log_predictions, targets):
     return np.sum(xlogx - targets * log_predictions + np.exp(log_predictions) - targets, -1)
 
 
+def ranking_softmax_reference(logits, labels):
+    # optax.losses.ranking_softmax_loss (per list): -sum(labels * log_softmax(logits))
+    return -np.sum(labels * log_softmax(logits), -1)
+
+
 def multilabel_soft_margin_reference(x, y, weight):
     w = 1.0 if weight is None else weight
     return -np.mean(w * (y * log_sigmoid(x) + (1 - y) * log_sigmoid(-x)), -1)
@@ -371,6 +376,15 @@ def generalized_kl_divergence(rng, variant):
                 lambda a: generalized_kl_reference(a["log_predictions"], a["targets"]), axis)
 
 
+def ranking_softmax_loss(rng, variant):
+    shape, axis = shape_with_axis(rng)
+    logits = rng.normal(size=shape) * 3.0
+    labels = rng.integers(0, 4, shape).astype(np.float64)  # graded relevance, many lists with several 0s
+    return Case({"logits": logits, "labels": labels}, ["logits"],
+                lambda a, r: losscc.ranking_softmax_loss(a["logits"], a["labels"], axis, reduction=r),
+                lambda a: ranking_softmax_reference(a["logits"], a["labels"]), axis)
+
+
 def multilabel_soft_margin_loss(rng, variant):
     shape, axis = shape_with_axis(rng)
     arrays = {"inputs": rng.normal(0, 2, shape), "targets": rng.uniform(0, 1, shape)}
@@ -588,7 +602,7 @@ CASES = [
     sigmoid_focal_loss, softmax_focal_loss, poly1_cross_entropy, jensen_shannon_divergence, binary_dice_loss,
     tversky_loss, pinball_loss, expectile_loss, pseudo_huber_loss, charbonnier_loss, tweedie_deviance,
     squared_hinge_loss, cross_entropy_z_loss, binary_cross_entropy_label_smoothing,
-    multiclass_hinge_loss, multiclass_perceptron_loss, generalized_kl_divergence,
+    multiclass_hinge_loss, multiclass_perceptron_loss, generalized_kl_divergence, ranking_softmax_loss,
 ]
 
 
@@ -717,6 +731,23 @@ def test_generalized_kl_at_zero_targets_is_the_measure_with_gradient_minus_log_p
     np.testing.assert_allclose(np.array(loss), [np.exp(-0.5) + np.exp(0.3)])
     _, grad_targets = grad_of(losscc.generalized_kl_divergence, log_predictions, targets)
     np.testing.assert_allclose(grad_targets, -log_predictions - 1)
+
+
+def test_ranking_softmax_masked_items_contribute_nothing():
+    """optax's ``where``: a masked item (logit -inf, label 0) leaves the loss and the other gradients as
+    if it were not in the list, and gets a gradient of 0; a list with nothing relevant has loss 0."""
+    logits = np.array([[0.3, -np.inf, 1.2, -0.5], [0.1, 0.2, -np.inf, -np.inf]])
+    labels = np.array([[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    got, grad = mx.value_and_grad(lambda z: losscc.ranking_softmax_loss(z, mx.array(labels), reduction="sum"))(
+        mx.array(logits, dtype=mx.float64))
+    kept = [0, 2, 3]
+    want = ranking_softmax_reference(logits[0, kept], labels[0, kept])
+    assert np.isclose(float(got), want, rtol=1e-12, atol=0)
+    softmax = np.exp(logits[0, kept] - logsumexp(logits[0, kept]))
+    want_grad = labels[0, kept].sum() * softmax - labels[0, kept]
+    grad = np.array(grad)
+    assert np.allclose(grad[0, kept], want_grad, rtol=1e-12, atol=1e-15)
+    assert grad[0, 1] == 0 and np.all(grad[1] == 0)
 
 
 def test_pinball_at_zero_error_takes_the_slope_of_the_second_branch():

@@ -14,11 +14,202 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_forward_c7ed2e115012",
+        name="losscc_cross_entropy_indices_forward_da8069e0ad66",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_sum_out', 'residual:logsumexp0_sum')],
         metal=r"""
 // cross_entropy_indices forward (specs/cross_entropy.py)
+// One threadgroup per row; its threads stride over the row, so a row may be
+// shorter or far longer than the threadgroup.
+// Writes the row's loss and the row reductions the backward kernel reuses.
+const uint group = threadgroup_position_in_grid.x;
+const uint tid = thread_index_in_threadgroup;
+const uint lanes = threads_per_threadgroup.x;
+const uint lane = thread_index_in_simdgroup;
+const uint simdgroup = simdgroup_index_in_threadgroup;
+const uint simdgroups = simdgroups_per_threadgroup;
+threadgroup float scratch[2][32];
+const uint row_length_count = static_cast<uint>(meta[0]);
+const uint inner = static_cast<uint>(meta[1]);
+const float row_length = static_cast<float>(row_length_count);
+// element j of this row is at base + j * inner
+const uint base = (group / inner) * row_length_count * inner + group % inner;
+int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
+const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
+
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = losscc_max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0_sum, mean0
+float acc_logsumexp0_sum = 0.0f;
+float acc_mean0 = 0.0f;
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  const float logsumexp0_exp = metal::exp(shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
+  acc_mean0 += shifted0;
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
+acc_mean0 = metal::simd_sum(acc_mean0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_logsumexp0_sum;
+  scratch[1][simdgroup] = acc_mean0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_logsumexp0_sum = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_mean0 = lane < simdgroups ? scratch[1][lane] : 0.0f;
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
+acc_mean0 = metal::simd_sum(acc_mean0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float logsumexp0_sum = acc_logsumexp0_sum;
+const float mean0 = acc_mean0 / row_length;
+// gather0: the value at the target class
+float gather0;
+{
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
+}
+const float logsumexp0 = metal::log(logsumexp0_sum);
+const float loss = (counted_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : row_fill);
+if (tid == 0) {
+  loss_out[group] = (loss);
+  shift0_out[group] = shift0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
+}
+""",
+        cuda=r"""
+// cross_entropy_indices forward (specs/cross_entropy.py)
+// One threadgroup per row; its threads stride over the row, so a row may be
+// shorter or far longer than the threadgroup.
+// Writes the row's loss and the row reductions the backward kernel reuses.
+const uint group = blockIdx.x;
+const uint tid = threadIdx.x;
+const uint lanes = blockDim.x;
+const uint lane = threadIdx.x % 32u;
+const uint simdgroup = threadIdx.x / 32u;
+const uint simdgroups = (blockDim.x + 31u) / 32u;
+__shared__ float scratch[2][32];
+const uint row_length_count = static_cast<uint>(meta[0]);
+const uint inner = static_cast<uint>(meta[1]);
+const float row_length = static_cast<float>(row_length_count);
+// element j of this row is at base + j * inner
+const uint base = (group / inner) * row_length_count * inner + group % inner;
+int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!kept_row || !inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
+const float label_smoothing = params[0];
+const float lse_square_scale = params[2];
+const bool counted_row = (inside_row && kept_row);
+const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
+
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = losscc_max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0_sum, mean0
+float acc_logsumexp0_sum = 0.0f;
+float acc_mean0 = 0.0f;
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  const float logsumexp0_exp = expf(shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
+  acc_mean0 += shifted0;
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
+acc_mean0 = losscc_warp_sum(acc_mean0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_logsumexp0_sum;
+  scratch[1][simdgroup] = acc_mean0;
+}
+__syncthreads();
+acc_logsumexp0_sum = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_mean0 = lane < simdgroups ? scratch[1][lane] : 0.0f;
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
+acc_mean0 = losscc_warp_sum(acc_mean0);
+
+__syncthreads();
+const float logsumexp0_sum = acc_logsumexp0_sum;
+const float mean0 = acc_mean0 / row_length;
+// gather0: the value at the target class
+float gather0;
+{
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
+}
+const float logsumexp0 = logf(logsumexp0_sum);
+const float loss = (counted_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : row_fill);
+if (tid == 0) {
+  loss_out[group] = (loss);
+  shift0_out[group] = shift0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
+}
+""",
+    ),
+    "_probabilities": _gpu.Kernel(
+        name="losscc_cross_entropy_probabilities_forward_6cbf2e2470fd",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_sum_out', 'residual:logsumexp0_sum')],
+        metal=r"""
+// cross_entropy_probabilities forward (specs/cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -34,16 +225,8 @@ const uint inner = static_cast<uint>(meta[1]);
 const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
-int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
-const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
-if (!kept_row || !inside_row) {
-  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
-}
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
-const bool counted_row = (inside_row && kept_row);
-const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 
 // pass 1 over the row: shift0
 float acc_shift0 = -losscc_inf();
@@ -65,54 +248,52 @@ acc_shift0 = losscc_simd_max(acc_shift0);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
 
-// pass 2 over the row: logsumexp0, mean0
-float acc_logsumexp0_max = -losscc_inf();
+// pass 2 over the row: gather0, logsumexp0_sum, mean0
+float acc_gather0 = 0.0f;
 float acc_logsumexp0_sum = 0.0f;
 float acc_mean0 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
+  const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  const float logsumexp0_exp = metal::exp(shifted0);
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
   acc_mean0 += shifted0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = metal::simd_sum(acc_gather0);
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
 acc_mean0 = metal::simd_sum(acc_mean0);
 
 if (lane == 0) {
-  scratch[0][simdgroup] = acc_logsumexp0_max;
+  scratch[0][simdgroup] = acc_gather0;
   scratch[1][simdgroup] = acc_logsumexp0_sum;
   scratch[2][simdgroup] = acc_mean0;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_logsumexp0_max = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
 acc_logsumexp0_sum = lane < simdgroups ? scratch[1][lane] : 0.0f;
 acc_mean0 = lane < simdgroups ? scratch[2][lane] : 0.0f;
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = metal::simd_sum(acc_gather0);
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
 acc_mean0 = metal::simd_sum(acc_mean0);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
+const float gather0 = acc_gather0;
+const float logsumexp0_sum = acc_logsumexp0_sum;
 const float mean0 = acc_mean0 / row_length;
-// gather0: the value at the target class
-float gather0;
-{
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float shifted0 = logits - shift0;
-  gather0 = shifted0;
-}
-const float loss = (counted_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : row_fill);
+const float logsumexp0 = metal::log(logsumexp0_sum);
+const float loss = logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
 }
 """,
         cuda=r"""
-// cross_entropy_indices forward (specs/cross_entropy.py)
+// cross_entropy_probabilities forward (specs/cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -128,16 +309,8 @@ const uint inner = static_cast<uint>(meta[1]);
 const float row_length = static_cast<float>(row_length_count);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
-int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool kept_row = !(meta[3] != 0 && targets_index == static_cast<int64_t>(meta[2]));
-const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
-if (!kept_row || !inside_row) {
-  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
-}
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
-const bool counted_row = (inside_row && kept_row);
-const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 
 // pass 1 over the row: shift0
 float acc_shift0 = -losscc_inf();
@@ -159,225 +332,48 @@ acc_shift0 = losscc_warp_max(acc_shift0);
 __syncthreads();
 const float shift0 = losscc_finite_or_zero(acc_shift0);
 
-// pass 2 over the row: logsumexp0, mean0
-float acc_logsumexp0_max = -losscc_inf();
+// pass 2 over the row: gather0, logsumexp0_sum, mean0
+float acc_gather0 = 0.0f;
 float acc_logsumexp0_sum = 0.0f;
 float acc_mean0 = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
+  const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  const float logsumexp0_exp = expf(shifted0);
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
   acc_mean0 += shifted0;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = losscc_warp_sum(acc_gather0);
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
 acc_mean0 = losscc_warp_sum(acc_mean0);
 
 if (lane == 0) {
-  scratch[0][simdgroup] = acc_logsumexp0_max;
+  scratch[0][simdgroup] = acc_gather0;
   scratch[1][simdgroup] = acc_logsumexp0_sum;
   scratch[2][simdgroup] = acc_mean0;
 }
 __syncthreads();
-acc_logsumexp0_max = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
 acc_logsumexp0_sum = lane < simdgroups ? scratch[1][lane] : 0.0f;
 acc_mean0 = lane < simdgroups ? scratch[2][lane] : 0.0f;
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-acc_mean0 = losscc_warp_sum(acc_mean0);
-
-__syncthreads();
-const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
-const float mean0 = acc_mean0 / row_length;
-// gather0: the value at the target class
-float gather0;
-{
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float shifted0 = logits - shift0;
-  gather0 = shifted0;
-}
-const float loss = (counted_row ? logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0 : row_fill);
-if (tid == 0) {
-  loss_out[group] = (loss);
-  shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
-}
-""",
-    ),
-    "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_forward_4a841188120b",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
-        metal=r"""
-// cross_entropy_probabilities forward (specs/cross_entropy.py)
-// One threadgroup per row; its threads stride over the row, so a row may be
-// shorter or far longer than the threadgroup.
-// Writes the row's loss and the row reductions the backward kernel reuses.
-const uint group = threadgroup_position_in_grid.x;
-const uint tid = thread_index_in_threadgroup;
-const uint lanes = threads_per_threadgroup.x;
-const uint lane = thread_index_in_simdgroup;
-const uint simdgroup = simdgroup_index_in_threadgroup;
-const uint simdgroups = simdgroups_per_threadgroup;
-threadgroup float scratch[4][32];
-const uint row_length_count = static_cast<uint>(meta[0]);
-const uint inner = static_cast<uint>(meta[1]);
-const float row_length = static_cast<float>(row_length_count);
-// element j of this row is at base + j * inner
-const uint base = (group / inner) * row_length_count * inner + group % inner;
-const float label_smoothing = params[0];
-const float lse_square_scale = params[2];
-
-// pass 1 over the row: shift0
-float acc_shift0 = -losscc_inf();
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = losscc_max(acc_shift0, logits);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = losscc_simd_max(acc_shift0);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_shift0;
-}
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = losscc_simd_max(acc_shift0);
-
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float shift0 = losscc_finite_or_zero(acc_shift0);
-
-// pass 2 over the row: gather0, logsumexp0, mean0
-float acc_gather0 = 0.0f;
-float acc_logsumexp0_max = -losscc_inf();
-float acc_logsumexp0_sum = 0.0f;
-float acc_mean0 = 0.0f;
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float targets = static_cast<float>(targets_in[at]);
-  const float shifted0 = logits - shift0;
-  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
-  acc_mean0 += shifted0;
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_gather0 = metal::simd_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-acc_mean0 = metal::simd_sum(acc_mean0);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_gather0;
-  scratch[1][simdgroup] = acc_logsumexp0_max;
-  scratch[2][simdgroup] = acc_logsumexp0_sum;
-  scratch[3][simdgroup] = acc_mean0;
-}
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
-acc_logsumexp0_max = lane < simdgroups ? scratch[1][lane] : -losscc_inf();
-acc_logsumexp0_sum = lane < simdgroups ? scratch[2][lane] : 0.0f;
-acc_mean0 = lane < simdgroups ? scratch[3][lane] : 0.0f;
-acc_gather0 = metal::simd_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-acc_mean0 = metal::simd_sum(acc_mean0);
-
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float gather0 = acc_gather0;
-const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
-const float mean0 = acc_mean0 / row_length;
-const float loss = logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0;
-if (tid == 0) {
-  loss_out[group] = (loss);
-  shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
-}
-""",
-        cuda=r"""
-// cross_entropy_probabilities forward (specs/cross_entropy.py)
-// One threadgroup per row; its threads stride over the row, so a row may be
-// shorter or far longer than the threadgroup.
-// Writes the row's loss and the row reductions the backward kernel reuses.
-const uint group = blockIdx.x;
-const uint tid = threadIdx.x;
-const uint lanes = blockDim.x;
-const uint lane = threadIdx.x % 32u;
-const uint simdgroup = threadIdx.x / 32u;
-const uint simdgroups = (blockDim.x + 31u) / 32u;
-__shared__ float scratch[4][32];
-const uint row_length_count = static_cast<uint>(meta[0]);
-const uint inner = static_cast<uint>(meta[1]);
-const float row_length = static_cast<float>(row_length_count);
-// element j of this row is at base + j * inner
-const uint base = (group / inner) * row_length_count * inner + group % inner;
-const float label_smoothing = params[0];
-const float lse_square_scale = params[2];
-
-// pass 1 over the row: shift0
-float acc_shift0 = -losscc_inf();
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = losscc_max(acc_shift0, logits);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = losscc_warp_max(acc_shift0);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_shift0;
-}
-__syncthreads();
-acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = losscc_warp_max(acc_shift0);
-
-__syncthreads();
-const float shift0 = losscc_finite_or_zero(acc_shift0);
-
-// pass 2 over the row: gather0, logsumexp0, mean0
-float acc_gather0 = 0.0f;
-float acc_logsumexp0_max = -losscc_inf();
-float acc_logsumexp0_sum = 0.0f;
-float acc_mean0 = 0.0f;
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float targets = static_cast<float>(targets_in[at]);
-  const float shifted0 = logits - shift0;
-  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
-  acc_mean0 += shifted0;
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather0 = losscc_warp_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-acc_mean0 = losscc_warp_sum(acc_mean0);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_gather0;
-  scratch[1][simdgroup] = acc_logsumexp0_max;
-  scratch[2][simdgroup] = acc_logsumexp0_sum;
-  scratch[3][simdgroup] = acc_mean0;
-}
-__syncthreads();
-acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
-acc_logsumexp0_max = lane < simdgroups ? scratch[1][lane] : -losscc_inf();
-acc_logsumexp0_sum = lane < simdgroups ? scratch[2][lane] : 0.0f;
-acc_mean0 = lane < simdgroups ? scratch[3][lane] : 0.0f;
-acc_gather0 = losscc_warp_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
 acc_mean0 = losscc_warp_sum(acc_mean0);
 
 __syncthreads();
 const float gather0 = acc_gather0;
-const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
+const float logsumexp0_sum = acc_logsumexp0_sum;
 const float mean0 = acc_mean0 / row_length;
+const float logsumexp0 = logf(logsumexp0_sum);
 const float loss = logsumexp0 + ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*mean0) + ((lse_square_scale == 0.0f) ? 0.0f : lse_square_scale*losscc_square(logsumexp0 + shift0)) + (label_smoothing - 1.0f)*gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
 }
 """,
     ),
@@ -385,8 +381,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_cross_entropy_indices_backward_8d427b39a5f3",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_cross_entropy_indices_backward_0f30992937aa",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_sum_in', 'residual:logsumexp0_sum'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // cross_entropy_indices backward (specs/cross_entropy.py)
@@ -410,8 +406,9 @@ if (!kept_row || !inside_row) {
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const float logsumexp0 = metal::log(logsumexp0_sum);
 const bool counted_row = (inside_row && kept_row);
 const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
@@ -424,7 +421,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length : row_fill);
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float grad_logits = (counted_row ? d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : (d_logsumexp0 / logsumexp0_sum)*logsumexp0_exp) + d_mean0 / row_length : row_fill);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -450,8 +448,9 @@ if (!kept_row || !inside_row) {
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const float logsumexp0 = logf(logsumexp0_sum);
 const bool counted_row = (inside_row && kept_row);
 const float row_fill = ((!kept_row) ? 0.0f : losscc_nan());
 const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
@@ -464,14 +463,15 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (counted_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length : row_fill);
+  const float logsumexp0_exp = expf(shifted0);
+  const float grad_logits = (counted_row ? d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : (d_logsumexp0 / logsumexp0_sum)*logsumexp0_exp) + d_mean0 / row_length : row_fill);
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_cross_entropy_probabilities_backward_52faccccd2b2",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_cross_entropy_probabilities_backward_00cc28378a02",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_sum_in', 'residual:logsumexp0_sum'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
 // cross_entropy_probabilities backward (specs/cross_entropy.py)
@@ -489,8 +489,9 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const float logsumexp0 = metal::log(logsumexp0_sum);
 const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
 const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
 const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
@@ -501,7 +502,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*metal::exp(shifted0 - logsumexp0)) + d_mean0 / row_length;
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float grad_logits = d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : (d_logsumexp0 / logsumexp0_sum)*logsumexp0_exp) + d_mean0 / row_length;
   const float grad_targets = d_gather0*shifted0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
   grad_targets_out[at] = static_cast<T>(grad_targets);
@@ -523,8 +525,9 @@ const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float label_smoothing = params[0];
 const float lse_square_scale = params[2];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const float logsumexp0 = logf(logsumexp0_sum);
 const float d_mean0 = ((label_smoothing == 0.0f) ? 0.0f : (-label_smoothing)*cotangent);
 const float d_logsumexp0 = cotangent*(((lse_square_scale == 0.0f) ? 0.0f : (2.0f*lse_square_scale)*(logsumexp0 + shift0)) + 1.0f);
 const float d_gather0 = (label_smoothing - 1.0f)*cotangent;
@@ -535,7 +538,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*expf(shifted0 - logsumexp0)) + d_mean0 / row_length;
+  const float logsumexp0_exp = expf(shifted0);
+  const float grad_logits = d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : (d_logsumexp0 / logsumexp0_sum)*logsumexp0_exp) + d_mean0 / row_length;
   const float grad_targets = d_gather0*shifted0;
   grad_logits_out[at] = static_cast<T>(grad_logits);
   grad_targets_out[at] = static_cast<T>(grad_targets);

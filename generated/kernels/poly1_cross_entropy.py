@@ -14,11 +14,198 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_forward_9d2add7af634",
+        name="losscc_poly1_cross_entropy_indices_forward_49f0324833a1",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_sum_out', 'residual:logsumexp0_sum')],
         metal=r"""
 // poly1_cross_entropy_indices forward (specs/poly1_cross_entropy.py)
+// One threadgroup per row; its threads stride over the row, so a row may be
+// shorter or far longer than the threadgroup.
+// Writes the row's loss and the row reductions the backward kernel reuses.
+const uint group = threadgroup_position_in_grid.x;
+const uint tid = thread_index_in_threadgroup;
+const uint lanes = threads_per_threadgroup.x;
+const uint lane = thread_index_in_simdgroup;
+const uint simdgroup = simdgroup_index_in_threadgroup;
+const uint simdgroups = simdgroups_per_threadgroup;
+threadgroup float scratch[1][32];
+const uint row_length_count = static_cast<uint>(meta[0]);
+const uint inner = static_cast<uint>(meta[1]);
+// element j of this row is at base + j * inner
+const uint base = (group / inner) * row_length_count * inner + group % inner;
+int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
+const float epsilon = params[0];
+
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = losscc_max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_simd_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_simd_max(acc_shift0);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0_sum
+float acc_logsumexp0_sum = 0.0f;
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  const float logsumexp0_exp = metal::exp(shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_logsumexp0_sum;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_logsumexp0_sum = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float logsumexp0_sum = acc_logsumexp0_sum;
+// gather0: the value at the target class
+float gather0;
+{
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
+}
+const float logsumexp0 = metal::log(logsumexp0_sum);
+
+// gather1: the value at the target class
+float gather1;
+{
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  gather1 = 1.0f - ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
+}
+const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
+if (tid == 0) {
+  loss_out[group] = (loss);
+  shift0_out[group] = shift0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
+}
+""",
+        cuda=r"""
+// poly1_cross_entropy_indices forward (specs/poly1_cross_entropy.py)
+// One threadgroup per row; its threads stride over the row, so a row may be
+// shorter or far longer than the threadgroup.
+// Writes the row's loss and the row reductions the backward kernel reuses.
+const uint group = blockIdx.x;
+const uint tid = threadIdx.x;
+const uint lanes = blockDim.x;
+const uint lane = threadIdx.x % 32u;
+const uint simdgroup = threadIdx.x / 32u;
+const uint simdgroups = (blockDim.x + 31u) / 32u;
+__shared__ float scratch[1][32];
+const uint row_length_count = static_cast<uint>(meta[0]);
+const uint inner = static_cast<uint>(meta[1]);
+// element j of this row is at base + j * inner
+const uint base = (group / inner) * row_length_count * inner + group % inner;
+int64_t targets_index = static_cast<int64_t>(targets_in[group]);
+const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
+if (!inside_row) {
+  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
+}
+const float epsilon = params[0];
+
+// pass 1 over the row: shift0
+float acc_shift0 = -losscc_inf();
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  acc_shift0 = losscc_max(acc_shift0, logits);
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_shift0;
+}
+__syncthreads();
+acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_shift0 = losscc_warp_max(acc_shift0);
+
+__syncthreads();
+const float shift0 = losscc_finite_or_zero(acc_shift0);
+
+// pass 2 over the row: logsumexp0_sum
+float acc_logsumexp0_sum = 0.0f;
+for (uint j = tid; j < row_length_count; j += lanes) {
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  const float logsumexp0_exp = expf(shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
+}
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_logsumexp0_sum;
+}
+__syncthreads();
+acc_logsumexp0_sum = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
+
+__syncthreads();
+const float logsumexp0_sum = acc_logsumexp0_sum;
+// gather0: the value at the target class
+float gather0;
+{
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  gather0 = shifted0;
+}
+const float logsumexp0 = logf(logsumexp0_sum);
+
+// gather1: the value at the target class
+float gather1;
+{
+  const uint j = static_cast<uint>(targets_index);
+  const uint at = base + j * inner;
+  const float logits = static_cast<float>(logits_in[at]);
+  const float shifted0 = logits - shift0;
+  gather1 = 1.0f - ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
+}
+const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
+if (tid == 0) {
+  loss_out[group] = (loss);
+  shift0_out[group] = shift0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
+}
+""",
+    ),
+    "_probabilities": _gpu.Kernel(
+        name="losscc_poly1_cross_entropy_probabilities_forward_30f797994c87",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_sum_out', 'residual:logsumexp0_sum')],
+        metal=r"""
+// poly1_cross_entropy_probabilities forward (specs/poly1_cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -33,11 +220,6 @@ const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
-int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
-if (!inside_row) {
-  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
-}
 const float epsilon = params[0];
 
 // pass 1 over the row: shift0
@@ -60,58 +242,67 @@ acc_shift0 = losscc_simd_max(acc_shift0);
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float shift0 = losscc_finite_or_zero(acc_shift0);
 
-// pass 2 over the row: logsumexp0
-float acc_logsumexp0_max = -losscc_inf();
+// pass 2 over the row: gather0, logsumexp0_sum
+float acc_gather0 = 0.0f;
 float acc_logsumexp0_sum = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
+  const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  const float logsumexp0_exp = metal::exp(shifted0);
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = metal::simd_sum(acc_gather0);
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
 
 if (lane == 0) {
-  scratch[0][simdgroup] = acc_logsumexp0_max;
+  scratch[0][simdgroup] = acc_gather0;
   scratch[1][simdgroup] = acc_logsumexp0_sum;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_logsumexp0_max = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
 acc_logsumexp0_sum = lane < simdgroups ? scratch[1][lane] : 0.0f;
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = metal::simd_sum(acc_gather0);
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
-// gather0: the value at the target class
-float gather0;
-{
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float shifted0 = logits - shift0;
-  gather0 = shifted0;
-}
+const float gather0 = acc_gather0;
+const float logsumexp0_sum = acc_logsumexp0_sum;
+const float logsumexp0 = metal::log(logsumexp0_sum);
 
-// gather1: the value at the target class
-float gather1;
-{
-  const uint j = static_cast<uint>(targets_index);
+// pass 3 over the row: gather1
+float acc_gather1 = 0.0f;
+for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
+  const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
-  gather1 = 1.0f - t0;
+  acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0)))*targets);
 }
-const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
+// combine the threads' values: within each simdgroup, then across the simdgroups
+acc_gather1 = metal::simd_sum(acc_gather1);
+
+if (lane == 0) {
+  scratch[0][simdgroup] = acc_gather1;
+}
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+acc_gather1 = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_gather1 = metal::simd_sum(acc_gather1);
+
+metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+const float gather1 = acc_gather1;
+const float loss = logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0;
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
 }
 """,
         cuda=r"""
-// poly1_cross_entropy_indices forward (specs/poly1_cross_entropy.py)
+// poly1_cross_entropy_probabilities forward (specs/poly1_cross_entropy.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
 // shorter or far longer than the threadgroup.
 // Writes the row's loss and the row reductions the backward kernel reuses.
@@ -126,11 +317,6 @@ const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
 const uint base = (group / inner) * row_length_count * inner + group % inner;
-int64_t targets_index = static_cast<int64_t>(targets_in[group]);
-const bool inside_row = targets_index >= 0 && targets_index < static_cast<int64_t>(row_length_count);
-if (!inside_row) {
-  targets_index = 0;  // read at class 0: the program makes the row's outputs 0 (ignored) or NaN (outside)
-}
 const float epsilon = params[0];
 
 // pass 1 over the row: shift0
@@ -153,130 +339,36 @@ acc_shift0 = losscc_warp_max(acc_shift0);
 __syncthreads();
 const float shift0 = losscc_finite_or_zero(acc_shift0);
 
-// pass 2 over the row: logsumexp0
-float acc_logsumexp0_max = -losscc_inf();
+// pass 2 over the row: gather0, logsumexp0_sum
+float acc_gather0 = 0.0f;
 float acc_logsumexp0_sum = 0.0f;
 for (uint j = tid; j < row_length_count; j += lanes) {
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
+  const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  const float logsumexp0_exp = expf(shifted0);
+  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = losscc_warp_sum(acc_gather0);
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
 
 if (lane == 0) {
-  scratch[0][simdgroup] = acc_logsumexp0_max;
+  scratch[0][simdgroup] = acc_gather0;
   scratch[1][simdgroup] = acc_logsumexp0_sum;
 }
 __syncthreads();
-acc_logsumexp0_max = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
+acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
 acc_logsumexp0_sum = lane < simdgroups ? scratch[1][lane] : 0.0f;
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_gather0 = losscc_warp_sum(acc_gather0);
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
 
 __syncthreads();
-const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
-// gather0: the value at the target class
-float gather0;
-{
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float shifted0 = logits - shift0;
-  gather0 = shifted0;
-}
-
-// gather1: the value at the target class
-float gather1;
-{
-  const uint j = static_cast<uint>(targets_index);
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
-  gather1 = 1.0f - t0;
-}
-const float loss = (inside_row ? logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0 : losscc_nan());
-if (tid == 0) {
-  loss_out[group] = (loss);
-  shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
-}
-""",
-    ),
-    "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_forward_32fe8addf2a5",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_out', 'residual:logsumexp0')],
-        metal=r"""
-// poly1_cross_entropy_probabilities forward (specs/poly1_cross_entropy.py)
-// One threadgroup per row; its threads stride over the row, so a row may be
-// shorter or far longer than the threadgroup.
-// Writes the row's loss and the row reductions the backward kernel reuses.
-const uint group = threadgroup_position_in_grid.x;
-const uint tid = thread_index_in_threadgroup;
-const uint lanes = threads_per_threadgroup.x;
-const uint lane = thread_index_in_simdgroup;
-const uint simdgroup = simdgroup_index_in_threadgroup;
-const uint simdgroups = simdgroups_per_threadgroup;
-threadgroup float scratch[3][32];
-const uint row_length_count = static_cast<uint>(meta[0]);
-const uint inner = static_cast<uint>(meta[1]);
-// element j of this row is at base + j * inner
-const uint base = (group / inner) * row_length_count * inner + group % inner;
-const float epsilon = params[0];
-
-// pass 1 over the row: shift0
-float acc_shift0 = -losscc_inf();
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = losscc_max(acc_shift0, logits);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = losscc_simd_max(acc_shift0);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_shift0;
-}
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = losscc_simd_max(acc_shift0);
-
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float shift0 = losscc_finite_or_zero(acc_shift0);
-
-// pass 2 over the row: gather0, logsumexp0
-float acc_gather0 = 0.0f;
-float acc_logsumexp0_max = -losscc_inf();
-float acc_logsumexp0_sum = 0.0f;
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float targets = static_cast<float>(targets_in[at]);
-  const float shifted0 = logits - shift0;
-  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_gather0 = metal::simd_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_gather0;
-  scratch[1][simdgroup] = acc_logsumexp0_max;
-  scratch[2][simdgroup] = acc_logsumexp0_sum;
-}
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
-acc_logsumexp0_max = lane < simdgroups ? scratch[1][lane] : -losscc_inf();
-acc_logsumexp0_sum = lane < simdgroups ? scratch[2][lane] : 0.0f;
-acc_gather0 = metal::simd_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
 const float gather0 = acc_gather0;
-const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
+const float logsumexp0_sum = acc_logsumexp0_sum;
+const float logsumexp0 = logf(logsumexp0_sum);
 
 // pass 3 over the row: gather1
 float acc_gather1 = 0.0f;
@@ -285,107 +377,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
-  acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - t0)*targets);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_gather1 = metal::simd_sum(acc_gather1);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_gather1;
-}
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_gather1 = lane < simdgroups ? scratch[0][lane] : 0.0f;
-acc_gather1 = metal::simd_sum(acc_gather1);
-
-metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float gather1 = acc_gather1;
-const float loss = logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - gather0;
-if (tid == 0) {
-  loss_out[group] = (loss);
-  shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
-}
-""",
-        cuda=r"""
-// poly1_cross_entropy_probabilities forward (specs/poly1_cross_entropy.py)
-// One threadgroup per row; its threads stride over the row, so a row may be
-// shorter or far longer than the threadgroup.
-// Writes the row's loss and the row reductions the backward kernel reuses.
-const uint group = blockIdx.x;
-const uint tid = threadIdx.x;
-const uint lanes = blockDim.x;
-const uint lane = threadIdx.x % 32u;
-const uint simdgroup = threadIdx.x / 32u;
-const uint simdgroups = (blockDim.x + 31u) / 32u;
-__shared__ float scratch[3][32];
-const uint row_length_count = static_cast<uint>(meta[0]);
-const uint inner = static_cast<uint>(meta[1]);
-// element j of this row is at base + j * inner
-const uint base = (group / inner) * row_length_count * inner + group % inner;
-const float epsilon = params[0];
-
-// pass 1 over the row: shift0
-float acc_shift0 = -losscc_inf();
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  acc_shift0 = losscc_max(acc_shift0, logits);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_shift0 = losscc_warp_max(acc_shift0);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_shift0;
-}
-__syncthreads();
-acc_shift0 = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_shift0 = losscc_warp_max(acc_shift0);
-
-__syncthreads();
-const float shift0 = losscc_finite_or_zero(acc_shift0);
-
-// pass 2 over the row: gather0, logsumexp0
-float acc_gather0 = 0.0f;
-float acc_logsumexp0_max = -losscc_inf();
-float acc_logsumexp0_sum = 0.0f;
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float targets = static_cast<float>(targets_in[at]);
-  const float shifted0 = logits - shift0;
-  acc_gather0 += ((targets == 0.0f) ? 0.0f : targets*shifted0);
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
-}
-// combine the threads' values: within each simdgroup, then across the simdgroups
-acc_gather0 = losscc_warp_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-
-if (lane == 0) {
-  scratch[0][simdgroup] = acc_gather0;
-  scratch[1][simdgroup] = acc_logsumexp0_max;
-  scratch[2][simdgroup] = acc_logsumexp0_sum;
-}
-__syncthreads();
-acc_gather0 = lane < simdgroups ? scratch[0][lane] : 0.0f;
-acc_logsumexp0_max = lane < simdgroups ? scratch[1][lane] : -losscc_inf();
-acc_logsumexp0_sum = lane < simdgroups ? scratch[2][lane] : 0.0f;
-acc_gather0 = losscc_warp_sum(acc_gather0);
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
-
-__syncthreads();
-const float gather0 = acc_gather0;
-const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
-
-// pass 3 over the row: gather1
-float acc_gather1 = 0.0f;
-for (uint j = tid; j < row_length_count; j += lanes) {
-  const uint at = base + j * inner;
-  const float logits = static_cast<float>(logits_in[at]);
-  const float targets = static_cast<float>(targets_in[at]);
-  const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
-  acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - t0)*targets);
+  acc_gather1 += ((targets == 0.0f) ? 0.0f : (1.0f - ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0)))*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_gather1 = losscc_warp_sum(acc_gather1);
@@ -403,7 +395,7 @@ const float loss = logsumexp0 + ((epsilon == 0.0f) ? 0.0f : epsilon*gather1) - g
 if (tid == 0) {
   loss_out[group] = (loss);
   shift0_out[group] = shift0;
-  logsumexp0_out[group] = logsumexp0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
 }
 """,
     ),
@@ -411,8 +403,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_indices_backward_12430bafc2d6",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_poly1_cross_entropy_indices_backward_650276c2ab0e",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_sum_in', 'residual:logsumexp0_sum'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // poly1_cross_entropy_indices backward (specs/poly1_cross_entropy.py)
@@ -433,7 +425,7 @@ if (!inside_row) {
 }
 const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
@@ -445,7 +437,8 @@ float b0_gather1;
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
   b0_gather1 = t0;
 }
 const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
@@ -456,8 +449,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
-  const float grad_logits = (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
+  const float grad_logits = (inside_row ? d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : d_logsumexp0*t0) + ((logsumexp0_exp == 0.0f) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -480,7 +474,7 @@ if (!inside_row) {
 }
 const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
@@ -492,7 +486,8 @@ float b0_gather1;
   const uint at = base + j * inner;
   const float logits = static_cast<float>(logits_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
+  const float logsumexp0_exp = expf(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
   b0_gather1 = t0;
 }
 const float d_logsumexp0 = cotangent + b0_gather1*d_gather1;
@@ -503,15 +498,16 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
-  const float grad_logits = (inside_row ? d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
+  const float logsumexp0_exp = expf(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
+  const float grad_logits = (inside_row ? d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : d_logsumexp0*t0) + ((logsumexp0_exp == 0.0f) ? 0.0f : (-d_gather1)*t0*targets) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
     ),
     "_probabilities": _gpu.Kernel(
-        name="losscc_poly1_cross_entropy_probabilities_backward_313f3659728c",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_in', 'residual:logsumexp0'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_poly1_cross_entropy_probabilities_backward_8758c85670ed",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('logsumexp0_sum_in', 'residual:logsumexp0_sum'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits'), ('grad_targets_out', 'grad:targets')],
         metal=r"""
 // poly1_cross_entropy_probabilities backward (specs/poly1_cross_entropy.py)
@@ -531,7 +527,7 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
@@ -543,7 +539,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
   acc_b0_gather1 += ((targets == 0.0f) ? 0.0f : t0*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -566,8 +563,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0));
-  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets);
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
+  const float grad_logits = d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : d_logsumexp0*t0) + ((logsumexp0_exp == 0.0f) ? 0.0f : (-d_gather1)*t0*targets);
   const float grad_targets = d_gather0*shifted0 + d_gather1*(1.0f - t0);
   grad_logits_out[at] = static_cast<T>(grad_logits);
   grad_targets_out[at] = static_cast<T>(grad_targets);
@@ -591,7 +589,7 @@ const uint inner = static_cast<uint>(meta[1]);
 const uint base = (group / inner) * row_length_count * inner + group % inner;
 const float epsilon = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
 const float d_gather1 = ((epsilon == 0.0f) ? 0.0f : epsilon*cotangent);
 const float d_gather0 = -cotangent;
@@ -603,7 +601,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
+  const float logsumexp0_exp = expf(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
   acc_b0_gather1 += ((targets == 0.0f) ? 0.0f : t0*targets);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
@@ -626,8 +625,9 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = static_cast<float>(targets_in[at]);
   const float shifted0 = logits - shift0;
-  const float t0 = ((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0));
-  const float grad_logits = d_gather0*targets + ((shifted0 == -losscc_inf()) ? 0.0f : d_logsumexp0*t0) + ((shifted0 == -losscc_inf()) ? 0.0f : (-d_gather1)*t0*targets);
+  const float logsumexp0_exp = expf(shifted0);
+  const float t0 = ((logsumexp0_exp == 0.0f) ? 0.0f : (1.0f / logsumexp0_sum)*logsumexp0_exp);
+  const float grad_logits = d_gather0*targets + ((logsumexp0_exp == 0.0f) ? 0.0f : d_logsumexp0*t0) + ((logsumexp0_exp == 0.0f) ? 0.0f : (-d_gather1)*t0*targets);
   const float grad_targets = d_gather0*shifted0 + d_gather1*(1.0f - t0);
   grad_logits_out[at] = static_cast<T>(grad_logits);
   grad_targets_out[at] = static_cast<T>(grad_targets);

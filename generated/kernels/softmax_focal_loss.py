@@ -13,9 +13,9 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_forward_f6ee356693c8",
+        name="losscc_softmax_focal_loss_indices_forward_1c715423e571",
         inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('alpha_in', 'input:alpha'), ('params', 'params'), ('meta', 'meta')],
-        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1'), ('logsumexp0_out', 'residual:logsumexp0'), ('logsumexp1_out', 'residual:logsumexp1')],
+        outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('gather0_out', 'residual:gather0'), ('gather1_out', 'residual:gather1'), ('logsumexp0_sum_out', 'residual:logsumexp0_sum'), ('logsumexp1_out', 'residual:logsumexp1')],
         metal=r"""
 // softmax_focal_loss_indices forward (specs/softmax_focal_loss.py)
 // One threadgroup per row; its threads stride over the row, so a row may be
@@ -27,7 +27,7 @@ const uint lanes = threads_per_threadgroup.x;
 const uint lane = thread_index_in_simdgroup;
 const uint simdgroup = simdgroup_index_in_threadgroup;
 const uint simdgroups = simdgroups_per_threadgroup;
-threadgroup float scratch[4][32];
+threadgroup float scratch[3][32];
 const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
@@ -67,8 +67,7 @@ float gather0;
   gather0 = alpha;
 }
 
-// pass 2 over the row: logsumexp0, logsumexp1
-float acc_logsumexp0_max = -losscc_inf();
+// pass 2 over the row: logsumexp0_sum, logsumexp1
 float acc_logsumexp0_sum = 0.0f;
 float acc_logsumexp1_max = -losscc_inf();
 float acc_logsumexp1_sum = 0.0f;
@@ -77,29 +76,28 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  const float logsumexp0_exp = metal::exp(shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
   losscc_lse_push(acc_logsumexp1_max, acc_logsumexp1_sum, shifted0 + metal::log(1.0f - targets));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
 losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 
 if (lane == 0) {
-  scratch[0][simdgroup] = acc_logsumexp0_max;
-  scratch[1][simdgroup] = acc_logsumexp0_sum;
-  scratch[2][simdgroup] = acc_logsumexp1_max;
-  scratch[3][simdgroup] = acc_logsumexp1_sum;
+  scratch[0][simdgroup] = acc_logsumexp0_sum;
+  scratch[1][simdgroup] = acc_logsumexp1_max;
+  scratch[2][simdgroup] = acc_logsumexp1_sum;
 }
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-acc_logsumexp0_max = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_logsumexp0_sum = lane < simdgroups ? scratch[1][lane] : 0.0f;
-acc_logsumexp1_max = lane < simdgroups ? scratch[2][lane] : -losscc_inf();
-acc_logsumexp1_sum = lane < simdgroups ? scratch[3][lane] : 0.0f;
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_logsumexp0_sum = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_logsumexp1_max = lane < simdgroups ? scratch[1][lane] : -losscc_inf();
+acc_logsumexp1_sum = lane < simdgroups ? scratch[2][lane] : 0.0f;
+acc_logsumexp0_sum = metal::simd_sum(acc_logsumexp0_sum);
 losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 
 metal::threadgroup_barrier(metal::mem_flags::mem_threadgroup);
-const float logsumexp0 = acc_logsumexp0_max + metal::log(acc_logsumexp0_sum);
+const float logsumexp0_sum = acc_logsumexp0_sum;
 const float logsumexp1 = acc_logsumexp1_max + metal::log(acc_logsumexp1_sum);
 // gather1: the value at the target class
 float gather1;
@@ -110,6 +108,7 @@ float gather1;
   const float shifted0 = logits - shift0;
   gather1 = shifted0;
 }
+const float logsumexp0 = metal::log(logsumexp0_sum);
 const float t0 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
 const float loss = (inside_row ? ((t0 == 0.0f) ? 0.0f : -gather0*t0*(gather1 - logsumexp0)) : losscc_nan());
 if (tid == 0) {
@@ -117,7 +116,7 @@ if (tid == 0) {
   shift0_out[group] = shift0;
   gather0_out[group] = gather0;
   gather1_out[group] = gather1;
-  logsumexp0_out[group] = logsumexp0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
   logsumexp1_out[group] = logsumexp1;
 }
 """,
@@ -132,7 +131,7 @@ const uint lanes = blockDim.x;
 const uint lane = threadIdx.x % 32u;
 const uint simdgroup = threadIdx.x / 32u;
 const uint simdgroups = (blockDim.x + 31u) / 32u;
-__shared__ float scratch[4][32];
+__shared__ float scratch[3][32];
 const uint row_length_count = static_cast<uint>(meta[0]);
 const uint inner = static_cast<uint>(meta[1]);
 // element j of this row is at base + j * inner
@@ -172,8 +171,7 @@ float gather0;
   gather0 = alpha;
 }
 
-// pass 2 over the row: logsumexp0, logsumexp1
-float acc_logsumexp0_max = -losscc_inf();
+// pass 2 over the row: logsumexp0_sum, logsumexp1
 float acc_logsumexp0_sum = 0.0f;
 float acc_logsumexp1_max = -losscc_inf();
 float acc_logsumexp1_sum = 0.0f;
@@ -182,29 +180,28 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  losscc_lse_push(acc_logsumexp0_max, acc_logsumexp0_sum, shifted0);
+  const float logsumexp0_exp = expf(shifted0);
+  acc_logsumexp0_sum += logsumexp0_exp;
   losscc_lse_push(acc_logsumexp1_max, acc_logsumexp1_sum, shifted0 + logf(1.0f - targets));
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
 losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 
 if (lane == 0) {
-  scratch[0][simdgroup] = acc_logsumexp0_max;
-  scratch[1][simdgroup] = acc_logsumexp0_sum;
-  scratch[2][simdgroup] = acc_logsumexp1_max;
-  scratch[3][simdgroup] = acc_logsumexp1_sum;
+  scratch[0][simdgroup] = acc_logsumexp0_sum;
+  scratch[1][simdgroup] = acc_logsumexp1_max;
+  scratch[2][simdgroup] = acc_logsumexp1_sum;
 }
 __syncthreads();
-acc_logsumexp0_max = lane < simdgroups ? scratch[0][lane] : -losscc_inf();
-acc_logsumexp0_sum = lane < simdgroups ? scratch[1][lane] : 0.0f;
-acc_logsumexp1_max = lane < simdgroups ? scratch[2][lane] : -losscc_inf();
-acc_logsumexp1_sum = lane < simdgroups ? scratch[3][lane] : 0.0f;
-losscc_lse_simd(acc_logsumexp0_max, acc_logsumexp0_sum);
+acc_logsumexp0_sum = lane < simdgroups ? scratch[0][lane] : 0.0f;
+acc_logsumexp1_max = lane < simdgroups ? scratch[1][lane] : -losscc_inf();
+acc_logsumexp1_sum = lane < simdgroups ? scratch[2][lane] : 0.0f;
+acc_logsumexp0_sum = losscc_warp_sum(acc_logsumexp0_sum);
 losscc_lse_simd(acc_logsumexp1_max, acc_logsumexp1_sum);
 
 __syncthreads();
-const float logsumexp0 = acc_logsumexp0_max + logf(acc_logsumexp0_sum);
+const float logsumexp0_sum = acc_logsumexp0_sum;
 const float logsumexp1 = acc_logsumexp1_max + logf(acc_logsumexp1_sum);
 // gather1: the value at the target class
 float gather1;
@@ -215,6 +212,7 @@ float gather1;
   const float shifted0 = logits - shift0;
   gather1 = shifted0;
 }
+const float logsumexp0 = logf(logsumexp0_sum);
 const float t0 = expf(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
 const float loss = (inside_row ? ((t0 == 0.0f) ? 0.0f : -gather0*t0*(gather1 - logsumexp0)) : losscc_nan());
 if (tid == 0) {
@@ -222,7 +220,7 @@ if (tid == 0) {
   shift0_out[group] = shift0;
   gather0_out[group] = gather0;
   gather1_out[group] = gather1;
-  logsumexp0_out[group] = logsumexp0;
+  logsumexp0_sum_out[group] = logsumexp0_sum;
   logsumexp1_out[group] = logsumexp1;
 }
 """,
@@ -231,8 +229,8 @@ if (tid == 0) {
 
 BACKWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_softmax_focal_loss_indices_backward_1c9ac3e24591",
-        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_in', 'residual:logsumexp0'), ('logsumexp1_in', 'residual:logsumexp1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
+        name="losscc_softmax_focal_loss_indices_backward_dcd25b3a7a68",
+        inputs=[('logits_in', 'input:logits'), ('targets_in', 'input:targets'), ('gather0_in', 'residual:gather0'), ('gather1_in', 'residual:gather1'), ('logsumexp0_sum_in', 'residual:logsumexp0_sum'), ('logsumexp1_in', 'residual:logsumexp1'), ('shift0_in', 'residual:shift0'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_logits_out', 'grad:logits')],
         metal=r"""
 // softmax_focal_loss_indices backward (specs/softmax_focal_loss.py)
@@ -255,9 +253,10 @@ const float gamma = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
 const float gather1 = static_cast<float>(gather1_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float logsumexp1 = static_cast<float>(logsumexp1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const float logsumexp0 = metal::log(logsumexp0_sum);
 const float t0 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
 const float t1 = gather1 - logsumexp0;
 const float t2 = ((gamma == 0.0f) ? 0.0f : gamma*t1);
@@ -273,7 +272,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp0))) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp1))) : losscc_nan());
+  const float logsumexp0_exp = metal::exp(shifted0);
+  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((logsumexp0_exp == 0.0f) || (t0 == 0.0f)) ? 0.0f : (d_logsumexp0 / logsumexp0_sum)*logsumexp0_exp) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*((shifted0 == -losscc_inf()) ? 0.0f : metal::exp(shifted0 - logsumexp1))) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,
@@ -298,9 +298,10 @@ const float gamma = params[0];
 const float shift0 = static_cast<float>(shift0_in[group]);
 const float gather0 = static_cast<float>(gather0_in[group]);
 const float gather1 = static_cast<float>(gather1_in[group]);
-const float logsumexp0 = static_cast<float>(logsumexp0_in[group]);
+const float logsumexp0_sum = static_cast<float>(logsumexp0_sum_in[group]);
 const float logsumexp1 = static_cast<float>(logsumexp1_in[group]);
 const float cotangent = static_cast<float>(cotangent_in[group]);
+const float logsumexp0 = logf(logsumexp0_sum);
 const float t0 = expf(((gamma == 0.0f) ? 0.0f : gamma*(logsumexp1 - logsumexp0)));
 const float t1 = gather1 - logsumexp0;
 const float t2 = ((gamma == 0.0f) ? 0.0f : gamma*t1);
@@ -316,7 +317,8 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float targets = (static_cast<int64_t>(j) == targets_index) ? 1.0f : 0.0f;
   const float shifted0 = logits - shift0;
-  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp0*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp0))) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp1))) : losscc_nan());
+  const float logsumexp0_exp = expf(shifted0);
+  const float grad_logits = (inside_row ? ((t0 == 0.0f) ? 0.0f : d_gather1*targets) + (((logsumexp0_exp == 0.0f) || (t0 == 0.0f)) ? 0.0f : (d_logsumexp0 / logsumexp0_sum)*logsumexp0_exp) + (((shifted0 == -losscc_inf()) || (t0 == 0.0f)) ? 0.0f : d_logsumexp1*(1.0f - targets)*((shifted0 == -losscc_inf()) ? 0.0f : expf(shifted0 - logsumexp1))) : losscc_nan());
   grad_logits_out[at] = static_cast<T>(grad_logits);
 }
 """,

@@ -20,7 +20,10 @@ infinity or an exact 0 meets the same operations on every backend.
 * **0 * inf is 0 where the 0 is exact.** A product of arrays with a factor
   ``exp(u)`` is 0 where ``u = -inf`` (or the exponential is 0): ``0 log 0 = 0``
   (a log-probability of -inf). A parameter that scales a product and is 0
-  removes it (``label_smoothing = 0`` against a ``-inf`` logit).
+  removes it (``label_smoothing = 0`` against a ``-inf`` logit), and so does
+  a factor of data that is 0 (an Input not differentiated) against a value
+  that may be infinite where the inputs are finite: a relevance label of 0
+  against a masked logit's ``logsumexp - logit``.
 * **Masked rows** (:func:`masked_rows`, class indices): a row whose class
   is the ignore_index has loss and gradients 0, whatever its values (a row of
   -inf logits included); a row whose class is outside the row has NaN loss
@@ -37,7 +40,7 @@ from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
 
 from ..ir import COUNTED_ROW, INSIDE_ROW, KEPT_ROW, ROW_FILL, ROW_LENGTH, IsMinusInfinity, Reduction
-from ..spec.vocabulary import ClassTarget, Param, is_element_level
+from ..spec.vocabulary import ClassTarget, Input, Param, is_element_level
 from .rewrite import extremum
 from .schedule import Statement
 
@@ -157,6 +160,7 @@ class _Rules:
         # Element values relative to a logsumexp: an exp of one is a softmax weight (see zero_where).
         self.logsumexps = {s.symbol for s in known if s.reduction is not None and s.reduction.kind == "logsumexp"}
         self.element = {f for s in known for f in s.expr.free_symbols if is_element_level(f)}
+        self.data = {f for f in self.element if isinstance(f, Input) and not f.differentiable}
         for s in known:
             if s.reduction is None and s.expr.free_symbols & self.element:
                 self.element.add(s.symbol)
@@ -262,7 +266,8 @@ class _Rules:
         return selection(*branches, (last, held), (sp.nan, True))
 
     def exact_zeros(self, expr, original):
-        """A product of arrays is 0 where an exponential factor is exactly 0, or a scaling parameter is 0.
+        """A product of arrays is 0 where an exponential factor is exactly 0, or a factor of data, or a
+        scaling parameter is 0.
 
         The exponent compared is the one before these rules (they only turn a NaN into 0, never into -inf).
         """
@@ -274,6 +279,8 @@ class _Rules:
             # exp(-inf) = 0 is the case to catch (a finite exponent makes the other factor finite too)
             zero = [self.zero_where(f) for f in arrays if isinstance(f, sp.exp)]
             zero += [self.zero_when[f] for f in arrays if f in self.zero_when]
+            zero += [sp.Eq(f, 0) for f in arrays
+                     if f in self.data and not self.is_finite(sp.Mul(*[g for g in arrays if g is not f]))]
             if zero:
                 guarded = sp.Piecewise((0, sp.Or(*zero)), (guarded, True))
         params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from ...ir import INSIDE_ROW, ROW_LENGTH, ElementwiseIR
 from ...lower.programs import elementwise_programs, rowwise_programs
 from ...lower.residuals import recomputed
+from ...lower.softmax import logsumexp_numerators, logsumexp_spelled_out, softmax_read_from_sums
 from ...spec.vocabulary import ClassTarget, Input, Param
 from ..source import environment
 from .printer import CUDA, METAL, CPrinter, c_name, check_kernel_names, declaration, is_condition
@@ -242,9 +243,13 @@ def _rowwise_programs(loss, variant, form):
     targets = {t.name for t in loss.class_targets}
     outputs = [(f"grad_{n}", e) for n, e in ir.element_gradients.items() if not (n in targets and form == "indices")]
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
-    forward, backward, _ = rowwise_programs(loss, ir, outputs, form)
+    # a logsumexp of a row that needs its own maximum stays the kernels' running one (one pass over the row)
+    forward, backward, _ = rowwise_programs(loss, ir, outputs, form,
+                                            softmax_read_from_sums(ir.forward_reductions, running=True),
+                                            logsumexp_numerators(ir.forward_reductions, running=True))
+    forward = logsumexp_spelled_out(forward, running=True)
     backward = recomputed(forward, backward)
-    residuals = [r.symbol for r in ir.forward_reductions if r.symbol in _free(backward)]
+    residuals = [s.symbol for s in forward if s.reduction is not None and s.symbol in _free(backward)]
     return forward, backward, residuals
 
 

@@ -14,6 +14,7 @@ from ...lower.programs import elementwise_programs, rowwise_programs
 from ...lower.residuals import recomputed_if_cheaper, residuals_read
 from ...lower.safety import class_terms
 from ...lower.schedule import Statement, inlined
+from ...lower.softmax import logsumexp_numerators, logsumexp_spelled_out, softmax_read_from_sums
 from ...spec.terms import expand_terms
 from ...spec.vocabulary import ClassTarget, ClassWeights, Input, is_element_level
 from .printer import element_level_symbols, param_name, print_program
@@ -75,10 +76,10 @@ def rowwise_variant(loss, variant, target_form, printed_params, on_blocks=False)
     element = [i for i in loss.inputs if isinstance(i, ClassTarget) or not i.per_row]
     like = loss.inputs[0].name
     outputs, scatters = _gradient_outputs(loss, ir, target_form)
-    numerators = [logsumexp_parts(r.symbol)[0] for r in ir.forward_reductions if r.kind == "logsumexp"]
+    numerators = logsumexp_numerators(ir.forward_reductions)
     forward, backward, _ = rowwise_programs(loss, ir, outputs, target_form,
-                                            _softmax_residuals(ir.forward_reductions), numerators, on_blocks)
-    forward = _logsumexp_spelled_out(forward)
+                                            softmax_read_from_sums(ir.forward_reductions), numerators, on_blocks)
+    forward = logsumexp_spelled_out(forward)
     element += numerators
     recomputing = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, element), arrays)
     per_row = residuals_read(forward, recomputing)
@@ -188,41 +189,6 @@ def _applied_to(expr, symbol):
     return isinstance(expr, sp.Function) and expr.args == (symbol,)
 
 
-def logsumexp_parts(symbol):
-    """The symbols of a logsumexp's ``e = exp(g - max g)`` (element-level) and ``s = sum e``."""
-    return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
-
-
-def _logsumexp_spelled_out(statements):
-    """Each logsumexp as the MLX path computes it, ``max + log(sum(exp(g - max)))``, in statements of its own.
-
-    A row whose maximum is infinite is shifted by 0 instead (``rt.row_shift``):
-    its logsumexp is then +-inf (or NaN) as it should be, not NaN from inf -
-    inf. An argument already moved by its row's shift (``z - shift(z)``) needs
-    no maximum of its own: it is at most 0, and 0 somewhere, in a finite row.
-    ``e`` and ``s`` are what the backward's softmax reads (``_softmax_residuals``).
-    """
-    values = {s.symbol: s.expr for s in statements if s.reduction is None}
-    shifts = {s.symbol: s.expr for s in statements if s.reduction is not None and s.reduction.kind == "shift"}
-    spelled = []
-    for statement in statements:
-        if statement.reduction is None or statement.reduction.kind != "logsumexp":
-            spelled.append(statement)
-            continue
-        name, argument = statement.symbol, statement.expr
-        exps, sums = logsumexp_parts(name)
-        moved = values.get(argument, argument)
-        if any(moved == z - shift for shift, z in shifts.items()):
-            spelled.append(Statement(exps, sp.exp(argument)))
-            most = sp.S.Zero
-        else:
-            most = sp.Symbol(f"{name.name}_max", real=True)
-            spelled += [Statement(most, argument, Reduction(most, "shift", argument)),
-                        Statement(exps, sp.exp(argument - most))]
-        spelled += [Statement(sums, exps, Reduction(sums, "sum", exps)), Statement(name, most + sp.log(sums))]
-    return spelled
-
-
 def _element_level(symbol):
     """Whether ``symbol`` (a spec term: what it is made of) holds one value per element of a row."""
     return any(is_element_level(s) for s in expand_terms(symbol).free_symbols)
@@ -254,22 +220,6 @@ def _gradient_outputs(loss, ir, target_form):
                 scatters.append(f"grad_{name} = rt.add_at_class(grad_{name}, {at})")
     outputs += [(f"grad_{n}", e) for n, e in ir.row_gradients.items()]
     return outputs, scatters
-
-
-def _softmax_residuals(forward_reductions):
-    """``exp(g - logsumexp(g))`` -> ``e / s`` with the forward's ``e = exp(g - max g)`` and ``s = sum e``.
-
-    The forward computes (and materializes) ``e`` for its sum anyway; the
-    backward then needs no exponential of its own. In a row of -inf, ``s = 0``
-    and every ``e = 0``: its weights are 0/0, NaN, as ``exp(g - logsumexp(g))``
-    (an ignored row is masked after, see ``lower.safety.masked_rows``).
-    """
-    replacements = {}
-    for reduction in forward_reductions:
-        if reduction.kind == "logsumexp":
-            exps, sums = logsumexp_parts(reduction.symbol)
-            replacements[sp.exp(reduction.argument - reduction.symbol)] = exps / sums
-    return replacements
 
 
 def _param_args(loss, printed):
