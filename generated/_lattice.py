@@ -302,6 +302,18 @@ def _summed_at_jvp(primals, tangents):
     return _summed_at(tangents[0], at, size)
 
 
+@_summed_at.vmap
+def _summed_at_vmap(primals, axes):
+    """Each item's values summed into a vector of its own: one scatter into ``items * size``, the positions
+    moved by each item's offset (MLX's vmap of the custom function would give no derivative)."""
+    values, at, size = primals
+    items = values.shape[axes[0]] if axes[0] is not None else at.shape[axes[1]]
+    values = mx.moveaxis(values, axes[0], 0) if axes[0] is not None else mx.broadcast_to(values, (items, *values.shape))
+    at = mx.moveaxis(at, axes[1], 0) if axes[1] is not None else mx.broadcast_to(at, (items, *at.shape))
+    at = at + (mx.arange(items) * size).reshape(items, *[1] * (at.ndim - 1)).astype(at.dtype)
+    return [_summed_at(values.reshape(-1), at.reshape(-1), items * size).reshape(items, size)], [0]
+
+
 def emission_derivative(alignments, share, tangent):
     """The loss's derivative per sequence along ``tangent`` of the log-probabilities: minus the shares times
     the tangents at the states' classes (0 where a state has no share: a tangent there is never read)."""

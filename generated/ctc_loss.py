@@ -160,12 +160,13 @@ def _ctc_loss_gradient_jvp(primals, tangents):
 
 @_ctc_loss_gradient.vmap
 def _ctc_loss_gradient_vmap(primals, axes):
-    """MLX's vmap of the gradient's MLX operations (a kernel has no vmap)."""
+    """MLX's vmap of the gradient's MLX operations, whose derivatives MLX takes (a kernel has no vmap): the
+    forward's values are those of the loss's vmap, MLX operations of the log-probabilities too."""
     alphas, log_probs, cotangent, indices, alignments, blank, zero_infinity, _ = primals
 
     def per_item(alphas, log_probs, cotangent, *indices):
         return [_gradient_from(alphas, log_probs, cotangent, alignments.with_arrays(indices), blank,
-                               zero_infinity, _lattice.log_add)]
+                               zero_infinity, _lattice.log_add_differentiable)]
     return rt.vmap_of(per_item, [alphas, log_probs, cotangent, *indices], [*axes[:3], *axes[3]])
 
 

@@ -249,6 +249,10 @@ def test_every_transformation_equals_autodiff_of_the_spec_step():
     each = mx.stack([mx.grad(loss_of(plain))(x), mx.grad(loss_of(plain))(x * 1.5)])
     close_to_scale(mx.grad(lambda v: mx.sum(mx.vmap(fused)(v) * cotangent))(stacked), each, "grad of vmap")
     close_to_scale(mx.vmap(mx.grad(loss_of(fused)))(stacked), each, "vmap of grad")
+    # per-example gradients differentiated again (their vmap rules: the scatter into the classes had none)
+    directions = mx.stack([direction, -2 * direction])
+    along = lambda f: lambda v: mx.sum(mx.vmap(mx.grad(loss_of(f)))(v) * directions)
+    close_to_scale(mx.grad(along(fused))(stacked), mx.grad(along(plain))(stacked), "grad of vmap of grad")
 
 
 def test_vmap_maps_targets_and_lengths_too():
