@@ -592,12 +592,7 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
     primals = list(primals)
     axes = [(0 if isinstance(p, mx.array) and p.ndim == 1 else None) if i in params else a
             for i, (p, a) in enumerate(zip(primals, axes))]
-    sizes = set()
-    _tree_map(lambda v, a: _is_mapped(v, a) and sizes.add(v.shape[a]), primals, axes)
-    size = max(sizes)
-    one_of_many = lambda v, a: _is_mapped(v, a) and v.shape[a] != size  # (of size 1)
-    primals, axes = (_tree_map(lambda v, a: mx.squeeze(v, a) if one_of_many(v, a) else v, primals, axes),
-                     _tree_map(lambda v, a: None if one_of_many(v, a) else a, primals, axes))
+    size, primals, axes = _batch(primals, axes)
     mapped = []
     _tree_map(lambda v, a: mapped.append(_is_mapped(v, a)), primals[data:], axes[data:])
     if any(mapped) or (axis_at is not None and type(primals[axis_at]) is not int):
@@ -627,11 +622,22 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
     return [reduced, *rest], [0] * (1 + len(rest))
 
 
+def _batch(primals, axes):
+    """``(items, primals, axes)``: how many items the mapped arrays hold; a mapped axis of one item among
+    larger ones is every item's (squeezed, unmapped), as in ``vmap_of``."""
+    sizes = set()
+    _tree_map(lambda v, a: _is_mapped(v, a) and sizes.add(v.shape[a]), primals, axes)
+    size = max(sizes)
+    one_of_many = lambda v, a: _is_mapped(v, a) and v.shape[a] != size  # (of size 1)
+    return size, *(_tree_map(lambda v, a: mx.squeeze(v, a) if one_of_many(v, a) else v, primals, axes),
+                   _tree_map(lambda v, a: None if one_of_many(v, a) else a, primals, axes))
+
+
 def _item_by_item(function, primals, axes, size):
-    """``function`` called on each item in turn, its outputs stacked (mapped along 0)."""
+    """``function`` called on each of ``size`` items in turn, its outputs stacked (mapped along 0)."""
     def item(k):
-        return [_tree_map(lambda v, a: mx.take(v, k, axis=a) if _is_mapped(v, a) else v, p, x)
-                for p, x in zip(primals, axes)]
+        at = lambda v, a: v[(slice(None),) * a + (k,)] if _is_mapped(v, a) else v  # (mx.take fails on empty arrays)
+        return [_tree_map(at, p, x) for p, x in zip(primals, axes)]
     each = [list(function(*item(k))) for k in range(size)]
     outputs = [mx.stack(list(values)) for values in zip(*each)]
     return outputs, [0] * len(outputs)
