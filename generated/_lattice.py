@@ -306,11 +306,10 @@ def _summed_at_jvp(primals, tangents):
 def _summed_at_vmap(primals, axes):
     """Each item's values summed into a vector of its own: one scatter into ``items * size``, the positions
     moved by each item's offset (MLX's vmap of the custom function would give no derivative)."""
-    values, at, size = primals
-    items = values.shape[axes[0]] if axes[0] is not None else at.shape[axes[1]]
-    values = mx.moveaxis(values, axes[0], 0) if axes[0] is not None else mx.broadcast_to(values, (items, *values.shape))
-    at = mx.moveaxis(at, axes[1], 0) if axes[1] is not None else mx.broadcast_to(at, (items, *at.shape))
-    at = at + (mx.arange(items) * size).reshape(items, *[1] * (at.ndim - 1)).astype(at.dtype)
+    items, (values, at, size), (values_axis, at_axis, _) = rt.vmap_items(list(primals), list(axes))
+    batched = lambda a, axis: mx.moveaxis(a, axis, 0) if axis is not None else mx.broadcast_to(a, (items, *a.shape))
+    values, at = batched(values, values_axis), batched(at, at_axis).astype(mx.int64)
+    at = at + (mx.arange(items, dtype=mx.int64) * size).reshape(items, *[1] * (at.ndim - 1))
     return [_summed_at(values.reshape(-1), at.reshape(-1), items * size).reshape(items, size)], [0]
 
 

@@ -592,7 +592,7 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
     primals = list(primals)
     axes = [(0 if isinstance(p, mx.array) and p.ndim == 1 else None) if i in params else a
             for i, (p, a) in enumerate(zip(primals, axes))]
-    size, primals, axes = _batch(primals, axes)
+    size, primals, axes = vmap_items(primals, axes)
     mapped = []
     _tree_map(lambda v, a: mapped.append(_is_mapped(v, a)), primals[data:], axes[data:])
     if any(mapped) or (axis_at is not None and type(primals[axis_at]) is not int):
@@ -611,26 +611,31 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
         return outputs, [0] * len(outputs)
     arguments[reduction_at] = "none"
     loss, *rest = function(*arguments)
-    # each item's reduction, of the losses as the unbatched call reduces them (in float32 for half)
+    # Each item's reduction, as the unbatched call reduces: of float32 losses, rounded once. The loss computes
+    # half-precision inputs in float32: given them widened, it hands its losses unrounded (its residuals,
+    # read by a backward alone, stay the half-precision call's: computed only if read).
+    dtype = loss.dtype
+    if dtype in _HALF:
+        widened = [a.astype(mx.float32) if isinstance(a, mx.array) and a.dtype in _HALF else a for a in arguments]
+        loss = function(*widened)[0]
     arguments[reduction_at] = primals[reduction_at]
     if axis_at is not None:
         arguments[axis_at] = primals[axis_at]
-    wide = mx.float32 if loss.dtype in _HALF else loss.dtype
-    per_item = lambda loss, *arguments: [reduce(loss.astype(wide), *arguments).astype(loss.dtype)]
+    per_item = lambda loss, *arguments: [reduce(loss, *arguments).astype(dtype)]
     (reduced,), _ = vmap_of(per_item, [loss, *arguments],
                             [0, *(0 if i < data and isinstance(v, mx.array) else None for i, v in enumerate(arguments))])
     return [reduced, *rest], [0] * (1 + len(rest))
 
 
-def _batch(primals, axes):
-    """``(items, primals, axes)``: how many items the mapped arrays hold; a mapped axis of one item among
-    larger ones is every item's (squeezed, unmapped), as in ``vmap_of``."""
-    sizes = set()
-    _tree_map(lambda v, a: _is_mapped(v, a) and sizes.add(v.shape[a]), primals, axes)
+def vmap_items(primals, axes):
+    """``(items, primals, axes)`` of a custom vmap rule: how many items the mapped arrays hold; a mapped
+    axis of one item among larger ones is every item's (squeezed, unmapped), as in ``vmap_of``."""
+    sizes = []
+    _tree_map(lambda v, a: sizes.append(v.shape[a]) if _is_mapped(v, a) else None, primals, axes)
     size = max(sizes)
-    one_of_many = lambda v, a: _is_mapped(v, a) and v.shape[a] != size  # (of size 1)
-    return size, *(_tree_map(lambda v, a: mx.squeeze(v, a) if one_of_many(v, a) else v, primals, axes),
-                   _tree_map(lambda v, a: None if one_of_many(v, a) else a, primals, axes))
+    one_item_among_more = lambda v, a: _is_mapped(v, a) and v.shape[a] != size
+    return size, *(_tree_map(lambda v, a: mx.squeeze(v, a) if one_item_among_more(v, a) else v, primals, axes),
+                   _tree_map(lambda v, a: None if one_item_among_more(v, a) else a, primals, axes))
 
 
 def _item_by_item(function, primals, axes, size):

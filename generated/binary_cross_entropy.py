@@ -322,7 +322,8 @@ def _binary_cross_entropy_jvp(primals, tangents):
 
 @_binary_cross_entropy.vmap
 def _binary_cross_entropy_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, with_logits, label_smoothing, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_binary_cross_entropy, primals, axes, 3, [4],

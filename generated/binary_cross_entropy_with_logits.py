@@ -24,7 +24,7 @@ def _forward(inputs, targets, pos_weight, hold):
     pos_weight = rt.upcast(pos_weight, compute)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    loss = t1*(1 - targets) + mx.where((pos_weight == 0), 0, t0*pos_weight*targets)
+    loss = t1*(1 - targets) + mx.where(mx.logical_and((pos_weight == 0), mx.isinf(t0*targets)), 0, t0*pos_weight*targets)
     held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
     return (loss, *held)
 
@@ -36,8 +36,8 @@ def _backward(inputs, targets, pos_weight, cotangent, t0, t1):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     pos_weight = rt.upcast(pos_weight, compute)
-    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) + mx.where((pos_weight == 0), 0, -pos_weight*targets*rt.sigmoid(-inputs)))
-    grad_targets = cotangent*(mx.where((pos_weight == 0), 0, t0*pos_weight) - t1)
+    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) + mx.where(mx.logical_and((pos_weight == 0), mx.isinf(targets*rt.sigmoid(-inputs))), 0, -pos_weight*targets*rt.sigmoid(-inputs)))
+    grad_targets = cotangent*(mx.where(mx.logical_and(mx.isinf(t0), (pos_weight == 0)), 0, t0*pos_weight) - t1)
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
@@ -52,8 +52,8 @@ def _backward_recomputing(inputs, targets, pos_weight, cotangent):
     pos_weight = rt.upcast(pos_weight, compute)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) + mx.where((pos_weight == 0), 0, -pos_weight*targets*rt.sigmoid(-inputs)))
-    grad_targets = cotangent*(mx.where((pos_weight == 0), 0, t0*pos_weight) - t1)
+    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) + mx.where(mx.logical_and((pos_weight == 0), mx.isinf(targets*rt.sigmoid(-inputs))), 0, -pos_weight*targets*rt.sigmoid(-inputs)))
+    grad_targets = cotangent*(mx.where(mx.logical_and(mx.isinf(t0), (pos_weight == 0)), 0, t0*pos_weight) - t1)
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     grad_targets = rt.in_dtype_of(grad_targets, given[1])
     return (grad_inputs, grad_targets,)
@@ -66,7 +66,7 @@ def _backward_inputs(inputs, targets, pos_weight, cotangent):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     pos_weight = rt.upcast(pos_weight, compute)
-    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) + mx.where((pos_weight == 0), 0, -pos_weight*targets*rt.sigmoid(-inputs)))
+    grad_inputs = cotangent*((1 - targets)*rt.sigmoid(inputs) + mx.where(mx.logical_and((pos_weight == 0), mx.isinf(targets*rt.sigmoid(-inputs))), 0, -pos_weight*targets*rt.sigmoid(-inputs)))
     return (rt.in_dtype_of(grad_inputs, given[0]),)
 
 
@@ -79,7 +79,7 @@ def _backward_targets(inputs, targets, pos_weight, cotangent):
     pos_weight = rt.upcast(pos_weight, compute)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    grad_targets = cotangent*(mx.where((pos_weight == 0), 0, t0*pos_weight) - t1)
+    grad_targets = cotangent*(mx.where(mx.logical_and(mx.isinf(t0), (pos_weight == 0)), 0, t0*pos_weight) - t1)
     return (rt.in_dtype_of(grad_targets, given[1]),)
 
 
@@ -236,7 +236,8 @@ def _binary_cross_entropy_with_logits_jvp(primals, tangents):
 
 @_binary_cross_entropy_with_logits.vmap
 def _binary_cross_entropy_with_logits_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, pos_weight, weights, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_binary_cross_entropy_with_logits, primals, axes, 4, [],

@@ -188,7 +188,8 @@ def _clip_loss_jvp(primals, tangents):
 
 @_clip_loss.vmap
 def _clip_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, image_to_text_logps, text_to_image_logps, weights, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_clip_loss, primals, axes, 3, [],

@@ -234,7 +234,8 @@ def _cosine_similarity_loss_jvp(primals, tangents):
 
 @_cosine_similarity_loss.vmap
 def _cosine_similarity_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, x1, x2, weights, axis, eps, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_cosine_similarity_loss, primals, axes, 3, [4], axis_at=3,

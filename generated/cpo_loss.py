@@ -205,7 +205,8 @@ def _cpo_loss_jvp(primals, tangents):
 
 @_cpo_loss.vmap
 def _cpo_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, chosen_logps, rejected_logps, weights, beta, label_smoothing, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_cpo_loss, primals, axes, 3, [3, 4],

@@ -338,7 +338,8 @@ def _cross_entropy_jvp(primals, tangents):
 
 @_cross_entropy.vmap
 def _cross_entropy_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, logits, targets, weights, axis, label_smoothing, ignore_index, lse_square_scale, reduction, variant):
         return rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index)))
     return rt.batched_call(_cross_entropy, primals, axes, 3, [4, 6], axis_at=3,

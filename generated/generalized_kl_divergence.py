@@ -224,7 +224,8 @@ def _generalized_kl_divergence_jvp(primals, tangents):
 
 @_generalized_kl_divergence.vmap
 def _generalized_kl_divergence_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, log_predictions, targets, weights, axis, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_generalized_kl_divergence, primals, axes, 3, [], axis_at=3,

@@ -170,7 +170,8 @@ def _hinge_embedding_loss_jvp(primals, tangents):
 
 @_hinge_embedding_loss.vmap
 def _hinge_embedding_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, margin, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_hinge_embedding_loss, primals, axes, 3, [3],

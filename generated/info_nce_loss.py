@@ -155,7 +155,8 @@ def _info_nce_loss_jvp(primals, tangents):
 
 @_info_nce_loss.vmap
 def _info_nce_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, query_logps, weights, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_info_nce_loss, primals, axes, 2, [],

@@ -280,7 +280,8 @@ def _jensen_shannon_divergence_jvp(primals, tangents):
 
 @_jensen_shannon_divergence.vmap
 def _jensen_shannon_divergence_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, axis, beta, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_jensen_shannon_divergence, primals, axes, 3, [4], axis_at=3,

@@ -289,7 +289,8 @@ def _kl_div_jvp(primals, tangents):
 
 @_kl_div.vmap
 def _kl_div_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, log_target, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_kl_div, primals, axes, 3, [],

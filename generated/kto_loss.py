@@ -29,7 +29,7 @@ def _forward(policy_logps, ref_logps, preference_labels, kl, beta, desirable_wei
     t2 = kl - log_ratio
     t0 = rt.sigmoid((-beta)*t2)
     t1 = rt.sigmoid(beta*t2)
-    loss = rt.zero_if((desirable_weight_value == 0), mx.where((preference_labels == 0), 0, desirable_weight*(1 - t0)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*(1 - t1)*(1 - preference_labels))
+    loss = rt.zero_if((desirable_weight_value == 0), mx.where(mx.logical_and((preference_labels == 0), mx.isinf(1 - t0)), 0, desirable_weight*(1 - t0)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*(1 - t1)*(1 - preference_labels))
     held = (t1,) if hold else ()  # element-level: for float32 inputs alone
     return (loss, *held)
 
@@ -44,7 +44,7 @@ def _backward(policy_logps, ref_logps, preference_labels, kl, beta, desirable_we
     kl = rt.upcast(kl, compute)
     log_ratio = policy_logps - ref_logps
     t3 = -rt.sigmoid(beta*(log_ratio - kl))
-    grad_policy_logps = (beta*cotangent)*(rt.zero_if((desirable_weight_value == 0), mx.where((preference_labels == 0), 0, desirable_weight*t3*(t3 + 1)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*t1*(1 - t1)*(1 - preference_labels)))
+    grad_policy_logps = (beta*cotangent)*(rt.zero_if((desirable_weight_value == 0), mx.where(mx.logical_and((preference_labels == 0), mx.isinf(t3*(t3 + 1))), 0, desirable_weight*t3*(t3 + 1)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*t1*(1 - t1)*(1 - preference_labels)))
     grad_policy_logps = rt.in_dtype_of(grad_policy_logps, given[0])
     grad_ref_logps = -grad_policy_logps
     return (grad_policy_logps, grad_ref_logps,)
@@ -62,7 +62,7 @@ def _backward_recomputing(policy_logps, ref_logps, preference_labels, kl, beta, 
     t2 = kl - log_ratio
     t1 = rt.sigmoid(beta*t2)
     t3 = -rt.sigmoid(beta*(log_ratio - kl))
-    grad_policy_logps = (beta*cotangent)*(rt.zero_if((desirable_weight_value == 0), mx.where((preference_labels == 0), 0, desirable_weight*t3*(t3 + 1)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*t1*(1 - t1)*(1 - preference_labels)))
+    grad_policy_logps = (beta*cotangent)*(rt.zero_if((desirable_weight_value == 0), mx.where(mx.logical_and((preference_labels == 0), mx.isinf(t3*(t3 + 1))), 0, desirable_weight*t3*(t3 + 1)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*t1*(1 - t1)*(1 - preference_labels)))
     grad_policy_logps = rt.in_dtype_of(grad_policy_logps, given[0])
     grad_ref_logps = -grad_policy_logps
     return (grad_policy_logps, grad_ref_logps,)
@@ -80,7 +80,7 @@ def _backward_policy_logps(policy_logps, ref_logps, preference_labels, kl, beta,
     t2 = kl - log_ratio
     t1 = rt.sigmoid(beta*t2)
     t3 = -rt.sigmoid(beta*(log_ratio - kl))
-    grad_policy_logps = (beta*cotangent)*(rt.zero_if((desirable_weight_value == 0), mx.where((preference_labels == 0), 0, desirable_weight*t3*(t3 + 1)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*t1*(1 - t1)*(1 - preference_labels)))
+    grad_policy_logps = (beta*cotangent)*(rt.zero_if((desirable_weight_value == 0), mx.where(mx.logical_and((preference_labels == 0), mx.isinf(t3*(t3 + 1))), 0, desirable_weight*t3*(t3 + 1)*preference_labels)) + rt.zero_if((undesirable_weight_value == 0), undesirable_weight*t1*(1 - t1)*(1 - preference_labels)))
     return (rt.in_dtype_of(grad_policy_logps, given[0]),)
 
 
@@ -241,7 +241,8 @@ def _kto_loss_jvp(primals, tangents):
 
 @_kto_loss.vmap
 def _kto_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, policy_logps, ref_logps, preference_labels, kl, weights, beta, desirable_weight, undesirable_weight, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_kto_loss, primals, axes, 5, [5, 6, 7],

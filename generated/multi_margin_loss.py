@@ -267,7 +267,8 @@ def _multi_margin_loss_jvp(primals, tangents):
 
 @_multi_margin_loss.vmap
 def _multi_margin_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weight, weights, axis, p, margin, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_multi_margin_loss, primals, axes, 4, [6], axis_at=4,

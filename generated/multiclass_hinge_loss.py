@@ -167,7 +167,8 @@ def _multiclass_hinge_loss_jvp(primals, tangents):
 
 @_multiclass_hinge_loss.vmap
 def _multiclass_hinge_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, scores, labels, weights, axis, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_multiclass_hinge_loss, primals, axes, 3, [], axis_at=3,

@@ -25,7 +25,7 @@ def _forward_indices(inputs, targets, weight, axis, hold):
     row_length = rt.row_length(inputs, axis)
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    mean0 = rt.row_mean(mx.where((weight == 0), 0, -(t0*targets + t1*(1 - targets))*weight), axis)
+    mean0 = rt.row_mean(mx.where(mx.logical_and((weight == 0), mx.isinf(t0*targets + t1*(1 - targets))), 0, -(t0*targets + t1*(1 - targets))*weight), axis)
     loss = -mean0
     held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
     return (mx.squeeze(loss, axis), *held)
@@ -234,7 +234,8 @@ def _multilabel_soft_margin_loss_jvp(primals, tangents):
 
 @_multilabel_soft_margin_loss.vmap
 def _multilabel_soft_margin_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weight, weights, axis, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_multilabel_soft_margin_loss, primals, axes, 4, [], axis_at=4,

@@ -238,7 +238,8 @@ def _nca_pair_loss_jvp(primals, tangents):
 
 @_nca_pair_loss.vmap
 def _nca_pair_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, weights, beta, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_nca_pair_loss, primals, axes, 5, [5],

@@ -164,7 +164,8 @@ def _nll_loss_jvp(primals, tangents):
 
 @_nll_loss.vmap
 def _nll_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, axis, ignore_index, reduction, variant):
         return rt.reduce(loss, reduction, count=rt.kept_count(rt.kept_rows(targets, ignore_index)))
     return rt.batched_call(_nll_loss, primals, axes, 3, [], axis_at=3,

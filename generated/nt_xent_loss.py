@@ -188,7 +188,8 @@ def _nt_xent_loss_jvp(primals, tangents):
 
 @_nt_xent_loss.vmap
 def _nt_xent_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, first_logps, second_logps, weights, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_nt_xent_loss, primals, axes, 3, [],

@@ -424,7 +424,8 @@ def _poly1_cross_entropy_jvp(primals, tangents):
 
 @_poly1_cross_entropy.vmap
 def _poly1_cross_entropy_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, logits, targets, weights, axis, epsilon, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_poly1_cross_entropy, primals, axes, 3, [4], axis_at=3,

@@ -28,7 +28,7 @@ def _forward_indices(logits, labels, axis, hold):
     logsumexp0_exp = rt.exp(shifted0)
     logsumexp0_sum = rt.row_sum(logsumexp0_exp, axis)
     logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
-    sum0 = rt.row_sum(mx.where((labels == 0), 0, (logsumexp0 - shifted0)*labels), axis)
+    sum0 = rt.row_sum(mx.where(mx.logical_and((labels == 0), mx.isinf(logsumexp0 - shifted0)), 0, (logsumexp0 - shifted0)*labels), axis)
     loss = sum0
     held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
     return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
@@ -179,7 +179,8 @@ def _ranking_softmax_loss_jvp(primals, tangents):
 
 @_ranking_softmax_loss.vmap
 def _ranking_softmax_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, logits, labels, weights, axis, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_ranking_softmax_loss, primals, axes, 3, [], axis_at=3,
@@ -210,7 +211,7 @@ def ranking_softmax_loss(logits, labels, axis=-1, reduction='mean', *, group=Non
 
     Args:
         logits (array): The score of each item of a list.
-        labels (array): The relevance label of each item (not differentiated). For optax's ``where``, give a masked item a logit of -inf and a label of 0: it then contributes nothing.
+        labels (array): The relevance label of each item (not differentiated). For optax's ``where``, give a masked item a logit of -inf and a label of 0: it then contributes nothing (a list with no item left has loss 0 and, unlike optax's, counts in ``'mean'``).
         axis (int, optional): The axis the loss reduces along. Default: ``-1``.
         reduction (str, optional): Specifies the reduction to apply to the output: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         group (mx.distributed.Group, optional): Reduce over every rank of the group: ``'mean'`` is the mean of all ranks' elements (rows kept), ``'sum'`` their sum, and each rank's gradient is that global loss's in its own inputs. Default: ``None``, this process's elements alone.

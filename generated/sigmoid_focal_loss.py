@@ -24,9 +24,9 @@ def _forward(inputs, targets, alpha, alpha_value, gamma, gamma_value, hold):
     t3 = 1 - targets
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    log_one_minus_p_t = mx.where((targets == 0), 0, -t1*targets) - t0*t3
+    log_one_minus_p_t = mx.where(mx.logical_and(mx.isinf(t1), (targets == 0)), 0, -t1*targets) - t0*t3
     t2 = rt.exp(rt.zero_if((gamma_value == 0), gamma*log_one_minus_p_t))
-    cross_entropy = t1*t3 + mx.where((targets == 0), 0, t0*targets)
+    cross_entropy = t1*t3 + mx.where(mx.logical_and(mx.isinf(t0), (targets == 0)), 0, t0*targets)
     loss = mx.where((t2 == 0), 0, t2*rt.choose((alpha_value >= 0), (1 - alpha)*t3 + rt.zero_if((alpha_value == 0), alpha*targets), 1)*cross_entropy)
     held = (t0, t1, t2,) if hold else ()  # element-level: for float32 inputs alone
     return (loss, *held)
@@ -41,8 +41,8 @@ def _backward(inputs, targets, alpha, alpha_value, gamma, gamma_value, cotangent
     t4 = 1 - targets
     t5 = rt.sigmoid(inputs)
     t6 = rt.sigmoid(-inputs)
-    cross_entropy = t1*t4 + mx.where((targets == 0), 0, t0*targets)
-    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + mx.where((targets == 0), 0, -t6*targets) + rt.zero_if((gamma_value == 0), gamma*(t4*t6 + mx.where((targets == 0), 0, -t5*targets))*cross_entropy))*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
+    cross_entropy = t1*t4 + mx.where(mx.logical_and(mx.isinf(t0), (targets == 0)), 0, t0*targets)
+    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + mx.where(mx.logical_and(mx.isinf(t6), (targets == 0)), 0, -t6*targets) + rt.zero_if((gamma_value == 0), gamma*(t4*t6 + mx.where(mx.logical_and(mx.isinf(t5), (targets == 0)), 0, -t5*targets))*cross_entropy))*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -56,13 +56,13 @@ def _backward_recomputing(inputs, targets, alpha, alpha_value, gamma, gamma_valu
     t3 = 1 - targets
     t0 = rt.softplus(-inputs)
     t1 = rt.softplus(inputs)
-    log_one_minus_p_t = mx.where((targets == 0), 0, -t1*targets) - t0*t3
+    log_one_minus_p_t = mx.where(mx.logical_and(mx.isinf(t1), (targets == 0)), 0, -t1*targets) - t0*t3
     t2 = rt.exp(rt.zero_if((gamma_value == 0), gamma*log_one_minus_p_t))
     t4 = 1 - targets
     t5 = rt.sigmoid(inputs)
     t6 = rt.sigmoid(-inputs)
-    cross_entropy = t1*t4 + mx.where((targets == 0), 0, t0*targets)
-    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + mx.where((targets == 0), 0, -t6*targets) + rt.zero_if((gamma_value == 0), gamma*(t4*t6 + mx.where((targets == 0), 0, -t5*targets))*cross_entropy))*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
+    cross_entropy = t1*t4 + mx.where(mx.logical_and(mx.isinf(t0), (targets == 0)), 0, t0*targets)
+    grad_inputs = mx.where((t2 == 0), 0, cotangent*t2*(t4*t5 + mx.where(mx.logical_and(mx.isinf(t6), (targets == 0)), 0, -t6*targets) + rt.zero_if((gamma_value == 0), gamma*(t4*t6 + mx.where(mx.logical_and(mx.isinf(t5), (targets == 0)), 0, -t5*targets))*cross_entropy))*rt.choose((alpha_value >= 0), (1 - alpha)*t4 + rt.zero_if((alpha_value == 0), alpha*targets), 1))
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -202,7 +202,8 @@ def _sigmoid_focal_loss_jvp(primals, tangents):
 
 @_sigmoid_focal_loss.vmap
 def _sigmoid_focal_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, alpha, gamma, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_sigmoid_focal_loss, primals, axes, 3, [3, 4],

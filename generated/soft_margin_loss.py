@@ -31,7 +31,7 @@ def _backward(inputs, targets, cotangent):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = mx.where((targets == 0), 0, (-cotangent)*targets*rt.sigmoid(-inputs*targets))
+    grad_inputs = mx.where(mx.logical_and((targets == 0), mx.isinf(cotangent*rt.sigmoid(-inputs*targets))), 0, (-cotangent)*targets*rt.sigmoid(-inputs*targets))
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -156,7 +156,8 @@ def _soft_margin_loss_jvp(primals, tangents):
 
 @_soft_margin_loss.vmap
 def _soft_margin_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_soft_margin_loss, primals, axes, 3, [],

@@ -219,7 +219,8 @@ def _softmax_focal_loss_jvp(primals, tangents):
 
 @_softmax_focal_loss.vmap
 def _softmax_focal_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, logits, targets, alpha, weights, axis, gamma, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_softmax_focal_loss, primals, axes, 4, [5], axis_at=4,

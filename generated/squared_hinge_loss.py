@@ -33,7 +33,7 @@ def _backward(inputs, targets, cotangent):
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
     t1 = inputs*targets
-    grad_inputs = mx.where((t1 < 1), mx.where((targets == 0), 0, (-2*cotangent)*(1 - t1)*targets), 0)
+    grad_inputs = mx.where((t1 < 1), mx.where(mx.logical_and((targets == 0), mx.isinf(cotangent*(1 - t1))), 0, (-2*cotangent)*(1 - t1)*targets), 0)
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -158,7 +158,8 @@ def _squared_hinge_loss_jvp(primals, tangents):
 
 @_squared_hinge_loss.vmap
 def _squared_hinge_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_squared_hinge_loss, primals, axes, 3, [],

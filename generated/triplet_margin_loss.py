@@ -422,7 +422,8 @@ def _triplet_margin_loss_jvp(primals, tangents):
 
 @_triplet_margin_loss.vmap
 def _triplet_margin_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, anchors, positives, negatives, weights, axis, margin, p, eps, swap, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_triplet_margin_loss, primals, axes, 4, [5, 6, 7], axis_at=4,

@@ -235,7 +235,8 @@ def _tversky_loss_jvp(primals, tangents):
 
 @_tversky_loss.vmap
 def _tversky_loss_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, axis, alpha, beta, smooth, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_tversky_loss, primals, axes, 3, [4, 5, 6], axis_at=3,

@@ -26,7 +26,7 @@ def _forward(inputs, targets, power, power_value, hold):
     t3 = 1/t2
     t4 = 1/t1
     t0 = rt.power(inputs, t1)
-    loss = (2*t3)*rt.power(inputs, t2) + (2*t3*t4)*rt.power(targets, t2) + mx.where((targets == 0), 0, (-2*t4)*t0*targets)
+    loss = (2*t3)*rt.power(inputs, t2) + (2*t3*t4)*rt.power(targets, t2) + mx.where(mx.logical_and(mx.isinf(t0), (targets == 0)), 0, (-2*t4)*t0*targets)
     held = (t0,) if hold else ()  # element-level: for float32 inputs alone
     return (loss, *held)
 
@@ -37,7 +37,7 @@ def _backward(inputs, targets, power, power_value, cotangent, t0):
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
     targets = rt.upcast(targets, compute)
-    grad_inputs = (2*cotangent)*(t0 + mx.where((targets == 0), 0, -rt.power(inputs, -power)*targets))
+    grad_inputs = (2*cotangent)*(t0 + mx.where(mx.logical_and((targets == 0), mx.isinf(rt.power(inputs, -power))), 0, -rt.power(inputs, -power)*targets))
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -50,7 +50,7 @@ def _backward_recomputing(inputs, targets, power, power_value, cotangent):
     targets = rt.upcast(targets, compute)
     t1 = 1 - power_value
     t0 = rt.power(inputs, t1)
-    grad_inputs = (2*cotangent)*(t0 + mx.where((targets == 0), 0, -rt.power(inputs, -power)*targets))
+    grad_inputs = (2*cotangent)*(t0 + mx.where(mx.logical_and((targets == 0), mx.isinf(rt.power(inputs, -power))), 0, -rt.power(inputs, -power)*targets))
     grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
     return (grad_inputs,)
 
@@ -189,7 +189,8 @@ def _tweedie_deviance_jvp(primals, tangents):
 
 @_tweedie_deviance.vmap
 def _tweedie_deviance_vmap(primals, axes):
-    """The loss called once on the whole batch: its derivatives stay the vjp's and the jvp's above."""
+    """The loss called on the whole batch at once (item by item where a parameter is mapped too:
+    rt.batched_call), so that its derivatives stay the vjp's and the jvp's above."""
     def _reduced(loss, inputs, targets, weights, power, reduction, variant):
         return rt.reduce(loss, reduction)
     return rt.batched_call(_tweedie_deviance, primals, axes, 3, [3],

@@ -90,6 +90,16 @@ class Variant:
         return "".join(f"_{name}" if value else f"_no_{name}" for name, value in self.flags.items())
 
 
+class IsInfinite(sp.logic.boolalg.BooleanFunction):
+    """True where the argument is +inf or -inf (not NaN: a 0 times it stays NaN); the safety rewrites put it in."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, argument):
+        return None
+
+
 class IsMinusInfinity(sp.logic.boolalg.BooleanFunction):
     """True where the argument is -inf (an ``exp`` of it is exactly 0); the safety rewrites put it in."""
 

@@ -5,7 +5,8 @@ from generator.spec import Input, Loss, LogSumExp, RowSum
 logits = Input("logits", doc="The score of each item of a list.")
 labels = Input("labels", differentiable=False,
                doc="The relevance label of each item (not differentiated). For optax's ``where``, give a masked item "
-                   "a logit of -inf and a label of 0: it then contributes nothing.")
+                   "a logit of -inf and a label of 0: it then contributes nothing (a list with no item left has "
+                   "loss 0 and, unlike optax's, counts in ``'mean'``).")
 
 spec = Loss(
     "ranking_softmax_loss",

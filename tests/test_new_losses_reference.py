@@ -748,6 +748,9 @@ def test_ranking_softmax_masked_items_contribute_nothing():
     grad = np.array(grad)
     assert np.allclose(grad[0, kept], want_grad, rtol=1e-12, atol=1e-15)
     assert grad[0, 1] == 0 and np.all(grad[1] == 0)
+    # a NaN logit is not masked, whatever its label: NaN in, NaN out
+    nan_row = mx.array([[np.nan, 0.2, 1.0]])
+    assert np.isnan(float(losscc.ranking_softmax_loss(nan_row, mx.array([[0.0, 0.0, 0.0]]), reduction="sum")))
 
 
 def test_pinball_at_zero_error_takes_the_slope_of_the_second_branch():

@@ -22,8 +22,8 @@ infinity or an exact 0 meets the same operations on every backend.
   (a log-probability of -inf). A parameter that scales a product and is 0
   removes it (``label_smoothing = 0`` against a ``-inf`` logit), and so does
   a factor of data that is 0 (an Input not differentiated) against a value
-  that may be infinite where the inputs are finite: a relevance label of 0
-  against a masked logit's ``logsumexp - logit``.
+  that is infinite (and may be where the inputs are finite): a relevance label
+  of 0 against a masked logit's ``logsumexp - logit``. Against NaN it stays NaN.
 * **Masked rows** (:func:`masked_rows`, class indices): a row whose class
   is the ignore_index has loss and gradients 0, whatever its values (a row of
   -inf logits included); a row whose class is outside the row has NaN loss
@@ -39,7 +39,7 @@ import sympy as sp
 from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
 
-from ..ir import COUNTED_ROW, INSIDE_ROW, KEPT_ROW, ROW_FILL, ROW_LENGTH, IsMinusInfinity, Reduction
+from ..ir import COUNTED_ROW, INSIDE_ROW, KEPT_ROW, ROW_FILL, ROW_LENGTH, IsInfinite, IsMinusInfinity, Reduction
 from ..spec.vocabulary import ClassTarget, Input, Param, is_element_level
 from .rewrite import extremum
 from .schedule import Statement
@@ -279,8 +279,10 @@ class _Rules:
             # exp(-inf) = 0 is the case to catch (a finite exponent makes the other factor finite too)
             zero = [self.zero_where(f) for f in arrays if isinstance(f, sp.exp)]
             zero += [self.zero_when[f] for f in arrays if f in self.zero_when]
-            zero += [sp.Eq(f, 0) for f in arrays
-                     if f in self.data and not self.is_finite(sp.Mul(*[g for g in arrays if g is not f]))]
+            for f in arrays:
+                rest = sp.Mul(*[g for g in arrays if g is not f])
+                if f in self.data and not self.is_finite(rest):  # 0 * NaN stays NaN
+                    zero.append(sp.And(sp.Eq(f, 0), IsInfinite(rest)))
             if zero:
                 guarded = sp.Piecewise((0, sp.Or(*zero)), (guarded, True))
         params = [f for f in expr.args if isinstance(f, Param) and f.range.contains(0)]

@@ -35,8 +35,9 @@ def logsumexp_numerators(forward_reductions, running=False):
     return [logsumexp_parts(r.symbol)[0] for r in spelled_out(forward_reductions, running)]
 
 
-def logsumexp_spelled_out(statements, running=False):
-    """Each logsumexp as every backend computes it, ``max + log(sum(exp(g - max)))``, in statements of its own.
+def logsumexp_spelled_out(statements, forward_reductions, running=False):
+    """Each logsumexp that ``spelled_out`` names as every backend computes it, ``max + log(sum(exp(g - max)))``,
+    in statements of its own.
 
     A row whose maximum is infinite is shifted by 0 instead (the row's shift):
     its logsumexp is then +-inf (or NaN) as it should be, not NaN from inf -
@@ -44,11 +45,12 @@ def logsumexp_spelled_out(statements, running=False):
     no maximum of its own: it is at most 0, and 0 somewhere, in a finite row.
     ``e`` and ``s`` are what the backward's softmax reads (``softmax_read_from_sums``).
     """
+    named = {r.symbol for r in spelled_out(forward_reductions, running)}
     values = {s.symbol: s.expr for s in statements if s.reduction is None}
     shifts = {s.symbol: s.expr for s in statements if s.reduction is not None and s.reduction.kind == "shift"}
     spelled = []
     for statement in statements:
-        if statement.reduction is None or statement.reduction.kind != "logsumexp":
+        if statement.reduction is None or statement.symbol not in named:
             spelled.append(statement)
             continue
         name, argument = statement.symbol, statement.expr
@@ -57,9 +59,6 @@ def logsumexp_spelled_out(statements, running=False):
         if any(moved == z - shift for shift, z in shifts.items()):
             spelled.append(Statement(exps, sp.exp(argument)))
             most = sp.S.Zero
-        elif running:
-            spelled.append(statement)
-            continue
         else:
             most = sp.Symbol(f"{name.name}_max", real=True)
             spelled += [Statement(most, argument, Reduction(most, "shift", argument)),

@@ -247,7 +247,7 @@ def _rowwise_programs(loss, variant, form):
     forward, backward, _ = rowwise_programs(loss, ir, outputs, form,
                                             softmax_read_from_sums(ir.forward_reductions, running=True),
                                             logsumexp_numerators(ir.forward_reductions, running=True))
-    forward = logsumexp_spelled_out(forward, running=True)
+    forward = logsumexp_spelled_out(forward, ir.forward_reductions, running=True)
     backward = recomputed(forward, backward)
     residuals = [s.symbol for s in forward if s.reduction is not None and s.symbol in _free(backward)]
     return forward, backward, residuals

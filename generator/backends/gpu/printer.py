@@ -183,6 +183,10 @@ class CPrinter(StrPrinter):
     def _print_IsMinusInfinity(self, expr):
         return f"({self._print(expr.args[0])} == -losscc_inf())"
 
+    def _print_IsInfinite(self, expr):
+        value = self._print(expr.args[0])
+        return f"(({value}) == losscc_inf() || ({value}) == -losscc_inf())"
+
     def _print_BooleanFalse(self, expr):
         return "false"
 

@@ -126,6 +126,9 @@ class MLXPrinter(StrPrinter):
     def _print_IsMinusInfinity(self, expr):
         return f"({self._print(expr.args[0])} == -math.inf)"
 
+    def _print_IsInfinite(self, expr):
+        return f"mx.isinf({self._print(expr.args[0])})"
+
     def _print_BooleanFalse(self, expr):
         return "False"
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sympy as sp
 
-from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR, Reduction
+from ...ir import COTANGENT, INSIDE_ROW, KEPT_ROW, ElementwiseIR
 from ...lower.programs import elementwise_programs, rowwise_programs
 from ...lower.residuals import recomputed_if_cheaper, residuals_read
 from ...lower.safety import class_terms
-from ...lower.schedule import Statement, inlined
+from ...lower.schedule import inlined
 from ...lower.softmax import logsumexp_numerators, logsumexp_spelled_out, softmax_read_from_sums
 from ...spec.terms import expand_terms
 from ...spec.vocabulary import ClassTarget, ClassWeights, Input, is_element_level
@@ -79,7 +79,7 @@ def rowwise_variant(loss, variant, target_form, printed_params, on_blocks=False)
     numerators = logsumexp_numerators(ir.forward_reductions)
     forward, backward, _ = rowwise_programs(loss, ir, outputs, target_form,
                                             softmax_read_from_sums(ir.forward_reductions), numerators, on_blocks)
-    forward = logsumexp_spelled_out(forward)
+    forward = logsumexp_spelled_out(forward, ir.forward_reductions)
     element += numerators
     recomputing = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, element), arrays)
     per_row = residuals_read(forward, recomputing)
