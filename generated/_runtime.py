@@ -902,8 +902,11 @@ class _Chunks:
         # An elementwise backward's chain of float32 operations is longer than a row-wise one's (binary_cross_
         # entropy's a dozen, each holding a chunk-sized output): its chunks are half as large (make bench,
         # value_and_grad of 2^22 bfloat16 elements as called: binary_cross_entropy 33.5 -> 28 MiB, mse_loss
-        # 27 -> 20, MLX's autodiff 32; no change in time beyond the machine's noise)
-        limit = CHUNK_ELEMENTS // 2 if axis is None and before is not None else CHUNK_ELEMENTS
+        # 27 -> 20, MLX's autodiff 32; no change in time beyond the machine's noise). So are a half-precision
+        # elementwise forward's, whose float32 values are twice its inputs' size (binary_cross_entropy
+        # bfloat16 as called: 34.3 -> 27.5 MiB)
+        elementwise_chain = axis is None and (before is not None or self.like.dtype in _HALF)
+        limit = CHUNK_ELEMENTS // 2 if elementwise_chain else CHUNK_ELEMENTS
         self.step = max(1, limit // max(self.like.size // max(self.length, 1), 1))
         self.one = not dims or self.like.size <= limit or self.step >= self.length
         self.before, self.reread_half = before, before is not None
