@@ -132,12 +132,30 @@ def ctc_cases(group, start, stop):
         yield f"ctc_loss {reduction}", max(error(got, want), error(grad, want_grad[:, start:stop]))
 
 
+def vmap_cases(group, start, stop):
+    """cross_entropy with group= under mx.vmap: two batches, each item's mean over every rank's rows kept, and
+    the gradient of the items' losses weighted (the vmap rule reduces each item, then the ranks sum them)."""
+    rng = np.random.default_rng(8)
+    logits = mx.array(rng.normal(size=(2, ROWS, CLASSES)).astype(np.float32))
+    targets = rng.integers(0, CLASSES, size=(2, ROWS))
+    targets[0, IGNORED] = IGNORE_INDEX
+    targets = mx.array(targets.astype(np.int32))
+    weight = mx.array([1.0, -2.0])
+
+    def loss(rows, group):
+        item = lambda x, t: generated.cross_entropy(x, t, reduction="mean", ignore_index=IGNORE_INDEX, group=group)
+        return lambda x: mx.sum(mx.vmap(item)(x, targets[:, rows]) * weight)
+    want, want_grad = mx.value_and_grad(loss(slice(0, ROWS), None))(logits)
+    got, grad = mx.value_and_grad(loss(slice(start, stop), group))(logits[:, start:stop])
+    yield "cross_entropy mean under vmap", max(error(got, want), error(grad, want_grad[:, start:stop]))
+
+
 def main():
     group = mx.distributed.init(backend="ring", strict=True)
     bounds = np.cumsum([0] + SHARES[group.size()])
     start, stop = int(bounds[group.rank()]), int(bounds[group.rank() + 1])
     errors = {}
-    for cases in (loss_cases, linear_cases, ctc_cases):
+    for cases in (loss_cases, linear_cases, ctc_cases, vmap_cases):
         for case, worst in cases(group, start, stop):
             errors[case] = worst
     print(json.dumps({"rank": group.rank(), "size": group.size(), "errors": errors}))

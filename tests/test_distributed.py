@@ -36,7 +36,7 @@ def test_every_rank_equals_one_process_on_the_whole_batch(world):
     assert [r["rank"] for r in reports] == list(range(world)) and {r["size"] for r in reports} == {world}
     cases = {f"{name} {reduction}" for name in LOSSES for reduction in ("mean", "sum")}
     cases |= {"linear_cross_entropy mean", "linear_kl_div_loss mean", "linear_cpo_loss mean", "ctc_loss mean",
-              "ctc_loss sum"}
+              "ctc_loss sum", "cross_entropy mean under vmap"}
     for report in reports:
         assert set(report["errors"]) == cases
         wrong = {case: e for case, e in report["errors"].items() if not e <= TOLERANCE}
