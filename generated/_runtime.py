@@ -579,8 +579,8 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
     ``axis_at``: the position of the axis the loss reduces along, then one further;
     ``reduction_at``: that of the reduction, then applied to each item by
     ``reduce(loss, *arguments)`` under ``mx.vmap``. Where anything else is mapped (a
-    parameter given as an array) or the axis is not a plain index (blocks of the
-    classes, classes split across ranks), the items are called one by one, and stacked.
+    parameter given as an array) or the axis is not a plain index (blocks of the classes),
+    the items are called one by one, and stacked.
     Mapped axes of one item among larger ones are every item's, as in ``vmap_of``.
 
     ``params``: the positions of the parameters, each one value (``check_param``), or one
