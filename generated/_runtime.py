@@ -544,13 +544,8 @@ def vmap_of(function, arguments, axes):
     others have more (MLX's vmap of an operation of a mapped and an unmapped array may give it):
     that item is every item's.
     """
-    where = [i for i, (a, axis) in enumerate(zip(arguments, axes))
-             if isinstance(a, mx.array) and axis is not None and a.ndim > 0]
-    if len({arguments[i].shape[axes[i]] for i in where}) > 1:
-        arguments = list(arguments)
-        for i in [i for i in where if arguments[i].shape[axes[i]] == 1]:
-            arguments[i] = mx.squeeze(arguments[i], axes[i])
-            where.remove(i)
+    _, arguments, axes = vmap_items(list(arguments), list(axes))
+    where = [i for i, (a, axis) in enumerate(zip(arguments, axes)) if _is_mapped(a, axis)]
     outputs = mx.vmap(_in_arrays(function, arguments, where), in_axes=tuple(axes[i] for i in where))(
         *[arguments[i] for i in where])
     return outputs, [0] * len(outputs)
@@ -581,7 +576,7 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
     ``reduce(loss, *arguments)`` under ``mx.vmap``. Where anything else is mapped (a
     parameter given as an array) or the axis is not a plain index (blocks of the classes),
     the items are called one by one, and stacked.
-    Mapped axes of one item among larger ones are every item's, as in ``vmap_of``.
+    Mapped axes of one item among larger ones are every item's (``vmap_items``).
 
     ``params``: the positions of the parameters, each one value (``check_param``), or one
     value an item where mapped. Their axes are read from that, not from ``axes``: MLX
@@ -629,11 +624,11 @@ def batched_call(function, primals, axes, data, params=(), axis_at=None, reducti
 
 def vmap_items(primals, axes):
     """``(items, primals, axes)`` of a custom vmap rule: how many items the mapped arrays hold; a mapped
-    axis of one item among larger ones is every item's (squeezed, unmapped), as in ``vmap_of``."""
+    axis of one item among larger ones is every item's (squeezed, unmapped: see ``vmap_of``)."""
     sizes = []
     _tree_map(lambda v, a: sizes.append(v.shape[a]) if _is_mapped(v, a) else None, primals, axes)
-    size = max(sizes)
-    one_item_among_more = lambda v, a: _is_mapped(v, a) and v.shape[a] != size
+    size = max(sizes, default=1)
+    one_item_among_more = lambda v, a: _is_mapped(v, a) and v.shape[a] == 1 < size
     return size, *(_tree_map(lambda v, a: mx.squeeze(v, a) if one_item_among_more(v, a) else v, primals, axes),
                    _tree_map(lambda v, a: None if one_item_among_more(v, a) else a, primals, axes))
 
