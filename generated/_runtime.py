@@ -698,18 +698,24 @@ def at_class(like, index, value, axis):
     return mx.put_along_axis(mx.zeros(like.shape, like.dtype), index, value.astype(like.dtype), axis=axis)
 
 
-def holds_elements(like, axis=None):
-    """Whether a forward holds its element-level values for the backward (the residual policy).
+def holds_elements(like):
+    """Whether an elementwise loss's forward holds its element-level values for the backward.
 
     For float32 inputs it does: computing an exp again would cost more time
-    than the memory is worth. For half-precision inputs it does not: a float32
-    value per element is twice the input's size, and the backward computes it
-    again, chunk by chunk (see ``lower.residuals.recomputed_if_cheaper``), and
-    each gradient by itself (``one_at_a_time``). Nor where the backward runs on
-    blocks of the classes (``axis`` a ``RowValues`` or a ``ClassBlock``): it then
-    reads the per-row values alone.
+    than the memory is worth (make bench: holding or not, an elementwise loss's
+    peak is the same, the whole forward and backward fused). For half-precision
+    inputs it does not: a float32 value per element is twice the input's size,
+    and the backward computes it again, chunk by chunk. A row-wise loss holds
+    per-row values alone, for every dtype (``lower.residuals.recomputed_if_cheaper``).
     """
-    return like.dtype not in _HALF and not isinstance(axis, (RowValues, ClassBlock))
+    return like.dtype not in _HALF
+
+
+def one_gradient_at_a_time(like, axis=None):
+    """Whether a backward computes each gradient by itself (``one_at_a_time``): for half-precision inputs,
+    whose float32 gradients before their cast are twice their size, and where the backward runs on blocks
+    of the classes (``axis`` a ``RowValues`` or a ``ClassBlock``)."""
+    return like.dtype in _HALF or isinstance(axis, (RowValues, ClassBlock))
 
 
 # ---------------------------------------------------------------- chunks

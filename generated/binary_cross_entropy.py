@@ -216,7 +216,7 @@ def _binary_cross_entropy_gradients_from(inputs, targets, weights, with_logits, 
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals, not differentiable)
     else:

@@ -140,7 +140,7 @@ def _binary_cross_entropy_with_logits_gradients_from(inputs, targets, pos_weight
         *residuals, loss = residuals
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, pos_weight, cotangent, *residuals, not differentiable)
     else:

@@ -99,7 +99,7 @@ def _clip_loss_gradients_from(image_to_text_logps, text_to_image_logps, weights,
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(image_to_text_logps):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(image_to_text_logps):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_image_to_text_logps, grad_text_to_image_logps, = gradients(programs, image_to_text_logps, text_to_image_logps, cotangent, *residuals, not differentiable)
     else:

@@ -146,7 +146,7 @@ def _cosine_embedding_loss_gradients_from(x1, x2, targets, weights, axis, margin
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(x1, x2, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(x1, axis):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(x1, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_x1, grad_x2, = gradients(programs, x1, x2, targets, rt.scalar(margin, compute), axis, cotangent, *residuals, not differentiable)
     else:

@@ -105,7 +105,7 @@ def _cpo_loss_gradients_from(chosen_logps, rejected_logps, weights, beta, label_
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(chosen_logps, rejected_logps))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(chosen_logps):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(chosen_logps):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_chosen_logps, grad_rejected_logps, = gradients(programs, chosen_logps, rejected_logps, rt.scalar(beta, compute), rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), cotangent, *residuals, not differentiable)
     else:

@@ -17,7 +17,7 @@ from .kernels import cross_entropy as _kernels
 __all__ = ["cross_entropy", "linear_cross_entropy"]
 
 
-def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, hold):
+def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
     """The loss of each row, indices targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -33,32 +33,11 @@ def _forward_indices(logits, targets, label_smoothing, label_smoothing_value, ls
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(logits - shift0, axis)
     loss = mx.where(counted_row, logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0, row_fill)
-    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, logsumexp0, *held)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, logsumexp0,)
 
 
-def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0, logsumexp0_exp):
+def _backward_indices(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(logits))
-    logits = rt.upcast(logits, compute)
-    row_length = rt.row_length(logits, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    targets_index = mx.expand_dims(targets, axis)
-    counted_row = mx.contiguous(mx.logical_and(inside_row, kept_row))
-    row_fill = mx.contiguous(mx.where(mx.logical_not(kept_row), 0, math.nan))
-    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
-    d_gather0 = (label_smoothing - 1)*cotangent
-    grad_logits = mx.where(counted_row, mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length, row_fill)
-    grad_logits_at_targets = mx.where(counted_row, d_gather0, row_fill)
-    grad_logits = rt.add_at_class(grad_logits, targets_index, grad_logits_at_targets, axis)
-    grad_logits = rt.in_dtype_of(grad_logits, given[0])
-    return (grad_logits, None,)
-
-
-def _backward_indices_recomputing(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -79,7 +58,7 @@ def _backward_indices_recomputing(logits, targets, label_smoothing, label_smooth
 
 
 
-def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, hold):
+def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row):
     """The loss of each row, probabilities targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -94,31 +73,11 @@ def _forward_probabilities(logits, targets, label_smoothing, label_smoothing_val
     logsumexp0 = mx.log(logsumexp0_sum)
     mean0 = rt.row_mean(shifted0, axis)
     loss = logsumexp0 + rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*mean0) + rt.zero_if((lse_square_scale_value == 0), lse_square_scale*mx.square(logsumexp0 + shift0)) + (label_smoothing - 1)*gather0
-    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, logsumexp0, *held)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, logsumexp0,)
 
 
-def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0, logsumexp0_exp):
+def _backward_probabilities(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(logits))
-    logits = rt.upcast(logits, compute)
-    row_length = rt.row_length(logits, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    targets = rt.upcast(targets, compute)
-    d_mean0 = mx.contiguous(rt.zero_if((label_smoothing_value == 0), (-label_smoothing)*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent*(rt.zero_if((lse_square_scale_value == 0), (2*lse_square_scale)*(logsumexp0 + shift0)) + 1))
-    d_gather0 = mx.contiguous((label_smoothing - 1)*cotangent)
-    shifted0 = logits - shift0
-    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + d_mean0/row_length
-    grad_targets = d_gather0*shifted0
-    grad_logits = rt.in_dtype_of(grad_logits, given[0])
-    grad_targets = rt.in_dtype_of(grad_targets, given[1])
-    return (grad_logits, grad_targets,)
-
-
-def _backward_probabilities_recomputing(logits, targets, label_smoothing, label_smoothing_value, lse_square_scale, lse_square_scale_value, axis, kept_row, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -180,8 +139,8 @@ def _backward_probabilities_one_at_a_time(programs, logits, targets, label_smoot
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
-    "_probabilities": (_forward_probabilities, _backward_probabilities, _backward_probabilities_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
+    "_probabilities": (_forward_probabilities, _backward_probabilities),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
@@ -205,8 +164,8 @@ def _cross_entropy_elements(logits, targets, weights, axis, label_smoothing, ign
     compute = rt.compute_dtype(mx.result_type(logits))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda logits, targets, kept_row, inside_row: forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, rt.holds_elements(logits, axis)),
-        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+        lambda logits, targets, kept_row, inside_row: forward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row),
+        [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis)], axis, chunked=not differentiable)
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -217,8 +176,7 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(logits, axis) else recomputing
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     kept = rt.kept_rows(targets, ignore_index)
     targets = rt.mask_rows(targets, kept)
     inside = rt.rows_inside(targets, rt.row_length(logits, axis))
@@ -229,13 +187,13 @@ def _cross_entropy_gradients_from(logits, targets, weights, axis, label_smoothin
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(logits, axis):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(logits, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_logits, grad_targets, = gradients(programs, logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals, not differentiable)
     else:
         grad_logits, grad_targets, = rt.in_chunks(
             lambda logits, targets, kept_row, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(label_smoothing, compute), rt.param_value(label_smoothing, compute), rt.scalar(lse_square_scale, compute), rt.param_value(lse_square_scale, compute), axis, kept_row, inside_row, cotangent, *residuals),
-            [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
+            [logits, targets, rt.row_flag(kept, axis), rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -204,7 +204,7 @@ def _gaussian_nll_loss_gradients_from(inputs, targets, vars, weights, full, eps,
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets, vars))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, grad_vars, = gradients(programs, inputs, targets, vars, rt.scalar(eps, compute), cotangent, *residuals, not differentiable)
     else:

@@ -16,7 +16,7 @@ from .kernels import generalized_kl_divergence as _kernels
 __all__ = ["generalized_kl_divergence"]
 
 
-def _forward_indices(log_predictions, targets, axis, hold):
+def _forward_indices(log_predictions, targets, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(log_predictions, targets))
     log_predictions = rt.upcast(log_predictions, compute)
@@ -26,28 +26,11 @@ def _forward_indices(log_predictions, targets, axis, hold):
     t1 = mx.log(targets)
     sum0 = rt.row_sum(t0 + mx.where((targets > 0), t1*targets, mx.where((targets <= 0), 0, math.nan)) - targets - log_predictions*targets, axis)
     loss = sum0
-    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), *held)
+    return (mx.squeeze(loss, axis),)
 
 
-def _backward_indices(log_predictions, targets, axis, cotangent, t0, t1):
+def _backward_indices(log_predictions, targets, axis, cotangent):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (log_predictions, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(log_predictions, targets))
-    log_predictions = rt.upcast(log_predictions, compute)
-    targets = rt.upcast(targets, compute)
-    row_length = rt.row_length(log_predictions, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    d_sum0 = cotangent
-    grad_log_predictions = d_sum0*(t0 - targets)
-    grad_targets = d_sum0*(mx.where((targets > 0), t1 + 1, 0) - log_predictions - 1)
-    grad_log_predictions = rt.in_dtype_of(grad_log_predictions, given[0])
-    grad_targets = rt.in_dtype_of(grad_targets, given[1])
-    return (grad_log_predictions, grad_targets,)
-
-
-def _backward_indices_recomputing(log_predictions, targets, axis, cotangent):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (log_predictions, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(log_predictions, targets))
     log_predictions = rt.upcast(log_predictions, compute)
@@ -104,7 +87,7 @@ def _backward_indices_one_at_a_time(programs, log_predictions, targets, axis, co
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
@@ -123,8 +106,8 @@ def _generalized_kl_divergence_elements(log_predictions, targets, weights, axis,
     forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda log_predictions, targets: forward(log_predictions, targets, axis, rt.holds_elements(log_predictions, axis)),
-        [log_predictions, targets], axis, chunked=not (differentiable or rt.holds_elements(log_predictions, axis)))
+        lambda log_predictions, targets: forward(log_predictions, targets, axis),
+        [log_predictions, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -133,15 +116,14 @@ def _generalized_kl_divergence_gradients_from(log_predictions, targets, weights,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(log_predictions, axis) else recomputing
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(log_predictions, axis):
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(log_predictions, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_log_predictions, grad_targets, = gradients(programs, log_predictions, targets, axis, cotangent, *residuals, not differentiable)
     else:
         grad_log_predictions, grad_targets, = rt.in_chunks(
             lambda log_predictions, targets, cotangent, *residuals: backward(log_predictions, targets, axis, cotangent, *residuals),
-            [log_predictions, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(log_predictions, axis)), before=cotangent)
+            [log_predictions, targets, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_log_predictions, log_predictions), rt.gradient_for(grad_targets, targets)]
 
 

@@ -111,7 +111,7 @@ def _hinge_loss_gradients_from(inputs, targets, weights, reduction, variant, cot
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, cotangent, *residuals, not differentiable)
     else:

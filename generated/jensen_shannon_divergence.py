@@ -17,7 +17,7 @@ from .kernels import jensen_shannon_divergence as _kernels
 __all__ = ["jensen_shannon_divergence", "linear_jensen_shannon_divergence"]
 
 
-def _forward_indices(inputs, targets, beta, beta_value, axis, hold):
+def _forward_indices(inputs, targets, beta, beta_value, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -32,36 +32,11 @@ def _forward_indices(inputs, targets, beta, beta_value, axis, hold):
     sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(inputs + t4)), axis)
     sum1 = rt.row_sum(mx.where((t1 == 0), 0, t1*(targets + t4)), axis)
     loss = beta*sum1 + t3*sum0
-    held = (t0, t1, t2,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), *held)
+    return (mx.squeeze(loss, axis),)
 
 
-def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent, t0, t1, t2):
+def _backward_indices(inputs, targets, beta, beta_value, axis, cotangent):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    inputs = rt.upcast(inputs, compute)
-    targets = rt.upcast(targets, compute)
-    row_length = rt.row_length(inputs, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    t5 = 1 - beta_value
-    t6 = inputs - targets + (-rt.math_of("log", beta_value) + rt.math_of("log", t5))
-    t7 = -rt.sigmoid(t6)
-    t10 = -rt.sigmoid(-t6)
-    d_sum1 = mx.contiguous(beta*cotangent)
-    d_sum0 = mx.contiguous(t5*cotangent)
-    t9 = mx.where((t0 == 0), 0, d_sum0*t0)
-    log_mixture = t2
-    t8 = 1 - log_mixture
-    grad_inputs = mx.where((t0 == 0), 0, t9*(inputs + t7 + t8)) + mx.where((t1 == 0), 0, d_sum1*t1*t7)
-    grad_targets = mx.where((t0 == 0), 0, t10*t9) + mx.where((t1 == 0), 0, d_sum1*t1*(targets + t10 + t8))
-    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
-    grad_targets = rt.in_dtype_of(grad_targets, given[1])
-    return (grad_inputs, grad_targets,)
-
-
-def _backward_indices_recomputing(inputs, targets, beta, beta_value, axis, cotangent):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -148,7 +123,7 @@ def _backward_indices_one_at_a_time(programs, inputs, targets, beta, beta_value,
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
@@ -168,8 +143,8 @@ def _jensen_shannon_divergence_elements(inputs, targets, weights, axis, beta, re
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets: forward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, rt.holds_elements(inputs, axis)),
-        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+        lambda inputs, targets: forward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis),
+        [inputs, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -178,16 +153,15 @@ def _jensen_shannon_divergence_gradients_from(inputs, targets, weights, axis, be
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs, axis) else recomputing
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals, not differentiable)
     else:
         grad_inputs, grad_targets, = rt.in_chunks(
             lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), axis, cotangent, *residuals),
-            [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
+            [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

@@ -17,7 +17,7 @@ from .kernels import kl_div_loss as _kernels
 __all__ = ["kl_div_loss", "linear_kl_div_loss"]
 
 
-def _forward_indices(inputs, targets, axis, hold):
+def _forward_indices(inputs, targets, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -26,29 +26,11 @@ def _forward_indices(inputs, targets, axis, hold):
     t0 = rt.exp(targets)
     sum0 = rt.row_sum(mx.where((t0 == 0), 0, t0*(targets - inputs)), axis)
     loss = sum0
-    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), *held)
+    return (mx.squeeze(loss, axis),)
 
 
-def _backward_indices(inputs, targets, axis, cotangent, t0):
+def _backward_indices(inputs, targets, axis, cotangent):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    inputs = rt.upcast(inputs, compute)
-    targets = rt.upcast(targets, compute)
-    row_length = rt.row_length(inputs, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    d_sum0 = cotangent
-    t1 = mx.where((t0 == 0), 0, d_sum0*t0)
-    grad_inputs = -t1
-    grad_targets = mx.where((t0 == 0), 0, t1*(targets - inputs + 1))
-    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
-    grad_targets = rt.in_dtype_of(grad_targets, given[1])
-    return (grad_inputs, grad_targets,)
-
-
-def _backward_indices_recomputing(inputs, targets, axis, cotangent):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (inputs, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
     inputs = rt.upcast(inputs, compute)
@@ -107,7 +89,7 @@ def _backward_indices_one_at_a_time(programs, inputs, targets, axis, cotangent, 
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
@@ -126,8 +108,8 @@ def _kl_div_loss_elements(inputs, targets, weights, axis, reduction, variant, di
     forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets: forward(inputs, targets, axis, rt.holds_elements(inputs, axis)),
-        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+        lambda inputs, targets: forward(inputs, targets, axis),
+        [inputs, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -136,15 +118,14 @@ def _kl_div_loss_gradients_from(inputs, targets, weights, axis, reduction, varia
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs, axis) else recomputing
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, axis, cotangent, *residuals, not differentiable)
     else:
         grad_inputs, grad_targets, = rt.in_chunks(
             lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, axis, cotangent, *residuals),
-            [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
+            [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

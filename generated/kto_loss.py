@@ -138,7 +138,7 @@ def _kto_loss_gradients_from(policy_logps, ref_logps, preference_labels, kl, wei
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(policy_logps) else recomputing
     compute = rt.compute_dtype(mx.result_type(policy_logps, ref_logps, preference_labels, kl))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(policy_logps):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(policy_logps):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_policy_logps, grad_ref_logps, = gradients(programs, policy_logps, ref_logps, preference_labels, kl, rt.scalar(beta, compute), rt.scalar(desirable_weight, compute), rt.param_value(desirable_weight, compute), rt.scalar(undesirable_weight, compute), rt.param_value(undesirable_weight, compute), cotangent, *residuals, not differentiable)
     else:

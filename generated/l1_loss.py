@@ -97,7 +97,7 @@ def _l1_loss_gradients_from(predictions, targets, weights, reduction, variant, c
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(predictions):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(predictions):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_predictions, grad_targets, = gradients(programs, predictions, targets, cotangent, *residuals, not differentiable)
     else:

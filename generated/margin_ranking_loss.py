@@ -123,7 +123,7 @@ def _margin_ranking_loss_gradients_from(inputs1, inputs2, targets, weights, marg
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs1, inputs2, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs1):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs1):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs1, grad_inputs2, grad_targets, = gradients(programs, inputs1, inputs2, targets, rt.scalar(margin, compute), cotangent, *residuals, not differentiable)
     else:

@@ -17,7 +17,7 @@ from .kernels import multi_margin_loss as _kernels
 __all__ = ["multi_margin_loss", "linear_multi_margin_loss"]
 
 
-def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row, hold):
+def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row):
     """The loss of each row, indices targets."""
     given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
@@ -34,35 +34,11 @@ def _forward_indices(inputs, targets, weight, p, margin, axis, inside_row, hold)
     t0 = rt.power(t1, p)
     mean0 = rt.row_mean((1 - targets_onehot)*mx.where((t1 > 0), t0, mx.where((t1 <= 0), 0 ** p, math.nan)), axis)
     loss = mx.where(inside_row, gather0*mean0, math.nan)
-    held = (t0,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, gather0, gather1, *held)
+    return (mx.squeeze(loss, axis), shift0, gather0, gather1,)
 
 
-def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1, t0):
+def _backward_indices(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(inputs, weight))
-    inputs = rt.upcast(inputs, compute)
-    weight = rt.upcast(weight, compute)
-    row_length = rt.row_length(inputs, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.class_positions(inputs, axis) == targets_index).astype(compute)
-    t5 = (1 - targets_onehot)/row_length
-    d_mean0 = mx.contiguous(cotangent*gather0)
-    shifted0 = inputs - shift0
-    t2 = shifted0 + (margin - gather1)
-    t3 = p*t0/t2
-    t4 = (t2 > 0)
-    b0_mean0 = rt.row_sum(mx.where(t4, -t3*t5, 0), axis)
-    d_gather1 = mx.contiguous(b0_mean0*d_mean0)
-    grad_inputs = mx.where(inside_row, d_gather1*targets_onehot + mx.where(t4, d_mean0*t3*t5, 0), math.nan)
-    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
-    return (grad_inputs,)
-
-
-def _backward_indices_recomputing(inputs, targets, weight, p, margin, axis, inside_row, cotangent, shift0, gather0, gather1):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     inputs = rt.upcast(inputs, compute)
@@ -87,7 +63,7 @@ def _backward_indices_recomputing(inputs, targets, weight, p, margin, axis, insi
 
 
 
-def _forward_indices_on_blocks(inputs, targets, weight, p, margin, axis, inside_row, hold):
+def _forward_indices_on_blocks(inputs, targets, weight, p, margin, axis, inside_row):
     """The loss of each row, indices targets."""
     given = (inputs, targets, weight,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
@@ -135,8 +111,8 @@ def _backward_indices_on_blocks(inputs, targets, weight, p, margin, axis, inside
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
-    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks, _backward_indices_on_blocks),
+    "_indices": (_forward_indices, _backward_indices),
+    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # The linear_ form's backward on blocks of the classes reads per-row values alone: these variants'
@@ -157,8 +133,8 @@ def _multi_margin_loss_elements(inputs, targets, weight, weights, axis, p, margi
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets, inside_row: forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, rt.holds_elements(inputs, axis)),
-        [inputs, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+        lambda inputs, targets, inside_row: forward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row),
+        [inputs, targets, rt.row_flag(inside, axis)], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -167,14 +143,13 @@ def _multi_margin_loss_gradients_from(inputs, targets, weight, weights, axis, p,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs, axis) else recomputing
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     inside = rt.rows_inside(targets, rt.row_length(inputs, axis))
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(inputs, weight))
     grad_inputs, = rt.in_chunks(
         lambda inputs, targets, inside_row, cotangent, *residuals: backward(inputs, targets, weight, p, rt.scalar(margin, compute), axis, inside_row, cotangent, *residuals),
-        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
+        [inputs, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs)]
 
 

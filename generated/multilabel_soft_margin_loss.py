@@ -16,7 +16,7 @@ from .kernels import multilabel_soft_margin_loss as _kernels
 __all__ = ["multilabel_soft_margin_loss"]
 
 
-def _forward_indices(inputs, targets, weight, axis, hold):
+def _forward_indices(inputs, targets, weight, axis):
     """The loss of each row, indices targets."""
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
@@ -27,30 +27,11 @@ def _forward_indices(inputs, targets, weight, axis, hold):
     t1 = rt.softplus(inputs)
     mean0 = rt.row_mean(mx.where(mx.logical_and((weight == 0), mx.isinf(t0*targets + t1*(1 - targets))), 0, -(t0*targets + t1*(1 - targets))*weight), axis)
     loss = -mean0
-    held = (t0, t1,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), *held)
+    return (mx.squeeze(loss, axis),)
 
 
-def _backward_indices(inputs, targets, weight, axis, cotangent, t0, t1):
+def _backward_indices(inputs, targets, weight, axis, cotangent):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
-    inputs = rt.upcast(inputs, compute)
-    targets = rt.upcast(targets, compute)
-    weight = rt.upcast(weight, compute)
-    row_length = rt.row_length(inputs, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    d_mean0 = mx.contiguous(-cotangent)
-    t2 = d_mean0*weight/row_length
-    grad_inputs = t2*(targets*rt.sigmoid(-inputs) - (1 - targets)*rt.sigmoid(inputs))
-    grad_targets = t2*(t1 - t0)
-    grad_inputs = rt.in_dtype_of(grad_inputs, given[0])
-    grad_targets = rt.in_dtype_of(grad_targets, given[1])
-    return (grad_inputs, grad_targets,)
-
-
-def _backward_indices_recomputing(inputs, targets, weight, axis, cotangent):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (inputs, targets, weight,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(inputs, targets, weight))
     inputs = rt.upcast(inputs, compute)
@@ -113,7 +94,7 @@ def _backward_indices_one_at_a_time(programs, inputs, targets, weight, axis, cot
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # Half-precision inputs: each gradient by itself, after the one before (rt.one_at_a_time).
@@ -132,8 +113,8 @@ def _multilabel_soft_margin_loss_elements(inputs, targets, weight, weights, axis
     forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda inputs, targets: forward(inputs, targets, weight, axis, rt.holds_elements(inputs, axis)),
-        [inputs, targets], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)))
+        lambda inputs, targets: forward(inputs, targets, weight, axis),
+        [inputs, targets], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -142,15 +123,14 @@ def _multilabel_soft_margin_loss_gradients_from(inputs, targets, weight, weights
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(inputs, axis) else recomputing
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, weight, axis, cotangent, *residuals, not differentiable)
     else:
         grad_inputs, grad_targets, = rt.in_chunks(
             lambda inputs, targets, cotangent, *residuals: backward(inputs, targets, weight, axis, cotangent, *residuals),
-            [inputs, targets, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(inputs, axis)), before=cotangent)
+            [inputs, targets, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_inputs, inputs), rt.gradient_for(grad_targets, targets)]
 
 

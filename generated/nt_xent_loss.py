@@ -99,7 +99,7 @@ def _nt_xent_loss_gradients_from(first_logps, second_logps, weights, reduction, 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(first_logps):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(first_logps):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_first_logps, grad_second_logps, = gradients(programs, first_logps, second_logps, cotangent, *residuals, not differentiable)
     else:

@@ -107,7 +107,7 @@ def _pinball_loss_gradients_from(inputs, targets, weights, tau, reduction, varia
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(tau, compute), rt.param_value(tau, compute), cotangent, *residuals, not differentiable)
     else:

@@ -343,7 +343,7 @@ def _poisson_nll_loss_gradients_from(inputs, targets, weights, log_input, full, 
     _, holding, recomputing = (_PROGRAMS if differentiable else _COMPILED)[variant]
     backward = holding if rt.holds_elements(inputs) else recomputing
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(eps, compute), cotangent, *residuals, not differentiable)
     else:

@@ -17,7 +17,7 @@ from .kernels import poly1_cross_entropy as _kernels
 __all__ = ["poly1_cross_entropy", "linear_poly1_cross_entropy"]
 
 
-def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
+def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, indices targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -32,31 +32,11 @@ def _forward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, 
     logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
     gather1 = 1 - mx.where((rt.at_index(shifted0, targets_index, axis) == -math.inf), 0, rt.exp(rt.at_index(shifted0, targets_index, axis) - logsumexp0))
     loss = mx.where(inside_row, logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0, math.nan)
-    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum,)
 
 
-def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0_exp):
+def _backward_indices(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(logits))
-    logits = rt.upcast(logits, compute)
-    row_length = rt.row_length(logits, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
-    t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
-    b0_gather1 = rt.at_index(t0, targets_index, axis)
-    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
-    d_gather0 = mx.contiguous(-cotangent)
-    grad_logits = mx.where(inside_row, d_gather0*targets_onehot + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets_onehot), math.nan)
-    grad_logits = rt.in_dtype_of(grad_logits, given[0])
-    return (grad_logits, None,)
-
-
-def _backward_indices_recomputing(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -76,7 +56,7 @@ def _backward_indices_recomputing(logits, targets, epsilon, epsilon_value, axis,
 
 
 
-def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
+def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, probabilities targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -91,33 +71,11 @@ def _forward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside
     logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
     gather1 = rt.row_sum(mx.where((targets == 0), 0, (1 - mx.where((shifted0 == -math.inf), 0, rt.exp(shifted0 - logsumexp0)))*targets), axis)
     loss = logsumexp0 + rt.zero_if((epsilon_value == 0), epsilon*gather1) - gather0
-    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum,)
 
 
-def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum, logsumexp0_exp):
+def _backward_probabilities(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(logits))
-    logits = rt.upcast(logits, compute)
-    row_length = rt.row_length(logits, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    targets = rt.upcast(targets, compute)
-    t0 = mx.where((logsumexp0_exp == 0), 0, mx.reciprocal(logsumexp0_sum)*logsumexp0_exp)
-    b0_gather1 = rt.row_sum(mx.where((targets == 0), 0, t0*targets), axis)
-    d_gather1 = mx.contiguous(rt.zero_if((epsilon_value == 0), epsilon*cotangent))
-    d_logsumexp0 = mx.contiguous(cotangent + b0_gather1*d_gather1)
-    d_gather0 = mx.contiguous(-cotangent)
-    shifted0 = logits - shift0
-    grad_logits = d_gather0*targets + mx.where((logsumexp0_exp == 0), 0, d_logsumexp0*t0) + mx.where((logsumexp0_exp == 0), 0, (-d_gather1)*t0*targets)
-    grad_targets = d_gather0*shifted0 + d_gather1*(1 - t0)
-    grad_logits = rt.in_dtype_of(grad_logits, given[0])
-    grad_targets = rt.in_dtype_of(grad_targets, given[1])
-    return (grad_logits, grad_targets,)
-
-
-def _backward_probabilities_recomputing(logits, targets, epsilon, epsilon_value, axis, inside_row, cotangent, shift0, logsumexp0_sum):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (logits, targets,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits))
     logits = rt.upcast(logits, compute)
@@ -139,7 +97,7 @@ def _backward_probabilities_recomputing(logits, targets, epsilon, epsilon_value,
 
 
 
-def _forward_indices_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
+def _forward_indices_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, indices targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -178,7 +136,7 @@ def _backward_indices_on_blocks(logits, targets, epsilon, epsilon_value, axis, i
 
 
 
-def _forward_probabilities_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row, hold):
+def _forward_probabilities_on_blocks(logits, targets, epsilon, epsilon_value, axis, inside_row):
     """The loss of each row, probabilities targets."""
     given = (logits, targets,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits))
@@ -266,10 +224,10 @@ def _backward_probabilities_on_blocks_one_at_a_time(programs, logits, targets, e
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
-    "_probabilities": (_forward_probabilities, _backward_probabilities, _backward_probabilities_recomputing),
-    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks, _backward_indices_on_blocks),
-    "_probabilities_on_blocks": (_forward_probabilities_on_blocks, _backward_probabilities_on_blocks, _backward_probabilities_on_blocks),
+    "_indices": (_forward_indices, _backward_indices),
+    "_probabilities": (_forward_probabilities, _backward_probabilities),
+    "_indices_on_blocks": (_forward_indices_on_blocks, _backward_indices_on_blocks),
+    "_probabilities_on_blocks": (_forward_probabilities_on_blocks, _backward_probabilities_on_blocks),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 # The linear_ form's backward on blocks of the classes reads per-row values alone: these variants'
@@ -297,8 +255,8 @@ def _poly1_cross_entropy_elements(logits, targets, weights, axis, epsilon, reduc
     compute = rt.compute_dtype(mx.result_type(logits))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda logits, targets, inside_row: forward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, rt.holds_elements(logits, axis)),
-        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+        lambda logits, targets, inside_row: forward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row),
+        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not differentiable)
     if weights is not None:
         residuals.append(loss)  # each row's loss: the gradient of the weights
     return loss, residuals
@@ -309,8 +267,7 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(logits, axis) else recomputing
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)
     of_weights = []
@@ -319,13 +276,13 @@ def _poly1_cross_entropy_gradients_from(logits, targets, weights, axis, epsilon,
         of_weights = [rt.gradient_for(cotangent * loss, weights)]
         cotangent = cotangent * weights
     compute = rt.compute_dtype(mx.result_type(logits))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(logits, axis):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(logits, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_logits, grad_targets, = gradients(programs, logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, rt.row_flag(inside, axis), cotangent, *residuals, not differentiable)
     else:
         grad_logits, grad_targets, = rt.in_chunks(
             lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, rt.scalar(epsilon, compute), rt.param_value(epsilon, compute), axis, inside_row, cotangent, *residuals),
-            [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
+            [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_logits, logits), rt.gradient_for(grad_targets, targets)] + of_weights
 
 

@@ -16,7 +16,7 @@ from .kernels import ranking_softmax_loss as _kernels
 __all__ = ["ranking_softmax_loss"]
 
 
-def _forward_indices(logits, labels, axis, hold):
+def _forward_indices(logits, labels, axis):
     """The loss of each row, indices targets."""
     given = (logits, labels,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits, labels))
@@ -30,28 +30,11 @@ def _forward_indices(logits, labels, axis, hold):
     logsumexp0 = mx.contiguous(mx.log(logsumexp0_sum))
     sum0 = rt.row_sum(mx.where(mx.logical_and((labels == 0), mx.isinf(logsumexp0 - shifted0)), 0, (logsumexp0 - shifted0)*labels), axis)
     loss = sum0
-    held = (logsumexp0_exp,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum, *held)
+    return (mx.squeeze(loss, axis), shift0, logsumexp0_sum,)
 
 
-def _backward_indices(logits, labels, axis, cotangent, shift0, logsumexp0_sum, logsumexp0_exp):
+def _backward_indices(logits, labels, axis, cotangent, shift0, logsumexp0_sum):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (logits, labels,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(logits, labels))
-    logits = rt.upcast(logits, compute)
-    labels = rt.upcast(labels, compute)
-    row_length = rt.row_length(logits, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    b0_sum0 = rt.row_sum(labels, axis)
-    d_sum0 = cotangent
-    d_logsumexp0 = mx.contiguous(b0_sum0*d_sum0)
-    grad_logits = mx.where((logsumexp0_exp == 0), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + (-d_sum0)*labels
-    grad_logits = rt.in_dtype_of(grad_logits, given[0])
-    return (grad_logits,)
-
-
-def _backward_indices_recomputing(logits, labels, axis, cotangent, shift0, logsumexp0_sum):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (logits, labels,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits, labels))
     logits = rt.upcast(logits, compute)
@@ -71,7 +54,7 @@ def _backward_indices_recomputing(logits, labels, axis, cotangent, shift0, logsu
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -84,8 +67,8 @@ def _ranking_softmax_loss_elements(logits, labels, weights, axis, reduction, var
     forward, *_ = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda logits, labels: forward(logits, labels, axis, rt.holds_elements(logits, axis)),
-        [logits, labels], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+        lambda logits, labels: forward(logits, labels, axis),
+        [logits, labels], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -94,11 +77,10 @@ def _ranking_softmax_loss_gradients_from(logits, labels, weights, axis, reductio
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(logits, axis) else recomputing
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     grad_logits, = rt.in_chunks(
         lambda logits, labels, cotangent, *residuals: backward(logits, labels, axis, cotangent, *residuals),
-        [logits, labels, cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
+        [logits, labels, cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_logits, logits)]
 
 

@@ -104,7 +104,7 @@ def _smooth_l1_loss_gradients_from(predictions, targets, weights, beta, reductio
     """
     _, backward = (_PROGRAMS if differentiable else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(predictions, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(predictions):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(predictions):
         gradients, programs = (_ONE_AT_A_TIME if differentiable else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_predictions, grad_targets, = gradients(programs, predictions, targets, rt.scalar(beta, compute), rt.param_value(beta, compute), cotangent, *residuals, not differentiable)
     else:

@@ -17,7 +17,7 @@ from .kernels import softmax_focal_loss as _kernels
 __all__ = ["softmax_focal_loss", "linear_softmax_focal_loss"]
 
 
-def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, hold):
+def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row):
     """The loss of each row, indices targets."""
     given = (logits, targets, alpha,)  # as given: a row's maximum is read in the input's own dtype
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
@@ -39,34 +39,11 @@ def _forward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_ro
     logsumexp1 = logsumexp1_max + mx.log(logsumexp1_sum)
     t0 = rt.exp(rt.zero_if((gamma_value == 0), gamma*(logsumexp1 - logsumexp0)))
     loss = mx.where(inside_row, mx.where((t0 == 0), 0, -gather0*t0*(gather1 - logsumexp0)), math.nan)
-    held = (logsumexp0_exp, logsumexp1_exp,) if hold else ()  # element-level: for float32 inputs alone
-    return (mx.squeeze(loss, axis), shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0, *held)
+    return (mx.squeeze(loss, axis), shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0,)
 
 
-def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0, logsumexp0_exp, logsumexp1_exp):
+def _backward_indices(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0):
     """The gradients, given each loss element's cotangent, each in its input's dtype."""
-    given = (logits, targets, alpha,)  # as given: a half-precision gradient is written in half, never held in float32
-    compute = rt.compute_dtype(mx.result_type(logits, alpha))
-    logits = rt.upcast(logits, compute)
-    alpha = rt.upcast(alpha, compute)
-    row_length = rt.row_length(logits, axis)
-    cotangent = rt.row_cotangent(cotangent, axis)
-    targets_index = mx.expand_dims(targets, axis)
-    targets_onehot = (rt.class_positions(logits, axis) == targets_index).astype(compute)
-    t1 = gather1 - logsumexp0
-    t2 = rt.zero_if((gamma_value == 0), gamma*t1)
-    t3 = mx.where((t0 == 0), 0, cotangent*t0)
-    t4 = mx.where((t0 == 0), 0, gather0*t3)
-    d_logsumexp1 = mx.contiguous(mx.where((t0 == 0), 0, -t2*t4))
-    d_logsumexp0 = mx.contiguous(mx.where((t0 == 0), 0, t4*(t2 + 1)))
-    d_gather1 = mx.contiguous(-t4)
-    grad_logits = mx.where(inside_row, mx.where((t0 == 0), 0, d_gather1*targets_onehot) + mx.where(mx.logical_or((logsumexp0_exp == 0), (t0 == 0)), 0, (d_logsumexp0/logsumexp0_sum)*logsumexp0_exp) + mx.where(mx.logical_or((logsumexp1_exp == 0), (t0 == 0)), 0, (d_logsumexp1/logsumexp1_sum)*logsumexp1_exp), math.nan)
-    grad_logits = rt.in_dtype_of(grad_logits, given[0])
-    return (grad_logits,)
-
-
-def _backward_indices_recomputing(logits, targets, alpha, gamma, gamma_value, axis, inside_row, cotangent, shift0, gather0, gather1, logsumexp0_sum, logsumexp0, logsumexp1_max, logsumexp1_sum, t0):
-    """The gradients of half-precision inputs: the element-level values computed again, not held from the forward."""
     given = (logits, targets, alpha,)  # as given: a half-precision gradient is written in half, never held in float32
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     logits = rt.upcast(logits, compute)
@@ -94,7 +71,7 @@ def _backward_indices_recomputing(logits, targets, alpha, gamma, gamma_value, ax
 # The forward and backward of each variant: compiled, and as they are for MLX's transformations to
 # differentiate (MLX cannot take the vjp of a compiled function outside its own tracing).
 _PROGRAMS = {
-    "_indices": (_forward_indices, _backward_indices, _backward_indices_recomputing),
+    "_indices": (_forward_indices, _backward_indices),
 }
 _COMPILED = {variant: [mx.compile(program) for program in programs] for variant, programs in _PROGRAMS.items()}
 
@@ -110,8 +87,8 @@ def _softmax_focal_loss_elements(logits, targets, alpha, weights, axis, gamma, r
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     # in chunks of rows: the program's temporaries the size of its rows are never whole (rt.in_chunks)
     loss, *residuals = rt.in_chunks(
-        lambda logits, targets, inside_row: forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, rt.holds_elements(logits, axis)),
-        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)))
+        lambda logits, targets, inside_row: forward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row),
+        [logits, targets, rt.row_flag(inside, axis)], axis, chunked=not differentiable)
     return loss, residuals
 
 
@@ -120,14 +97,13 @@ def _softmax_focal_loss_gradients_from(logits, targets, alpha, weights, axis, ga
 
     ``differentiable``: to be differentiated by MLX (the programs as they are, not compiled).
     """
-    _, holding, recomputing = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
-    backward = holding if rt.holds_elements(logits, axis) else recomputing
+    _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     inside = rt.rows_inside(targets, rt.row_length(logits, axis))
     targets = rt.mask_rows(targets, inside)
     compute = rt.compute_dtype(mx.result_type(logits, alpha))
     grad_logits, = rt.in_chunks(
         lambda logits, targets, inside_row, cotangent, *residuals: backward(logits, targets, alpha, rt.scalar(gamma, compute), rt.param_value(gamma, compute), axis, inside_row, cotangent, *residuals),
-        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not (differentiable or rt.holds_elements(logits, axis)), before=cotangent)
+        [logits, targets, rt.row_flag(inside, axis), cotangent, *residuals], axis, chunked=not differentiable, before=cotangent)
     return [rt.gradient_for(grad_logits, logits)]
 
 

@@ -317,7 +317,7 @@ def _triplet_margin_loss_gradients_from(anchors, positives, negatives, weights, 
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(anchors, positives, negatives))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(anchors, axis):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(anchors, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_anchors, grad_positives, grad_negatives, = gradients(programs, anchors, positives, negatives, rt.scalar(margin, compute), rt.scalar(p, compute), rt.param_value(p, compute), rt.scalar(eps, compute), axis, cotangent, *residuals, not differentiable)
     else:

@@ -134,7 +134,7 @@ def _tversky_loss_gradients_from(inputs, targets, weights, axis, alpha, beta, sm
     """
     _, backward = (_PROGRAMS if differentiable or rt.is_split(axis) else _COMPILED)[variant]
     compute = rt.compute_dtype(mx.result_type(inputs, targets))
-    if variant in _ONE_AT_A_TIME and not rt.holds_elements(inputs, axis):
+    if variant in _ONE_AT_A_TIME and rt.one_gradient_at_a_time(inputs, axis):
         gradients, programs = (_ONE_AT_A_TIME if differentiable or rt.is_split(axis) else _ONE_AT_A_TIME_COMPILED)[variant]
         grad_inputs, grad_targets, = gradients(programs, inputs, targets, rt.scalar(alpha, compute), rt.param_value(alpha, compute), rt.scalar(beta, compute), rt.param_value(beta, compute), rt.scalar(smooth, compute), axis, cotangent, *residuals, not differentiable)
     else:

@@ -1,12 +1,14 @@
 """Losses computed in chunks (of rows, or of elements), and the backward that computes values again.
 
-For half-precision inputs a forward hands the backward per-row values alone
-(an elementwise one, nothing), and both run on chunks (``rt.in_chunks``): the
-float32 values the size of the input are then never whole. Both are forced
-here on small inputs (a chunk of a few elements; the recomputing backward for
-float32 inputs too), and every loss, every variant, must give what the whole,
-holding path gives, to float32 rounding; its second order must equal autodiff
-of the symbolic form; ``mx.compile`` and ``mx.vmap`` must see the same.
+A row-wise forward hands the backward per-row values alone (for every dtype),
+as does an elementwise one for half-precision inputs (nothing), and both run
+on chunks (``rt.in_chunks``): the float32 values the size of the input are
+then never whole. Both are forced here on small inputs (a chunk of a few
+elements; an elementwise loss's recomputing backward for float32 inputs too),
+and every loss, every variant, must give what the whole path gives (an
+elementwise loss's holding its values), to float32 rounding; its second
+order must equal autodiff of the symbolic form; ``mx.compile`` and
+``mx.vmap`` must see the same.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ CHUNK_ELEMENTS = 10
 
 @pytest.fixture
 def in_chunks(monkeypatch):
-    """Chunks of at most CHUNK_ELEMENTS elements, and the recomputing backward for every dtype."""
+    """Chunks of at most CHUNK_ELEMENTS elements, and the recomputing backward for every dtype (elementwise losses)."""
     monkeypatch.setattr(rt, "CHUNK_ELEMENTS", CHUNK_ELEMENTS)
-    monkeypatch.setattr(rt, "holds_elements", lambda like, axis=None: False)
+    monkeypatch.setattr(rt, "holds_elements", lambda like: False)
 
 
 def _call(name, flags, form, shape, axis):
@@ -73,7 +75,7 @@ def test_chunks_and_recomputing_give_what_the_whole_path_gives(name, flags, form
     call = _call(name, flags, form, shape, axis)
     whole = {compiled: _value_and_grads(call, compiled=compiled) for compiled in (False, True)}
     monkeypatch.setattr(rt, "CHUNK_ELEMENTS", CHUNK_ELEMENTS)
-    monkeypatch.setattr(rt, "holds_elements", lambda like, axis=None: False)
+    monkeypatch.setattr(rt, "holds_elements", lambda like: False)
     for compiled, want in whole.items():
         got = _value_and_grads(call, compiled=compiled)
         for index, (g, w) in enumerate(zip(got, want)):

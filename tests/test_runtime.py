@@ -117,6 +117,7 @@ def test_a_class_block_cuts_per_class_arrays_and_refuses_row_reductions():
     assert rt.class_positions(mx.zeros((2, 2)), block).tolist() == [[3, 4]]
     with pytest.raises(rt.RowReduction):
         rt.row_sum(mx.zeros((2, 2)), block)
-    assert not rt.holds_elements(mx.zeros((2, 2)), block)
-    assert not rt.holds_elements(mx.zeros((2, 2)), rt.RowValues(1))
-    assert rt.holds_elements(mx.zeros((2, 2)), 1)
+    assert rt.one_gradient_at_a_time(mx.zeros((2, 2)), block)
+    assert rt.one_gradient_at_a_time(mx.zeros((2, 2)), rt.RowValues(1))
+    assert not rt.one_gradient_at_a_time(mx.zeros((2, 2)), 1)
+    assert rt.one_gradient_at_a_time(mx.zeros((2, 2), mx.bfloat16), 1)

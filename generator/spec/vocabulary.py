@@ -63,7 +63,7 @@ GENERATED_NAMES = frozenset(RESERVED_NAMES | {
     "arrays", "mlx_path",  # the kernels' arguments and their fallback (the MLX bodies) for transformations
     "given",  # the backward's arguments as given: the gradients' dtypes
     "program", "programs", "gradients",  # the compiled forward and backwards of each variant
-    # the residual policy of row-wise losses (rt.holds_elements) and their chunks of rows
+    # the residual policy of elementwise losses (rt.holds_elements) and the chunks of rows
     "hold", "held", "holding", "recomputing",
     "chunked", "by_rows",  # half-precision gradients each by itself, in chunks (rt.one_at_a_time)
     # the linear_ forms' own arguments and locals (their head is ``weight`` and ``bias`` where the spec

@@ -81,14 +81,13 @@ def rowwise_variant(loss, variant, target_form, printed_params, on_blocks=False)
                                             softmax_read_from_sums(ir.forward_reductions), numerators, on_blocks)
     forward = logsumexp_spelled_out(forward, ir.forward_reductions)
     element += numerators
-    recomputing = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, element), arrays)
-    per_row = residuals_read(forward, recomputing)
-    held = [] if on_blocks else [r for r in residuals_read(forward, backward) if r not in per_row]
-    if not held:
-        backward = recomputing  # no element-level residuals: one backward
-    forward = _moved_inputs_inlined(forward, set(per_row + held))
-    backward, recomputing = _moved_inputs_inlined(backward, set()), _moved_inputs_inlined(recomputing, set())
-    levels = element_level_symbols(forward + backward + recomputing, element)
+    # The residual policy of row-wise losses, every dtype: per-row values are held, element-level ones computed
+    # again where that is cheap (lower.residuals.recomputed_if_cheaper says why)
+    backward = recomputed_if_cheaper(forward, backward, element_level_symbols(forward, element), arrays)
+    per_row = residuals_read(forward, backward)
+    forward = _moved_inputs_inlined(forward, set(per_row))
+    backward = _moved_inputs_inlined(backward, set())
+    levels = element_level_symbols(forward + backward, element)
     names = _names(loss, target_form)
     as_given = {i: f"given[{index}]" for index, i in enumerate(loss.inputs) if isinstance(i, Input)}
     uses = lambda statements, name: any(name in {s.name for s in st.expr.free_symbols} for st in statements)
@@ -101,9 +100,9 @@ def rowwise_variant(loss, variant, target_form, printed_params, on_blocks=False)
 
     # a backward that reduces no row, and adds nothing at the target's class, computes each gradient from
     # the per-row values alone: for half-precision inputs each by itself, like an elementwise loss's
-    elementwise = all(s.reduction is None for s in recomputing) and not scatters and not ir.row_gradients
+    elementwise = all(s.reduction is None for s in backward) and not scatters and not ir.row_gradients
     one_at_a_time = [(name, print_backward(statements, per_row))
-                     for name, statements in (_one_at_a_time(loss, recomputing) if elementwise else [])]
+                     for name, statements in (_one_at_a_time(loss, backward) if elementwise else [])]
 
     return {
         "suffix": variant.suffix + f"_{target_form}" + ("_on_blocks" if on_blocks else ""),
@@ -113,22 +112,21 @@ def rowwise_variant(loss, variant, target_form, printed_params, on_blocks=False)
         "forward_lines": forward_lines,
         # whether the forward reads an input as given (its maximum, its value at the class)
         "reads_given": any(code in line for code in as_given.values() for line in forward_lines),
-        "backward_lines": print_backward(backward, per_row + held),
-        # the backward of half-precision inputs, which computes the element-level values again
-        "recomputing_lines": print_backward(recomputing, per_row) if held else None,
+        "backward_lines": print_backward(backward, per_row),
+        "recomputing_lines": None,
         "one_at_a_time": one_at_a_time,
         "one_at_a_time_gradients": ", ".join(f"grad_{name}" for name, _ in one_at_a_time),
         "residuals": [r.name for r in per_row],
-        "held_residuals": [r.name for r in held],
+        "held_residuals": [],
         "row_gradients": [f"grad_{n}" for n in ir.row_gradients],
         "aliases": [],
         # what the backward returns for each differentiable input: class indices have no gradient
         "returned": [f"grad_{i.name}" if not (isinstance(i, ClassTarget) and target_form == "indices") else "None"
                      for i in loss.inputs if i.differentiable],
         # whether each program computes values the size of its rows (then it runs on chunks of rows)
-        "element_work": [_element_work(p, levels) for p in (forward, backward + recomputing)],
+        "element_work": [_element_work(p, levels) for p in (forward, backward)],
         "forward_onehot": [t.name for t in loss.class_targets if uses(forward, t.name)],
-        "backward_onehot": [t.name for t in loss.class_targets if uses(backward + recomputing, t.name)],
+        "backward_onehot": [t.name for t in loss.class_targets if uses(backward, t.name)],
     }
 
 
