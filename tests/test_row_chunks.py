@@ -111,10 +111,11 @@ def test_vmap_over_chunks_equals_each_call(name, in_chunks):
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_half_precision_forwards_hand_the_backward_per_row_values_alone(name, monkeypatch):
-    # The residual policy. What the forward returns besides the loss is held until the backward:
-    # for half-precision inputs one value per row (nothing, elementwise); for float32 inputs also
-    # what is dear to compute again (cross_entropy's exp(logits - max), the size of the logits).
+def test_forwards_hand_the_backward_per_row_values_alone(name, monkeypatch):
+    # The residual policy. What the forward returns besides the loss is held until the backward: a
+    # row-wise loss's, one value per row for every dtype (cross_entropy's exp(logits - max) is computed
+    # again); an elementwise loss's, nothing for half-precision inputs and what is dear to compute
+    # again for float32 ones (poisson_nll_loss's exp(inputs)).
     forwards = []
     module = importlib.import_module(f"generated.{name}")
 
@@ -135,8 +136,10 @@ def test_half_precision_forwards_hand_the_backward_per_row_values_alone(name, mo
         size, residuals = forwards[0]  # the first program run is the forward
         held[dtype] = [r.shape for r in residuals if r is not None and r.size == size]
     assert held[mx.bfloat16] == held[mx.float16] == []
-    if name in ("cross_entropy", "poly1_cross_entropy", "softmax_focal_loss", "poisson_nll_loss"):
-        assert held[mx.float32], "float32 inputs: the exponentials are held"
+    if LOSSES[name].kind == "rowwise":
+        assert held[mx.float32] == []
+    if name == "poisson_nll_loss":
+        assert held[mx.float32], "an elementwise loss's float32 inputs: the exponentials are held"
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
