@@ -103,7 +103,7 @@ def test_peak_memory_is_reported_for_every_loss_in_every_dtype(report):
         assert set(fast) == {"eager", "compiled"} and all(isinstance(m, int) and m > 0 for m in fast.values())
     assert min(anchor["fast_cross_entropy_bytes"].values()) >= 512 * 32000 * 2
     targets = report["summary"]["memory_targets"]
-    assert len(targets) == 3 and all(isinstance(t["met"], bool) and math.isfinite(t["value"]) for t in targets)
+    assert len(targets) == 4 and all(isinstance(t["met"], bool) and math.isfinite(t["value"]) for t in targets)
 
 
 def test_training_steps_follow_the_stock_loss(report, report_dir):

@@ -391,7 +391,7 @@ def markdown(report):
         lines += [f"### {mode}", "",
                   "| loss | generated ms | eager ms | compiled ms | gen. compiled ms "
                   "| generated vs eager | generated vs compiled | gen. compiled vs compiled "
-                  "| peak MB generated / eager / compiled / gen. compiled |",
+                  "| peak MiB generated / eager / compiled / gen. compiled |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             t, s, m = r["median_ms"], r["speedup"], r["peak_memory_bytes"]

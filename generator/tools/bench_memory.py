@@ -110,9 +110,10 @@ def summarize(entries):
                            "missed": sum(r[key] > MARGIN for _, r in ratios), "of": len(ratios)})
     for entry in entries:
         if entry["kind"] == "anchor":
-            mb = entry["peak_memory_bytes"]["generated"] / 2**20
-            checks.append({"target": f"{ANCHOR['loss']} {ANCHOR['shape']} {ANCHOR['dtype']} value_and_grad, MB",
-                           "value": mb, "goal": f"<= {ANCHOR['limit_mb']:g}", "met": mb <= ANCHOR["limit_mb"]})
+            for variant, how in (("generated", "as called"), ("generated_compiled", "compiled")):
+                mb = entry["peak_memory_bytes"][variant] / 1e6  # the issue's unit: MB, not MiB
+                checks.append({"target": f"{ANCHOR['loss']} {ANCHOR['shape']} {ANCHOR['dtype']} value_and_grad {how}, MB",
+                               "value": mb, "goal": f"<= {ANCHOR['limit_mb']:g}", "met": mb <= ANCHOR["limit_mb"]})
     return checks
 
 
@@ -153,14 +154,14 @@ def _progress(entry):
     from .bench import VARIANTS
 
     peaks = entry["peak_memory_bytes"]
-    return (f"{entry['loss']:24s} {entry['dtype']:9s} peak MB " + " ".join(f"{k}={_mb(peaks[k])}" for k in VARIANTS))
+    return (f"{entry['loss']:24s} {entry['dtype']:9s} peak MiB " + " ".join(f"{k}={_mb(peaks[k])}" for k in VARIANTS))
 
 
 def markdown(entries, checks):
     """The memory section of bench.md."""
     from .bench import VARIANTS
 
-    lines = ["### peak memory of value_and_grad, by dtype (MB above the inputs)", "",
+    lines = ["### peak memory of value_and_grad, by dtype (MiB above the inputs)", "",
              "| loss | dtype | " + " | ".join(VARIANTS) + " | generated / MLX's best | gen. compiled / MLX's best |",
              "|---|---|" + "---:|" * (len(VARIANTS) + 2)]
     for entry in entries:
@@ -171,7 +172,7 @@ def markdown(entries, checks):
     fast = [e for e in entries if e.get("fast_cross_entropy_bytes")]
     if fast:
         lines += ["", "cross_entropy against MLX's fused `mx.fast.cross_entropy` (its mean; on a CPU MLX runs it",
-                  "unfused), value_and_grad, MB above the inputs:", "",
+                  "unfused), value_and_grad, MiB above the inputs:", "",
                   "| call | dtype | generated | generated_compiled | mx.fast eager | mx.fast compiled |",
                   "|---|---|---:|---:|---:|---:|"]
         for entry in fast:

@@ -97,7 +97,7 @@ def run(quick=False, steps=None, echo=print):
         results.append({"loss": label, "losses": losses, "median_step_ms": statistics.median(seconds[settled]) * 1e3,
                         "peak_memory_bytes": max(peaks[settled])})
         echo(f"training {label:36s} step {results[-1]['median_step_ms']:.0f} ms, "
-             f"peak {results[-1]['peak_memory_bytes'] / 2**20:.1f} MB, losses {[round(v, 4) for v in losses]}")
+             f"peak {results[-1]['peak_memory_bytes'] / 2**20:.1f} MiB, losses {[round(v, 4) for v in losses]}")
     return {"config": config, "batch": BATCH, "sequence": SEQUENCE, "steps": steps, "dtype": "bfloat16",
             "results": results}
 
@@ -113,7 +113,7 @@ def markdown(report):
     config = report["config"]
     lines = [f"### training steps: llama (mlx-lm), {config['num_hidden_layers']} layers, hidden {config['hidden_size']}, "
              f"vocabulary {config['vocab_size']}, {report['batch']} x {report['sequence']} tokens, bfloat16", "",
-             "| loss | median step ms | peak MB a step | step ms / stock's | peak / stock's | loss curve |",
+             "| loss | median step ms | peak MiB a step | step ms / stock's | peak / stock's | loss curve |",
              "|---|---:|---:|---:|---:|---|"]
     stock = report["results"][0]
     for r in report["results"]:
