@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_forward_d142a653179c",
+        name="losscc_binary_cross_entropy_with_logits_forward_bbac23abc6a6",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('pos_weight_in', 'input:pos_weight'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -33,7 +33,7 @@ if (i < n) {
   const float pos_weight = static_cast<float>(pos_weight_in[i]);
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && ((t0*targets) == losscc_inf() || (t0*targets) == -losscc_inf())) ? 0.0f : t0*pos_weight*targets);
+  const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && (metal::abs(t0*targets) == losscc_inf())) ? 0.0f : t0*pos_weight*targets);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -75,7 +75,7 @@ if (i < n) {
   const float pos_weight = static_cast<float>(pos_weight_in[i]);
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && ((t0*targets) == losscc_inf() || (t0*targets) == -losscc_inf())) ? 0.0f : t0*pos_weight*targets);
+  const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && (fabsf(t0*targets) == losscc_inf())) ? 0.0f : t0*pos_weight*targets);
   value = loss;
   if (weighted) {
     value *= static_cast<float>(weights_in[i]);
@@ -105,7 +105,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_binary_cross_entropy_with_logits_backward_4c8a1a9ec325",
+        name="losscc_binary_cross_entropy_with_logits_backward_09371415a9f8",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('pos_weight_in', 'input:pos_weight'), ('cotangent_in', 'cotangent'), ('weights_in', 'weights'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs'), ('grad_targets_out', 'grad:targets'), ('grad_weights_out', 'grad:weights')],
         metal=r"""
@@ -127,7 +127,7 @@ if (i < n) {
     {
       const float t0 = losscc_softplus(-inputs);
       const float t1 = losscc_softplus(inputs);
-      const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && ((t0*targets) == losscc_inf() || (t0*targets) == -losscc_inf())) ? 0.0f : t0*pos_weight*targets);
+      const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && (metal::abs(t0*targets) == losscc_inf())) ? 0.0f : t0*pos_weight*targets);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
@@ -135,8 +135,8 @@ if (i < n) {
   }
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float grad_inputs = cotangent*((1.0f - targets)*losscc_sigmoid(inputs) + (((pos_weight == 0.0f) && ((targets*losscc_sigmoid(-inputs)) == losscc_inf() || (targets*losscc_sigmoid(-inputs)) == -losscc_inf())) ? 0.0f : -pos_weight*targets*losscc_sigmoid(-inputs)));
-  const float grad_targets = cotangent*(((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (pos_weight == 0.0f)) ? 0.0f : t0*pos_weight) - t1);
+  const float grad_inputs = cotangent*((1.0f - targets)*losscc_sigmoid(inputs) + (((pos_weight == 0.0f) && (metal::abs(targets*losscc_sigmoid(-inputs)) == losscc_inf())) ? 0.0f : -pos_weight*targets*losscc_sigmoid(-inputs)));
+  const float grad_targets = cotangent*((((metal::abs(t0) == losscc_inf()) && (pos_weight == 0.0f)) ? 0.0f : t0*pos_weight) - t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }
@@ -160,7 +160,7 @@ if (i < n) {
     {
       const float t0 = losscc_softplus(-inputs);
       const float t1 = losscc_softplus(inputs);
-      const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && ((t0*targets) == losscc_inf() || (t0*targets) == -losscc_inf())) ? 0.0f : t0*pos_weight*targets);
+      const float loss = t1*(1.0f - targets) + (((pos_weight == 0.0f) && (fabsf(t0*targets) == losscc_inf())) ? 0.0f : t0*pos_weight*targets);
       loss_value = loss;
     }
     grad_weights_out[i] = static_cast<T>(cotangent * loss_value);
@@ -168,8 +168,8 @@ if (i < n) {
   }
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float grad_inputs = cotangent*((1.0f - targets)*losscc_sigmoid(inputs) + (((pos_weight == 0.0f) && ((targets*losscc_sigmoid(-inputs)) == losscc_inf() || (targets*losscc_sigmoid(-inputs)) == -losscc_inf())) ? 0.0f : -pos_weight*targets*losscc_sigmoid(-inputs)));
-  const float grad_targets = cotangent*(((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (pos_weight == 0.0f)) ? 0.0f : t0*pos_weight) - t1);
+  const float grad_inputs = cotangent*((1.0f - targets)*losscc_sigmoid(inputs) + (((pos_weight == 0.0f) && (fabsf(targets*losscc_sigmoid(-inputs)) == losscc_inf())) ? 0.0f : -pos_weight*targets*losscc_sigmoid(-inputs)));
+  const float grad_targets = cotangent*((((fabsf(t0) == losscc_inf()) && (pos_weight == 0.0f)) ? 0.0f : t0*pos_weight) - t1);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
   grad_targets_out[i] = static_cast<T>(grad_targets);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_kto_loss_forward_d259b60548e6",
+        name="losscc_kto_loss_forward_bd14a8e53f29",
         inputs=[('policy_logps_in', 'input:policy_logps'), ('ref_logps_in', 'input:ref_logps'), ('preference_labels_in', 'input:preference_labels'), ('kl_in', 'input:kl'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -38,7 +38,7 @@ if (i < n) {
   const float t2 = kl - log_ratio;
   const float t0 = losscc_sigmoid((-beta)*t2);
   const float t1 = losscc_sigmoid(beta*t2);
-  const float loss = ((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && ((1.0f - t0) == losscc_inf() || (1.0f - t0) == -losscc_inf())) ? 0.0f : desirable_weight*(1.0f - t0)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*(1.0f - t1)*(1.0f - preference_labels));
+  const float loss = ((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && (metal::abs(1.0f - t0) == losscc_inf())) ? 0.0f : desirable_weight*(1.0f - t0)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*(1.0f - t1)*(1.0f - preference_labels));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -82,7 +82,7 @@ if (i < n) {
   const float t2 = kl - log_ratio;
   const float t0 = losscc_sigmoid((-beta)*t2);
   const float t1 = losscc_sigmoid(beta*t2);
-  const float loss = ((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && ((1.0f - t0) == losscc_inf() || (1.0f - t0) == -losscc_inf())) ? 0.0f : desirable_weight*(1.0f - t0)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*(1.0f - t1)*(1.0f - preference_labels));
+  const float loss = ((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && (fabsf(1.0f - t0) == losscc_inf())) ? 0.0f : desirable_weight*(1.0f - t0)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*(1.0f - t1)*(1.0f - preference_labels));
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -109,7 +109,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_kto_loss_backward_e157bbee77fa",
+        name="losscc_kto_loss_backward_2ccc9aa82c70",
         inputs=[('policy_logps_in', 'input:policy_logps'), ('ref_logps_in', 'input:ref_logps'), ('preference_labels_in', 'input:preference_labels'), ('kl_in', 'input:kl'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_policy_logps_out', 'grad:policy_logps'), ('grad_ref_logps_out', 'grad:ref_logps')],
         metal=r"""
@@ -132,7 +132,7 @@ if (i < n) {
   const float t2 = kl - log_ratio;
   const float t1 = losscc_sigmoid(beta*t2);
   const float t3 = -losscc_sigmoid(beta*(log_ratio - kl));
-  const float grad_policy_logps = (beta*cotangent)*(((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && ((t3*(t3 + 1.0f)) == losscc_inf() || (t3*(t3 + 1.0f)) == -losscc_inf())) ? 0.0f : desirable_weight*t3*(t3 + 1.0f)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*t1*(1.0f - t1)*(1.0f - preference_labels)));
+  const float grad_policy_logps = (beta*cotangent)*(((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && (metal::abs(t3*(t3 + 1.0f)) == losscc_inf())) ? 0.0f : desirable_weight*t3*(t3 + 1.0f)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*t1*(1.0f - t1)*(1.0f - preference_labels)));
   grad_policy_logps_out[i] = static_cast<T>(grad_policy_logps);
   grad_ref_logps_out[i] = static_cast<T>(-grad_policy_logps);
 }
@@ -157,7 +157,7 @@ if (i < n) {
   const float t2 = kl - log_ratio;
   const float t1 = losscc_sigmoid(beta*t2);
   const float t3 = -losscc_sigmoid(beta*(log_ratio - kl));
-  const float grad_policy_logps = (beta*cotangent)*(((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && ((t3*(t3 + 1.0f)) == losscc_inf() || (t3*(t3 + 1.0f)) == -losscc_inf())) ? 0.0f : desirable_weight*t3*(t3 + 1.0f)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*t1*(1.0f - t1)*(1.0f - preference_labels)));
+  const float grad_policy_logps = (beta*cotangent)*(((desirable_weight == 0.0f) ? 0.0f : (((preference_labels == 0.0f) && (fabsf(t3*(t3 + 1.0f)) == losscc_inf())) ? 0.0f : desirable_weight*t3*(t3 + 1.0f)*preference_labels)) + ((undesirable_weight == 0.0f) ? 0.0f : undesirable_weight*t1*(1.0f - t1)*(1.0f - preference_labels)));
   grad_policy_logps_out[i] = static_cast<T>(grad_policy_logps);
   grad_ref_logps_out[i] = static_cast<T>(-grad_policy_logps);
 }

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_multilabel_soft_margin_loss_indices_forward_44a2c5c630e0",
+        name="losscc_multilabel_soft_margin_loss_indices_forward_fbe7b79f3e97",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('weight_in', 'input:weight'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss')],
         metal=r"""
@@ -43,7 +43,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float weight = static_cast<float>(weight_in[at]);
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  acc_mean0 += (((weight == 0.0f) && ((t0*targets + t1*(1.0f - targets)) == losscc_inf() || (t0*targets + t1*(1.0f - targets)) == -losscc_inf())) ? 0.0f : -(t0*targets + t1*(1.0f - targets))*weight);
+  acc_mean0 += (((weight == 0.0f) && (metal::abs(t0*targets + t1*(1.0f - targets)) == losscc_inf())) ? 0.0f : -(t0*targets + t1*(1.0f - targets))*weight);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_mean0 = metal::simd_sum(acc_mean0);
@@ -89,7 +89,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float weight = static_cast<float>(weight_in[at]);
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  acc_mean0 += (((weight == 0.0f) && ((t0*targets + t1*(1.0f - targets)) == losscc_inf() || (t0*targets + t1*(1.0f - targets)) == -losscc_inf())) ? 0.0f : -(t0*targets + t1*(1.0f - targets))*weight);
+  acc_mean0 += (((weight == 0.0f) && (fabsf(t0*targets + t1*(1.0f - targets)) == losscc_inf())) ? 0.0f : -(t0*targets + t1*(1.0f - targets))*weight);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_mean0 = losscc_warp_sum(acc_mean0);

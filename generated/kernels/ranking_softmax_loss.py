@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "_indices": _gpu.Kernel(
-        name="losscc_ranking_softmax_loss_indices_forward_ef32e8bd75af",
+        name="losscc_ranking_softmax_loss_indices_forward_fc8a06e8e788",
         inputs=[('logits_in', 'input:logits'), ('labels_in', 'input:labels'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('shift0_out', 'residual:shift0'), ('logsumexp0_sum_out', 'residual:logsumexp0_sum')],
         metal=r"""
@@ -83,7 +83,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float labels = static_cast<float>(labels_in[at]);
   const float shifted0 = logits - shift0;
-  acc_sum0 += (((labels == 0.0f) && ((logsumexp0 - shifted0) == losscc_inf() || (logsumexp0 - shifted0) == -losscc_inf())) ? 0.0f : (logsumexp0 - shifted0)*labels);
+  acc_sum0 += (((labels == 0.0f) && (metal::abs(logsumexp0 - shifted0) == losscc_inf())) ? 0.0f : (logsumexp0 - shifted0)*labels);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = metal::simd_sum(acc_sum0);
@@ -171,7 +171,7 @@ for (uint j = tid; j < row_length_count; j += lanes) {
   const float logits = static_cast<float>(logits_in[at]);
   const float labels = static_cast<float>(labels_in[at]);
   const float shifted0 = logits - shift0;
-  acc_sum0 += (((labels == 0.0f) && ((logsumexp0 - shifted0) == losscc_inf() || (logsumexp0 - shifted0) == -losscc_inf())) ? 0.0f : (logsumexp0 - shifted0)*labels);
+  acc_sum0 += (((labels == 0.0f) && (fabsf(logsumexp0 - shifted0) == losscc_inf())) ? 0.0f : (logsumexp0 - shifted0)*labels);
 }
 // combine the threads' values: within each simdgroup, then across the simdgroups
 acc_sum0 = losscc_warp_sum(acc_sum0);

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_sigmoid_focal_loss_forward_fc297c7b78d7",
+        name="losscc_sigmoid_focal_loss_forward_c990536f8431",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -34,9 +34,9 @@ if (i < n) {
   const float t3 = 1.0f - targets;
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float log_one_minus_p_t = ((((t1) == losscc_inf() || (t1) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
+  const float log_one_minus_p_t = (((metal::abs(t1) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
   const float t2 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
-  const float cross_entropy = t1*t3 + ((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
+  const float cross_entropy = t1*t3 + (((metal::abs(t0) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
   const float loss = ((t2 == 0.0f) ? 0.0f : t2*((alpha >= 0.0f) ? (1.0f - alpha)*t3 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f)*cross_entropy);
   value = loss;
   if (!reduce) {
@@ -77,9 +77,9 @@ if (i < n) {
   const float t3 = 1.0f - targets;
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float log_one_minus_p_t = ((((t1) == losscc_inf() || (t1) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
+  const float log_one_minus_p_t = (((fabsf(t1) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
   const float t2 = expf(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
-  const float cross_entropy = t1*t3 + ((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
+  const float cross_entropy = t1*t3 + (((fabsf(t0) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
   const float loss = ((t2 == 0.0f) ? 0.0f : t2*((alpha >= 0.0f) ? (1.0f - alpha)*t3 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f)*cross_entropy);
   value = loss;
   if (!reduce) {
@@ -107,7 +107,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_sigmoid_focal_loss_backward_6916b0aeedba",
+        name="losscc_sigmoid_focal_loss_backward_0164acb04493",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -126,13 +126,13 @@ if (i < n) {
   const float t3 = 1.0f - targets;
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float log_one_minus_p_t = ((((t1) == losscc_inf() || (t1) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
+  const float log_one_minus_p_t = (((metal::abs(t1) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
   const float t2 = metal::exp(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
   const float t4 = 1.0f - targets;
   const float t5 = losscc_sigmoid(inputs);
   const float t6 = losscc_sigmoid(-inputs);
-  const float cross_entropy = t1*t4 + ((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
-  const float grad_inputs = ((t2 == 0.0f) ? 0.0f : cotangent*t2*(t4*t5 + ((((t6) == losscc_inf() || (t6) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t6*targets) + ((gamma == 0.0f) ? 0.0f : gamma*(t4*t6 + ((((t5) == losscc_inf() || (t5) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t5*targets))*cross_entropy))*((alpha >= 0.0f) ? (1.0f - alpha)*t4 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f));
+  const float cross_entropy = t1*t4 + (((metal::abs(t0) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
+  const float grad_inputs = ((t2 == 0.0f) ? 0.0f : cotangent*t2*(t4*t5 + (((metal::abs(t6) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t6*targets) + ((gamma == 0.0f) ? 0.0f : gamma*(t4*t6 + (((metal::abs(t5) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t5*targets))*cross_entropy))*((alpha >= 0.0f) ? (1.0f - alpha)*t4 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -152,13 +152,13 @@ if (i < n) {
   const float t3 = 1.0f - targets;
   const float t0 = losscc_softplus(-inputs);
   const float t1 = losscc_softplus(inputs);
-  const float log_one_minus_p_t = ((((t1) == losscc_inf() || (t1) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
+  const float log_one_minus_p_t = (((fabsf(t1) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t1*targets) - t0*t3;
   const float t2 = expf(((gamma == 0.0f) ? 0.0f : gamma*log_one_minus_p_t));
   const float t4 = 1.0f - targets;
   const float t5 = losscc_sigmoid(inputs);
   const float t6 = losscc_sigmoid(-inputs);
-  const float cross_entropy = t1*t4 + ((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
-  const float grad_inputs = ((t2 == 0.0f) ? 0.0f : cotangent*t2*(t4*t5 + ((((t6) == losscc_inf() || (t6) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t6*targets) + ((gamma == 0.0f) ? 0.0f : gamma*(t4*t6 + ((((t5) == losscc_inf() || (t5) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t5*targets))*cross_entropy))*((alpha >= 0.0f) ? (1.0f - alpha)*t4 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f));
+  const float cross_entropy = t1*t4 + (((fabsf(t0) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : t0*targets);
+  const float grad_inputs = ((t2 == 0.0f) ? 0.0f : cotangent*t2*(t4*t5 + (((fabsf(t6) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t6*targets) + ((gamma == 0.0f) ? 0.0f : gamma*(t4*t6 + (((fabsf(t5) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : -t5*targets))*cross_entropy))*((alpha >= 0.0f) ? (1.0f - alpha)*t4 + ((alpha == 0.0f) ? 0.0f : alpha*targets) : 1.0f));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

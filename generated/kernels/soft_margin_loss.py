@@ -91,7 +91,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_soft_margin_loss_backward_410abdc5646f",
+        name="losscc_soft_margin_loss_backward_d125f5875d95",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -105,7 +105,7 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = (((targets == 0.0f) && ((cotangent*losscc_sigmoid(-inputs*targets)) == losscc_inf() || (cotangent*losscc_sigmoid(-inputs*targets)) == -losscc_inf())) ? 0.0f : (-cotangent)*targets*losscc_sigmoid(-inputs*targets));
+  const float grad_inputs = (((targets == 0.0f) && (metal::abs(cotangent*losscc_sigmoid(-inputs*targets)) == losscc_inf())) ? 0.0f : (-cotangent)*targets*losscc_sigmoid(-inputs*targets));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -120,7 +120,7 @@ if (i < n) {
   const float inputs = static_cast<float>(inputs_in[i]);
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
-  const float grad_inputs = (((targets == 0.0f) && ((cotangent*losscc_sigmoid(-inputs*targets)) == losscc_inf() || (cotangent*losscc_sigmoid(-inputs*targets)) == -losscc_inf())) ? 0.0f : (-cotangent)*targets*losscc_sigmoid(-inputs*targets));
+  const float grad_inputs = (((targets == 0.0f) && (fabsf(cotangent*losscc_sigmoid(-inputs*targets)) == losscc_inf())) ? 0.0f : (-cotangent)*targets*losscc_sigmoid(-inputs*targets));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

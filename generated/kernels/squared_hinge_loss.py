@@ -93,7 +93,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_squared_hinge_loss_backward_0c7a33da5d71",
+        name="losscc_squared_hinge_loss_backward_8f54f98fa645",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -108,7 +108,7 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t1 = inputs*targets;
-  const float grad_inputs = ((t1 < 1.0f) ? (((targets == 0.0f) && ((cotangent*(1.0f - t1)) == losscc_inf() || (cotangent*(1.0f - t1)) == -losscc_inf())) ? 0.0f : (-2.0f*cotangent)*(1.0f - t1)*targets) : 0.0f);
+  const float grad_inputs = ((t1 < 1.0f) ? (((targets == 0.0f) && (metal::abs(cotangent*(1.0f - t1)) == losscc_inf())) ? 0.0f : (-2.0f*cotangent)*(1.0f - t1)*targets) : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -124,7 +124,7 @@ if (i < n) {
   const float targets = static_cast<float>(targets_in[i]);
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t1 = inputs*targets;
-  const float grad_inputs = ((t1 < 1.0f) ? (((targets == 0.0f) && ((cotangent*(1.0f - t1)) == losscc_inf() || (cotangent*(1.0f - t1)) == -losscc_inf())) ? 0.0f : (-2.0f*cotangent)*(1.0f - t1)*targets) : 0.0f);
+  const float grad_inputs = ((t1 < 1.0f) ? (((targets == 0.0f) && (fabsf(cotangent*(1.0f - t1)) == losscc_inf())) ? 0.0f : (-2.0f*cotangent)*(1.0f - t1)*targets) : 0.0f);
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

@@ -13,7 +13,7 @@ from .. import _gpu
 
 FORWARD = {
     "": _gpu.Kernel(
-        name="losscc_tweedie_deviance_forward_61d7e66562aa",
+        name="losscc_tweedie_deviance_forward_2b503bb8497c",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('loss_out', 'loss'), ('partial_out', 'partial')],
         metal=r"""
@@ -35,7 +35,7 @@ if (i < n) {
   const float t3 = (1.0f / t2);
   const float t4 = (1.0f / t1);
   const float t0 = losscc_pow(inputs, t1);
-  const float loss = (2.0f*t3)*losscc_pow(inputs, t2) + (2.0f*t3*t4)*losscc_pow(targets, t2) + ((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : (-2.0f*t4)*t0*targets);
+  const float loss = (2.0f*t3)*losscc_pow(inputs, t2) + (2.0f*t3*t4)*losscc_pow(targets, t2) + (((metal::abs(t0) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : (-2.0f*t4)*t0*targets);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -76,7 +76,7 @@ if (i < n) {
   const float t3 = (1.0f / t2);
   const float t4 = (1.0f / t1);
   const float t0 = losscc_pow(inputs, t1);
-  const float loss = (2.0f*t3)*losscc_pow(inputs, t2) + (2.0f*t3*t4)*losscc_pow(targets, t2) + ((((t0) == losscc_inf() || (t0) == -losscc_inf()) && (targets == 0.0f)) ? 0.0f : (-2.0f*t4)*t0*targets);
+  const float loss = (2.0f*t3)*losscc_pow(inputs, t2) + (2.0f*t3*t4)*losscc_pow(targets, t2) + (((fabsf(t0) == losscc_inf()) && (targets == 0.0f)) ? 0.0f : (-2.0f*t4)*t0*targets);
   value = loss;
   if (!reduce) {
     loss_out[i] = static_cast<T>(value);
@@ -103,7 +103,7 @@ if (reduce) {
 
 BACKWARD = {
     "": _gpu.Kernel(
-        name="losscc_tweedie_deviance_backward_991c8cee9029",
+        name="losscc_tweedie_deviance_backward_444f82d7ce57",
         inputs=[('inputs_in', 'input:inputs'), ('targets_in', 'input:targets'), ('cotangent_in', 'cotangent'), ('params', 'params'), ('meta', 'meta')],
         outputs=[('grad_inputs_out', 'grad:inputs')],
         metal=r"""
@@ -120,7 +120,7 @@ if (i < n) {
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t1 = 1.0f - power;
   const float t0 = losscc_pow(inputs, t1);
-  const float grad_inputs = (2.0f*cotangent)*(t0 + (((targets == 0.0f) && ((losscc_pow(inputs, -power)) == losscc_inf() || (losscc_pow(inputs, -power)) == -losscc_inf())) ? 0.0f : -losscc_pow(inputs, -power)*targets));
+  const float grad_inputs = (2.0f*cotangent)*(t0 + (((targets == 0.0f) && (metal::abs(losscc_pow(inputs, -power)) == losscc_inf())) ? 0.0f : -losscc_pow(inputs, -power)*targets));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,
@@ -138,7 +138,7 @@ if (i < n) {
   float cotangent = static_cast<float>(cotangent_in[scalar_cotangent ? 0u : i]);
   const float t1 = 1.0f - power;
   const float t0 = losscc_pow(inputs, t1);
-  const float grad_inputs = (2.0f*cotangent)*(t0 + (((targets == 0.0f) && ((losscc_pow(inputs, -power)) == losscc_inf() || (losscc_pow(inputs, -power)) == -losscc_inf())) ? 0.0f : -losscc_pow(inputs, -power)*targets));
+  const float grad_inputs = (2.0f*cotangent)*(t0 + (((targets == 0.0f) && (fabsf(losscc_pow(inputs, -power)) == losscc_inf())) ? 0.0f : -losscc_pow(inputs, -power)*targets));
   grad_inputs_out[i] = static_cast<T>(grad_inputs);
 }
 """,

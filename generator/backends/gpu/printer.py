@@ -184,8 +184,7 @@ class CPrinter(StrPrinter):
         return f"({self._print(expr.args[0])} == -losscc_inf())"
 
     def _print_IsInfinite(self, expr):
-        value = self._print(expr.args[0])
-        return f"(({value}) == losscc_inf() || ({value}) == -losscc_inf())"
+        return f"({self._call('Abs', expr.args[0])} == losscc_inf())"  # NaN is not
 
     def _print_BooleanFalse(self, expr):
         return "false"
