@@ -23,11 +23,17 @@ def logsumexp_parts(symbol):
     return sp.Symbol(f"{symbol.name}_exp", real=True), sp.Symbol(f"{symbol.name}_sum", real=True)
 
 
+def _moved_by_shift(forward_reductions):
+    """The logsumexps of a row moved by its shift (``z - shift(z)``): they need no maximum of their own."""
+    shifts = {r.symbol: expand_terms(r.argument) for r in forward_reductions if r.kind == "shift"}
+    return {r.symbol for r in forward_reductions if r.kind == "logsumexp"
+            and any(expand_terms(r.argument) == z - shift for shift, z in shifts.items())}
+
+
 def spelled_out(forward_reductions, running=False):
     """The logsumexps the forward spells out: all, or (``running``) those of a row moved by its shift."""
-    shifts = {r.symbol: expand_terms(r.argument) for r in forward_reductions if r.kind == "shift"}
-    moved = lambda r: any(expand_terms(r.argument) == z - shift for shift, z in shifts.items())
-    return [r for r in forward_reductions if r.kind == "logsumexp" and (moved(r) or not running)]
+    moved = _moved_by_shift(forward_reductions)
+    return [r for r in forward_reductions if r.kind == "logsumexp" and (r.symbol in moved or not running)]
 
 
 def logsumexp_numerators(forward_reductions, running=False):
@@ -46,8 +52,7 @@ def logsumexp_spelled_out(statements, forward_reductions, running=False):
     ``e`` and ``s`` are what the backward's softmax reads (``softmax_read_from_sums``).
     """
     named = {r.symbol for r in spelled_out(forward_reductions, running)}
-    values = {s.symbol: s.expr for s in statements if s.reduction is None}
-    shifts = {s.symbol: s.expr for s in statements if s.reduction is not None and s.reduction.kind == "shift"}
+    moved = _moved_by_shift(forward_reductions)
     spelled = []
     for statement in statements:
         if statement.reduction is None or statement.symbol not in named:
@@ -55,8 +60,7 @@ def logsumexp_spelled_out(statements, forward_reductions, running=False):
             continue
         name, argument = statement.symbol, statement.expr
         exps, sums = logsumexp_parts(name)
-        moved = values.get(argument, argument)
-        if any(moved == z - shift for shift, z in shifts.items()):
+        if name in moved:
             spelled.append(Statement(exps, sp.exp(argument)))
             most = sp.S.Zero
         else:
